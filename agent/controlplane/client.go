@@ -1,0 +1,284 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Options configures a Client. Zero values are replaced by the documented defaults.
+type Options struct {
+	// MasterAddr is the master's gRPC address, host:port. Required.
+	MasterAddr string
+	// AgentID, Hostname, Platform, Arch and AgentVersion identify the agent. AgentID is required.
+	AgentID, Hostname, Platform, Arch, AgentVersion string
+	// MaxStorageNodes is the agent's capacity.
+	MaxStorageNodes int
+	// Labels are free-form key/values shown to operators and usable for placement.
+	Labels map[string]string
+
+	// Report returns the agent's current actual state; called before every RPC. Required.
+	Report func() Report
+	// OnDesired receives every desired state the master sends, in order. Required.
+	OnDesired func(Desired)
+	// OnRegistered is called after each successful registration (optional).
+	OnRegistered func()
+	// OnHeartbeat is called after each successful heartbeat (optional).
+	OnHeartbeat func()
+
+	// HeartbeatInterval is used until the master names one (default 5 s).
+	HeartbeatInterval time.Duration
+	// BackoffMin and BackoffMax bound the full-jitter registration backoff (defaults 1 s and 30 s).
+	BackoffMin, BackoffMax time.Duration
+	// RPCTimeout bounds each call (default 10 s).
+	RPCTimeout time.Duration
+	// Logger receives one line per event (default: discard).
+	Logger *slog.Logger
+	// Rand is the jitter source (default: a random seed). Tests inject a fixed one.
+	Rand *rand.Rand
+}
+
+// Validate reports every missing or invalid option at once.
+func (o Options) Validate() error {
+	var errs []error
+	if o.MasterAddr == "" {
+		errs = append(errs, errors.New("controlplane: MasterAddr is required"))
+	}
+	if o.AgentID == "" {
+		errs = append(errs, errors.New("controlplane: AgentID is required"))
+	}
+	if o.Report == nil {
+		errs = append(errs, errors.New("controlplane: Report is required"))
+	}
+	if o.OnDesired == nil {
+		errs = append(errs, errors.New("controlplane: OnDesired is required"))
+	}
+	if o.BackoffMin < 0 || o.BackoffMax < 0 || (o.BackoffMax > 0 && o.BackoffMin > o.BackoffMax) {
+		errs = append(errs, errors.New("controlplane: want 0 <= BackoffMin <= BackoffMax"))
+	}
+	return errors.Join(errs...)
+}
+
+// Client keeps an agent registered with its master.
+type Client struct {
+	opts Options
+	conn *grpc.ClientConn
+	rpc  gridv1.GridMasterClient
+
+	mu        sync.Mutex
+	interval  time.Duration
+	connected bool
+	lastOK    time.Time
+}
+
+// New validates opts and prepares a client; no connection is made until Run.
+func New(opts Options) (*Client, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = 5 * time.Second
+	}
+	if opts.BackoffMin == 0 {
+		opts.BackoffMin = time.Second
+	}
+	if opts.BackoffMax == 0 {
+		opts.BackoffMax = 30 * time.Second
+	}
+	if opts.RPCTimeout <= 0 {
+		opts.RPCTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	conn, err := grpc.NewClient(opts.MasterAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: master address %q: %w", opts.MasterAddr, err)
+	}
+	return &Client{opts: opts, conn: conn, rpc: gridv1.NewGridMasterClient(conn), interval: opts.HeartbeatInterval}, nil
+}
+
+// Connected reports whether the last call to the master succeeded, and when.
+func (c *Client) Connected() (bool, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected, c.lastOK
+}
+
+// Close releases the connection. Run must have returned.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Run registers and heartbeats until ctx ends. It returns nil on ctx's end and
+// never gives up because the master is unreachable.
+func (c *Client) Run(ctx context.Context) error {
+	log := c.opts.Logger
+	for {
+		if err := c.registerWithBackoff(ctx); err != nil {
+			return nil // ctx ended
+		}
+		// Spread a fleet's heartbeats: the first one lands anywhere in the first interval.
+		wait := c.jitter(c.currentInterval(), 1.0)
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			err := c.heartbeat(ctx)
+			if err == nil {
+				wait = c.jitter(c.currentInterval(), 0.1)
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if status.Code(err) == codes.NotFound {
+				log.Warn("master does not know this agent; registering again", "agent", c.opts.AgentID, "err", err)
+				break
+			}
+			c.setConnected(false)
+			log.Warn("heartbeat failed; nodes keep running, retrying", "master", c.opts.MasterAddr, "err", err)
+			wait = c.jitter(c.currentInterval(), 0.1)
+		}
+	}
+}
+
+func (c *Client) registerWithBackoff(ctx context.Context) error {
+	log := c.opts.Logger
+	for attempt := 0; ; attempt++ {
+		err := c.register(ctx)
+		if err == nil {
+			return nil
+		}
+		c.setConnected(false)
+		delay := c.backoff(attempt)
+		level := slog.LevelWarn
+		if attempt > 0 && attempt%10 != 0 {
+			level = slog.LevelDebug
+		}
+		log.Log(ctx, level, "cannot register with master; retrying", "master", c.opts.MasterAddr, "attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (c *Client) register(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RPCTimeout)
+	defer cancel()
+	rep := c.opts.Report()
+	resp, err := c.rpc.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{
+		AgentId:         c.opts.AgentID,
+		Hostname:        c.opts.Hostname,
+		Platform:        c.opts.Platform,
+		Arch:            c.opts.Arch,
+		AgentVersion:    c.opts.AgentVersion,
+		MaxStorageNodes: uint32(max(c.opts.MaxStorageNodes, 0)),
+		Labels:          c.opts.Labels,
+		Nodes:           nodesToProto(rep.Nodes),
+		Upgrade:         upgradeToProto(rep.Upgrade),
+	}, grpc.WaitForReady(false))
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	c.setInterval(resp.GetHeartbeatIntervalSecs())
+	c.setConnected(true)
+	c.opts.Logger.Info("registered with master", "master", c.opts.MasterAddr, "master_version", resp.GetMasterVersion(),
+		"agent", c.opts.AgentID, "heartbeat_interval", c.currentInterval(), "desired_generation", resp.GetDesired().GetGeneration())
+	c.opts.OnDesired(desiredFromProto(resp.GetDesired()))
+	if c.opts.OnRegistered != nil {
+		c.opts.OnRegistered()
+	}
+	return nil
+}
+
+func (c *Client) heartbeat(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RPCTimeout)
+	defer cancel()
+	rep := c.opts.Report()
+	resp, err := c.rpc.Heartbeat(ctx, &gridv1.HeartbeatRequest{
+		AgentId:           c.opts.AgentID,
+		AppliedGeneration: rep.AppliedGeneration,
+		Nodes:             nodesToProto(rep.Nodes),
+		AgentVersion:      c.opts.AgentVersion,
+		Upgrade:           upgradeToProto(rep.Upgrade),
+	})
+	if err != nil {
+		return err
+	}
+	c.setInterval(resp.GetHeartbeatIntervalSecs())
+	wasConnected, _ := c.Connected()
+	c.setConnected(true)
+	if !wasConnected {
+		c.opts.Logger.Info("master reachable again", "master", c.opts.MasterAddr)
+	}
+	c.opts.OnDesired(desiredFromProto(resp.GetDesired()))
+	if c.opts.OnHeartbeat != nil {
+		c.opts.OnHeartbeat()
+	}
+	return nil
+}
+
+// backoff is exponential with full jitter: uniform in [0, min(max, min*2^attempt)],
+// never below BackoffMin/2 so a fleet does not spin.
+func (c *Client) backoff(attempt int) time.Duration {
+	ceiling := c.opts.BackoffMin << min(attempt, 30)
+	if ceiling <= 0 || ceiling > c.opts.BackoffMax {
+		ceiling = c.opts.BackoffMax
+	}
+	floor := c.opts.BackoffMin / 2
+	c.mu.Lock()
+	d := floor + time.Duration(c.opts.Rand.Int64N(int64(ceiling-floor)+1))
+	c.mu.Unlock()
+	return d
+}
+
+// jitter returns d scaled by a random factor in [1-frac, 1+frac] (frac=1: [0, 2d)... clamped to [0, d] for the first beat).
+func (c *Client) jitter(d time.Duration, frac float64) time.Duration {
+	c.mu.Lock()
+	r := c.opts.Rand.Float64()
+	c.mu.Unlock()
+	if frac >= 1 {
+		return time.Duration(r * float64(d))
+	}
+	return time.Duration(float64(d) * (1 - frac + 2*frac*r))
+}
+
+func (c *Client) setInterval(secs uint32) {
+	if secs == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.interval = time.Duration(secs) * time.Second
+	c.mu.Unlock()
+}
+
+func (c *Client) currentInterval() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.interval
+}
+
+func (c *Client) setConnected(ok bool) {
+	c.mu.Lock()
+	c.connected = ok
+	if ok {
+		c.lastOK = time.Now()
+	}
+	c.mu.Unlock()
+}
