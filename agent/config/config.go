@@ -1,0 +1,218 @@
+// Package config loads and validates the agent's agent-config.toml.
+//
+// The file format is the design document's example plus the original grid's
+// keys; configs/agent-config.toml documents every key with its default. A file
+// may start with "version = 1"; a missing version means 1.
+//
+// Decoding is strict: an unknown key, a value of the wrong type or an invalid
+// value is an error that names the key, its line and the accepted values, and
+// every problem of a file is reported at once (errors.Join of *Problem).
+//
+// Precedence, lowest first: built-in defaults, the file, the environment
+// (SUTRA_MASTER, SUTRA_AGENT_ID, SUTRA_CACHE_DIR, SUTRA_MASTER_BINARY_URL; an
+// empty variable counts as unset). Relative paths in the file are relative to
+// the directory holding the file; "~/" expands to the user's home directory.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+)
+
+// CurrentVersion is the config file format this package reads.
+const CurrentVersion = 1
+
+// Default values of the keys whose default does not depend on the machine.
+const (
+	DefaultMasterHost              = "localhost:7000"
+	DefaultPlatform                = "process"
+	DefaultMaxStorageNodes         = 4
+	DefaultPortRangeStart          = 50051
+	DefaultHeartbeatIntervalSecs   = 5
+	DefaultHealthCheckIntervalSecs = 5
+	DefaultHealthCheckTimeoutSecs  = 2
+	DefaultUnhealthyThresholdSecs  = 30
+	DefaultLogLevel                = "info"
+	DefaultLogFormat               = "text"
+	// DefaultBinaryHTTPPort is the port of the master's binary distribution
+	// API; master_binary_url defaults to http://<master_host's host>:7001.
+	DefaultBinaryHTTPPort = "7001"
+)
+
+// Config is a loaded, defaulted and validated agent configuration.
+type Config struct {
+	// Version is the file format version (always CurrentVersion after Load).
+	Version    int        `toml:"version"`
+	Agent      Agent      `toml:"agent"`
+	Storage    Storage    `toml:"storage"`
+	Monitoring Monitoring `toml:"monitoring"`
+	Logging    Logging    `toml:"logging"`
+
+	// Path is the file the configuration was read from, made absolute; empty
+	// when built from defaults alone.
+	Path string `toml:"-"`
+}
+
+// Agent is the [agent] table.
+type Agent struct {
+	// AgentID names this agent to the master (default: the hostname).
+	AgentID string `toml:"agent_id"`
+	// MasterHost is the master's gRPC address, host:port (default localhost:7000).
+	MasterHost string `toml:"master_host"`
+	// Platform is how nodes run; only "process" is supported.
+	Platform string `toml:"platform"`
+	// AutoDownloadBinary fetches storage-server from the master when
+	// storage.binary_path is empty (default true).
+	AutoDownloadBinary bool `toml:"auto_download_binary"`
+	// MaxStorageNodes is the number of nodes this agent accepts (default 4).
+	MaxStorageNodes int `toml:"max_storage_nodes"`
+	// CacheDir holds downloaded binaries (default os.UserCacheDir()/sutra).
+	CacheDir string `toml:"cache_dir"`
+	// AgentDataDir is where the agent records what it runs and keeps node
+	// logs (default <user data dir>/sutra/agent).
+	AgentDataDir string `toml:"agent_data_dir"`
+	// Labels are free-form key/values reported to the master.
+	Labels map[string]string `toml:"labels"`
+	// AutoUpdate makes the agent track the latest sutra-agent the master
+	// serves (default false).
+	AutoUpdate bool `toml:"auto_update"`
+}
+
+// Storage is the [storage] table.
+type Storage struct {
+	// BinaryPath, when set, is the storage-server to run as is (no download).
+	BinaryPath string `toml:"binary_path"`
+	// MasterBinaryURL is the master's binary distribution API
+	// (default http://<master_host's host>:7001).
+	MasterBinaryURL string `toml:"master_binary_url"`
+	// DataPath holds one data directory per node (default <user data dir>/sutra/nodes).
+	DataPath string `toml:"data_path"`
+	// PortRangeStart is the first port handed to nodes (default 50051).
+	PortRangeStart int `toml:"port_range_start"`
+	// StopNodesOnExit says whether the agent stops its nodes when it exits.
+	// Nil means unset: use StopNodesOnExitOr with the mode's default
+	// (true for "sutra-agent run", false as an OS service).
+	StopNodesOnExit *bool `toml:"stop_nodes_on_exit"`
+}
+
+// StopNodesOnExitOr returns stop_nodes_on_exit, or def when the key is unset.
+func (s Storage) StopNodesOnExitOr(def bool) bool {
+	if s.StopNodesOnExit == nil {
+		return def
+	}
+	return *s.StopNodesOnExit
+}
+
+// Monitoring is the [monitoring] table. All durations are whole seconds.
+type Monitoring struct {
+	// HeartbeatIntervalSecs is used until the master names an interval (default 5).
+	HeartbeatIntervalSecs int `toml:"heartbeat_interval_secs"`
+	// HealthCheckIntervalSecs is the time between two /healthz probes of a node (default 5).
+	HealthCheckIntervalSecs int `toml:"health_check_interval_secs"`
+	// HealthCheckTimeoutSecs bounds one probe (default 2).
+	HealthCheckTimeoutSecs int `toml:"health_check_timeout_secs"`
+	// UnhealthyThresholdSecs: a node alive but unhealthy for longer is restarted (default 30).
+	UnhealthyThresholdSecs int `toml:"unhealthy_threshold_secs"`
+	// RestartFailedNodes restarts nodes that exit or turn unhealthy (default true).
+	RestartFailedNodes bool `toml:"restart_failed_nodes"`
+}
+
+// HeartbeatInterval returns heartbeat_interval_secs as a duration.
+func (m Monitoring) HeartbeatInterval() time.Duration {
+	return time.Duration(m.HeartbeatIntervalSecs) * time.Second
+}
+
+// HealthCheckInterval returns health_check_interval_secs as a duration.
+func (m Monitoring) HealthCheckInterval() time.Duration {
+	return time.Duration(m.HealthCheckIntervalSecs) * time.Second
+}
+
+// HealthCheckTimeout returns health_check_timeout_secs as a duration.
+func (m Monitoring) HealthCheckTimeout() time.Duration {
+	return time.Duration(m.HealthCheckTimeoutSecs) * time.Second
+}
+
+// UnhealthyThreshold returns unhealthy_threshold_secs as a duration.
+func (m Monitoring) UnhealthyThreshold() time.Duration {
+	return time.Duration(m.UnhealthyThresholdSecs) * time.Second
+}
+
+// Logging is the [logging] table.
+type Logging struct {
+	// Level is debug, info, warn or error (default info).
+	Level string `toml:"level"`
+	// Format is text or json (default text).
+	Format string `toml:"format"`
+}
+
+// SlogLevel returns Level as a slog.Level (info when invalid; Load rejects invalid levels).
+func (l Logging) SlogLevel() slog.Level {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(l.Level)); err != nil {
+		return slog.LevelInfo
+	}
+	return lv
+}
+
+// defaults returns the machine-independent defaults; paths, agent_id and
+// master_binary_url are filled after decoding because they depend on the
+// environment and on other keys.
+func defaults() Config {
+	return Config{
+		Version: CurrentVersion,
+		Agent: Agent{
+			MasterHost:         DefaultMasterHost,
+			Platform:           DefaultPlatform,
+			AutoDownloadBinary: true,
+			MaxStorageNodes:    DefaultMaxStorageNodes,
+		},
+		Storage: Storage{
+			PortRangeStart: DefaultPortRangeStart,
+		},
+		Monitoring: Monitoring{
+			HeartbeatIntervalSecs:   DefaultHeartbeatIntervalSecs,
+			HealthCheckIntervalSecs: DefaultHealthCheckIntervalSecs,
+			HealthCheckTimeoutSecs:  DefaultHealthCheckTimeoutSecs,
+			UnhealthyThresholdSecs:  DefaultUnhealthyThresholdSecs,
+			RestartFailedNodes:      true,
+		},
+		Logging: Logging{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+}
+
+// BinaryURLFor returns the default master_binary_url for a master_host:
+// http://<host>:7001. It returns "" when masterHost is not host:port.
+func BinaryURLFor(masterHost string) string {
+	host, _, err := net.SplitHostPort(masterHost)
+	if err != nil {
+		return ""
+	}
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, DefaultBinaryHTTPPort)}
+	return u.String()
+}
+
+// Problem is one invalid key of a config file.
+type Problem struct {
+	File string // config file name as given
+	Line int    // 1-based; 0 when unknown
+	Env  string // the environment variable the value came from, if any
+	Key  string // dotted key, e.g. "agent.platform"
+	Msg  string // what is wrong and what is accepted
+}
+
+func (p *Problem) Error() string {
+	loc := p.File
+	switch {
+	case p.Env != "":
+		loc = "environment variable " + p.Env
+	case p.Line > 0:
+		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
+	if p.Key == "" {
+		return fmt.Sprintf("%s: %s", loc, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, p.Key, p.Msg)
+}

@@ -1,0 +1,234 @@
+package config
+
+import (
+	"net"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// SupportedPlatforms are the accepted values of agent.platform.
+var SupportedPlatforms = []string{"process"}
+
+// plannedPlatforms are recognised values of agent.platform that are not implemented.
+var plannedPlatforms = []string{"docker", "container", "kubernetes", "k8s", "systemd"}
+
+// LogLevels are the accepted values of logging.level.
+var LogLevels = []string{"debug", "info", "warn", "error"}
+
+// LogFormats are the accepted values of logging.format.
+var LogFormats = []string{"text", "json"}
+
+func applyEnv(cfg *Config, d *decoder, env Env) {
+	fileMaster := cfg.Agent.MasterHost
+	if v := env.Getenv(EnvMaster); v != "" {
+		cfg.Agent.MasterHost = v
+		d.envKeys["agent.master_host"] = EnvMaster
+		// The design document's example names the binary URL next to the
+		// master; when the file's URL is the one derived from the file's
+		// master, follow SUTRA_MASTER instead of pointing at the old host.
+		if u := cfg.Storage.MasterBinaryURL; u != "" && env.Getenv(EnvMasterBinaryURL) == "" &&
+			strings.TrimSuffix(u, "/") == BinaryURLFor(fileMaster) {
+			cfg.Storage.MasterBinaryURL = ""
+		}
+	}
+	if v := env.Getenv(EnvAgentID); v != "" {
+		cfg.Agent.AgentID = v
+		d.envKeys["agent.agent_id"] = EnvAgentID
+	}
+	if v := env.Getenv(EnvCacheDir); v != "" {
+		if abs, err := filepath.Abs(v); err == nil {
+			v = abs
+		}
+		cfg.Agent.CacheDir = v
+		d.envKeys["agent.cache_dir"] = EnvCacheDir
+	}
+	if v := env.Getenv(EnvMasterBinaryURL); v != "" {
+		cfg.Storage.MasterBinaryURL = v
+		d.envKeys["storage.master_binary_url"] = EnvMasterBinaryURL
+	}
+}
+
+func fillDefaults(cfg *Config, d *decoder, env Env) {
+	if cfg.Agent.AgentID == "" {
+		h, err := env.Hostname()
+		if err != nil || h == "" {
+			d.problem("agent.agent_id", "not set and the hostname is unavailable (%v): set agent_id or %s", err, EnvAgentID)
+		}
+		cfg.Agent.AgentID = h
+	}
+	if cfg.Storage.MasterBinaryURL == "" {
+		cfg.Storage.MasterBinaryURL = BinaryURLFor(cfg.Agent.MasterHost)
+	}
+	cfg.Storage.MasterBinaryURL = strings.TrimSuffix(cfg.Storage.MasterBinaryURL, "/")
+
+	base := ""
+	if cfg.Path != "" {
+		base = filepath.Dir(cfg.Path)
+	}
+	resolve := func(key string, p *string) {
+		if *p == "" {
+			return
+		}
+		if *p == "~" || strings.HasPrefix(*p, "~/") || strings.HasPrefix(*p, `~\`) {
+			home, err := env.HomeDir()
+			if err != nil {
+				d.problem(key, "cannot expand ~: %v", err)
+				return
+			}
+			*p = filepath.Join(home, (*p)[1:])
+		}
+		if !filepath.IsAbs(*p) && base != "" && d.envKeys[key] == "" {
+			*p = filepath.Join(base, *p)
+		}
+		*p = filepath.Clean(*p)
+	}
+	resolve("agent.cache_dir", &cfg.Agent.CacheDir)
+	resolve("agent.agent_data_dir", &cfg.Agent.AgentDataDir)
+	resolve("storage.data_path", &cfg.Storage.DataPath)
+	resolve("storage.binary_path", &cfg.Storage.BinaryPath)
+
+	if cfg.Agent.CacheDir == "" {
+		dir, err := env.UserCacheDir()
+		if err != nil || dir == "" {
+			dir = systemDir("cache")
+		}
+		cfg.Agent.CacheDir = filepath.Join(dir, "sutra")
+	}
+	if cfg.Agent.AgentDataDir == "" || cfg.Storage.DataPath == "" {
+		dir, err := env.UserDataDir()
+		if err != nil || dir == "" {
+			dir = systemDir("data")
+		}
+		if cfg.Agent.AgentDataDir == "" {
+			cfg.Agent.AgentDataDir = filepath.Join(dir, "sutra", "agent")
+		}
+		if cfg.Storage.DataPath == "" {
+			cfg.Storage.DataPath = filepath.Join(dir, "sutra", "nodes")
+		}
+	}
+	if cfg.Agent.Labels == nil {
+		cfg.Agent.Labels = map[string]string{}
+	}
+}
+
+func (d *decoder) validate(cfg *Config) {
+	if cfg.Version != CurrentVersion {
+		d.problem("version", "unsupported config version %d (accepted: %d)", cfg.Version, CurrentVersion)
+	}
+
+	a := cfg.Agent
+	if a.AgentID != "" {
+		if len(a.AgentID) > 128 || strings.IndexFunc(a.AgentID, func(r rune) bool {
+			return !(r == '-' || r == '_' || r == '.' || r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r)))
+		}) >= 0 {
+			d.problem("agent.agent_id", "%q is not a valid agent id (accepted: 1-128 of A-Z a-z 0-9 . _ -)", a.AgentID)
+		}
+	}
+	if msg := checkHostPort(a.MasterHost); msg != "" {
+		d.problem("agent.master_host", "%q %s (accepted: host:port, e.g. \"localhost:7000\")", a.MasterHost, msg)
+	}
+	switch {
+	case a.Platform == "process":
+	case contains(plannedPlatforms, a.Platform):
+		d.problem("agent.platform", "%q is not supported yet (accepted: %s)", a.Platform, strings.Join(SupportedPlatforms, ", "))
+	default:
+		d.problem("agent.platform", "unknown platform %q (accepted: %s)", a.Platform, strings.Join(SupportedPlatforms, ", "))
+	}
+	if a.MaxStorageNodes < 1 || a.MaxStorageNodes > 1000 {
+		d.problem("agent.max_storage_nodes", "%d is out of range (accepted: 1 to 1000)", a.MaxStorageNodes)
+	}
+	for k, v := range a.Labels {
+		if k == "" || len(k) > 63 || len(v) > 256 || strings.ContainsFunc(k+v, unicode.IsControl) {
+			d.problem("agent.labels", "label %q = %q is invalid (accepted: keys of 1-63 and values of up to 256 printable characters)", k, v)
+		}
+	}
+
+	s := cfg.Storage
+	if s.BinaryPath == "" && !a.AutoDownloadBinary {
+		d.problem("agent.auto_download_binary", "is false and storage.binary_path is empty, so there is no storage-server to run (set binary_path, or auto_download_binary = true)")
+	}
+	if s.BinaryPath != "" && runtime.GOOS == "windows" && !strings.EqualFold(filepath.Ext(s.BinaryPath), ".exe") {
+		d.problem("storage.binary_path", "%q must end in .exe on Windows", s.BinaryPath)
+	}
+	if msg := checkURL(s.MasterBinaryURL); msg != "" {
+		d.problem("storage.master_binary_url", "%q %s (accepted: an http:// or https:// URL, e.g. \"http://localhost:7001\")", s.MasterBinaryURL, msg)
+	}
+	if s.PortRangeStart < 1 || s.PortRangeStart > 65535 {
+		d.problem("storage.port_range_start", "%d is out of range (accepted: 1 to 65535)", s.PortRangeStart)
+	} else if last := s.PortRangeStart + a.MaxStorageNodes - 1; last > 65535 {
+		d.problem("storage.port_range_start", "%d leaves no room for %d nodes (the last port would be %d; accepted: up to %d)",
+			s.PortRangeStart, a.MaxStorageNodes, last, 65536-a.MaxStorageNodes)
+	}
+
+	m := cfg.Monitoring
+	for _, c := range []struct {
+		key string
+		v   int
+	}{
+		{"monitoring.heartbeat_interval_secs", m.HeartbeatIntervalSecs},
+		{"monitoring.health_check_interval_secs", m.HealthCheckIntervalSecs},
+		{"monitoring.health_check_timeout_secs", m.HealthCheckTimeoutSecs},
+		{"monitoring.unhealthy_threshold_secs", m.UnhealthyThresholdSecs},
+	} {
+		if c.v < 1 || c.v > 86400 {
+			d.problem(c.key, "%d is out of range (accepted: 1 to 86400 seconds)", c.v)
+		}
+	}
+
+	if !contains(LogLevels, cfg.Logging.Level) {
+		d.problem("logging.level", "unknown level %q (accepted: %s)", cfg.Logging.Level, strings.Join(LogLevels, ", "))
+	}
+	if !contains(LogFormats, cfg.Logging.Format) {
+		d.problem("logging.format", "unknown format %q (accepted: %s)", cfg.Logging.Format, strings.Join(LogFormats, ", "))
+	}
+}
+
+func checkHostPort(hp string) string {
+	if strings.Contains(hp, "://") {
+		return "is a URL, not host:port"
+	}
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "is not host:port"
+	}
+	if host == "" {
+		return "has no host"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "has an invalid port"
+	}
+	return ""
+}
+
+func checkURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "is not a URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must start with http:// or https://"
+	case u.Hostname() == "":
+		return "has no host"
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return "must not carry credentials, a query or a fragment"
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "has an invalid port"
+		}
+	}
+	return ""
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
