@@ -1,0 +1,459 @@
+// Package fetch gets the storage-server binary for this machine from the
+// master's binary distribution API (the design document's HTTP contract),
+// verifies it and keeps it in a local cache (package cache).
+//
+// Trust model: the master is the source of truth. A download is written to a
+// private, non-executable "<name>.partial" file in its version's cache
+// directory and hashed with SHA-256 while it is written (one pass, no re-read).
+// It becomes executable only when (1) the streamed hash equals the checksum of
+// the master's metadata, (2) its size equals the metadata's size_bytes (more
+// bytes are refused while streaming) and (3) the master's
+// POST /api/binaries/{version}/{platform}/{arch}/verify answers valid:true for
+// that hash. Then it is chmod 0755, fsynced and renamed atomically into place.
+// On a mismatch the partial file is deleted, the event is logged at error
+// level and the fetch is retried with backoff a bounded number of times; an
+// unverified file is never at the executable path and never executable.
+// Before every use, cache.Verified re-hashes the cached file against the
+// checksum recorded at commit time. There is no signature yet (the design's
+// future GPG signing); with plain http the checks detect corruption, not a
+// malicious master or network (use an https master_binary_url).
+//
+// Network policy (go-retryablehttp, configured deliberately): each request is
+// retried on connection errors and on 429, 502, 503 and 504 with exponential
+// backoff and full jitter (1 s doubling to a 60 s cap), honouring Retry-After
+// clamped to the cap. Other statuses are not retried by the transport: a 404
+// for the metadata means the master does not publish the binary (ErrNotFound,
+// returned at once); a 500, a truncated or stalled body, or a checksum mismatch
+// fails the attempt, and Ensure retries whole attempts with the same backoff up
+// to Options.Attempts. An interrupted body (connection lost, shorter than
+// announced, or no byte for StallTimeout) is resumed from where it stopped with
+// Range + If-Range (the ETag, or Last-Modified); a 200 answer to a ranged
+// request restarts from zero. Every fetch has an overall deadline (Timeout).
+// Proxies come from HTTPS_PROXY/HTTP_PROXY/NO_PROXY.
+//
+// A partial download interrupted by the network is kept (with a small JSON
+// file naming its ETag and checksum) so that a later attempt, or a restarted
+// agent, resumes it; a partial that failed verification or exceeded its size
+// is deleted. Cache.Prune removes abandoned partials of old versions.
+package fetch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/sutragrid/sutra/agent/cache"
+	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/semver"
+	"github.com/sutragrid/sutra/internal/version"
+)
+
+// Errors callers act on (test with errors.Is).
+var (
+	// ErrNotFound: the master publishes no such binary for this platform (permanent).
+	ErrNotFound = errors.New("not published by the master")
+	// ErrUnavailable: the master could not be reached or kept failing (transient).
+	ErrUnavailable = errors.New("master unavailable")
+	// ErrChecksum: the download did not match the master's checksum (transient: retried).
+	ErrChecksum = errors.New("checksum mismatch")
+	// ErrUnsupportedPlatform: no binaries exist for this OS/CPU (permanent).
+	ErrUnsupportedPlatform = errors.New("unsupported platform")
+	// ErrCacheDir: the cache directory cannot be written (permanent until fixed).
+	ErrCacheDir = errors.New("cache dir not writable")
+	// ErrBinaryPath: storage.binary_path is missing or not executable.
+	ErrBinaryPath = errors.New("binary_path unusable")
+	// ErrBadResponse: the server answered something that is not the contract
+	// (HTML page, wrong length, bad metadata); transient, retried.
+	ErrBadResponse = errors.New("bad response from master")
+	// ErrStalled: no byte arrived for StallTimeout (resumed automatically).
+	ErrStalled = errors.New("download stalled")
+)
+
+// Latest asks Ensure and Resolve for the newest version the master publishes.
+const Latest = "latest"
+
+// Options configures a Fetcher. Zero values mean the documented defaults.
+type Options struct {
+	// BaseURL is the master's binary API, e.g. http://localhost:7001 (config
+	// storage.master_binary_url). Required.
+	BaseURL string
+	// CacheDir is the cache root (config agent.cache_dir). Required.
+	CacheDir string
+	// Artifact is the binary's name (default "storage-server", served under
+	// /api/binaries; any other name uses /api/artifacts/{artifact}).
+	Artifact string
+	// Platform and Arch select the binary (default: this machine, via
+	// internal/platform.Current).
+	Platform, Arch string
+
+	// Attempts bounds whole fetch attempts in Ensure (default 5).
+	Attempts int
+	// Retries bounds transport-level retries of one request (default 5).
+	Retries int
+	// BackoffMin and BackoffMax bound the full-jitter exponential backoff of
+	// both levels and clamp Retry-After (defaults 1 s and 60 s).
+	BackoffMin, BackoffMax time.Duration
+	// ConnectTimeout bounds a TCP connect (default 10 s).
+	ConnectTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for response headers (default 30 s).
+	ResponseHeaderTimeout time.Duration
+	// StallTimeout aborts and resumes a body that delivers no byte for this
+	// long (default 30 s).
+	StallTimeout time.Duration
+	// MaxResumes bounds consecutive resumes that made no progress (default 3).
+	MaxResumes int
+	// Timeout is the overall deadline of one Ensure (default 30 min).
+	Timeout time.Duration
+	// MaxSize refuses metadata announcing a larger binary (default 2 GiB).
+	MaxSize int64
+	// Keep is how many newest versions Prune keeps (default 3).
+	Keep int
+
+	// Proxy selects a proxy per request (default http.ProxyFromEnvironment).
+	Proxy func(*http.Request) (*url.URL, error)
+	// Logger receives progress and every retry (default: discard).
+	Logger *slog.Logger
+	// ProgressBar, when set, receives a one-line progress bar redrawn with
+	// '\r' (give os.Stderr when it is a terminal).
+	ProgressBar io.Writer
+	// Rand is the jitter source (default: randomly seeded).
+	Rand *rand.Rand
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.Artifact == "" {
+		o.Artifact = "storage-server"
+	}
+	if o.Attempts == 0 {
+		o.Attempts = 5
+	}
+	if o.Retries == 0 {
+		o.Retries = 5
+	}
+	def(&o.BackoffMin, time.Second)
+	def(&o.BackoffMax, 60*time.Second)
+	def(&o.ConnectTimeout, 10*time.Second)
+	def(&o.ResponseHeaderTimeout, 30*time.Second)
+	def(&o.StallTimeout, 30*time.Second)
+	def(&o.Timeout, 30*time.Minute)
+	if o.MaxResumes == 0 {
+		o.MaxResumes = 3
+	}
+	if o.MaxSize == 0 {
+		o.MaxSize = 2 << 30
+	}
+	if o.Keep == 0 {
+		o.Keep = 3
+	}
+	if o.Proxy == nil {
+		o.Proxy = http.ProxyFromEnvironment
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Rand == nil {
+		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+}
+
+// Validate reports every invalid option at once (after defaults).
+func (o Options) Validate() error {
+	var errs []error
+	if o.BaseURL == "" {
+		errs = append(errs, errors.New("fetch: BaseURL is required"))
+	} else if u, err := url.Parse(o.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("fetch: BaseURL %q is not an http(s) URL", o.BaseURL))
+	}
+	if o.CacheDir == "" {
+		errs = append(errs, errors.New("fetch: CacheDir is required"))
+	}
+	if o.Platform != "" && !platform.ValidPlatform(o.Platform) {
+		errs = append(errs, fmt.Errorf("fetch: platform %q: %w (accepted: %s)", o.Platform, ErrUnsupportedPlatform, strings.Join(platform.Platforms(), ", ")))
+	}
+	if o.Arch != "" && !platform.ValidArch(o.Arch) {
+		errs = append(errs, fmt.Errorf("fetch: arch %q: %w (accepted: %s)", o.Arch, ErrUnsupportedPlatform, strings.Join(platform.Arches(), ", ")))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"BackoffMin", o.BackoffMin}, {"BackoffMax", o.BackoffMax}, {"ConnectTimeout", o.ConnectTimeout},
+		{"ResponseHeaderTimeout", o.ResponseHeaderTimeout}, {"StallTimeout", o.StallTimeout}, {"Timeout", o.Timeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("fetch: %s must not be negative", d.name))
+		}
+	}
+	if o.BackoffMin > o.BackoffMax {
+		errs = append(errs, errors.New("fetch: BackoffMin must not exceed BackoffMax"))
+	}
+	if o.Attempts < 0 || o.Retries < 0 || o.MaxResumes < 0 || o.Keep < 0 || o.MaxSize < 0 {
+		errs = append(errs, errors.New("fetch: Attempts, Retries, MaxResumes, Keep and MaxSize must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Fetcher resolves, downloads, verifies and caches one artifact. It is safe
+// for concurrent use; fetches are serialised.
+type Fetcher struct {
+	opts  Options
+	log   *slog.Logger
+	cache *cache.Cache
+	http  *retryablehttp.Client
+	base  *url.URL
+
+	randMu sync.Mutex
+	mu     sync.Mutex // serialises Ensure and Prune
+	buf    []byte
+}
+
+// New validates opts and returns a Fetcher. With Platform/Arch unset it maps
+// this machine's GOOS/GOARCH; an OS or CPU the grid has no binaries for is
+// ErrUnsupportedPlatform.
+func New(opts Options) (*Fetcher, error) {
+	if opts.Platform == "" || opts.Arch == "" {
+		p, a, err := platform.Current()
+		if err != nil {
+			return nil, fmt.Errorf("fetch: %w: %w", ErrUnsupportedPlatform, err)
+		}
+		if opts.Platform == "" {
+			opts.Platform = p
+		}
+		if opts.Arch == "" {
+			opts.Arch = a
+		}
+	}
+	opts.setDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	base, _ := url.Parse(strings.TrimSuffix(opts.BaseURL, "/"))
+	c, err := cache.New(cache.Options{Dir: opts.CacheDir, Artifact: opts.Artifact, Platform: opts.Platform, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	f := &Fetcher{opts: opts, log: opts.Logger, cache: c, base: base, buf: make([]byte, 1<<20)}
+	f.http = f.newHTTPClient()
+	return f, nil
+}
+
+// Cache returns the Fetcher's cache.
+func (f *Fetcher) Cache() *cache.Cache { return f.cache }
+
+// Platform returns the (platform, arch) the Fetcher asks for.
+func (f *Fetcher) Platform() (platformName, arch string) { return f.opts.Platform, f.opts.Arch }
+
+// Ensure returns a verified cached executable of version ("latest" or "" for
+// the newest the master publishes, else an exact semantic version). An exact
+// version already cached and still matching its checksum is returned without
+// asking the master. Otherwise the binary is resolved, downloaded, verified
+// and committed, retrying failed attempts with backoff. A corrupt cache entry
+// is replaced by a fresh download.
+func (f *Fetcher) Ensure(ctx context.Context, ver string) (cache.Entry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ctx, cancel := context.WithTimeoutCause(ctx, f.opts.Timeout,
+		fmt.Errorf("fetch %s: overall timeout %s exceeded", f.opts.Artifact, f.opts.Timeout))
+	defer cancel()
+
+	if ver == "" {
+		ver = Latest
+	}
+	if ver != Latest {
+		if _, err := semver.Parse(ver); err != nil {
+			return cache.Entry{}, fmt.Errorf("fetch %s: version %q: %w", f.opts.Artifact, ver, err)
+		}
+		e, err := f.cache.Verified(ctx, ver)
+		if err == nil {
+			return e, nil
+		}
+		if errors.Is(err, cache.ErrCorrupt) {
+			f.log.Warn("cached binary was corrupt; fetching it again", "artifact", f.opts.Artifact, "version", ver, "err", err)
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		e, err := f.fetchOnce(ctx, ver)
+		if err == nil {
+			return e, nil
+		}
+		if ctx.Err() != nil {
+			return cache.Entry{}, fmt.Errorf("fetch %s %s: %w (%w)", f.opts.Artifact, ver, err, context.Cause(ctx))
+		}
+		if permanent(err) || attempt >= f.opts.Attempts {
+			return cache.Entry{}, fmt.Errorf("fetch %s %s for %s/%s (attempt %d of %d): %w",
+				f.opts.Artifact, ver, f.opts.Platform, f.opts.Arch, attempt, f.opts.Attempts, err)
+		}
+		d := f.backoff(attempt - 1)
+		f.log.Warn("fetch failed; retrying", "artifact", f.opts.Artifact, "version", ver,
+			"attempt", attempt, "attempts", f.opts.Attempts, "retry_in", d.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return cache.Entry{}, fmt.Errorf("fetch %s %s: %w (last error: %w)", f.opts.Artifact, ver, context.Cause(ctx), err)
+		case <-t.C:
+		}
+	}
+}
+
+// permanent reports whether retrying an attempt cannot help.
+func permanent(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnsupportedPlatform) ||
+		errors.Is(err, ErrCacheDir) || errors.Is(err, errClient) || errors.Is(err, semver.ErrInvalid)
+}
+
+func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error) {
+	info, err := f.Resolve(ctx, ver)
+	if err != nil {
+		return cache.Entry{}, err
+	}
+	if ver == Latest {
+		if e, err := f.cache.Verified(ctx, info.Version); err == nil {
+			if e.Checksum == info.Checksum {
+				return e, nil
+			}
+			f.log.Warn("the master now publishes a different binary under this version; replacing the cached copy",
+				"artifact", f.opts.Artifact, "version", info.Version, "cached_sha256", e.Checksum, "master_sha256", info.Checksum)
+		}
+	} else if e, err := f.cache.Lookup(info.Version); err == nil && e.Checksum != info.Checksum {
+		f.log.Warn("the master now publishes a different binary under this version; replacing the cached copy",
+			"artifact", f.opts.Artifact, "version", info.Version, "cached_sha256", e.Checksum, "master_sha256", info.Checksum)
+	}
+	if err := f.cache.Prepare(info.Version); err != nil {
+		return cache.Entry{}, fmt.Errorf("%w: %w", ErrCacheDir, err)
+	}
+	partial := f.cache.PartialPath(info.Version)
+	source := f.binaryURL(info.Path)
+	sum, err := f.download(ctx, info, source, partial)
+	if err != nil {
+		return cache.Entry{}, err
+	}
+	if sum != info.Checksum {
+		f.discard(partial)
+		f.log.Error("downloaded binary does not match the master's checksum; deleted it, will retry",
+			"artifact", f.opts.Artifact, "version", info.Version, "url", source,
+			"want_sha256", info.Checksum, "got_sha256", sum)
+		return cache.Entry{}, fmt.Errorf("%s: sha256 %s, master's metadata says %s: %w", source, sum, info.Checksum, ErrChecksum)
+	}
+	valid, expected, err := f.VerifyRemote(ctx, info.Version, sum)
+	if err != nil {
+		return cache.Entry{}, err // the complete partial is kept and re-hashed next attempt
+	}
+	if !valid {
+		f.discard(partial)
+		f.log.Error("the master's verify endpoint rejected the downloaded binary; deleted it, will retry",
+			"artifact", f.opts.Artifact, "version", info.Version, "got_sha256", sum, "master_expects", expected)
+		return cache.Entry{}, fmt.Errorf("%s: master's verify endpoint expects %s, got %s: %w", source, expected, sum, ErrChecksum)
+	}
+	e, err := f.cache.Commit(partial, cache.Entry{
+		Version: info.Version, Platform: info.Platform, Arch: info.Arch, Checksum: sum, Size: info.Size,
+		SourceURL: source, FetchedAt: time.Now().UTC(),
+	})
+	if err != nil {
+		f.discard(partial)
+		return cache.Entry{}, fmt.Errorf("%w: %w", ErrCacheDir, err)
+	}
+	_ = os.Remove(partial + stateSuffix)
+	f.log.Info("binary verified and cached", "artifact", f.opts.Artifact, "version", e.Version,
+		"sha256", e.Checksum, "size", e.Size, "path", e.Path)
+	return e, nil
+}
+
+// discard removes a partial download and its state.
+func (f *Fetcher) discard(partial string) {
+	for _, p := range []string{partial, partial + stateSuffix} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			f.log.Warn("remove partial download", "path", p, "err", err)
+		}
+	}
+}
+
+// VerifyCached re-hashes a cached version against its recorded checksum (see
+// cache.Cache.Verified); call it before every start of the binary.
+func (f *Fetcher) VerifyCached(ctx context.Context, ver string) (cache.Entry, error) {
+	return f.cache.Verified(ctx, ver)
+}
+
+// NewestVerified returns the newest cached version that still verifies; use
+// it when the master is unreachable at start.
+func (f *Fetcher) NewestVerified(ctx context.Context) (cache.Entry, error) {
+	return f.cache.NewestVerified(ctx)
+}
+
+// Prune keeps the Options.Keep newest cached versions and those in inUse,
+// removing the rest. It returns the removed versions.
+func (f *Fetcher) Prune(inUse ...string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cache.Prune(f.opts.Keep, func(v string) bool {
+		for _, u := range inUse {
+			if u == v {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// Local checks a configured storage.binary_path and describes it: it must
+// exist, be a regular file and be executable. Its checksum is computed so that
+// the supervisor can record what it runs; it is not verified against anything.
+func Local(ctx context.Context, path string) (cache.Entry, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return cache.Entry{}, fmt.Errorf("storage.binary_path %s does not exist (build or copy storage-server there, or leave binary_path empty to download it from the master): %w", path, ErrBinaryPath)
+		}
+		return cache.Entry{}, fmt.Errorf("storage.binary_path %s: %w: %w", path, ErrBinaryPath, err)
+	}
+	if !st.Mode().IsRegular() {
+		return cache.Entry{}, fmt.Errorf("storage.binary_path %s is not a regular file: %w", path, ErrBinaryPath)
+	}
+	if runtime.GOOS != "windows" && st.Mode().Perm()&0o111 == 0 {
+		return cache.Entry{}, fmt.Errorf("storage.binary_path %s is not executable (run: chmod +x %s): %w", path, path, ErrBinaryPath)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return cache.Entry{}, fmt.Errorf("storage.binary_path %s is not readable: %w: %w", path, ErrBinaryPath, err)
+	}
+	defer fh.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, &ctxReader{ctx: ctx, r: fh})
+	if err != nil {
+		return cache.Entry{}, fmt.Errorf("storage.binary_path %s: %w", path, err)
+	}
+	p, a, _ := platform.Current()
+	return cache.Entry{Artifact: "storage-server", Platform: p, Arch: a, Checksum: hex.EncodeToString(h.Sum(nil)),
+		Size: n, SourceURL: "file://" + path, Path: path}, nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func userAgent() string { return "sutra-agent/" + version.Version }
