@@ -75,9 +75,9 @@ func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source, partial
 	} else {
 		if fi.Size() > 0 {
 			f.log.Info("discarding a partial download that cannot be resumed", "path", partial)
-		}
-		if err := d.reset(); err != nil {
-			return "", err
+			if err := d.reset(); err != nil {
+				return "", err
+			}
 		}
 		d.state = want
 	}
@@ -187,6 +187,10 @@ func (d *dl) get(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 
+	if (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent) && isHTML(resp.Header.Get("Content-Type")) {
+		return fmt.Errorf("GET %s: %w: an HTML page (Content-Type %s) instead of the binary (is a proxy or login page in front of master_binary_url?)",
+			d.source, ErrBadResponse, resp.Header.Get("Content-Type"))
+	}
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if d.offset > 0 {
@@ -220,10 +224,6 @@ func (d *dl) get(ctx context.Context) error {
 		return resumable{fmt.Errorf("GET %s: %s; restarting from zero", d.source, resp.Status)}
 	default:
 		return statusError(http.MethodGet, d.source, resp)
-	}
-	if isHTML(resp.Header.Get("Content-Type")) {
-		return fmt.Errorf("GET %s: %w: an HTML page (Content-Type %s) instead of the binary (is a proxy or login page in front of master_binary_url?)",
-			d.source, ErrBadResponse, resp.Header.Get("Content-Type"))
 	}
 	if v := validator(resp.Header); v != d.state.Validator || d.offset == 0 {
 		d.state.Validator = v

@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// progress reports a download: a log line at every 10 % step (at most one
-// per 2 s in between steps, at least one per 10 s), and a redrawn bar on a
-// terminal.
+// progress reports a download: a log line when a new 10 % step is reached
+// and 2 s have passed since the last line (and at least every 10 s), a final
+// line with the average speed, and a bar redrawn every 100 ms on a terminal.
 type progress struct {
 	log               *slog.Logger
 	bar               io.Writer
@@ -49,7 +49,7 @@ func (p *progress) update(cur int64) {
 	now := time.Now()
 	step := cur * 10 / max(p.total, 1)
 	since := now.Sub(p.lastLog)
-	if (step > p.lastStep && since >= 2*time.Second) || since >= 10*time.Second || (step > p.lastStep && step%10 == 0) {
+	if (step > p.lastStep && since >= 2*time.Second) || since >= 10*time.Second {
 		p.lastStep, p.lastLog = step, now
 		p.log.Info("download progress", "artifact", p.artifact, "version", p.version,
 			"percent", cur*100/max(p.total, 1), "mb", fmt.Sprintf("%.1f", mb(cur)),
