@@ -1,0 +1,200 @@
+// Command sutra-agent is the program an operator drops on a node machine with
+// nothing but a config file: it registers with the grid master, fetches and
+// verifies the storage-server binary for its platform, and runs the storage
+// nodes the master asks for.
+//
+//	sutra-agent --version | version           print the version
+//	sutra-agent fetch [--config F] [--version V]
+//	                                          fetch, verify and cache storage-server once; print its path
+//	sutra-agent run [--config F]              run the agent until SIGINT/SIGTERM
+//	sutra-agent service ...                   manage the agent as an OS service
+//
+// --config defaults to agent-config.toml in the working directory; when that
+// default file does not exist, built-in defaults and the SUTRA_* environment
+// variables are used (containers). A --config given explicitly must exist.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sutragrid/sutra/agent/config"
+	"github.com/sutragrid/sutra/agent/fetch"
+	"github.com/sutragrid/sutra/internal/version"
+)
+
+const defaultConfig = "agent-config.toml"
+
+// errUsage marks command-line mistakes (exit status 2).
+var errUsage = errors.New("usage")
+
+const usage = `usage:
+  sutra-agent --version | version
+  sutra-agent fetch [--config FILE] [--version V]   fetch, verify and cache storage-server; print its path
+  sutra-agent run [--config FILE]                   run the agent
+  sutra-agent service install|uninstall|start|stop|restart|status [--config FILE]
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, errUsage) {
+			fmt.Fprint(os.Stderr, usage)
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "sutra-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	switch args[0] {
+	case "--version", "-version", "-v", "version":
+		fmt.Fprintln(stdout, version.Version)
+		return nil
+	case "fetch":
+		return cmdFetch(ctx, args[1:], stdout, stderr)
+	case "run":
+		return cmdRun(ctx, args[1:], stderr)
+	case "service":
+		return runService(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fl := flag.NewFlagSet("run", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	cfgPath := fl.String("config", defaultConfig, "agent config file")
+	if err := fl.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	cfg, logger, err := setup(*cfgPath, flagSet(fl, "config"), stderr)
+	if err != nil {
+		return err
+	}
+	return runAgent(ctx, cfg, logger)
+}
+
+func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("fetch", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	cfgPath := fl.String("config", defaultConfig, "agent config file")
+	ver := fl.String("version", fetch.Latest, `storage-server version to fetch ("latest" or x.y.z)`)
+	if err := fl.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fl.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fl.Arg(0))
+	}
+	cfg, logger, err := setup(*cfgPath, flagSet(fl, "config"), stderr)
+	if err != nil {
+		return err
+	}
+	path, err := fetchOnce(ctx, cfg, *ver, logger, progressWriter(stderr))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, path)
+	return nil
+}
+
+// fetchOnce does the design document's steps 2-7 once: resolve, download,
+// verify, cache, prune. With storage.binary_path set it only checks that file.
+func fetchOnce(ctx context.Context, cfg *config.Config, ver string, logger *slog.Logger, bar io.Writer) (string, error) {
+	if cfg.Storage.BinaryPath != "" {
+		e, err := fetch.Local(ctx, cfg.Storage.BinaryPath)
+		if err != nil {
+			return "", err
+		}
+		logger.Info("storage.binary_path is set; using it as is (no download)", "path", e.Path, "sha256", e.Checksum)
+		return e.Path, nil
+	}
+	f, err := fetch.New(fetch.Options{
+		BaseURL:     cfg.Storage.MasterBinaryURL,
+		CacheDir:    cfg.Agent.CacheDir,
+		Logger:      logger,
+		ProgressBar: bar,
+	})
+	if err != nil {
+		return "", err
+	}
+	e, err := f.Ensure(ctx, ver)
+	if err != nil {
+		return "", err
+	}
+	if removed, err := f.Prune(e.Version); err != nil {
+		logger.Warn("prune cache", "err", err)
+	} else if len(removed) > 0 {
+		logger.Info("pruned old versions", "removed", removed)
+	}
+	return e.Path, nil
+}
+
+// setup loads the config (defaults + environment when the default file is
+// absent) and builds the logger it asks for.
+func setup(path string, explicit bool, stderr io.Writer) (*config.Config, *slog.Logger, error) {
+	cfg, err := config.Load(path)
+	usedDefaults := false
+	if err != nil && !explicit && errors.Is(err, fs.ErrNotExist) {
+		cfg, err = config.Defaults()
+		usedDefaults = true
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	logger := newLogger(cfg.Logging, stderr)
+	if usedDefaults {
+		logger.Info("no config file; using built-in defaults and SUTRA_* environment variables",
+			"looked_for", path, "master", cfg.Agent.MasterHost, "agent_id", cfg.Agent.AgentID)
+	}
+	return cfg, logger, nil
+}
+
+func newLogger(l config.Logging, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.SlogLevel()}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func flagSet(fl *flag.FlagSet, name string) bool {
+	set := false
+	fl.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+// progressWriter returns w when it is a terminal (a progress bar is drawn
+// there), else nil.
+func progressWriter(w io.Writer) io.Writer {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	st, err := f.Stat()
+	if err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
+	return w
+}
