@@ -1791,7 +1791,11 @@ func (x *ClusterStatus) GetMasterVersion() string {
 type WatchEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Replay events with seq > since_seq from the persisted log first; 0 streams only new events.
-	SinceSeq      uint64 `protobuf:"varint,1,opt,name=since_seq,json=sinceSeq,proto3" json:"since_seq,omitempty"`
+	SinceSeq uint64 `protobuf:"varint,1,opt,name=since_seq,json=sinceSeq,proto3" json:"since_seq,omitempty"`
+	// When since_seq is 0: replay the last `tail` events of the log first (0: none).
+	Tail uint32 `protobuf:"varint,2,opt,name=tail,proto3" json:"tail,omitempty"`
+	// Close the stream after the replay instead of following new events.
+	NoFollow      bool `protobuf:"varint,3,opt,name=no_follow,json=noFollow,proto3" json:"no_follow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1831,6 +1835,20 @@ func (x *WatchEventsRequest) GetSinceSeq() uint64 {
 		return x.SinceSeq
 	}
 	return 0
+}
+
+func (x *WatchEventsRequest) GetTail() uint32 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+func (x *WatchEventsRequest) GetNoFollow() bool {
+	if x != nil {
+		return x.NoFollow
+	}
+	return false
 }
 
 type Event struct {
@@ -2047,9 +2065,11 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"totalNodes\x12#\n" +
 	"\rrunning_nodes\x18\a \x01(\rR\frunningNodes\x12!\n" +
 	"\ffailed_nodes\x18\b \x01(\rR\vfailedNodes\x12%\n" +
-	"\x0emaster_version\x18\t \x01(\tR\rmasterVersion\"1\n" +
+	"\x0emaster_version\x18\t \x01(\tR\rmasterVersion\"b\n" +
 	"\x12WatchEventsRequest\x12\x1b\n" +
-	"\tsince_seq\x18\x01 \x01(\x04R\bsinceSeq\"\x9d\x01\n" +
+	"\tsince_seq\x18\x01 \x01(\x04R\bsinceSeq\x12\x12\n" +
+	"\x04tail\x18\x02 \x01(\rR\x04tail\x12\x1b\n" +
+	"\tno_follow\x18\x03 \x01(\bR\bnoFollow\"\x9d\x01\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
