@@ -1,0 +1,569 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/semver"
+	"github.com/sutragrid/sutra/master/store"
+)
+
+// Limits on what an agent may announce.
+const (
+	MaxStorageNodesLimit = 10000
+	maxTextLen           = 256
+	maxLabels            = 64
+	maxLogLines          = 50
+	maxNodesPerReport    = 1000
+)
+
+func validateText(field, s string) error {
+	if len(s) > maxTextLen {
+		return newErr(KindInvalid, "%s is %d bytes long: use at most %d", field, len(s), maxTextLen)
+	}
+	return nil
+}
+
+func (r *Registration) validate() error {
+	if err := ValidateID("agent", r.AgentID); err != nil {
+		return err
+	}
+	if !platform.ValidPlatform(r.Platform) {
+		return newErr(KindInvalid, "platform %q is not supported: use one of %s", r.Platform, strings.Join(platform.Platforms(), ", "))
+	}
+	if !platform.ValidArch(r.Arch) {
+		return newErr(KindInvalid, "arch %q is not supported: use one of %s", r.Arch, strings.Join(platform.Arches(), ", "))
+	}
+	if err := validateText("hostname", r.Hostname); err != nil {
+		return err
+	}
+	if err := validateText("agent version", r.AgentVersion); err != nil {
+		return err
+	}
+	if r.MaxStorageNodes > MaxStorageNodesLimit {
+		return newErr(KindInvalid, "max storage nodes %d is above %d: lower max_storage_nodes in the agent config", r.MaxStorageNodes, MaxStorageNodesLimit)
+	}
+	if len(r.Labels) > maxLabels {
+		return newErr(KindInvalid, "%d labels: use at most %d", len(r.Labels), maxLabels)
+	}
+	for k, v := range r.Labels {
+		if k == "" {
+			return newErr(KindInvalid, "a label has an empty key: give every label a key")
+		}
+		if err := validateText("label "+k, k+v); err != nil {
+			return err
+		}
+	}
+	return validateReport(r.Nodes, r.Upgrade)
+}
+
+func validateReport(nodes []NodeStatus, up *UpgradeStatus) error {
+	if len(nodes) > maxNodesPerReport {
+		return newErr(KindInvalid, "%d node statuses in one report: at most %d are accepted", len(nodes), maxNodesPerReport)
+	}
+	seen := make(map[string]bool, len(nodes))
+	for i := range nodes {
+		n := &nodes[i]
+		if err := ValidateID("node", n.NodeID); err != nil {
+			return err
+		}
+		if seen[n.NodeID] {
+			return newErr(KindInvalid, "node %q is reported twice: report each node once", n.NodeID)
+		}
+		seen[n.NodeID] = true
+		if !ValidNodeState(n.State) {
+			return newErr(KindInvalid, "node %q has state %q: use starting, running, stopping, stopped, failed or backoff", n.NodeID, n.State)
+		}
+		for _, s := range []string{n.Endpoint, n.Version, n.LastExit} {
+			if err := validateText("node "+n.NodeID+" field", s); err != nil {
+				return err
+			}
+		}
+		if len(n.Message) > 4*maxTextLen {
+			return newErr(KindInvalid, "node %q message is %d bytes: use at most %d", n.NodeID, len(n.Message), 4*maxTextLen)
+		}
+		if len(n.LastLogLines) > maxLogLines {
+			n.LastLogLines = n.LastLogLines[len(n.LastLogLines)-maxLogLines:]
+		}
+	}
+	if up != nil && len(up.LastLogLines) > maxLogLines {
+		up.LastLogLines = up.LastLogLines[len(up.LastLogLines)-maxLogLines:]
+	}
+	return nil
+}
+
+func validVersion(field, v string) error {
+	if v == "" || v == "latest" {
+		return nil
+	}
+	if _, err := semver.Parse(v); err != nil {
+		return newErr(KindInvalid, "%s %q is not \"latest\" or a semantic version like 1.2.3: %v", field, v, err)
+	}
+	return nil
+}
+
+// Register records an agent (new, or re-registering: its desired nodes are
+// kept) and returns its desired state. Nodes the agent reports that the master
+// has no record of at all (its database was rebuilt, say) are adopted as
+// desired rather than stopped: stopping is the operator's decision.
+func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
+	if err := r.validate(); err != nil {
+		return Desired{}, err
+	}
+	now := f.clock.Now()
+	f.mu.Lock()
+	var tx txn
+	a := f.agents[r.AgentID]
+	fresh := a == nil
+	if fresh {
+		a = &agentState{
+			rec: agentRec{
+				ID: r.AgentID, RegisteredAt: now, Generation: 1,
+				StorageServerVersion: f.defaults.StorageServerVersion,
+				DesiredAgentVersion:  f.defaults.AgentVersion,
+			},
+			nodes: map[string]*Node{},
+		}
+		f.agents[r.AgentID] = a
+	}
+	wasHealthy := a.health == Healthy
+	a.health, a.lastSeen = Healthy, now
+	rec := &a.rec
+	labels := r.Labels
+	if len(labels) == 0 {
+		labels = nil
+	}
+	rec.Hostname, rec.Platform, rec.Arch, rec.AgentVersion = r.Hostname, r.Platform, r.Arch, r.AgentVersion
+	rec.MaxStorageNodes, rec.Labels = r.MaxStorageNodes, maps.Clone(labels)
+
+	// Adopt reported nodes the master never heard of.
+	for _, ns := range r.Nodes {
+		if _, known := f.nodes[ns.NodeID]; known {
+			continue
+		}
+		rec.Generation++
+		n := &Node{ID: ns.NodeID, AgentID: rec.ID, Desired: true, CreatedAt: now}
+		f.nodes[n.ID], a.nodes[n.ID] = n, n
+		tx.putNode(n)
+		f.emit(&tx, now, EventNodeAdopted, rec.ID, n.ID, "reported by its agent at registration; kept as desired")
+	}
+	f.applyReport(&tx, a, now, r.Nodes, rec.AppliedGeneration, r.Upgrade)
+	msg := fmt.Sprintf("%s %s/%s agent %s, max %d nodes", r.Hostname, r.Platform, r.Arch, r.AgentVersion, r.MaxStorageNodes)
+	if !fresh {
+		msg = "re-registered: " + msg
+	}
+	f.emit(&tx, now, EventAgentRegistered, rec.ID, "", msg)
+	if !fresh && !wasHealthy {
+		f.emit(&tx, now, EventAgentRecovered, rec.ID, "", "registered again")
+	}
+	// Registration is rare: always write the record, with the time it was seen.
+	rec.LastSeen = now
+	tx.putAgent(rec)
+	d := f.desiredLocked(a)
+	t := f.enqueue(&tx)
+	f.mu.Unlock()
+	f.log.Info("agent registered", "agent", r.AgentID, "fresh", fresh, "generation", d.Generation, "nodes", len(d.Nodes))
+	if err := f.wait(ctx, t); err != nil {
+		return Desired{}, err
+	}
+	return d, nil
+}
+
+// Heartbeat records an agent's report and returns its desired state. An
+// unknown agent gets an ErrNotFound error: it must register again.
+func (f *Fleet) Heartbeat(ctx context.Context, r Report) (Desired, error) {
+	if err := ValidateID("agent", r.AgentID); err != nil {
+		return Desired{}, err
+	}
+	if err := validateText("agent version", r.AgentVersion); err != nil {
+		return Desired{}, err
+	}
+	if err := validateReport(r.Nodes, r.Upgrade); err != nil {
+		return Desired{}, err
+	}
+	now := f.clock.Now()
+	f.mu.Lock()
+	a := f.agents[r.AgentID]
+	if a == nil {
+		f.mu.Unlock()
+		return Desired{}, newErr(KindNotFound, "agent %q is not registered with this master: register again (sutra-agent does so on its own)", r.AgentID)
+	}
+	var tx txn
+	if a.health != Healthy {
+		msg := "heartbeat received"
+		if !a.lastSeen.IsZero() {
+			msg = fmt.Sprintf("heartbeat after %s of silence", now.Sub(a.lastSeen).Round(time.Second))
+		}
+		f.emit(&tx, now, EventAgentRecovered, a.rec.ID, "", msg)
+		f.log.Info("agent recovered", "agent", a.rec.ID, "was", a.health)
+		a.health = Healthy
+	}
+	a.lastSeen = now
+	rec := &a.rec
+	changed := false
+	if r.AppliedGeneration != rec.AppliedGeneration {
+		rec.AppliedGeneration = r.AppliedGeneration
+		changed = true
+	}
+	if r.AgentVersion != "" && r.AgentVersion != rec.AgentVersion {
+		rec.AgentVersion = r.AgentVersion
+		changed = true
+	}
+	if f.applyReport(&tx, a, now, r.Nodes, r.AppliedGeneration, r.Upgrade) {
+		changed = true
+	}
+	if changed {
+		rec.LastSeen = now
+		tx.putAgent(rec)
+	}
+	d := f.desiredLocked(a)
+	t := f.enqueue(&tx)
+	f.mu.Unlock()
+	if err := f.wait(ctx, t); err != nil {
+		return Desired{}, err
+	}
+	return d, nil
+}
+
+// applyReport merges reported node statuses and upgrade progress into a,
+// adding node and event writes to tx. It reports whether the agent record
+// itself changed. The caller holds f.mu.
+func (f *Fleet) applyReport(tx *txn, a *agentState, now time.Time, nodes []NodeStatus, applied uint64, up *UpgradeStatus) bool {
+	changed := false
+	if up != nil && !sameUpgrade(a.rec.Upgrade, up) {
+		if a.rec.Upgrade == nil || a.rec.Upgrade.Phase != up.Phase || a.rec.Upgrade.ToVersion != up.ToVersion {
+			msg := fmt.Sprintf("%s: %s -> %s", up.Phase, up.FromVersion, up.ToVersion)
+			if up.Message != "" {
+				msg += ": " + up.Message
+			}
+			f.emit(tx, now, EventAgentUpgrade, a.rec.ID, "", msg)
+		}
+		c := *up
+		c.LastLogLines = slices.Clone(up.LastLogLines)
+		a.rec.Upgrade = &c
+		changed = true
+	}
+	reported := make(map[string]bool, len(nodes))
+	for _, ns := range nodes {
+		reported[ns.NodeID] = true
+		n := f.nodes[ns.NodeID]
+		if n != nil && n.AgentID != a.rec.ID {
+			f.log.Warn("node reported by two agents; keeping the first", "node", ns.NodeID, "owner", n.AgentID, "reporter", a.rec.ID)
+			continue
+		}
+		if n == nil {
+			// Running but never asked for (nor adopted): record it as not
+			// desired, so that operators see it while its agent stops it.
+			n = &Node{ID: ns.NodeID, AgentID: a.rec.ID, CreatedAt: now, StopGeneration: a.rec.Generation}
+			f.nodes[n.ID], a.nodes[n.ID] = n, n
+		}
+		if n.Status != nil && sameStatus(*n.Status, ns) {
+			continue
+		}
+		f.nodeEvents(tx, now, a.rec.ID, n.Status, ns)
+		c := ns
+		c.LastLogLines = slices.Clone(ns.LastLogLines)
+		n.Status = &c
+		tx.putNode(n)
+	}
+	// Drop records of stopped nodes once the agent applied the stop.
+	for id, n := range a.nodes {
+		if n.Desired || applied < n.StopGeneration {
+			continue
+		}
+		if reported[id] && n.Status != nil && n.Status.State != NodeStopped {
+			continue
+		}
+		if !reported[id] && (n.Status == nil || n.Status.State != NodeStopped) {
+			f.emit(tx, now, EventNodeStopped, a.rec.ID, id, "no longer reported by its agent")
+		}
+		delete(a.nodes, id)
+		delete(f.nodes, id)
+		tx.deleteNode(id)
+	}
+	return changed
+}
+
+func sameUpgrade(a, b *UpgradeStatus) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Phase == b.Phase && a.FromVersion == b.FromVersion && a.ToVersion == b.ToVersion &&
+		a.Message == b.Message && a.Updated.Equal(b.Updated) && slices.Equal(a.LastLogLines, b.LastLogLines)
+}
+
+func sameStatus(a, b NodeStatus) bool {
+	return a.State == b.State && a.PID == b.PID && a.Endpoint == b.Endpoint && a.Version == b.Version &&
+		a.RestartCount == b.RestartCount && a.LastExit == b.LastExit && a.Since.Equal(b.Since) &&
+		a.Message == b.Message && slices.Equal(a.LastLogLines, b.LastLogLines)
+}
+
+// nodeEvents emits the events for a node's reported change from prev to cur.
+func (f *Fleet) nodeEvents(tx *txn, now time.Time, agentID string, prev *NodeStatus, cur NodeStatus) {
+	emit := func(typ, msg string) {
+		f.emit(tx, now, typ, agentID, cur.NodeID, msg)
+		f.log.Info("node "+strings.ToLower(strings.TrimPrefix(typ, "Node")), "agent", agentID, "node", cur.NodeID, "msg", msg)
+	}
+	exit := cur.LastExit
+	if exit == "" {
+		exit = "unknown exit"
+	}
+	wasRunning := prev != nil && prev.State == NodeRunning
+	// Restarted: the count went up, or the node is running again after a
+	// crash the previous report already showed.
+	restarted := prev != nil && (cur.RestartCount > prev.RestartCount ||
+		cur.State == NodeRunning && prev.State != NodeRunning && cur.RestartCount > 0)
+	crashed := wasRunning && (cur.State == NodeStarting || cur.State == NodeBackoff || cur.State == NodeFailed ||
+		(cur.State == NodeRunning && restarted))
+	if crashed {
+		emit(EventNodeCrashed, exit)
+	}
+	if prev != nil && prev.State == cur.State && !restarted {
+		return
+	}
+	switch cur.State {
+	case NodeRunning:
+		if restarted {
+			emit(EventNodeRestarted, fmt.Sprintf("running again on %s (pid %d, restart %d, last exit: %s)", cur.Endpoint, cur.PID, cur.RestartCount, exit))
+		} else {
+			emit(EventNodeRunning, fmt.Sprintf("running on %s (pid %d, version %s)", cur.Endpoint, cur.PID, cur.Version))
+		}
+	case NodeBackoff:
+		if prev == nil || prev.State != NodeBackoff {
+			emit(EventNodeBackoff, strings.TrimSpace(cur.Message+" (last exit: "+exit+")"))
+		}
+	case NodeFailed:
+		if prev == nil || prev.State != NodeFailed {
+			msg := cur.Message
+			if msg == "" {
+				msg = exit
+			}
+			emit(EventNodeFailed, msg)
+		}
+	case NodeStopped:
+		if prev == nil || prev.State != NodeStopped {
+			emit(EventNodeStopped, "stopped by its agent")
+		}
+	}
+}
+
+// Unregister removes an agent and its node records.
+func (f *Fleet) Unregister(ctx context.Context, agentID string) error {
+	if err := ValidateID("agent", agentID); err != nil {
+		return err
+	}
+	now := f.clock.Now()
+	f.mu.Lock()
+	a := f.agents[agentID]
+	if a == nil {
+		f.mu.Unlock()
+		return unknownAgent(agentID)
+	}
+	var tx txn
+	for id := range a.nodes {
+		delete(f.nodes, id)
+		tx.deleteNode(id)
+	}
+	delete(f.agents, agentID)
+	tx.ops = append(tx.ops, store.Delete(store.TableAgents, []byte(agentID)))
+	f.emit(&tx, now, EventAgentUnregistered, agentID, "", fmt.Sprintf("%d node records dropped", len(a.nodes)))
+	t := f.enqueue(&tx)
+	f.mu.Unlock()
+	f.log.Info("agent unregistered", "agent", agentID)
+	return f.wait(ctx, t)
+}
+
+func unknownAgent(id string) error {
+	return newErr(KindNotFound, "agent %q is not registered: list agents with `sutra agents`", id)
+}
+
+// SetDesiredVersion changes the storage-server and/or agent version that one
+// agent (or, with an empty AgentID, every agent and every agent registering
+// later) should run. It returns the agents whose desired state changed.
+func (f *Fleet) SetDesiredVersion(ctx context.Context, c VersionChange) ([]Agent, error) {
+	if c.AgentID != "" {
+		if err := ValidateID("agent", c.AgentID); err != nil {
+			return nil, err
+		}
+	}
+	if c.StorageServerVersion == "" && c.AgentVersion == "" {
+		return nil, newErr(KindInvalid, "no version given: set a storage-server version, an agent version or both (\"latest\" or like 1.2.3)")
+	}
+	if err := validVersion("storage-server version", c.StorageServerVersion); err != nil {
+		return nil, err
+	}
+	if err := validVersion("agent version", c.AgentVersion); err != nil {
+		return nil, err
+	}
+	now := f.clock.Now()
+	f.mu.Lock()
+	var targets []*agentState
+	var tx txn
+	if c.AgentID == "" {
+		for _, a := range f.agents {
+			targets = append(targets, a)
+		}
+		if c.StorageServerVersion != "" {
+			f.defaults.StorageServerVersion = c.StorageServerVersion
+		}
+		if c.AgentVersion != "" {
+			f.defaults.AgentVersion = c.AgentVersion
+		}
+		b := mustJSON(f.defaults)
+		tx.ops = append(tx.ops, store.Put(store.TableMeta, metaDefaultsKey, b))
+	} else {
+		a := f.agents[c.AgentID]
+		if a == nil {
+			f.mu.Unlock()
+			return nil, unknownAgent(c.AgentID)
+		}
+		targets = append(targets, a)
+	}
+	var out []Agent
+	for _, a := range targets {
+		rec := &a.rec
+		changed := false
+		if c.StorageServerVersion != "" && rec.StorageServerVersion != c.StorageServerVersion {
+			rec.StorageServerVersion = c.StorageServerVersion
+			changed = true
+		}
+		if c.AgentVersion != "" && rec.DesiredAgentVersion != c.AgentVersion {
+			rec.DesiredAgentVersion = c.AgentVersion
+			changed = true
+		}
+		if !changed {
+			continue
+		}
+		rec.Generation++
+		tx.putAgent(rec)
+		f.emit(&tx, now, EventDesiredVersion, rec.ID, "", fmt.Sprintf("storage-server %s, agent %s", rec.StorageServerVersion, orNone(rec.DesiredAgentVersion)))
+		out = append(out, f.agentLocked(a))
+	}
+	t := f.enqueue(&tx)
+	f.mu.Unlock()
+	if err := f.wait(ctx, t); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(x, y Agent) int { return strings.Compare(x.ID, y.ID) })
+	return out, nil
+}
+
+// DefaultVersions returns the desired versions given to agents that register.
+func (f *Fleet) DefaultVersions() (storageServer, agent string) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.defaults.StorageServerVersion, f.defaults.AgentVersion
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unchanged"
+	}
+	return s
+}
+
+// Agents returns every agent, sorted by id.
+func (f *Fleet) Agents() []Agent {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]Agent, 0, len(f.agents))
+	for _, a := range f.agents {
+		out = append(out, f.agentLocked(a))
+	}
+	slices.SortFunc(out, func(x, y Agent) int { return strings.Compare(x.ID, y.ID) })
+	return out
+}
+
+// Agent returns one agent.
+func (f *Fleet) Agent(id string) (Agent, error) {
+	if err := ValidateID("agent", id); err != nil {
+		return Agent{}, err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	a := f.agents[id]
+	if a == nil {
+		return Agent{}, unknownAgent(id)
+	}
+	return f.agentLocked(a), nil
+}
+
+func (f *Fleet) agentLocked(a *agentState) Agent {
+	r := &a.rec
+	out := Agent{
+		ID: r.ID, Hostname: r.Hostname, Platform: r.Platform, Arch: r.Arch, AgentVersion: r.AgentVersion,
+		MaxStorageNodes: r.MaxStorageNodes, Labels: maps.Clone(r.Labels), Health: a.health,
+		RegisteredAt: r.RegisteredAt, LastHeartbeat: a.lastSeen, Desired: f.desiredLocked(a),
+		AppliedGeneration: r.AppliedGeneration, Nodes: []NodeStatus{},
+	}
+	for _, n := range a.nodes {
+		if n.Status != nil {
+			out.Nodes = append(out.Nodes, *n.Status)
+		}
+	}
+	slices.SortFunc(out.Nodes, func(x, y NodeStatus) int { return strings.Compare(x.NodeID, y.NodeID) })
+	if r.Upgrade != nil {
+		u := *r.Upgrade
+		out.Upgrade = &u
+	}
+	return out
+}
+
+func (f *Fleet) desiredLocked(a *agentState) Desired {
+	d := Desired{
+		Generation: a.rec.Generation, Nodes: []DesiredNode{},
+		StorageServerVersion: a.rec.StorageServerVersion, AgentVersion: a.rec.DesiredAgentVersion,
+	}
+	for _, n := range a.nodes {
+		if n.Desired {
+			d.Nodes = append(d.Nodes, DesiredNode{NodeID: n.ID, Port: n.Port})
+		}
+	}
+	slices.SortFunc(d.Nodes, func(x, y DesiredNode) int { return strings.Compare(x.NodeID, y.NodeID) })
+	return d
+}
+
+// Cluster summarises the fleet.
+func (f *Fleet) Cluster() ClusterStatus {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	c := ClusterStatus{TotalAgents: len(f.agents), MasterVersion: f.opts.MasterVersion}
+	for _, a := range f.agents {
+		switch a.health {
+		case Healthy:
+			c.HealthyAgents++
+		case Degraded:
+			c.DegradedAgents++
+		default:
+			c.OfflineAgents++
+		}
+	}
+	for _, n := range f.nodes {
+		if !n.Desired {
+			continue
+		}
+		c.TotalNodes++
+		if n.Status != nil {
+			switch n.Status.State {
+			case NodeRunning:
+				c.RunningNodes++
+			case NodeFailed:
+				c.FailedNodes++
+			}
+		}
+	}
+	switch {
+	case c.TotalAgents > 0 && c.HealthyAgents == 0:
+		c.Status = ClusterCritical
+	case 2*c.HealthyAgents < c.TotalAgents:
+		c.Status = ClusterDegraded
+	default:
+		c.Status = ClusterHealthy
+	}
+	return c
+}

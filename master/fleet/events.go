@@ -1,0 +1,143 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/sutragrid/sutra/master/store"
+)
+
+// emit appends an event to the log (memory, store batch, watchers). The
+// caller holds f.mu.
+func (f *Fleet) emit(tx *txn, now time.Time, typ, agentID, nodeID, msg string) {
+	f.lastSeq++
+	e := Event{Seq: f.lastSeq, Time: now, Type: typ, AgentID: agentID, NodeID: nodeID, Message: msg}
+	b, err := json.Marshal(e)
+	if err != nil {
+		panic(fmt.Sprintf("fleet: encode event: %v", err))
+	}
+	tx.ops = append(tx.ops, store.Put(store.TableEvents, seqKey(e.Seq), b))
+	f.events = append(f.events, e)
+	if over := len(f.events) - f.opts.EventLogSize; over > 0 {
+		for _, old := range f.events[:over] {
+			tx.ops = append(tx.ops, store.Delete(store.TableEvents, seqKey(old.Seq)))
+		}
+		// Copy now and then so the backing array does not grow without bound.
+		if cap(f.events) > 2*f.opts.EventLogSize {
+			f.events = append(make([]Event, 0, f.opts.EventLogSize+1), f.events[over:]...)
+		} else {
+			f.events = f.events[over:]
+		}
+	}
+	for s := range f.subs {
+		select {
+		case s.ch <- e:
+		default:
+			// The watcher fell behind: cut it off rather than block the fleet.
+			delete(f.subs, s)
+			close(s.ch)
+		}
+	}
+}
+
+// Events returns up to limit events with Seq > since, oldest first
+// (limit <= 0: all that are kept).
+func (f *Fleet) Events(since uint64, limit int) []Event {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.eventsLocked(since, limit)
+}
+
+// LastSeq is the sequence number of the newest event (0: none yet).
+func (f *Fleet) LastSeq() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lastSeq
+}
+
+func (f *Fleet) eventsLocked(since uint64, limit int) []Event {
+	i := sort.Search(len(f.events), func(i int) bool { return f.events[i].Seq > since })
+	out := f.events[i:]
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return append([]Event(nil), out...)
+}
+
+// WatchOptions select what Watch streams.
+type WatchOptions struct {
+	// Since replays kept events with Seq > Since first.
+	Since uint64
+	// Tail, when Since is 0, replays the last Tail events first.
+	Tail int
+	// Follow streams new events after the replay until ctx is done.
+	Follow bool
+	// Buffer is how many events may queue for a slow watcher before it is
+	// cut off with ErrWatcherBehind (default 4096).
+	Buffer int
+}
+
+// ErrWatcherBehind ends a Watch whose consumer could not keep up.
+var ErrWatcherBehind = &Error{Kind: KindExhausted, Msg: "the event watcher fell behind and was cut off: watch again from the last sequence number received"}
+
+type subscriber struct {
+	ch chan Event
+}
+
+// Watch calls fn for the replayed events, then (with Follow) for each new
+// event, in sequence order, until ctx is done (returns nil), fn fails
+// (returns its error) or the watcher falls behind (ErrWatcherBehind).
+func (f *Fleet) Watch(ctx context.Context, o WatchOptions, fn func(Event) error) error {
+	if o.Buffer <= 0 {
+		o.Buffer = 4096
+	}
+	f.mu.Lock()
+	var replay []Event
+	switch {
+	case o.Since > 0:
+		replay = f.eventsLocked(o.Since, 0)
+	case o.Tail > 0:
+		n := min(o.Tail, len(f.events))
+		replay = append([]Event(nil), f.events[len(f.events)-n:]...)
+	}
+	var sub *subscriber
+	if o.Follow {
+		sub = &subscriber{ch: make(chan Event, o.Buffer)}
+		f.subs[sub] = struct{}{}
+	}
+	f.mu.Unlock()
+	if sub != nil {
+		defer func() {
+			f.mu.Lock()
+			if _, ok := f.subs[sub]; ok {
+				delete(f.subs, sub)
+				close(sub.ch)
+			}
+			f.mu.Unlock()
+		}()
+	}
+	for _, e := range replay {
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if sub == nil {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-sub.ch:
+			if !ok {
+				return ErrWatcherBehind
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+	}
+}
