@@ -124,10 +124,10 @@ func TestLivenessSweep(t *testing.T) {
 		want    Health
 	}{
 		{5 * time.Second, Healthy},
-		{9 * time.Second, Healthy}, // 14 s
-		{1 * time.Second, Degraded}, // 15 s
+		{9 * time.Second, Healthy},   // 14 s
+		{1 * time.Second, Degraded},  // 15 s
 		{14 * time.Second, Degraded}, // 29 s
-		{1 * time.Second, Offline}, // 30 s
+		{1 * time.Second, Offline},   // 30 s
 		{time.Hour, Offline},
 	}
 	for _, s := range steps {
@@ -262,12 +262,18 @@ func TestValidation(t *testing.T) {
 			_, err := e.f.Register(ctx, Registration{AgentID: "a", Platform: "plan9", Arch: "x86_64"})
 			return err
 		}()},
-		{"bad arch", func() error { _, err := e.f.Register(ctx, Registration{AgentID: "a", Platform: "linux", Arch: "amd64"}); return err }()},
+		{"bad arch", func() error {
+			_, err := e.f.Register(ctx, Registration{AgentID: "a", Platform: "linux", Arch: "amd64"})
+			return err
+		}()},
 		{"bad node state", func() error {
 			_, err := e.f.Register(ctx, Registration{AgentID: "a", Platform: "linux", Arch: "x86", Nodes: []NodeStatus{{NodeID: "n", State: "dancing"}}})
 			return err
 		}()},
-		{"bad version", func() error { _, err := e.f.SetDesiredVersion(ctx, VersionChange{StorageServerVersion: "v1"}); return err }()},
+		{"bad version", func() error {
+			_, err := e.f.SetDesiredVersion(ctx, VersionChange{StorageServerVersion: "v1"})
+			return err
+		}()},
 		{"no version", func() error { _, err := e.f.SetDesiredVersion(ctx, VersionChange{}); return err }()},
 		{"bad port", func() error { _, err := e.f.Spawn(ctx, SpawnRequest{Port: 70000}); return err }()},
 		{"bad node id", func() error { _, err := e.f.Spawn(ctx, SpawnRequest{NodeID: "x y"}); return err }()},
