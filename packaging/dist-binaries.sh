@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Lays out storage-server and sutra-agent for every platform the grid
+# distributes, named as the master's catalog expects, ready to drop into
+# BINARIES_DIR:
+#
+#   {artifact}-{version}-{platform}-{arch}[.exe]
+#   artifact: storage-server, sutra-agent
+#   platform: linux, darwin, windows      arch: x86_64 (amd64), aarch64 (arm64)
+#
+# usage: packaging/dist-binaries.sh [VERSION [OUTDIR]]
+#   VERSION  strict semantic version without "v" (default: $VERSION, else 0.1.0)
+#   OUTDIR   default: dist/binaries
+#   TARGETS  env, default "linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64"
+#   GO       env, default go
+#
+# Each file is built to OUTDIR/.NAME.partial and renamed into place, so a
+# master watching OUTDIR never registers a half-written binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=${1:-${VERSION:-0.1.0}}
+out=${2:-dist/binaries}
+go=${GO:-go}
+targets=${TARGETS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64}
+module=github.com/sutragrid/sutra
+
+semver='^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$'
+if ! [[ $version =~ $semver ]]; then
+  echo "dist-binaries: version \"$version\" is not a semantic version like 1.2.3 (no leading v)" >&2
+  exit 2
+fi
+# Build metadata (+...) is not part of the catalog's file names.
+if [[ $version == *+* ]]; then
+  echo "dist-binaries: version \"$version\" has build metadata (+...), which binary names cannot carry" >&2
+  exit 2
+fi
+
+mkdir -p "$out"
+for target in $targets; do
+  goos=${target%/*}
+  goarch=${target#*/}
+  case "$goarch" in
+    amd64) arch=x86_64 ;;
+    arm64) arch=aarch64 ;;
+    arm) arch=arm ;;
+    386) arch=x86 ;;
+    *) echo "dist-binaries: unsupported GOARCH $goarch" >&2; exit 2 ;;
+  esac
+  case "$goos" in
+    linux|darwin) ext= ;;
+    windows) ext=.exe ;;
+    *) echo "dist-binaries: unsupported GOOS $goos" >&2; exit 2 ;;
+  esac
+  for artifact in storage-server sutra-agent; do
+    name="$artifact-$version-$goos-$arch$ext"
+    partial="$out/.$name.partial"
+    GOOS=$goos GOARCH=$goarch CGO_ENABLED=0 "$go" build -trimpath \
+      -ldflags "-s -w -X $module/internal/version.Version=$version" \
+      -o "$partial" "./cmd/$artifact" || { rm -f "$partial"; exit 1; }
+    mv -f "$partial" "$out/$name"
+    echo "$out/$name"
+  done
+done
