@@ -27,6 +27,10 @@ func (f *Fleet) Spawn(ctx context.Context, r SpawnRequest) (Node, error) {
 	}
 	now := f.clock.Now()
 	f.mu.Lock()
+	if other := f.nodes[r.NodeID]; r.NodeID != "" && other != nil {
+		f.mu.Unlock()
+		return Node{}, newErr(KindExists, "node %q already exists on agent %q: choose another id, or omit it to get a generated one", r.NodeID, other.AgentID)
+	}
 	a, err := f.placeLocked(r.AgentID)
 	if err != nil {
 		f.mu.Unlock()
@@ -35,9 +39,6 @@ func (f *Fleet) Spawn(ctx context.Context, r SpawnRequest) (Node, error) {
 	id := r.NodeID
 	if id == "" {
 		id = f.newNodeIDLocked()
-	} else if other := f.nodes[id]; other != nil {
-		f.mu.Unlock()
-		return Node{}, newErr(KindExists, "node %q already exists on agent %q: choose another id, or omit it to get a generated one", id, other.AgentID)
 	}
 	if r.Port != 0 {
 		for _, n := range a.nodes {

@@ -1,0 +1,221 @@
+// Package grpcapi serves the GridMaster gRPC service (proto/grid/v1) on top
+// of the fleet. It is the only master package that imports the generated
+// protobuf code: it converts messages to the fleet's plain structs and back,
+// and maps fleet errors to gRPC status codes:
+//
+//	fleet.ErrInvalid      -> InvalidArgument
+//	fleet.ErrNotFound     -> NotFound (a heartbeat from an unknown agent: register again)
+//	fleet.ErrExists       -> AlreadyExists
+//	fleet.ErrPrecondition -> FailedPrecondition (spawning on an offline agent)
+//	fleet.ErrExhausted    -> ResourceExhausted (beyond capacity, slow event watcher)
+//	fleet.ErrUnavailable  -> Unavailable (the store failed; retry)
+//
+// Every message says what to do next. The service trusts its callers: there is
+// no authentication on the control plane yet, so expose it only on networks
+// where agents and operators are trusted.
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sutragrid/sutra/master/fleet"
+	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
+)
+
+// Server implements gridv1.GridMasterServer.
+type Server struct {
+	gridv1.UnimplementedGridMasterServer
+	f   *fleet.Fleet
+	log *slog.Logger
+}
+
+// New returns the GridMaster service over f (logger may be nil).
+func New(f *fleet.Fleet, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{f: f, log: logger}
+}
+
+// Register adds the GridMaster service to s. (The standard health service
+// and reflection are registered by whoever owns s.)
+func (s *Server) Register(g *grpc.Server) {
+	gridv1.RegisterGridMasterServer(g, s)
+}
+
+// toStatus maps a fleet error to a gRPC status.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, fleet.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, fleet.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, fleet.ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, fleet.ErrPrecondition):
+		code = codes.FailedPrecondition
+	case errors.Is(err, fleet.ErrExhausted):
+		code = codes.ResourceExhausted
+	case errors.Is(err, fleet.ErrUnavailable):
+		code = codes.Unavailable
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
+
+func (s *Server) RegisterAgent(ctx context.Context, req *gridv1.RegisterAgentRequest) (*gridv1.RegisterAgentResponse, error) {
+	d, err := s.f.Register(ctx, fleet.Registration{
+		AgentID:         req.GetAgentId(),
+		Hostname:        req.GetHostname(),
+		Platform:        req.GetPlatform(),
+		Arch:            req.GetArch(),
+		AgentVersion:    req.GetAgentVersion(),
+		MaxStorageNodes: req.GetMaxStorageNodes(),
+		Labels:          req.GetLabels(),
+		Nodes:           nodeStatusesFromPB(req.GetNodes()),
+		Upgrade:         upgradeFromPB(req.GetUpgrade()),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &gridv1.RegisterAgentResponse{
+		MasterVersion:         s.f.MasterVersion(),
+		HeartbeatIntervalSecs: s.intervalSecs(),
+		Desired:               desiredToPB(d),
+	}, nil
+}
+
+func (s *Server) intervalSecs() uint32 {
+	return uint32(s.f.HeartbeatInterval().Seconds())
+}
+
+func (s *Server) Heartbeat(ctx context.Context, req *gridv1.HeartbeatRequest) (*gridv1.HeartbeatResponse, error) {
+	d, err := s.f.Heartbeat(ctx, fleet.Report{
+		AgentID:           req.GetAgentId(),
+		AppliedGeneration: req.GetAppliedGeneration(),
+		Nodes:             nodeStatusesFromPB(req.GetNodes()),
+		AgentVersion:      req.GetAgentVersion(),
+		Upgrade:           upgradeFromPB(req.GetUpgrade()),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &gridv1.HeartbeatResponse{Desired: desiredToPB(d), HeartbeatIntervalSecs: s.intervalSecs()}, nil
+}
+
+func (s *Server) UnregisterAgent(ctx context.Context, req *gridv1.UnregisterAgentRequest) (*gridv1.UnregisterAgentResponse, error) {
+	if err := s.f.Unregister(ctx, req.GetAgentId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &gridv1.UnregisterAgentResponse{}, nil
+}
+
+func (s *Server) SpawnStorageNode(ctx context.Context, req *gridv1.SpawnStorageNodeRequest) (*gridv1.SpawnStorageNodeResponse, error) {
+	n, err := s.f.Spawn(ctx, fleet.SpawnRequest{AgentID: req.GetAgentId(), NodeID: req.GetNodeId(), Port: req.GetPort()})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &gridv1.SpawnStorageNodeResponse{Node: nodeToPB(n)}, nil
+}
+
+func (s *Server) StopStorageNode(ctx context.Context, req *gridv1.StopStorageNodeRequest) (*gridv1.StopStorageNodeResponse, error) {
+	n, err := s.f.Stop(ctx, req.GetNodeId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &gridv1.StopStorageNodeResponse{Node: nodeToPB(n)}, nil
+}
+
+func (s *Server) GetStorageNodeStatus(ctx context.Context, req *gridv1.GetStorageNodeStatusRequest) (*gridv1.StorageNode, error) {
+	n, err := s.f.Node(req.GetNodeId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return nodeToPB(n), nil
+}
+
+func (s *Server) ListStorageNodes(ctx context.Context, req *gridv1.ListStorageNodesRequest) (*gridv1.ListStorageNodesResponse, error) {
+	nodes, err := s.f.Nodes(req.GetAgentId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &gridv1.ListStorageNodesResponse{Nodes: make([]*gridv1.StorageNode, 0, len(nodes))}
+	for _, n := range nodes {
+		out.Nodes = append(out.Nodes, nodeToPB(n))
+	}
+	return out, nil
+}
+
+func (s *Server) ListAgents(ctx context.Context, req *gridv1.ListAgentsRequest) (*gridv1.ListAgentsResponse, error) {
+	agents := s.f.Agents()
+	out := &gridv1.ListAgentsResponse{Agents: make([]*gridv1.Agent, 0, len(agents))}
+	for _, a := range agents {
+		out.Agents = append(out.Agents, agentToPB(a))
+	}
+	return out, nil
+}
+
+func (s *Server) GetAgent(ctx context.Context, req *gridv1.GetAgentRequest) (*gridv1.Agent, error) {
+	a, err := s.f.Agent(req.GetAgentId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return agentToPB(a), nil
+}
+
+// SetDesiredVersion returns the agent for a single-agent change. For a
+// fleet-wide change (empty agent_id) it returns an Agent without an id whose
+// desired versions are the new fleet defaults.
+func (s *Server) SetDesiredVersion(ctx context.Context, req *gridv1.SetDesiredVersionRequest) (*gridv1.Agent, error) {
+	_, err := s.f.SetDesiredVersion(ctx, fleet.VersionChange{
+		AgentID:              req.GetAgentId(),
+		StorageServerVersion: req.GetStorageServerVersion(),
+		AgentVersion:         req.GetAgentVersion(),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetAgentId() != "" {
+		a, err := s.f.Agent(req.GetAgentId())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return agentToPB(a), nil
+	}
+	ss, av := s.f.DefaultVersions()
+	return &gridv1.Agent{Desired: &gridv1.DesiredState{StorageServerVersion: ss, AgentVersion: av}}, nil
+}
+
+func (s *Server) GetClusterStatus(ctx context.Context, req *gridv1.GetClusterStatusRequest) (*gridv1.ClusterStatus, error) {
+	return clusterToPB(s.f.Cluster()), nil
+}
+
+func (s *Server) WatchEvents(req *gridv1.WatchEventsRequest, stream grpc.ServerStreamingServer[gridv1.Event]) error {
+	err := s.f.Watch(stream.Context(), fleet.WatchOptions{
+		Since:  req.GetSinceSeq(),
+		Tail:   int(req.GetTail()),
+		Follow: !req.GetNoFollow(),
+	}, func(e fleet.Event) error {
+		return stream.Send(eventToPB(e))
+	})
+	if err != nil {
+		if _, ok := status.FromError(err); ok && !errors.Is(err, fleet.ErrWatcherBehind) {
+			return err // a stream error from Send
+		}
+		return toStatus(err)
+	}
+	return nil
+}
