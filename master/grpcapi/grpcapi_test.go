@@ -121,7 +121,7 @@ func TestAgentLifecycle(t *testing.T) {
 	}
 	hb, err := h.client.Heartbeat(ctx, &gridv1.HeartbeatRequest{
 		AgentId: "a1", AppliedGeneration: 3, AgentVersion: "0.1.0",
-		Nodes: []*gridv1.NodeStatus{{NodeId: "n1", State: gridv1.NodeState_NODE_STATE_RUNNING, Pid: 42, Endpoint: "127.0.0.1:7100", Version: "1.0.0"}},
+		Nodes:   []*gridv1.NodeStatus{{NodeId: "n1", State: gridv1.NodeState_NODE_STATE_RUNNING, Pid: 42, Endpoint: "127.0.0.1:7100", Version: "1.0.0"}},
 		Upgrade: &gridv1.UpgradeStatus{Phase: "downloading", FromVersion: "0.1.0", ToVersion: "0.2.0"},
 	})
 	if err != nil {
@@ -281,7 +281,10 @@ func TestRejections(t *testing.T) {
 			_, err := h.client.SetDesiredVersion(ctx, &gridv1.SetDesiredVersionRequest{StorageServerVersion: "1.2"})
 			return err
 		}, codes.InvalidArgument, "semantic version"},
-		{"version nothing", func() error { _, err := h.client.SetDesiredVersion(ctx, &gridv1.SetDesiredVersionRequest{}); return err }, codes.InvalidArgument, "no version"},
+		{"version nothing", func() error {
+			_, err := h.client.SetDesiredVersion(ctx, &gridv1.SetDesiredVersionRequest{})
+			return err
+		}, codes.InvalidArgument, "no version"},
 		{"version unknown agent", func() error {
 			_, err := h.client.SetDesiredVersion(ctx, &gridv1.SetDesiredVersionRequest{AgentId: "ghost", AgentVersion: "latest"})
 			return err
