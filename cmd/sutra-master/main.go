@@ -1,0 +1,152 @@
+// Command sutra-master runs the Sutra Grid master: the binary distribution
+// HTTP API (HTTP_PORT, default 7001) and the gRPC control plane endpoint
+// (GRPC_PORT, default 7000). Everything but flag and environment parsing
+// lives in package master.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/sutragrid/sutra/internal/version"
+	"github.com/sutragrid/sutra/master"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "sutra-master:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+// setting is one flag with its environment variable.
+type setting struct {
+	flag, env, arg, help string
+	def               string
+	value             *string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("sutra-master", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	settings := []*setting{
+		{flag: "http-port", env: "HTTP_PORT", arg: "PORT", def: strconv.Itoa(master.DefaultHTTPPort), help: "HTTP port of the binary distribution API"},
+		{flag: "grpc-port", env: "GRPC_PORT", arg: "PORT", def: strconv.Itoa(master.DefaultGRPCPort), help: "gRPC port of the control plane (health and reflection included)"},
+		{flag: "binaries-dir", env: "BINARIES_DIR", arg: "DIR", def: master.DefaultBinariesDir, help: "directory of {artifact}-{version}-{platform}-{arch} files to serve (created if missing)"},
+		{flag: "data-dir", env: "SUTRA_DATA_DIR", arg: "DIR", def: master.DefaultDataDir, help: "master state, e.g. the checksum cache (created if missing)"},
+		{flag: "bind", env: "BIND_ADDRESS", arg: "HOST", def: "0.0.0.0", help: "address both servers listen on"},
+		{flag: "max-downloads", env: "MAX_CONCURRENT_DOWNLOADS", arg: "N", def: "256", help: "concurrent downloads before answering 503 with Retry-After"},
+		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
+	}
+	for _, s := range settings {
+		s.value = fs.String(s.flag, s.def, s.help)
+	}
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: sutra-master [flags]\n\n")
+		fmt.Fprintf(stderr, "Runs the Sutra Grid master: binaries in the binaries dir are served over HTTP\n")
+		fmt.Fprintf(stderr, "(GET /api/binaries, /binaries/{filename}, ...) and the control plane over gRPC.\n")
+		fmt.Fprintf(stderr, "Each flag can also be set by its environment variable; the flag wins.\n\n")
+		for _, s := range settings {
+			fmt.Fprintf(stderr, "  --%s %s\n      %s (env %s, default %s)\n", s.flag, s.arg, s.help, s.env, s.def)
+		}
+		fmt.Fprintf(stderr, "  --version\n      print the version and exit\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sutra-master: unexpected argument %q (see --help)\n", fs.Arg(0))
+		return errUsage
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Version)
+		return nil
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	val := map[string]string{}
+	source := map[string]string{}
+	for _, s := range settings {
+		val[s.flag], source[s.flag] = *s.value, "--"+s.flag
+		if !set[s.flag] {
+			if v := getenv(s.env); v != "" {
+				val[s.flag], source[s.flag] = v, s.env
+			}
+		}
+	}
+
+	var errs []error
+	port := func(name string) int {
+		p, err := strconv.Atoi(val[name])
+		if err != nil || p < 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("%s=%q is not a port number (0-65535)", source[name], val[name]))
+		}
+		return p
+	}
+	httpPort, grpcPort := port("http-port"), port("grpc-port")
+	maxDl, err := strconv.Atoi(val["max-downloads"])
+	if err != nil || maxDl < 1 {
+		errs = append(errs, fmt.Errorf("%s=%q is not a positive number", source["max-downloads"], val["max-downloads"]))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
+		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	bind := val["bind"]
+	hostPort := func(p int) string {
+		if strings.Contains(bind, ":") {
+			return fmt.Sprintf("[%s]:%d", bind, p)
+		}
+		return fmt.Sprintf("%s:%d", bind, p)
+	}
+
+	var console io.Writer = io.Discard
+	if isTerminal(stdout) {
+		console = stdout
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return master.Run(ctx, master.Options{
+		HTTPAddr:               hostPort(httpPort),
+		GRPCAddr:               hostPort(grpcPort),
+		BinariesDir:            val["binaries-dir"],
+		DataDir:                val["data-dir"],
+		MaxConcurrentDownloads: maxDl,
+		Logger:                 logger,
+		Console:                console,
+	})
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

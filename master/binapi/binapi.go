@@ -1,0 +1,389 @@
+// Package binapi is the master's HTTP binary distribution API, the contract
+// of the design document (docs: shared/seed/binary-distribution.md):
+//
+//	GET  /api/binaries                                   storage-server binaries
+//	GET  /api/binaries/{version}/{platform}/{arch}       one binary ("latest" allowed)
+//	GET  /api/binaries/latest/{platform}/{arch}          highest stable version
+//	POST /api/binaries/{version}/{platform}/{arch}/verify {"checksum": "..."}
+//	GET  /api/artifacts                                  artifact names
+//	GET  /api/artifacts/{artifact}[/...]                 the same for any artifact
+//	GET|HEAD /binaries/{filename}                        download
+//
+// Trust model: nothing in a request names a file on disk. A download is
+// looked up by exact name among the catalog's published entries and opened by
+// the catalog through an os.Root; whatever a client encodes into the path
+// (%2F, %2e%2e, backslashes, double encoding) can only fail to match. The
+// answer carries the checksum the catalog computed (ETag, X-Checksum-Sha256)
+// and the catalog refuses (503, Retry-After) a file whose on-disk identity no
+// longer matches what it hashed. The *os.File reaches http.ServeContent
+// unwrapped so the kernel sends it (sendfile).
+//
+// Every error is JSON {"error": "..."} (internal/httpjson); Wrap turns the
+// mux's own 404/405 answers and any panic into the same form.
+package binapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sutragrid/sutra/internal/artifact"
+	"github.com/sutragrid/sutra/internal/httpjson"
+	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/semver"
+	"github.com/sutragrid/sutra/master/catalog"
+)
+
+// MaxBodyBytes caps request bodies (the verify request).
+const MaxBodyBytes = 64 << 10
+
+// BinaryInfo is the design document's description of a binary. Fields are
+// only ever added, never renamed.
+type BinaryInfo struct {
+	Version    string `json:"version"`
+	Platform   string `json:"platform"`
+	Arch       string `json:"arch"`
+	Checksum   string `json:"checksum"`
+	SizeBytes  int64  `json:"size_bytes"`
+	Path       string `json:"path"`
+	UploadedAt int64  `json:"uploaded_at"`
+	Artifact   string `json:"artifact"`
+}
+
+// Info converts a catalog entry to its API form.
+func Info(b catalog.Binary) BinaryInfo {
+	return BinaryInfo{
+		Version: b.Version, Platform: b.Platform, Arch: b.Arch, Checksum: b.SHA256,
+		SizeBytes: b.Size, Path: b.Filename, UploadedAt: b.UploadedAt.Unix(), Artifact: b.Artifact,
+	}
+}
+
+// VerifyRequest is the body of POST .../verify.
+type VerifyRequest struct {
+	Checksum *string `json:"checksum"`
+}
+
+// VerifyResponse answers POST .../verify.
+type VerifyResponse struct {
+	Valid            bool   `json:"valid"`
+	ExpectedChecksum string `json:"expected_checksum"`
+}
+
+// Options configures the API.
+type Options struct {
+	// Catalog is the registry of published binaries. Required.
+	Catalog *catalog.Catalog
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// MaxConcurrentDownloads caps simultaneous GET downloads; beyond it the
+	// answer is 503 with Retry-After. Zero: 256.
+	MaxConcurrentDownloads int
+	// RetryAfter is the Retry-After of 503 answers. Zero: 2s.
+	RetryAfter time.Duration
+}
+
+// API serves the routes. Create it with New.
+type API struct {
+	cat        *catalog.Catalog
+	log        *slog.Logger
+	sem        chan struct{}
+	retryAfter string
+}
+
+// New validates opts and returns the API.
+func New(opts Options) (*API, error) {
+	var errs []error
+	if opts.Catalog == nil {
+		errs = append(errs, errors.New("binapi: Catalog is required"))
+	}
+	if opts.MaxConcurrentDownloads < 0 {
+		errs = append(errs, fmt.Errorf("binapi: MaxConcurrentDownloads %d is negative", opts.MaxConcurrentDownloads))
+	}
+	if opts.RetryAfter < 0 {
+		errs = append(errs, fmt.Errorf("binapi: RetryAfter %s is negative", opts.RetryAfter))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxConcurrentDownloads == 0 {
+		opts.MaxConcurrentDownloads = 256
+	}
+	if opts.RetryAfter == 0 {
+		opts.RetryAfter = 2 * time.Second
+	}
+	return &API{
+		cat: opts.Catalog, log: opts.Logger,
+		sem:        make(chan struct{}, opts.MaxConcurrentDownloads),
+		retryAfter: strconv.Itoa(max(1, int(opts.RetryAfter.Round(time.Second)/time.Second))),
+	}, nil
+}
+
+// Register adds the routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/binaries", a.storage(a.list))
+	mux.HandleFunc("GET /api/binaries/{version}/{platform}/{arch}", a.storage(a.info))
+	mux.HandleFunc("POST /api/binaries/{version}/{platform}/{arch}/verify", a.storage(a.verify))
+	mux.HandleFunc("GET /api/artifacts", a.artifacts)
+	mux.HandleFunc("GET /api/artifacts/{artifact}", a.artifact(a.list))
+	mux.HandleFunc("GET /api/artifacts/{artifact}/{version}/{platform}/{arch}", a.artifact(a.info))
+	mux.HandleFunc("POST /api/artifacts/{artifact}/{version}/{platform}/{arch}/verify", a.artifact(a.verify))
+	mux.HandleFunc("GET /binaries/{filename}", a.download)
+}
+
+// ActiveDownloads returns the number of GET downloads in progress.
+func (a *API) ActiveDownloads() int { return len(a.sem) }
+
+type artifactHandler func(w http.ResponseWriter, r *http.Request, artifactName string)
+
+// storage binds the design document's /api/binaries routes to storage-server.
+func (a *API) storage(h artifactHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { h(w, r, artifact.StorageServer) }
+}
+
+func (a *API) artifact(h artifactHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("artifact")
+		if !artifact.Valid(name) {
+			httpjson.WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown artifact %q (known: %s)",
+				name, strings.Join(artifact.Artifacts(), ", ")))
+			return
+		}
+		h(w, r, name)
+	}
+}
+
+func (a *API) artifacts(w http.ResponseWriter, r *http.Request) {
+	httpjson.Write(w, http.StatusOK, artifact.Artifacts())
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request, artifactName string) {
+	bins := a.cat.List(artifactName)
+	out := make([]BinaryInfo, 0, len(bins))
+	for _, b := range bins {
+		out = append(out, Info(b))
+	}
+	httpjson.Write(w, http.StatusOK, out)
+}
+
+// resolve validates the {version}/{platform}/{arch} parameters and finds the
+// binary, writing the error answer itself when there is none.
+func (a *API) resolve(w http.ResponseWriter, r *http.Request, artifactName string) (catalog.Binary, bool) {
+	version, plat, arch := r.PathValue("version"), r.PathValue("platform"), r.PathValue("arch")
+	var problems []string
+	if !platform.ValidPlatform(plat) {
+		problems = append(problems, fmt.Sprintf("unknown platform %q (accepted: %s)", plat, strings.Join(platform.Platforms(), ", ")))
+	}
+	if !platform.ValidArch(arch) {
+		problems = append(problems, fmt.Sprintf("unknown arch %q (accepted: %s)", arch, strings.Join(platform.Arches(), ", ")))
+	}
+	if version != "latest" {
+		if _, err := semver.Parse(version); err != nil {
+			problems = append(problems, fmt.Sprintf("version: %v (or use \"latest\")", err))
+		}
+	}
+	if len(problems) > 0 {
+		httpjson.WriteError(w, http.StatusBadRequest, strings.Join(problems, "; "))
+		return catalog.Binary{}, false
+	}
+	var (
+		b  catalog.Binary
+		ok bool
+	)
+	if version == "latest" {
+		b, ok = a.cat.Latest(artifactName, plat, arch)
+	} else {
+		b, ok = a.cat.Lookup(artifactName, version, plat, arch)
+	}
+	if ok {
+		return b, true
+	}
+	if version != "latest" && a.cat.Changing(artifactName, version, plat, arch) {
+		a.unavailable(w, fmt.Sprintf("%s %s for %s/%s changed on disk and is being verified again; retry shortly",
+			artifactName, version, plat, arch))
+		return catalog.Binary{}, false
+	}
+	var have []string
+	for _, b := range a.cat.List(artifactName) {
+		if b.Platform == plat && b.Arch == arch {
+			have = append(have, b.Version)
+		}
+	}
+	msg := fmt.Sprintf("no %s %s for %s/%s", artifactName, version, plat, arch)
+	if len(have) > 0 {
+		msg += " (published: " + strings.Join(have, ", ") + ")"
+	} else {
+		msg += fmt.Sprintf(" (add %s to the master's BINARIES_DIR)", artifact.Filename(artifactName, "<version>", plat, arch))
+	}
+	httpjson.WriteError(w, http.StatusNotFound, msg)
+	return catalog.Binary{}, false
+}
+
+func (a *API) info(w http.ResponseWriter, r *http.Request, artifactName string) {
+	if b, ok := a.resolve(w, r, artifactName); ok {
+		httpjson.Write(w, http.StatusOK, Info(b))
+	}
+}
+
+func (a *API) verify(w http.ResponseWriter, r *http.Request, artifactName string) {
+	b, ok := a.resolve(w, r, artifactName)
+	if !ok {
+		return
+	}
+	// A slow body must not hold the connection forever (there is no global read timeout).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(30 * time.Second))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpjson.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d KiB", MaxBodyBytes>>10))
+			return
+		}
+		httpjson.WriteError(w, http.StatusBadRequest, "read request body: "+err.Error())
+		return
+	}
+	var req VerifyRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&req); err != nil {
+		httpjson.WriteError(w, http.StatusBadRequest, `malformed JSON body (want {"checksum": "<sha256 hex>"}): `+err.Error())
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		httpjson.WriteError(w, http.StatusBadRequest, `malformed JSON body: unexpected data after the object (want {"checksum": "<sha256 hex>"})`)
+		return
+	}
+	if req.Checksum == nil || strings.TrimSpace(*req.Checksum) == "" {
+		httpjson.WriteError(w, http.StatusBadRequest, `missing "checksum" (want {"checksum": "<sha256 hex>"})`)
+		return
+	}
+	sum := strings.ToLower(strings.TrimSpace(*req.Checksum))
+	if !isHexSHA256(sum) {
+		httpjson.WriteError(w, http.StatusBadRequest, fmt.Sprintf(`"checksum" must be 64 hexadecimal characters (a SHA-256), got %d characters`, len(sum)))
+		return
+	}
+	httpjson.Write(w, http.StatusOK, VerifyResponse{Valid: sum == b.SHA256, ExpectedChecksum: b.SHA256})
+}
+
+func (a *API) download(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("filename")
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00") {
+		httpjson.WriteError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a file name", name))
+		return
+	}
+	if r.Method == http.MethodGet {
+		select {
+		case a.sem <- struct{}{}:
+			defer func() { <-a.sem }()
+		default:
+			a.unavailable(w, fmt.Sprintf("too many concurrent downloads (limit %d); retry shortly", cap(a.sem)))
+			return
+		}
+	}
+	f, b, err := a.cat.Open(name)
+	switch {
+	case errors.Is(err, catalog.ErrNotFound):
+		httpjson.WriteError(w, http.StatusNotFound, fmt.Sprintf("no published binary named %q (GET /api/binaries lists them)", name))
+		return
+	case err != nil:
+		a.log.Info("download refused: file changed on disk", "file", name, "err", err)
+		a.unavailable(w, fmt.Sprintf("%s changed on disk and is being verified again; retry shortly", name))
+		return
+	}
+	defer f.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
+	h.Set("ETag", `"`+b.SHA256+`"`)
+	h.Set("X-Checksum-Sha256", b.SHA256)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	jw := &jsonErrors{ResponseWriter: w}
+	serveFile(jw, r, name, b.ModTime, f)
+	jw.finish()
+	if !catalog.Verify(f, b) {
+		a.log.Warn("binary changed on disk during a download; the client's checksum verification will reject it",
+			"file", name, "remote", r.RemoteAddr)
+	}
+	a.log.Debug("download", "file", name, "method", r.Method, "range", r.Header.Get("Range"), "remote", r.RemoteAddr)
+}
+
+// serveFile is the one place a download's bytes are sent: the *os.File goes
+// to http.ServeContent as is, so the ResponseWriter's ReadFrom receives it
+// (behind ServeContent's io.LimitedReader) and the kernel copies it.
+func serveFile(w http.ResponseWriter, r *http.Request, name string, modtime time.Time, f *os.File) {
+	http.ServeContent(w, r, name, modtime, f)
+}
+
+func (a *API) unavailable(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", a.retryAfter)
+	httpjson.WriteError(w, http.StatusServiceUnavailable, msg)
+}
+
+// jsonErrors turns the plain-text error answers of http.ServeContent (416,
+// 412) into JSON, and passes everything else through, ReadFrom included so
+// the zero-copy path stays intact.
+type jsonErrors struct {
+	http.ResponseWriter
+	status int
+	msg    bytes.Buffer
+}
+
+func (w *jsonErrors) WriteHeader(code int) {
+	if code >= 400 && w.status == 0 {
+		w.status = code
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *jsonErrors) Write(p []byte) (int, error) {
+	if w.status != 0 {
+		if w.msg.Len() < 1024 {
+			w.msg.Write(p)
+		}
+		return len(p), nil
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *jsonErrors) ReadFrom(src io.Reader) (int64, error) {
+	if w.status != 0 {
+		return io.Copy(io.Discard, src)
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(w.ResponseWriter, src)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *jsonErrors) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *jsonErrors) finish() {
+	if w.status == 0 {
+		return
+	}
+	msg := strings.TrimSpace(w.msg.String())
+	if msg == "" {
+		msg = http.StatusText(w.status)
+	}
+	httpjson.WriteError(w.ResponseWriter, w.status, msg)
+}
+
+func isHexSHA256(s string) bool {
+	return len(s) == 64 && !slices.ContainsFunc([]byte(s), func(c byte) bool {
+		return !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f')
+	})
+}

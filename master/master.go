@@ -1,0 +1,210 @@
+// Package master runs the Sutra Grid master: the HTTP binary distribution
+// server (master/catalog + master/binapi) on HTTP_PORT and the gRPC endpoint
+// on GRPC_PORT, which serves the standard health service and reflection and
+// hosts the control plane wired in through Options.ControlPlane.
+//
+// Run owns the listeners, the *grpc.Server and the *http.ServeMux; everything
+// else registers on them. Shutdown (ctx cancelled) stops accepting, lets
+// running downloads and RPCs finish for up to Options.ShutdownTimeout, then
+// cuts what remains.
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/sutragrid/sutra/internal/version"
+	"github.com/sutragrid/sutra/master/binapi"
+	"github.com/sutragrid/sutra/master/catalog"
+)
+
+// Run serves until ctx ends, then shuts down gracefully. It returns nil
+// after a normal stop and an error a user can act on otherwise.
+func Run(ctx context.Context, opts Options) (err error) {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	opts.setDefaults()
+	log, con := opts.Logger, opts.Console
+
+	httpLn, err := listen(ctx, "HTTP", opts.HTTPAddr, "HTTP_PORT", "--http-port")
+	if err != nil {
+		return err
+	}
+	defer httpLn.Close()
+	grpcLn, err := listen(ctx, "gRPC", opts.GRPCAddr, "GRPC_PORT", "--grpc-port")
+	if err != nil {
+		return err
+	}
+	defer grpcLn.Close()
+	addrs := Addrs{HTTP: httpLn.Addr().String(), GRPC: grpcLn.Addr().String()}
+
+	showGRPC, showHTTP := display(opts.GRPCAddr, addrs.GRPC), display(opts.HTTPAddr, addrs.HTTP)
+	fmt.Fprintf(con, "🚀 Sutra Grid Master v%s starting\n", version.Version)
+	fmt.Fprintf(con, "  📡 gRPC: %s\n", showGRPC)
+	fmt.Fprintf(con, "  🌐 HTTP: %s\n", showHTTP)
+	log.Info("master starting", "version", version.Version, "grpc", addrs.GRPC, "http", addrs.HTTP,
+		"binaries_dir", opts.BinariesDir, "data_dir", opts.DataDir)
+
+	scanStart := time.Now()
+	cat, err := catalog.Open(ctx, catalog.Options{
+		Dir: opts.BinariesDir, DataDir: opts.DataDir, Logger: log.With("component", "catalog"),
+		HashWorkers: opts.HashWorkers, Settle: opts.Settle, OnEvent: consoleEvents(con),
+	})
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	n := len(cat.List(""))
+	s := cat.Stats()
+	fmt.Fprintf(con, "📦 Auto-registered %d binaries\n", n)
+	log.Info("binaries registered", "count", n, "dir", cat.Dir(), "hashed_files", s.HashedFiles,
+		"hashed_bytes", s.HashedBytes, "from_cache", s.CacheHits, "took_ms", sinceMillis(scanStart))
+
+	api, err := binapi.New(binapi.Options{Catalog: cat, Logger: log.With("component", "binapi"),
+		MaxConcurrentDownloads: opts.MaxConcurrentDownloads})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	api.Register(mux)
+
+	grpcSrv := grpc.NewServer()
+	healthSrv := health.NewServer()
+	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
+	reflection.Register(grpcSrv)
+
+	// The control plane (master/fleet, master/grpcapi, master/fleetapi) wires in here.
+	if opts.ControlPlane != nil {
+		stop, err := opts.ControlPlane(ctx, Env{GRPC: grpcSrv, Health: healthSrv, Mux: mux, Catalog: cat,
+			Logger: log, DataDir: opts.DataDir, Addrs: addrs})
+		if err != nil {
+			return fmt.Errorf("start the control plane: %w", err)
+		}
+		if stop != nil {
+			defer stop()
+		}
+	}
+
+	httpSrv := &http.Server{
+		Handler:           binapi.Wrap(mux, log.With("component", "http")),
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		// No ReadTimeout/WriteTimeout: they would cut long downloads.
+		ErrorLog:    slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+
+	serveErr := make(chan error, 2)
+	go func() {
+		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("HTTP server: %w", err)
+		}
+	}()
+	go func() {
+		if err := grpcSrv.Serve(grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			serveErr <- fmt.Errorf("gRPC server: %w", err)
+		}
+	}()
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	fmt.Fprintf(con, "📡 Listening for agent connections on %s\n", showGRPC)
+	fmt.Fprintf(con, "🌐 HTTP binary server started on %s\n", showHTTP)
+	log.Info("master serving", "grpc", addrs.GRPC, "http", addrs.HTTP)
+	if opts.Ready != nil {
+		opts.Ready(addrs)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+
+	log.Info("master shutting down", "active_downloads", api.ActiveDownloads(), "grace", opts.ShutdownTimeout)
+	healthSrv.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+	defer cancel()
+	grpcDone := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(grpcDone) }()
+	if herr := httpSrv.Shutdown(sctx); herr != nil {
+		log.Warn("downloads still running at the end of the grace period were cut", "grace", opts.ShutdownTimeout, "err", herr)
+		httpSrv.Close()
+	}
+	select {
+	case <-grpcDone:
+	case <-sctx.Done():
+		grpcSrv.Stop()
+		<-grpcDone
+	}
+	log.Info("master stopped")
+	return err
+}
+
+// listen binds addr, turning "address in use" into one line that says what to change.
+func listen(ctx context.Context, what, addr, env, flag string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	if isAddrInUse(err) {
+		return nil, fmt.Errorf("%s port %s is in use: set %s (or %s) to a free port", what, port, env, flag)
+	}
+	return nil, fmt.Errorf("%s: cannot listen on %s (set %s or %s): %w", what, addr, env, flag, err)
+}
+
+func isAddrInUse(err error) bool {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "address already in use") || // unix
+		strings.Contains(msg, "Only one usage of each socket address") // windows WSAEADDRINUSE
+}
+
+// consoleEvents prints catalog changes in the design document's style.
+func consoleEvents(w io.Writer) func(catalog.Event) {
+	return func(e catalog.Event) {
+		switch e.Kind {
+		case catalog.Registered:
+			fmt.Fprintf(w, "✅ Binary registered: %s (%.2f MB)\n", e.Filename, float64(e.Binary.Size)/(1<<20))
+		case catalog.Removed:
+			fmt.Fprintf(w, "🗑️  Binary removed: %s (%s)\n", e.Filename, e.Reason)
+		case catalog.Changed:
+			fmt.Fprintf(w, "🔄 Binary changed on disk, verifying again: %s\n", e.Filename)
+		case catalog.Skipped:
+			fmt.Fprintf(w, "⚠️  Skipped %s: %s\n", e.Filename, e.Reason)
+		}
+	}
+}
+
+// display is the address to show: the configured host (0.0.0.0 for a
+// wildcard, as the design document prints it) with the bound port.
+func display(configured, bound string) string {
+	host, _, _ := net.SplitHostPort(configured)
+	_, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// sinceMillis is for log fields.
+func sinceMillis(t time.Time) int64 { return time.Since(t).Milliseconds() }

@@ -1,0 +1,150 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+
+	"github.com/sutragrid/sutra/master/catalog"
+)
+
+// Defaults of Options, as the design document states them.
+const (
+	DefaultHTTPPort    = 7001
+	DefaultGRPCPort    = 7000
+	DefaultBinariesDir = "./binaries"
+	DefaultDataDir     = "./data"
+)
+
+// Options configures Run. The zero value is the design document's master:
+// gRPC on :7000, HTTP on :7001, ./binaries, ./data.
+type Options struct {
+	// HTTPAddr is the HTTP listen address (binary distribution API).
+	// Empty: ":7001". Port 0 picks a free port (tests); Ready reports it.
+	HTTPAddr string
+	// GRPCAddr is the gRPC listen address (control plane, health, reflection).
+	// Empty: ":7000". Port 0 picks a free port.
+	GRPCAddr string
+	// BinariesDir holds the published binaries (BINARIES_DIR); created if missing.
+	// Empty: "./binaries".
+	BinariesDir string
+	// DataDir holds the master's state, such as the checksum cache
+	// (SUTRA_DATA_DIR); created if missing. Empty: "./data".
+	DataDir string
+	// MaxConcurrentDownloads caps simultaneous downloads; beyond it clients
+	// get 503 with Retry-After. Zero: 256.
+	MaxConcurrentDownloads int
+	// ShutdownTimeout bounds how long running downloads and RPCs may finish
+	// after ctx ends before connections are cut. Zero: 30s.
+	ShutdownTimeout time.Duration
+	// ReadHeaderTimeout closes connections that do not send their request
+	// headers in time (slow-loris). Zero: 5s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections. Zero: 2m.
+	IdleTimeout time.Duration
+	// HashWorkers bounds parallel hashing of binaries. Zero: GOMAXPROCS.
+	HashWorkers int
+	// Settle is how long a new file's size and mtime must stay unchanged
+	// before it is hashed. Zero: 1s.
+	Settle time.Duration
+	// Logger receives structured logs. Nil: discard.
+	Logger *slog.Logger
+	// Console receives the human start-up banner and one line per binary
+	// (the design document's output). Nil: none.
+	Console io.Writer
+	// Ready, when set, is called once both listeners are bound, the catalog
+	// is loaded and the servers are about to serve.
+	Ready func(Addrs)
+	// ControlPlane, when set, is called before serving starts to register
+	// the control plane's gRPC services and HTTP routes on env (see Env).
+	// The returned stop is called after both servers have stopped.
+	ControlPlane func(ctx context.Context, env Env) (stop func(), err error)
+}
+
+// Addrs are the bound listen addresses (host:port).
+type Addrs struct {
+	HTTP string
+	GRPC string
+}
+
+// Env is what the control plane is given to wire itself in: register gRPC
+// services on GRPC and routes on Mux (every error there should be JSON via
+// internal/httpjson; unmatched routes and wrong methods already are).
+type Env struct {
+	GRPC    *grpc.Server
+	Health  *health.Server // set per-service status here
+	Mux     *http.ServeMux
+	Catalog *catalog.Catalog
+	Logger  *slog.Logger
+	DataDir string
+	Addrs   Addrs
+}
+
+// Validate reports every problem with o at once.
+func (o Options) Validate() error {
+	var errs []error
+	for _, a := range []struct{ name, addr string }{{"HTTPAddr", o.HTTPAddr}, {"GRPCAddr", o.GRPCAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("master: %s %q: %w", a.name, a.addr, err))
+		}
+	}
+	if o.MaxConcurrentDownloads < 0 {
+		errs = append(errs, fmt.Errorf("master: MaxConcurrentDownloads %d is negative", o.MaxConcurrentDownloads))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"ShutdownTimeout", o.ShutdownTimeout}, {"ReadHeaderTimeout", o.ReadHeaderTimeout}, {"IdleTimeout", o.IdleTimeout}, {"Settle", o.Settle}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("master: %s %s is negative", d.name, d.v))
+		}
+	}
+	if o.HashWorkers < 0 {
+		errs = append(errs, fmt.Errorf("master: HashWorkers %d is negative", o.HashWorkers))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) setDefaults() {
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = fmt.Sprintf(":%d", DefaultHTTPPort)
+	}
+	if o.GRPCAddr == "" {
+		o.GRPCAddr = fmt.Sprintf(":%d", DefaultGRPCPort)
+	}
+	if o.BinariesDir == "" {
+		o.BinariesDir = DefaultBinariesDir
+	}
+	if o.DataDir == "" {
+		o.DataDir = DefaultDataDir
+	}
+	if o.MaxConcurrentDownloads == 0 {
+		o.MaxConcurrentDownloads = 256
+	}
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.ReadHeaderTimeout == 0 {
+		o.ReadHeaderTimeout = 5 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Console == nil {
+		o.Console = io.Discard
+	}
+}
