@@ -1,0 +1,201 @@
+package upgrade
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/sutragrid/sutra/internal/atomicfile"
+)
+
+// Phase is a step of a self-update, as the master shows it.
+type Phase string
+
+// The phases, in order. An upgrade ends committed, rolled_back or failed.
+const (
+	PhaseNone        Phase = ""
+	PhaseRequested   Phase = "requested"
+	PhaseDownloading Phase = "downloading"
+	PhaseVerifying   Phase = "verifying"
+	PhaseApplying    Phase = "applying"
+	PhaseWatching    Phase = "watching"
+	PhaseCommitted   Phase = "committed"
+	PhaseRolledBack  Phase = "rolled_back"
+	PhaseFailed      Phase = "failed"
+)
+
+// active reports whether the phase is an upgrade in progress.
+func (p Phase) active() bool {
+	switch p {
+	case PhaseRequested, PhaseDownloading, PhaseVerifying, PhaseApplying, PhaseWatching:
+		return true
+	}
+	return false
+}
+
+func validPhase(p Phase) bool {
+	switch p {
+	case PhaseNone, PhaseRequested, PhaseDownloading, PhaseVerifying, PhaseApplying,
+		PhaseWatching, PhaseCommitted, PhaseRolledBack, PhaseFailed:
+		return true
+	}
+	return false
+}
+
+// StateFile is the name of the state file in the agent data dir.
+const StateFile = "upgrade.json"
+
+// lockFile serialises read-modify-write of the state file between the agent
+// and its guard process.
+const lockFile = "upgrade.lock"
+
+// State is the durable record of the current (or last) self-update, kept in
+// {agent_data_dir}/upgrade.json and written atomically. Old and new agent
+// binaries and the guard process all read and write it.
+type State struct {
+	// ID names one upgrade attempt; a guard acts only for its own ID.
+	ID          string `json:"id,omitempty"`
+	Phase       Phase  `json:"phase"`
+	FromVersion string `json:"from_version,omitempty"`
+	ToVersion   string `json:"to_version,omitempty"`
+	// Target is the absolute path of the agent executable (symlinks resolved).
+	Target string `json:"target,omitempty"`
+	// OldPath keeps the previous binary, beside Target; OldChecksum is its
+	// SHA-256, checked before it is restored.
+	OldPath     string `json:"old_path,omitempty"`
+	OldChecksum string `json:"old_checksum,omitempty"`
+	// NewChecksum is the SHA-256 of the applied binary.
+	NewChecksum string `json:"new_checksum,omitempty"`
+	// Deadline (unix seconds) is when an uncommitted new version is rolled back.
+	Deadline int64 `json:"deadline,omitempty"`
+	// GuardGraceSeconds is how long after Deadline the guard waits before it
+	// restores the old binary itself (the new agent's Watch acts at Deadline).
+	GuardGraceSeconds int64 `json:"guard_grace_seconds,omitempty"`
+	// Boots counts starts of the new version while watching.
+	Boots    int `json:"boots,omitempty"`
+	MaxBoots int `json:"max_boots,omitempty"`
+	// GuardPID is the guard process, when one was started.
+	GuardPID int `json:"guard_pid,omitempty"`
+	// RolledBackBy says who restored the old binary: "watch", "boot", "guard"
+	// or "external" (the old binary was found running again).
+	RolledBackBy string `json:"rolled_back_by,omitempty"`
+	// FailedVersions are never upgraded to automatically again.
+	FailedVersions []string `json:"failed_versions,omitempty"`
+	// RetryAfter (unix seconds) delays another attempt at ToVersion after a
+	// failure that was not the version's fault.
+	RetryAfter   int64    `json:"retry_after,omitempty"`
+	Message      string   `json:"message,omitempty"`
+	LastLogLines []string `json:"last_log_lines,omitempty"`
+	// Updated is when the state was last written (unix seconds).
+	Updated int64 `json:"updated,omitempty"`
+}
+
+// failed reports whether v is in FailedVersions.
+func (s *State) failed(v string) bool {
+	for _, f := range s.FailedVersions {
+		if f == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *State) addFailed(v string) {
+	if v != "" && !s.failed(v) {
+		s.FailedVersions = append(s.FailedVersions, v)
+	}
+}
+
+// parseState decodes a state file. Unknown phases are an error: a newer
+// agent's state is not silently misread.
+func parseState(data []byte) (State, error) {
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return State{}, fmt.Errorf("decode %s: %w", StateFile, err)
+	}
+	if !validPhase(s.Phase) {
+		return State{}, fmt.Errorf("decode %s: unknown phase %q", StateFile, s.Phase)
+	}
+	if s.Boots < 0 || s.MaxBoots < 0 || s.Deadline < 0 || s.GuardGraceSeconds < 0 {
+		return State{}, fmt.Errorf("decode %s: negative counter", StateFile)
+	}
+	return s, nil
+}
+
+// ReadState reads {dataDir}/upgrade.json; a missing file is the zero State.
+func ReadState(dataDir string) (State, error) {
+	data, err := os.ReadFile(filepath.Join(dataDir, StateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return State{}, nil
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("read upgrade state: %w", err)
+	}
+	return parseState(data)
+}
+
+func writeState(dataDir string, s State, now time.Time) error {
+	s.Updated = now.Unix()
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode upgrade state: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("write upgrade state: %w", err)
+	}
+	return atomicfile.Write(filepath.Join(dataDir, StateFile), append(data, '\n'), 0o644)
+}
+
+// staleLock is the age after which a lock left by a crashed process is
+// broken. Everything done under the lock (a state write, restoring one
+// binary) takes far less.
+const staleLock = 2 * time.Minute
+
+// lockState takes the cross-process lock of dataDir: a file created with
+// O_EXCL (portable, no flock). It waits up to wait; a lock older than
+// staleLock is removed. The returned func releases it.
+func lockState(dataDir string, wait time.Duration) (func(), error) {
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("lock upgrade state: %w", err)
+	}
+	path := filepath.Join(dataDir, lockFile)
+	token := randomID()
+	give := time.Now().Add(wait)
+	for {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, _ = f.WriteString(strconv.Itoa(os.Getpid()) + " " + token + "\n")
+			_ = f.Close()
+			return func() {
+				// Remove only our own lock (it may have been broken as stale).
+				if b, err := os.ReadFile(path); err == nil && string(b) == strconv.Itoa(os.Getpid())+" "+token+"\n" {
+					_ = os.Remove(path)
+				}
+			}, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("lock upgrade state: %w", err)
+		}
+		if st, serr := os.Stat(path); serr == nil && time.Since(st.ModTime()) > staleLock {
+			_ = os.Remove(path)
+			continue
+		}
+		if time.Now().After(give) {
+			return nil, fmt.Errorf("lock upgrade state: %s is held by another process (remove it if no sutra-agent is upgrading)", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
