@@ -64,7 +64,7 @@ func (f *Fleet) eventsLocked(since uint64, limit int) []Event {
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
-	return append([]Event(nil), out...)
+	return append([]Event{}, out...)
 }
 
 // WatchOptions select what Watch streams.
