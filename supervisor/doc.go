@@ -1,5 +1,28 @@
-// Package supervisor starts, watches and restarts child processes (the
-// storage nodes an agent runs). It depends on the standard library only.
+// Package supervisor starts, watches and restarts child processes — the
+// storage nodes an agent runs. It knows nothing of gRPC or config files and
+// depends on the standard library only.
 //
-// Placeholder doc; see supervisor.go.
+// A Supervisor runs one goroutine per node. The goroutine starts the node in
+// a process group of its own (Unix; a job object on Windows), writes its
+// stdout and stderr to a size-capped, rotated log file under Options.LogDir,
+// probes GET {HealthURL} and feeds what happens (start error, exit,
+// unhealthy past the threshold, stop) to a Policy, a pure state machine that
+// answers restart-after-delay, give up (StateFailed) or stop. The goroutine
+// waits for the delay on a timer. Every decision is logged with slog and
+// delivered to Options.OnEvent, so the agent can report it in its next
+// heartbeat; Status returns a snapshot (state, pid, restarts, last exit, the
+// last lines of the log after a crash).
+//
+// Identity and trust: a child is tracked by its handle (os/exec Wait), never
+// by probing a pid, so pid reuse cannot fool the supervisor. A process that
+// is not our child — a node adopted after an agent restart — is identified
+// by pid plus start time (ProcessStartTime); the identity is checked every
+// Options.PollInterval and again right before any signal is sent, and a
+// changed start time means the node exited (the pid now belongs to someone
+// else, who is never signalled).
+//
+// Lifetimes: the supervisor's goroutines do not end with any caller's
+// context. Stop or StopAll stop nodes (SIGTERM to the group, Options.StopGrace,
+// then SIGKILL); Detach leaves them running, for an agent that exits and
+// re-adopts its nodes when it comes back.
 package supervisor

@@ -1,0 +1,7 @@
+//go:build unix
+
+package supervisor
+
+import "syscall"
+
+var errESRCH error = syscall.ESRCH
