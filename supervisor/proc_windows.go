@@ -113,4 +113,3 @@ func (g *group) killStragglers() {
 		g.job = 0
 	}
 }
-
