@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
+)
+
+// Exit codes, documented in usage.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitNotFound    = 3
+	exitUnavailable = 4
+)
+
+const usage = `Usage: sutra [global flags] <command> [flags] [args]
+
+Commands:
+  status                      cluster health, agent and node counts
+  agents [ID]                 list agents, or show one
+  nodes [--agent ID]          list storage nodes
+  nodes spawn [--agent ID] [--node-id ID] [--port N] [--wait]
+                              ask for a new storage node (placed by the master
+                              on the healthy agent with most free capacity
+                              unless --agent is given)
+  nodes stop ID [--wait]      stop a storage node (its data is kept)
+  binaries                    storage-server binaries the master distributes
+  events [-f] [--since N] [-n N]
+                              the fleet's event log; -f follows new events
+  version                     versions of this CLI and of the master
+
+Global flags (also accepted after the command):
+  --master HOST:PORT   master gRPC address (env SUTRA_MASTER, default localhost:7000)
+  --http URL           master HTTP API (env SUTRA_HTTP, default http://<master host>:7001)
+  -o, --output FORMAT  table (default) or json
+  --timeout DURATION   per-request timeout (default 10s)
+
+Exit codes:
+  0  success
+  1  error (request rejected, node failed, wait timed out, ...)
+  2  usage error (unknown command or flag, bad argument)
+  3  not found (unknown agent or node)
+  4  master unreachable or unavailable
+`
+
+// cliError carries an exit code and a one-line message.
+type cliError struct {
+	code int
+	msg  string
+}
+
+func (e *cliError) Error() string { return e.msg }
+
+func usageErr(format string, args ...any) error {
+	return &cliError{code: exitUsage, msg: fmt.Sprintf(format, args...) + " (run 'sutra help')"}
+}
+
+// globals are the flags every command accepts.
+type globals struct {
+	master  string
+	http    string
+	output  string
+	timeout time.Duration
+}
+
+type cli struct {
+	g      globals
+	stdout io.Writer
+	stderr io.Writer
+	conn   *grpc.ClientConn
+	grid   gridv1.GridMasterClient
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	c := &cli{stdout: stdout, stderr: stderr}
+	c.g.master = getenv("SUTRA_MASTER")
+	if c.g.master == "" {
+		c.g.master = "localhost:7000"
+	}
+	c.g.http = getenv("SUTRA_HTTP")
+	c.g.output = "table"
+	c.g.timeout = 10 * time.Second
+
+	err := c.dispatch(ctx, args)
+	if c.conn != nil {
+		_ = c.conn.Close()
+	}
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	var ce *cliError
+	if !errors.As(err, &ce) {
+		ce = &cliError{code: exitError, msg: err.Error()}
+	}
+	fmt.Fprintln(stderr, "sutra: "+strings.ReplaceAll(ce.msg, "\n", " "))
+	return ce.code
+}
+
+// flagSet returns a FlagSet holding the global flags plus the command's.
+func (c *cli) flagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.g.master, "master", c.g.master, "master gRPC address")
+	fs.StringVar(&c.g.http, "http", c.g.http, "master HTTP API URL")
+	fs.StringVar(&c.g.output, "o", c.g.output, "output format: table or json")
+	fs.StringVar(&c.g.output, "output", c.g.output, "output format: table or json")
+	fs.DurationVar(&c.g.timeout, "timeout", c.g.timeout, "per-request timeout")
+	return fs
+}
+
+// parse parses flags anywhere among the positional arguments.
+func (c *cli) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageErr("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	switch c.g.output {
+	case "table", "json":
+	default:
+		return nil, usageErr("output format %q is not supported: use -o table or -o json", c.g.output)
+	}
+	if c.g.timeout <= 0 {
+		return nil, usageErr("--timeout must be positive")
+	}
+	return pos, nil
+}
+
+func (c *cli) dispatch(ctx context.Context, args []string) error {
+	fs := c.flagSet("sutra")
+	// Global flags before the command.
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(c.stdout, usage)
+			return flag.ErrHelp
+		}
+		return usageErr("%v", err)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprint(c.stderr, usage)
+		return &cliError{code: exitUsage, msg: "no command given (run 'sutra help')"}
+	}
+	cmd, rest := rest[0], rest[1:]
+	switch cmd {
+	case "help", "-h", "--help":
+		fmt.Fprint(c.stdout, usage)
+		return nil
+	case "status":
+		return c.status(ctx, rest)
+	case "agents":
+		return c.agents(ctx, rest)
+	case "nodes":
+		if len(rest) > 0 {
+			switch rest[0] {
+			case "spawn":
+				return c.spawn(ctx, rest[1:])
+			case "stop":
+				return c.stop(ctx, rest[1:])
+			}
+		}
+		return c.nodes(ctx, rest)
+	case "binaries":
+		return c.binaries(ctx, rest)
+	case "events":
+		return c.events(ctx, rest)
+	case "version":
+		return c.version(ctx, rest)
+	}
+	return usageErr("unknown command %q", cmd)
+}
+
+// client dials the master lazily (grpc.NewClient does not connect).
+func (c *cli) client() (gridv1.GridMasterClient, error) {
+	if c.grid != nil {
+		return c.grid, nil
+	}
+	if _, _, err := net.SplitHostPort(c.g.master); err != nil {
+		return nil, usageErr("master address %q is not host:port: set --master or SUTRA_MASTER", c.g.master)
+	}
+	conn, err := grpc.NewClient(c.g.master, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, usageErr("master address %q: %v", c.g.master, err)
+	}
+	c.conn, c.grid = conn, gridv1.NewGridMasterClient(conn)
+	return c.grid, nil
+}
+
+// call runs one RPC with the request timeout.
+func (c *cli) call(ctx context.Context, fn func(ctx context.Context, g gridv1.GridMasterClient) error) error {
+	g, err := c.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	return c.rpcErr(fn(ctx, g))
+}
+
+// rpcErr turns a gRPC error into a one-line CLI error with an exit code.
+func (c *cli) rpcErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		if m := st.Message(); strings.Contains(m, "connection") || strings.Contains(m, "dial") || strings.Contains(m, "transport") || strings.Contains(m, "resolver") {
+			return &cliError{code: exitUnavailable, msg: fmt.Sprintf("cannot reach master at %s: is sutra-master running? (set --master or SUTRA_MASTER)", c.g.master)}
+		}
+		return &cliError{code: exitUnavailable, msg: fmt.Sprintf("master at %s is unavailable: %s", c.g.master, st.Message())}
+	case codes.DeadlineExceeded:
+		return &cliError{code: exitUnavailable, msg: fmt.Sprintf("master at %s did not answer within %s: is it overloaded or unreachable? (raise --timeout, check --master)", c.g.master, c.g.timeout)}
+	case codes.Canceled:
+		return &cliError{code: exitError, msg: "interrupted"}
+	case codes.NotFound:
+		return &cliError{code: exitNotFound, msg: st.Message()}
+	case codes.InvalidArgument:
+		return &cliError{code: exitUsage, msg: st.Message()}
+	case codes.Unimplemented:
+		return &cliError{code: exitError, msg: fmt.Sprintf("the master at %s does not support this request (%s): upgrade sutra-master", c.g.master, st.Message())}
+	}
+	return &cliError{code: exitError, msg: st.Message()}
+}
+
+func noArgs(cmd string, pos []string) error {
+	if len(pos) > 0 {
+		return usageErr("%s takes no arguments, got %q", cmd, strings.Join(pos, " "))
+	}
+	return nil
+}
