@@ -62,8 +62,8 @@ func lower(enum fmt.Stringer, prefix string) string {
 	return strings.ToLower(s)
 }
 
-func health(h gridv1.AgentHealth) string   { return lower(h, "AGENT_HEALTH_") }
-func state(s gridv1.NodeState) string      { return lower(s, "NODE_STATE_") }
+func health(h gridv1.AgentHealth) string    { return lower(h, "AGENT_HEALTH_") }
+func state(s gridv1.NodeState) string       { return lower(s, "NODE_STATE_") }
 func cluster(h gridv1.ClusterHealth) string { return lower(h, "CLUSTER_HEALTH_") }
 
 func ago(unix int64, now time.Time) string {
