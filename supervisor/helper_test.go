@@ -93,14 +93,20 @@ func runHelper(mode string) {
 // helperSpec runs the test binary in mode.
 func helperSpec(t *testing.T, name, mode string, env ...string) Spec {
 	t.Helper()
+	return Spec{Name: name, Path: helperPath(t), Env: append([]string{helperEnv + "=" + mode}, env...)}
+}
+
+func helperPath(t testing.TB) string {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Spec{Name: name, Path: exe, Env: append([]string{helperEnv + "=" + mode}, env...)}
+	return exe
 }
 
-func freePort(t *testing.T) int {
+func freePort(t *testing.T) int { return freePortB(t) }
+
+func freePortB(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
