@@ -1,0 +1,44 @@
+package upgrade
+
+import (
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/sutragrid/sutra/agent/fetch"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func mustNew(t *testing.T, f fixture, current string) *Upgrader {
+	t.Helper()
+	u, err := New(Options{DataDir: f.data, Executable: f.target, CurrentVersion: current, NoGuard: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func mustNewFetch(t *testing.T, f fixture, m *testMaster, current string, opt ...func(*Options)) *Upgrader {
+	t.Helper()
+	fe, err := fetch.New(fetch.Options{BaseURL: m.srv.URL, CacheDir: f.cache, Artifact: "sutra-agent",
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond, Attempts: 2, Retries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{DataDir: f.data, Executable: f.target, CurrentVersion: current, Fetcher: fe, NoGuard: true, Logger: testLogger(t)}
+	for _, fn := range opt {
+		fn(&o)
+	}
+	u, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
