@@ -171,6 +171,10 @@ type Spec struct {
 	// HealthURL is probed with GET; 200 means healthy. Empty: no probes,
 	// the node counts as running (and healthy) as soon as it started.
 	HealthURL string
+	// PreStart, when set, runs before every start and restart (not before
+	// an adoption); an error fails that start like a start error, so the
+	// restart policy applies. The agent re-verifies the binary's checksum here.
+	PreStart func(ctx context.Context) error
 }
 
 // HealthURL returns the conventional probe URL of a node on a local port.
@@ -585,7 +589,7 @@ func (n *Node) run(p proc) {
 	for {
 		if p == nil {
 			n.setState(StateStarting, "starting "+n.spec.Path)
-			c, err := startChild(n.spec, n.logPath)
+			c, err := n.start()
 			if err != nil {
 				now := time.Now()
 				n.update(func(st *Status) {
@@ -643,6 +647,27 @@ func (n *Node) run(p proc) {
 			return
 		}
 	}
+}
+
+// start runs the PreStart hook, then starts the child.
+func (n *Node) start() (*childProc, error) {
+	if n.spec.PreStart != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-n.stopCh:
+			case <-n.detachCh:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		err := n.spec.PreStart(ctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("pre-start check: %w", err)
+		}
+	}
+	return startChild(n.spec, n.logPath)
 }
 
 func (n *Node) stopped(exit string) {

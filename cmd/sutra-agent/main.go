@@ -39,7 +39,7 @@ var errUsage = errors.New("usage")
 const usage = `usage:
   sutra-agent --version | version
   sutra-agent fetch [--config FILE] [--version V]   fetch, verify and cache storage-server; print its path
-  sutra-agent run [--config FILE]                   run the agent
+  sutra-agent run [--config FILE] [--service]       run the agent until SIGINT/SIGTERM
   sutra-agent service install|uninstall|start|stop|restart|status [--config FILE]
 `
 
@@ -51,6 +51,10 @@ func main() {
 		if errors.Is(err, errUsage) {
 			fmt.Fprint(os.Stderr, usage)
 			os.Exit(2)
+		}
+		if errors.Is(err, errRestart) {
+			fmt.Fprintln(os.Stderr, "sutra-agent: exiting so that the service manager starts the updated agent")
+			os.Exit(3)
 		}
 		fmt.Fprintln(os.Stderr, "sutra-agent:", err)
 		os.Exit(1)
@@ -71,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRun(ctx, args[1:], stderr)
 	case "service":
 		return runService(ctx, args[1:], stdout, stderr)
+	case "upgrade-guard":
+		return runUpgradeGuard(ctx, args[1:], stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -82,14 +88,18 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("run", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfgPath := fl.String("config", defaultConfig, "agent config file")
+	asService := fl.Bool("service", false, "run under the OS service manager (set by `sutra-agent service install`; nodes are left running on exit unless storage.stop_nodes_on_exit = true)")
 	if err := fl.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fl.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fl.Arg(0))
 	}
 	cfg, logger, err := setup(*cfgPath, flagSet(fl, "config"), stderr)
 	if err != nil {
 		return err
 	}
-	return runAgent(ctx, cfg, logger)
+	return runAgent(ctx, cfg, logger, *asService, progressWriter(stderr))
 }
 
 func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {

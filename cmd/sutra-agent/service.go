@@ -2,13 +2,26 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
+	"os"
+
+	"github.com/sutragrid/sutra/agent/config"
+	agentsvc "github.com/sutragrid/sutra/agent/service"
 )
 
 // runService manages the agent as an OS service (install, uninstall, start,
-// stop, restart, status). (The lead replaces this file.)
+// stop, restart, status) and exits with the command's scriptable code.
 func runService(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	_, _, _, _ = ctx, args, stdout, stderr
-	return errors.New("service: not implemented yet")
+	code := agentsvc.Command(ctx, args, agentsvc.Options{
+		Stdout: stdout,
+		Stderr: stderr,
+		CheckConfig: func(path string) error {
+			_, err := config.Load(path)
+			return err
+		},
+	})
+	if code != 0 {
+		os.Exit(code)
+	}
+	return nil
 }

@@ -1,0 +1,442 @@
+// Package agent runs a Sutra Grid agent: it keeps the agent registered with
+// its master, makes the storage nodes it runs equal to the master's desired
+// nodes, and reports what actually runs in every heartbeat.
+//
+// Trust model: a storage-server binary is started only from a verified cache
+// entry (SHA-256 checked against the master's metadata and verify endpoint at
+// download, and re-hashed before every start), or from storage.binary_path,
+// which the operator vouches for. A cache entry that no longer matches its
+// recorded checksum is deleted and fetched again; the node waits in backoff
+// meanwhile.
+//
+// Availability: the master is never required for nodes to keep running. When
+// it is unreachable the agent keeps supervising what it runs (and what its
+// record says it ran), retrying the master in the background. When the agent
+// itself restarts, it re-adopts the nodes that are still alive (same pid and
+// process start time) instead of starting duplicates, so storage does not
+// blink during an agent upgrade.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sutragrid/sutra/agent/cache"
+	"github.com/sutragrid/sutra/agent/config"
+	"github.com/sutragrid/sutra/agent/controlplane"
+	"github.com/sutragrid/sutra/agent/fetch"
+	"github.com/sutragrid/sutra/agent/state"
+	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/version"
+	"github.com/sutragrid/sutra/supervisor"
+)
+
+// Options configure Run.
+type Options struct {
+	// Config is the loaded agent configuration. Required.
+	Config *config.Config
+	// Logger receives the agent's events (default: discard).
+	Logger *slog.Logger
+	// StopNodesOnExit stops every node gracefully when Run returns; false
+	// leaves them running for the next agent to re-adopt.
+	StopNodesOnExit bool
+	// ProgressBar, when set, draws download progress (a terminal).
+	ProgressBar io.Writer
+	// StopGrace is the SIGTERM-to-SIGKILL grace of nodes (default 10 s).
+	StopGrace time.Duration
+	// Restart overrides the supervisor's restart policy (zero: defaults).
+	Restart supervisor.PolicyOptions
+	// ReconcileInterval is how often the agent re-checks desired against
+	// actual state without being woken (default 2 s).
+	ReconcileInterval time.Duration
+	// UpgradeWindow is how long a node upgraded to a new storage-server
+	// version has to become healthy before it is put back (default 60 s).
+	UpgradeWindow time.Duration
+	// Hooks for the agent's self-update (optional); see Upgrader.
+	Upgrader Upgrader
+}
+
+// Upgrader is the agent's self-update, driven by the master's desired agent
+// version. Implemented by package agent/upgrade; nil disables self-update.
+type Upgrader interface {
+	// Committed is called once the agent has registered and heartbeated.
+	Committed()
+	// Desired is called with every desired agent version ("" = none); it
+	// returns ErrRestartRequired-wrapping errors when the agent must exit.
+	Desired(ctx context.Context, agentVersion string) error
+	// Status is the upgrade progress reported to the master (nil: none).
+	Status() *controlplane.UpgradeStatus
+}
+
+// ErrRestartRequired is returned by Run when the agent applied an update of
+// itself and must exit so that its service manager starts the new binary.
+var ErrRestartRequired = errors.New("agent restart required")
+
+// Agent is one running agent. Create it with New, run it with Run.
+type Agent struct {
+	opts      Options
+	cfg       *config.Config
+	log       *slog.Logger
+	fetcher   *fetch.Fetcher // nil when storage.binary_path is set
+	store     *state.Store
+	sup       *supervisor.Supervisor
+	cp        *controlplane.Client
+	advertise string // host part of node endpoints
+
+	wake chan struct{}
+
+	mu            sync.Mutex
+	rec           state.Record
+	desired       *controlplane.Desired
+	applied       uint64
+	binary        *cache.Entry            // what new nodes start from
+	binaryVersion string                  // the desired version binary was resolved for ("latest" or exact)
+	binaryGen     uint64                  // the generation binary was resolved at
+	pending       map[string]string       // desired node -> why it is not running yet
+	stopped       map[string]stoppedNode  // recently stopped nodes, reported for a while
+	failedUpgrade map[string]string       // storage-server version -> why its upgrade failed
+	upgradeMsg    string                  // last node-upgrade outcome, for the log/status
+}
+
+type stoppedNode struct {
+	status controlplane.NodeStatus
+	until  time.Time
+}
+
+// New prepares an agent from opts without starting anything.
+func New(opts Options) (*Agent, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		return nil, errors.New("agent: Config is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ReconcileInterval <= 0 {
+		opts.ReconcileInterval = 2 * time.Second
+	}
+	if opts.UpgradeWindow <= 0 {
+		opts.UpgradeWindow = 60 * time.Second
+	}
+	a := &Agent{
+		opts:          opts,
+		cfg:           cfg,
+		log:           opts.Logger,
+		wake:          make(chan struct{}, 1),
+		pending:       map[string]string{},
+		stopped:       map[string]stoppedNode{},
+		failedUpgrade: map[string]string{},
+	}
+	var err error
+	if a.store, err = state.Open(cfg.Agent.AgentDataDir); err != nil {
+		return nil, err
+	}
+	if a.rec, err = a.store.Load(); err != nil {
+		a.log.Error("node record unreadable; starting with an empty one", "err", err)
+	}
+	if cfg.Storage.BinaryPath == "" {
+		if !cfg.Agent.AutoDownloadBinary {
+			return nil, errors.New("storage.binary_path is empty and agent.auto_download_binary is false: set one of them")
+		}
+		a.fetcher, err = fetch.New(fetch.Options{
+			BaseURL:     cfg.Storage.MasterBinaryURL,
+			CacheDir:    cfg.Agent.CacheDir,
+			Logger:      a.log,
+			ProgressBar: opts.ProgressBar,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	a.sup, err = supervisor.New(supervisor.Options{
+		Logger:    a.log,
+		LogDir:    filepath.Join(cfg.Agent.AgentDataDir, "logs"),
+		StopGrace: opts.StopGrace,
+		Health: supervisor.HealthOptions{
+			Interval:  cfg.Monitoring.HealthCheckInterval(),
+			Timeout:   cfg.Monitoring.HealthCheckTimeout(),
+			Threshold: cfg.Monitoring.UnhealthyThreshold(),
+		},
+		Restart: a.restartPolicy(),
+		OnEvent: a.onNodeEvent,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.advertise = advertiseHost(cfg.Agent.MasterHost)
+	plat, arch, err := platform.Current()
+	if err != nil {
+		return nil, err
+	}
+	hostname, _ := os.Hostname()
+	a.cp, err = controlplane.New(controlplane.Options{
+		MasterAddr:        cfg.Agent.MasterHost,
+		AgentID:           cfg.Agent.AgentID,
+		Hostname:          hostname,
+		Platform:          plat,
+		Arch:              arch,
+		AgentVersion:      version.Version,
+		MaxStorageNodes:   cfg.Agent.MaxStorageNodes,
+		Labels:            cfg.Agent.Labels,
+		HeartbeatInterval: cfg.Monitoring.HeartbeatInterval(),
+		Logger:            a.log,
+		Report:            a.report,
+		OnDesired:         a.onDesired,
+		OnHeartbeat:       a.onHeartbeat,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) restartPolicy() supervisor.PolicyOptions {
+	p := a.opts.Restart
+	if !a.cfg.Monitoring.RestartFailedNodes {
+		p.NoRestart = true
+	}
+	return p
+}
+
+// Run runs the agent until ctx ends. It re-adopts recorded nodes, starts the
+// control-plane client and reconciles until then; on the way out it stops
+// its nodes or leaves them running, as Options.StopNodesOnExit says.
+func Run(ctx context.Context, opts Options) error {
+	a, err := New(opts)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// Run is the agent's main loop; see the package function Run.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.cp.Close()
+	a.log.Info("sutra-agent starting", "version", version.Version, "agent", a.cfg.Agent.AgentID,
+		"master", a.cfg.Agent.MasterHost, "binaries", a.cfg.Storage.MasterBinaryURL,
+		"data", a.cfg.Agent.AgentDataDir, "cache", a.cfg.Agent.CacheDir)
+	a.adopt(ctx)
+
+	cpCtx, cancelCP := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = a.cp.Run(cpCtx) })
+
+	runErr := a.loop(ctx)
+	cancelCP()
+	wg.Wait()
+	a.shutdown()
+	return runErr
+}
+
+func (a *Agent) loop(ctx context.Context) error {
+	ticker := time.NewTicker(a.opts.ReconcileInterval)
+	defer ticker.Stop()
+	for {
+		if err := a.reconcile(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		case <-a.wake:
+		}
+	}
+}
+
+func (a *Agent) shutdown() {
+	// A fresh context: the run context has ended, the stop must still finish.
+	grace := a.opts.StopGrace
+	if grace <= 0 {
+		grace = supervisor.DefaultStopGrace
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace+5*time.Second)
+	defer cancel()
+	if a.opts.StopNodesOnExit {
+		a.log.Info("stopping nodes before exit", "nodes", len(a.sup.Status()))
+		if err := a.sup.StopAll(ctx); err != nil {
+			a.log.Error("stop nodes", "err", err)
+		}
+		a.mu.Lock()
+		for id, n := range a.rec.Nodes {
+			n.PID, n.StartTime = 0, 0
+			a.rec.Nodes[id] = n
+		}
+		a.mu.Unlock()
+	} else {
+		a.log.Info("leaving nodes running for the next agent to re-adopt", "nodes", len(a.sup.Status()))
+		a.sup.Detach()
+	}
+	a.saveRecord()
+	a.log.Info("sutra-agent stopped")
+}
+
+// nudge wakes the reconcile loop.
+func (a *Agent) nudge() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) onDesired(d controlplane.Desired) {
+	a.mu.Lock()
+	changed := a.desired == nil || a.desired.Generation != d.Generation
+	a.desired = &d
+	a.mu.Unlock()
+	if changed {
+		a.nudge()
+	}
+	if a.opts.Upgrader != nil && d.AgentVersion != "" {
+		a.nudge()
+	}
+}
+
+func (a *Agent) onHeartbeat() {
+	if a.opts.Upgrader != nil {
+		a.opts.Upgrader.Committed()
+	}
+}
+
+func (a *Agent) onNodeEvent(ev supervisor.Event) {
+	switch ev.Kind {
+	case supervisor.EventStarted, supervisor.EventAdopted:
+		a.mu.Lock()
+		if n, ok := a.rec.Nodes[ev.Node]; ok {
+			n.PID, n.StartTime = ev.PID, ev.StartTime
+			a.rec.Nodes[ev.Node] = n
+		}
+		a.mu.Unlock()
+		a.saveRecord()
+	case supervisor.EventExited, supervisor.EventGaveUp, supervisor.EventStopped:
+		a.mu.Lock()
+		if n, ok := a.rec.Nodes[ev.Node]; ok {
+			n.PID, n.StartTime = 0, 0
+			a.rec.Nodes[ev.Node] = n
+		}
+		a.mu.Unlock()
+		a.saveRecord()
+	}
+}
+
+func (a *Agent) saveRecord() {
+	a.mu.Lock()
+	rec := state.Record{Nodes: make(map[string]state.Node, len(a.rec.Nodes))}
+	for k, v := range a.rec.Nodes {
+		rec.Nodes[k] = v
+	}
+	a.mu.Unlock()
+	if err := a.store.Save(rec); err != nil {
+		a.log.Error("save node record", "err", err)
+	}
+}
+
+// adopt re-attaches to recorded nodes that are still alive.
+func (a *Agent) adopt(ctx context.Context) {
+	a.mu.Lock()
+	recorded := make([]state.Node, 0, len(a.rec.Nodes))
+	for _, n := range a.rec.Nodes {
+		recorded = append(recorded, n)
+	}
+	a.mu.Unlock()
+	for _, n := range recorded {
+		if n.PID == 0 {
+			continue
+		}
+		entry := cache.Entry{Path: n.BinaryPath, Checksum: n.Checksum, Version: n.Version}
+		spec := a.spec(n, entry)
+		if _, err := a.sup.Adopt(spec, n.PID, n.StartTime); err != nil {
+			a.log.Info("recorded node is no longer running; it will be started again if desired", "node", n.NodeID, "pid", n.PID, "err", err)
+			continue
+		}
+		a.log.Info("re-adopted running node", "node", n.NodeID, "pid", n.PID, "port", n.Port, "version", n.Version)
+	}
+	_ = ctx
+}
+
+// spec describes how node n runs from binary entry.
+func (a *Agent) spec(n state.Node, entry cache.Entry) supervisor.Spec {
+	return supervisor.Spec{
+		Name: n.NodeID,
+		Path: entry.Path,
+		Args: []string{"--port", strconv.Itoa(n.Port), "--data-dir", n.DataDir, "--node-id", n.NodeID},
+		Env: []string{
+			"STORAGE_PORT=" + strconv.Itoa(n.Port), "STORAGE_PATH=" + n.DataDir, "NODE_ID=" + n.NodeID,
+		},
+		Dir:       n.DataDir,
+		HealthURL: supervisor.HealthURL(n.Port),
+		PreStart:  a.preStart(entry),
+	}
+}
+
+// preStart re-verifies a cached binary before every (re)start; a corrupt
+// entry is removed and the start fails (the node backs off while the
+// reconcile loop fetches it again).
+func (a *Agent) preStart(entry cache.Entry) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if a.fetcher == nil || entry.Version == "" {
+			return nil
+		}
+		e, err := a.fetcher.VerifyCached(ctx, entry.Version)
+		if err != nil {
+			a.log.Error("cached storage-server failed verification before start; it will be fetched again",
+				"version", entry.Version, "err", err)
+			a.mu.Lock()
+			if a.binary != nil && a.binary.Version == entry.Version {
+				a.binary = nil
+			}
+			a.mu.Unlock()
+			a.nudge()
+			return fmt.Errorf("verify cached storage-server %s: %w", entry.Version, err)
+		}
+		if e.Checksum != entry.Checksum {
+			return fmt.Errorf("cached storage-server %s changed checksum (%s, node recorded %s)", entry.Version, e.Checksum, entry.Checksum)
+		}
+		return nil
+	}
+}
+
+// advertiseHost is the address other machines reach this agent's nodes on:
+// loopback when the master is on this machine, else the local address used
+// to reach the master.
+func advertiseHost(masterHost string) string {
+	host, _, err := net.SplitHostPort(masterHost)
+	if err != nil {
+		host = masterHost
+	}
+	if host == "localhost" {
+		return "127.0.0.1"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return ip.String()
+	}
+	conn, err := net.Dial("udp", masterHost)
+	if err != nil {
+		if h, err := os.Hostname(); err == nil {
+			return h
+		}
+		return "127.0.0.1"
+	}
+	defer conn.Close()
+	return conn.LocalAddr().(*net.UDPAddr).IP.String()
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
