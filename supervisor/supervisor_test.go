@@ -59,7 +59,7 @@ func testOptions(t *testing.T, rec *recorder) Options {
 		LogCheckInterval: 20 * time.Millisecond,
 		StopGrace:        5 * time.Second,
 		PollInterval:     50 * time.Millisecond,
-		Health:           HealthOptions{Interval: 100 * time.Millisecond, Timeout: time.Second, Threshold: 1500 * time.Millisecond, StartTimeout: 20 * time.Second},
+		Health:           HealthOptions{Interval: 100 * time.Millisecond, Timeout: time.Second, Threshold: 5 * time.Second, StartTimeout: 20 * time.Second},
 		Restart: PolicyOptions{InitialDelay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond, MaxFailures: 100, Interval: time.Minute,
 			Rand: func() float64 { return 0 }},
 		OnEvent: rec.add,
@@ -355,7 +355,9 @@ func TestStartErrorIsAFailure(t *testing.T) {
 
 func TestUnhealthyButAliveIsRestarted(t *testing.T) {
 	rec := &recorder{}
-	s := newSup(t, testOptions(t, rec))
+	o := testOptions(t, rec)
+	o.Health.Threshold = 1500 * time.Millisecond
+	s := newSup(t, o)
 	port := freePort(t)
 	healthFile := filepath.Join(t.TempDir(), "healthy")
 	if err := os.WriteFile(healthFile, nil, 0o644); err != nil {
