@@ -545,3 +545,30 @@ func TestSpecValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestPreStartErrorIsAStartFailure(t *testing.T) {
+	rec := &recorder{}
+	o := testOptions(t, rec)
+	o.Restart.MaxFailures = 5
+	s := newSup(t, o)
+	var mu sync.Mutex
+	calls := 0
+	spec := helperSpec(t, "checked", "sleep")
+	spec.PreStart = func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls < 3 {
+			return errors.New("checksum mismatch")
+		}
+		return nil
+	}
+	n, err := s.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, n, StateRunning)
+	if st.Restarts != 2 || len(rec.of(EventStartFailed)) != 2 || !strings.Contains(rec.of(EventStartFailed)[0].Message, "checksum mismatch") {
+		t.Errorf("restarts %d, events:\n%s want two pre-start failures then a start", st.Restarts, rec)
+	}
+}
