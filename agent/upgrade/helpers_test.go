@@ -3,24 +3,15 @@
 package upgrade
 
 import (
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/sutragrid/sutra/agent/fetch"
 )
 
-func testLogger(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
 func mustNew(t *testing.T, f fixture, current string) *Upgrader {
 	t.Helper()
-	u, err := New(Options{DataDir: f.data, Executable: f.target, CurrentVersion: current, NoGuard: true, Logger: testLogger(t)})
+	u, err := New(Options{DataDir: f.data, Executable: f.target, CurrentVersion: current, NoGuard: true, Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +25,7 @@ func mustNewFetch(t *testing.T, f fixture, m *testMaster, current string, opt ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{DataDir: f.data, Executable: f.target, CurrentVersion: current, Fetcher: fe, NoGuard: true, Logger: testLogger(t)}
+	o := Options{DataDir: f.data, Executable: f.target, CurrentVersion: current, Fetcher: fe, NoGuard: true, Logger: testLog(t)}
 	for _, fn := range opt {
 		fn(&o)
 	}
