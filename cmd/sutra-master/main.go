@@ -19,6 +19,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master"
+	"github.com/sutragrid/sutra/master/controlplane"
 )
 
 func main() {
@@ -139,6 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		MaxConcurrentDownloads: maxDl,
 		Logger:                 logger,
 		Console:                console,
+		ControlPlane:           controlplane.Starter(controlplane.Options{}),
 	})
 }
 
