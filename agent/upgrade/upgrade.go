@@ -580,13 +580,14 @@ func (u *Upgrader) spawnGuardLocked(s *State) {
 func (u *Upgrader) Committed() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	var restart bool
+	var restart, done bool
 	err := u.core.update(func(s *State) error {
 		switch {
 		case s.Phase == PhaseWatching && s.ToVersion == u.opts.CurrentVersion:
 			s.Phase = PhaseCommitted
 			s.Message = fmt.Sprintf("%s registered and heartbeated; previous binary kept at %s", s.ToVersion, s.OldPath)
 			s.Deadline = 0
+			done = true
 			u.opts.Logger.Info("agent upgrade committed", "from", s.FromVersion, "to", s.ToVersion)
 		case s.Phase == PhaseRolledBack && s.ToVersion == u.opts.CurrentVersion:
 			restart = true
@@ -596,7 +597,9 @@ func (u *Upgrader) Committed() error {
 		}
 		return nil
 	})
-	u.once.Do(func() { close(u.committed) })
+	if done && err == nil {
+		u.once.Do(func() { close(u.committed) }) // Watch stops
+	}
 	if err != nil {
 		return err
 	}
