@@ -99,13 +99,13 @@ type Agent struct {
 	rec           state.Record
 	desired       *controlplane.Desired
 	applied       uint64
-	binary        *cache.Entry            // what new nodes start from
-	binaryVersion string                  // the desired version binary was resolved for ("latest" or exact)
-	binaryGen     uint64                  // the generation binary was resolved at
-	pending       map[string]string       // desired node -> why it is not running yet
-	stopped       map[string]stoppedNode  // recently stopped nodes, reported for a while
-	failedUpgrade map[string]string       // storage-server version -> why its upgrade failed
-	upgradeMsg    string                  // last node-upgrade outcome, for the log/status
+	binary        *cache.Entry           // what new nodes start from
+	binaryVersion string                 // the desired version binary was resolved for ("latest" or exact)
+	binaryGen     uint64                 // the generation binary was resolved at
+	pending       map[string]string      // desired node -> why it is not running yet
+	stopped       map[string]stoppedNode // recently stopped nodes, reported for a while
+	failedUpgrade map[string]string      // storage-server version -> why its upgrade failed
+	upgradeMsg    string                 // last node-upgrade outcome, for the log/status
 }
 
 type stoppedNode struct {

@@ -42,8 +42,8 @@ var errUsage = errors.New("usage")
 // setting is one flag with its environment variable.
 type setting struct {
 	flag, env, arg, help string
-	def               string
-	value             *string
+	def                  string
+	value                *string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
