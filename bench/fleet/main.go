@@ -98,7 +98,40 @@ func serve(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	g := grpc.NewServer()
+	// Server-side handler time, printed every 10 s, tells the master's own
+	// latency apart from time spent queued for a CPU on a loaded machine.
+	var hmu sync.Mutex
+	var handled []time.Duration
+	intercept := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := h(ctx, req)
+		if info.FullMethod == gridv1.GridMaster_Heartbeat_FullMethodName {
+			hmu.Lock()
+			handled = append(handled, time.Since(start))
+			hmu.Unlock()
+		}
+		return resp, err
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Second):
+			}
+			hmu.Lock()
+			d := handled
+			handled = nil
+			hmu.Unlock()
+			if len(d) == 0 {
+				continue
+			}
+			slices.Sort(d)
+			fmt.Fprintf(os.Stderr, "  [master] heartbeat handler time over 10s: n=%d p50 %s p99 %s max %s\n",
+				len(d), d[len(d)/2], d[min(len(d)-1, len(d)*99/100)], d[len(d)-1])
+		}
+	}()
+	g := grpc.NewServer(grpc.UnaryInterceptor(intercept))
 	grpcapi.New(f, log).Register(g)
 	go func() { _ = f.Run(ctx) }()
 	go func() { <-ctx.Done(); g.Stop() }()
