@@ -613,7 +613,9 @@ func TestConcurrentDownloadCap(t *testing.T) {
 	if err != nil || !bytes.Equal(body, big) {
 		t.Fatalf("first download: %d bytes, %v", len(body), err)
 	}
-	waitFor(t, "the slot to be released", func() bool { return do(t, "HEAD", url, "").status == 200 && do(t, "GET", url, "", "Range", "bytes=0-0").status == 206 })
+	waitFor(t, "the slot to be released", func() bool {
+		return do(t, "HEAD", url, "").status == 200 && do(t, "GET", url, "", "Range", "bytes=0-0").status == 206
+	})
 }
 
 func TestSlowLorisConnectionsAreClosed(t *testing.T) {
@@ -732,5 +734,9 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string             { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
