@@ -71,8 +71,9 @@ type Options struct {
 type Upgrader interface {
 	// Committed is called once the agent has registered and heartbeated.
 	Committed()
-	// Desired is called with every desired agent version ("" = none); it
-	// returns ErrRestartRequired-wrapping errors when the agent must exit.
+	// Desired is called on every reconcile with the master's desired agent
+	// version ("" = none requested); it returns an error wrapping
+	// ErrRestartRequired when the agent must exit for its new binary.
 	Desired(ctx context.Context, agentVersion string) error
 	// Status is the upgrade progress reported to the master (nil: none).
 	Status() *controlplane.UpgradeStatus
@@ -295,9 +296,6 @@ func (a *Agent) onDesired(d controlplane.Desired) {
 	a.desired = &d
 	a.mu.Unlock()
 	if changed {
-		a.nudge()
-	}
-	if a.opts.Upgrader != nil && d.AgentVersion != "" {
 		a.nudge()
 	}
 }

@@ -29,7 +29,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	desired := a.desired
 	a.mu.Unlock()
 
-	if desired != nil && a.opts.Upgrader != nil && desired.AgentVersion != "" {
+	if desired != nil && a.opts.Upgrader != nil {
 		if err := a.opts.Upgrader.Desired(ctx, desired.AgentVersion); err != nil {
 			if errors.Is(err, ErrRestartRequired) {
 				return err
