@@ -235,7 +235,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	runErr := a.loop(ctx)
 	cancelCP()
 	wg.Wait()
-	a.shutdown()
+	// An agent that exits for its own update leaves its nodes running
+	// whatever stop_nodes_on_exit says: the new agent re-adopts them.
+	restarting := errors.Is(runErr, ErrRestartRequired) || errors.Is(context.Cause(ctx), ErrRestartRequired)
+	a.shutdown(a.opts.StopNodesOnExit && !restarting)
 	return runErr
 }
 
@@ -255,7 +258,7 @@ func (a *Agent) loop(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) shutdown() {
+func (a *Agent) shutdown(stopNodes bool) {
 	// A fresh context: the run context has ended, the stop must still finish.
 	grace := a.opts.StopGrace
 	if grace <= 0 {
@@ -263,7 +266,7 @@ func (a *Agent) shutdown() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace+5*time.Second)
 	defer cancel()
-	if a.opts.StopNodesOnExit {
+	if stopNodes {
 		a.log.Info("stopping nodes before exit", "nodes", len(a.sup.Status()))
 		if err := a.sup.StopAll(ctx); err != nil {
 			a.log.Error("stop nodes", "err", err)

@@ -383,7 +383,7 @@ func better(a, b Binary) bool {
 	return a.Version > b.Version
 }
 
-// Lookup by file name.
+// ByFilename returns the published binary of that file name.
 func (c *Catalog) ByFilename(name string) (Binary, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -464,4 +464,17 @@ func (c *Catalog) emit(evs ...Event) {
 	for _, e := range evs {
 		c.opts.OnEvent(e)
 	}
+}
+
+// Changing reports whether a binary of that artifact, version, platform and
+// arch was published and is being verified again after a change on disk.
+func (c *Catalog) Changing(artifactName, version, platformName, arch string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, b := range c.stale {
+		if b.Artifact == artifactName && b.Version == version && b.Platform == platformName && b.Arch == arch {
+			return true
+		}
+	}
+	return false
 }
