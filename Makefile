@@ -15,7 +15,7 @@ PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 TOOLS        := $(CURDIR)/.tools
 
-.PHONY: all build demo test vet unit cross proto proto-check bench fuzz clean dist-binaries
+.PHONY: all build demo test vet unit cross proto proto-check bench fuzz clean dist-binaries release-check snapshot
 
 all: build
 
@@ -65,5 +65,19 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./internal/semver
 
+# storage-server-{version}-{platform}-{arch} and sutra-agent-… for every
+# platform, ready to drop into a master's BINARIES_DIR (OUT=dir to override).
+dist-binaries:
+	bash packaging/dist-binaries.sh $(VERSION) $(or $(OUT),dist/binaries)
+
+GORELEASER := github.com/goreleaser/goreleaser/v2@v2.15.1
+
+# Validates goreleaser.yaml; `make snapshot` builds a local release in dist/.
+release-check:
+	$(GO) run $(GORELEASER) check
+
+snapshot:
+	$(GO) run $(GORELEASER) release --snapshot --clean
+
 clean:
-	rm -rf $(BIN) $(TOOLS) dist
+	rm -rf $(BIN) $(TOOLS) dist demo
