@@ -206,10 +206,9 @@ func (f *Fleet) Heartbeat(ctx context.Context, r Report) (Desired, error) {
 	a.lastSeen = now
 	rec := &a.rec
 	changed := false
-	if r.AppliedGeneration != rec.AppliedGeneration {
-		rec.AppliedGeneration = r.AppliedGeneration
-		changed = true
-	}
+	// The applied generation is re-reported by every heartbeat: keep it in
+	// memory, and let it reach the disk with the next write of the record.
+	rec.AppliedGeneration = r.AppliedGeneration
 	if r.AgentVersion != "" && r.AgentVersion != rec.AgentVersion {
 		rec.AgentVersion = r.AgentVersion
 		changed = true
