@@ -32,6 +32,12 @@ const usage = `Usage: sutra [global flags] <command> [flags] [args]
 Commands:
   status                      cluster health, agent and node counts
   agents [ID]                 list agents, or show one
+  agents set-version [ID] [--storage-server V] [--agent V]
+                              set the storage-server and/or sutra-agent version
+                              one agent (without ID: every agent, and agents
+                              registering later) should run; V is a version
+                              like 1.2.3 or "latest"; agents replace their
+                              nodes one at a time and update themselves
   nodes [--agent ID]          list storage nodes
   nodes spawn [--agent ID] [--node-id ID] [--port N] [--wait]
                               ask for a new storage node (placed by the master
@@ -180,6 +186,9 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	case "status":
 		return c.status(ctx, rest)
 	case "agents":
+		if len(rest) > 0 && rest[0] == "set-version" {
+			return c.setVersion(ctx, rest[1:])
+		}
 		return c.agents(ctx, rest)
 	case "nodes":
 		if len(rest) > 0 {

@@ -141,14 +141,15 @@ func (c *cli) agents(ctx context.Context, args []string) error {
 	}
 	now := time.Now()
 	tw := table(c.stdout)
-	fmt.Fprintln(tw, "AGENT\tHOST\tPLATFORM\tVERSION\tHEALTH\tNODES\tGEN\tLAST HEARTBEAT")
+	fmt.Fprintln(tw, "AGENT\tHOST\tPLATFORM\tVERSION\tHEALTH\tNODES\tGEN\tLAST HEARTBEAT\tUPGRADE")
 	for _, a := range resp.GetAgents() {
 		gen := fmt.Sprintf("%d", a.GetDesired().GetGeneration())
 		if a.GetAppliedGeneration() != a.GetDesired().GetGeneration() {
 			gen = fmt.Sprintf("%d (applied %d)", a.GetDesired().GetGeneration(), a.GetAppliedGeneration())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.GetAgentId(), dash(a.GetHostname()), a.GetPlatform(), a.GetArch(),
-			dash(a.GetAgentVersion()), health(a.GetHealth()), len(a.GetDesired().GetNodes()), a.GetMaxStorageNodes(), gen, ago(a.GetLastHeartbeatUnix(), now))
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", a.GetAgentId(), dash(a.GetHostname()), a.GetPlatform(), a.GetArch(),
+			dash(a.GetAgentVersion()), health(a.GetHealth()), len(a.GetDesired().GetNodes()), a.GetMaxStorageNodes(), gen, ago(a.GetLastHeartbeatUnix(), now),
+			upgradePhase(a.GetUpgrade()))
 	}
 	if len(resp.GetAgents()) == 0 {
 		fmt.Fprintln(tw, "(no agents registered: start sutra-agent on a machine pointed at this master)")

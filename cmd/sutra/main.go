@@ -1,6 +1,7 @@
 // Command sutra is the operator CLI of a Sutra Grid: it shows the fleet
 // (status, agents, nodes, binaries, events) and changes its desired state
-// (nodes spawn, nodes stop) through the master's gRPC control plane.
+// (nodes spawn, nodes stop, agents set-version) through the master's gRPC
+// control plane.
 // Run `sutra help` for commands, flags and exit codes.
 package main
 
