@@ -1,8 +1,32 @@
 package controlplane
 
 import (
+	"unicode/utf8"
+
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
+
+// The master rejects a whole report when one node field is longer than these
+// (master/fleet: 256 bytes, 1 KiB for the message), so long texts such as a
+// start error that quotes two checksums are shortened here instead of keeping
+// the agent from heartbeating.
+const (
+	maxFieldLen   = 256
+	maxMessageLen = 1024
+)
+
+// clip shortens s to at most n bytes on a UTF-8 boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
 
 var nodeStateToProto = map[NodeState]gridv1.NodeState{
 	NodeStarting: gridv1.NodeState_NODE_STATE_STARTING,
@@ -24,13 +48,13 @@ func nodesToProto(nodes []NodeStatus) []*gridv1.NodeStatus {
 			NodeId:       n.NodeID,
 			State:        nodeStateToProto[n.State],
 			Pid:          int64(n.PID),
-			Endpoint:     n.Endpoint,
-			Version:      n.Version,
+			Endpoint:     clip(n.Endpoint, maxFieldLen),
+			Version:      clip(n.Version, maxFieldLen),
 			RestartCount: uint32(max(n.RestartCount, 0)),
-			LastExit:     n.LastExit,
+			LastExit:     clip(n.LastExit, maxFieldLen),
 			SinceUnix:    since,
 			LastLogLines: n.LastLogLines,
-			Message:      n.Message,
+			Message:      clip(n.Message, maxMessageLen),
 		})
 	}
 	return out
