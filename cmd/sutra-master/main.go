@@ -127,10 +127,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return fmt.Sprintf("%s:%d", bind, p)
 	}
 
-	var console io.Writer = io.Discard
-	if isTerminal(stdout) {
-		console = stdout
-	}
+	// The design document's start-up lines go to stdout (terminal or not, so
+	// that scripts and service logs see them); structured logs go to stderr.
+	console := stdout
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	return master.Run(ctx, master.Options{
 		HTTPAddr:               hostPort(httpPort),
@@ -142,13 +141,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		Console:                console,
 		ControlPlane:           controlplane.Starter(controlplane.Options{}),
 	})
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -3,6 +3,7 @@
 package httpjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 )
@@ -14,14 +15,20 @@ type Error struct {
 
 // Write encodes v as JSON with the given status.
 func Write(w http.ResponseWriter, status int, v any) {
-	body, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		status, body = http.StatusInternalServerError, []byte(`{"error": "encode response"}`)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // messages quote <placeholders> for people to read
+	enc.SetIndent("", "  ")
+	var body []byte
+	if err := enc.Encode(v); err != nil {
+		status, body = http.StatusInternalServerError, []byte("{\"error\": \"encode response\"}\n")
+	} else {
+		body = buf.Bytes()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }
 
 // WriteError writes {"error": msg} with the given status.
