@@ -13,11 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/platform"
 )
 
 // The real-systemd integration test boots Debian bookworm with systemd under
@@ -26,11 +29,12 @@ import (
 // it. It needs root and is slow the first time (debootstrap), so it runs only
 // with SUTRA_SYSTEMD_IT=1 (CI sets it).
 //
-// Until "sutra-agent run" is implemented the installed binary is the stand-in
-// in testdata/standin (wired to this package exactly as cmd/sutra-agent must
-// be). With SUTRA_IT_REAL_AGENT=1 (or realAgentDefault = true) the test
-// installs the real cmd/sutra-agent instead, starts a real master on the
-// host's loopback and adds the assertions that need the real agent.
+// By default (realAgentDefault) it installs the real cmd/sutra-agent, starts
+// a real sutra-master on the host's loopback (the container shares the host's
+// network), spawns a storage node on the agent with the sutra CLI and checks
+// that the node keeps its pid (re-adopted) across kill -9 and service restart.
+// SUTRA_IT_REAL_AGENT=0 installs the stand-in in testdata/standin instead
+// (wired to this package as cmd/sutra-agent is), which needs no master.
 const (
 	itEnv      = "SUTRA_SYSTEMD_IT"
 	realEnv    = "SUTRA_IT_REAL_AGENT"
@@ -41,9 +45,11 @@ const (
 	itWaitLong = 120 * time.Second
 )
 
-// realAgentDefault: flip to true once "sutra-agent run" and "sutra-agent
-// service" are wired to this package in cmd/sutra-agent.
-var realAgentDefault = false
+// realAgentDefault: install the real agent unless SUTRA_IT_REAL_AGENT=0.
+var realAgentDefault = true
+
+// itVersion is the version stamped into the binaries the real path builds.
+const itVersion = "1.0.0"
 
 func TestSystemdIntegration(t *testing.T) {
 	if os.Getenv(itEnv) != "1" {
@@ -52,20 +58,25 @@ func TestSystemdIntegration(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatalf("%s=1 but not root: the test boots a container with systemd-nspawn", itEnv)
 	}
-	real := realAgentDefault || os.Getenv(realEnv) == "1"
+	real := os.Getenv(realEnv) == "1" || (realAgentDefault && os.Getenv(realEnv) != "0")
 	host := t.TempDir()
 	bins := filepath.Join(host, "bin")
 
 	var master *hostMaster
 	if real {
-		goBuild(t, bins, "./cmd/sutra-agent", "./cmd/sutra-master", "./cmd/storage-server")
+		goBuild(t, bins, "-X github.com/sutragrid/sutra/internal/version.Version="+itVersion,
+			"./cmd/sutra-agent", "./cmd/sutra-master", "./cmd/storage-server", "./cmd/sutra")
 		master = startHostMaster(t, bins)
+		// Fixed directories (no HOME under systemd); the first node port is a
+		// free one of the host's, whose network the container shares.
 		writeFile(t, filepath.Join(host, "agent-config.toml"), fmt.Sprintf(
-			"version = 1\n[agent]\nagent_id = %q\nmaster_host = %q\n[storage]\nmaster_binary_url = %q\n",
-			itAgentID, master.grpcAddr, "http://"+master.httpAddr))
+			"version = 1\n[agent]\nagent_id = %q\nmaster_host = %q\ncache_dir = \"/var/cache/sutra\"\nagent_data_dir = \"/var/lib/sutra/agent\"\n"+
+				"[storage]\nmaster_binary_url = %q\ndata_path = \"/var/lib/sutra/nodes\"\nport_range_start = %s\n"+
+				"[monitoring]\nheartbeat_interval_secs = 1\n",
+			itAgentID, master.grpcAddr, "http://"+master.httpAddr, portOf(freeAddr(t))))
 		copyFile(t, filepath.Join(bins, "sutra-agent"), filepath.Join(host, "sutra-agent"))
 	} else {
-		goBuild(t, bins, "./agent/service/testdata/standin")
+		goBuild(t, bins, "", "./agent/service/testdata/standin")
 		copyFile(t, filepath.Join(bins, "standin"), filepath.Join(host, "sutra-agent"))
 		writeFile(t, filepath.Join(host, "agent-config.toml"), "version = 1\n")
 	}
@@ -126,11 +137,22 @@ func TestSystemdIntegration(t *testing.T) {
 
 	var nodes func() []int // the pids that must survive agent restarts
 	if real {
+		start := time.Now()
 		master.waitRegistered(t, itAgentID)
+		t.Logf("agent registered and healthy %v after start", time.Since(start).Round(10*time.Millisecond))
+		// The operator's way: the sutra CLI on the host asks the master for a
+		// node on this agent and waits until the agent runs it.
+		start = time.Now()
+		out, err := master.sutra(t, filepath.Join(bins, "sutra"), "nodes", "spawn", "--agent", itAgentID, "--node-id", "it-node-1", "--wait", "--wait-timeout", itWaitLong.String())
+		if err != nil {
+			journal, _ := c.run("journalctl", "-u", "sutra-agent", "--no-pager", "-n", "60")
+			t.Fatalf("sutra nodes spawn --wait: %v\n%s\n%s", err, out, journal)
+		}
+		t.Logf("node running %v after spawn (download, verify, start, health): %s", time.Since(start).Round(10*time.Millisecond), strings.TrimSpace(out))
 		nodes = func() []int { return master.nodePIDs(t, itAgentID) }
-		// TODO(lead): ask the master for a node on this agent here (e.g.
-		// "sutra nodes spawn --agent it-agent --wait") once the CLI exists,
-		// then require len(nodes()) > 0.
+		if len(nodes()) == 0 {
+			t.Fatalf("the master reports no running node pid for %s after spawn --wait", itAgentID)
+		}
 	} else {
 		if got := strings.TrimSpace(c.waitFile(t, "/run/sutra-standin/interactive")); got != "false" {
 			t.Errorf("under systemd agentsvc.Interactive() = %s, want false", got)
@@ -146,12 +168,19 @@ func TestSystemdIntegration(t *testing.T) {
 	t.Logf("systemd restarted the agent %v after kill -9 (pid %d -> %d)", time.Since(killed).Round(10*time.Millisecond), pid1, pid2)
 	c.status(t, StateRunning)
 	c.requireAlive(t, before, "after kill -9 of the agent")
+	if real {
+		c.waitReadopted(t, pid2, before)
+		master.waitNodePIDs(t, itAgentID, before, "after kill -9 of the agent")
+	}
 
 	// service restart: the agent alone restarts, its nodes keep their pids.
 	c.mustRun(t, agentBin, "service", "restart")
 	pid3 := c.waitMainPID(t, pid2)
 	c.requireAlive(t, before, "after service restart")
-	if !real {
+	if real {
+		c.waitReadopted(t, pid3, before)
+		master.waitNodePIDs(t, itAgentID, before, "after service restart")
+	} else {
 		if got := atoi(t, c.waitFile(t, "/run/sutra-standin/adopted")); got != before[0] {
 			t.Errorf("restarted agent adopted pid %d, want %d", got, before[0])
 		}
@@ -376,6 +405,26 @@ func (c *container) requireAlive(t *testing.T, pids []int, when string) {
 	}
 }
 
+// waitReadopted waits until the agent process pid logged that it re-adopted
+// every node pid in pids (rather than starting new nodes).
+func (c *container) waitReadopted(t *testing.T, pid int, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(itWaitLong)
+	journal := ""
+	for time.Now().Before(deadline) {
+		journal, _ = c.run("journalctl", "_PID="+strconv.Itoa(pid), "--no-pager", "-o", "cat")
+		all := true
+		for _, p := range pids {
+			all = all && strings.Contains(journal, "re-adopted running node") && strings.Contains(journal, "pid="+strconv.Itoa(p)+" ")
+		}
+		if all {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("agent pid %d did not log re-adopting node pids %v within %v:\n%s", pid, pids, itWaitLong, tail(journal, 40))
+}
+
 // powerOff shuts the container down cleanly, or kills nspawn after a minute.
 func (c *container) powerOff(t *testing.T) {
 	if c.pid != 0 {
@@ -404,10 +453,14 @@ func startHostMaster(t *testing.T, bins string) *hostMaster {
 	if err := os.MkdirAll(binaries, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	copyFile(t, filepath.Join(bins, "storage-server"), filepath.Join(binaries, "storage-server-1.0.0-linux-x86_64"))
+	plat, arch, err := platform.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, filepath.Join(bins, "storage-server"), filepath.Join(binaries, "storage-server-"+itVersion+"-"+plat+"-"+arch))
 	m := &hostMaster{grpcAddr: freeAddr(t), httpAddr: freeAddr(t)}
 	cmd := exec.Command(filepath.Join(bins, "sutra-master"))
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(os.Environ(), "BIND_ADDRESS=127.0.0.1",
 		"GRPC_PORT="+portOf(m.grpcAddr), "HTTP_PORT="+portOf(m.httpAddr),
 		"BINARIES_DIR="+binaries, "SUTRA_DATA_DIR="+filepath.Join(dir, "data"))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -418,54 +471,98 @@ func startHostMaster(t *testing.T, bins string) *hostMaster {
 	return m
 }
 
-// waitRegistered polls GET /api/agents/{id} until the master knows the agent.
+// waitRegistered polls GET /api/agents/{id} until the master knows the agent
+// and calls it healthy.
 func (m *hostMaster) waitRegistered(t *testing.T, id string) {
 	t.Helper()
 	deadline := time.Now().Add(itWaitLong)
+	last := ""
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + m.httpAddr + "/api/agents/" + id)
 		if err == nil {
+			var a struct {
+				ID     string `json:"agent_id"`
+				Health string `json:"health"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&a)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			last = fmt.Sprintf("%s %+v %v", resp.Status, a, err)
+			if resp.StatusCode == http.StatusOK && a.ID == id && a.Health == "healthy" {
 				return
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("agent %s did not register with the master on %s within %v", id, m.grpcAddr, itWaitLong)
+	t.Fatalf("agent %s not registered and healthy at the master on %s within %v (last: %s)", id, m.grpcAddr, itWaitLong, last)
 }
 
-// nodePIDs returns the pids of the agent's running nodes from GET /api/nodes.
-// TODO(lead): check the field names against master's JSON once it exists.
+// sutra runs the sutra CLI against the master and returns its output.
+func (m *hostMaster) sutra(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), itWaitLong+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--master", m.grpcAddr, "--http", "http://" + m.httpAddr}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// nodePIDs returns the pids of the agent's running nodes from GET /api/nodes
+// (master/fleetapi: a JSON array of fleet.Node).
 func (m *hostMaster) nodePIDs(t *testing.T, agentID string) []int {
 	t.Helper()
-	resp, err := http.Get("http://" + m.httpAddr + "/api/nodes")
+	resp, err := http.Get("http://" + m.httpAddr + "/api/nodes?agent=" + agentID)
 	if err != nil {
 		t.Fatalf("GET /api/nodes: %v", err)
 	}
 	defer resp.Body.Close()
-	var body struct {
-		Nodes []struct {
-			AgentID string `json:"agent_id"`
-			PID     int    `json:"pid"`
-		} `json:"nodes"`
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/nodes?agent=%s: %s", agentID, resp.Status)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	var nodes []struct {
+		ID      string `json:"node_id"`
+		AgentID string `json:"agent_id"`
+		Status  *struct {
+			State string `json:"state"`
+			PID   int    `json:"pid"`
+		} `json:"status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&nodes); err != nil {
 		t.Fatalf("GET /api/nodes: decode: %v", err)
 	}
 	var pids []int
-	for _, n := range body.Nodes {
-		if n.AgentID == agentID && n.PID != 0 {
-			pids = append(pids, n.PID)
+	for _, n := range nodes {
+		if n.AgentID == agentID && n.Status != nil && n.Status.State == "running" && n.Status.PID != 0 {
+			pids = append(pids, n.Status.PID)
 		}
 	}
+	sort.Ints(pids)
 	return pids
 }
 
-// goBuild builds pkgs (relative to the module root) into dir.
-func goBuild(t *testing.T, dir string, pkgs ...string) {
+// waitNodePIDs waits until the master reports exactly want as the agent's
+// running node pids.
+func (m *hostMaster) waitNodePIDs(t *testing.T, agentID string, want []int, when string) {
 	t.Helper()
-	args := append([]string{"build", "-o", dir + string(os.PathSeparator)}, pkgs...)
+	deadline := time.Now().Add(itWaitLong)
+	var got []int
+	for time.Now().Before(deadline) {
+		if got = m.nodePIDs(t, agentID); fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: the master reports node pids %v for %s, want %v", when, got, agentID, want)
+}
+
+// goBuild builds pkgs (relative to the module root) into dir, with ldflags
+// when not empty.
+func goBuild(t *testing.T, dir, ldflags string, pkgs ...string) {
+	t.Helper()
+	args := []string{"build", "-o", dir + string(os.PathSeparator)}
+	if ldflags != "" {
+		args = append(args, "-ldflags", ldflags)
+	}
+	args = append(args, pkgs...)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = filepath.Join("..", "..")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
