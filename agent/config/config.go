@@ -35,6 +35,7 @@ const (
 	DefaultHealthCheckIntervalSecs = 5
 	DefaultHealthCheckTimeoutSecs  = 2
 	DefaultUnhealthyThresholdSecs  = 30
+	DefaultUpgradeWindowSecs       = 60
 	DefaultLogLevel                = "info"
 	DefaultLogFormat               = "text"
 	// DefaultBinaryHTTPPort is the port of the master's binary distribution
@@ -79,6 +80,14 @@ type Agent struct {
 	// AutoUpdate makes the agent track the latest sutra-agent the master
 	// serves (default false).
 	AutoUpdate bool `toml:"auto_update"`
+	// UpgradeWindowSecs is how long a self-updated agent has to register
+	// and heartbeat before the previous binary is restored (default 60).
+	UpgradeWindowSecs int `toml:"upgrade_window_secs"`
+}
+
+// UpgradeWindow returns upgrade_window_secs as a duration.
+func (a Agent) UpgradeWindow() time.Duration {
+	return time.Duration(a.UpgradeWindowSecs) * time.Second
 }
 
 // Storage is the [storage] table.
@@ -168,6 +177,7 @@ func defaults() Config {
 			Platform:           DefaultPlatform,
 			AutoDownloadBinary: true,
 			MaxStorageNodes:    DefaultMaxStorageNodes,
+			UpgradeWindowSecs:  DefaultUpgradeWindowSecs,
 		},
 		Storage: Storage{
 			PortRangeStart: DefaultPortRangeStart,

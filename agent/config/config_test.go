@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // testEnv is a hermetic machine: fixed hostname and user dirs, and the given
@@ -97,6 +98,7 @@ func TestDefaults(t *testing.T) {
 		{"restart_failed_nodes", cfg.Monitoring.RestartFailedNodes, true},
 		{"auto_download_binary", cfg.Agent.AutoDownloadBinary, true},
 		{"auto_update", cfg.Agent.AutoUpdate, false},
+		{"upgrade_window_secs", cfg.Agent.UpgradeWindow(), 60 * time.Second},
 		{"stop_nodes_on_exit unset→run default", cfg.Storage.StopNodesOnExitOr(true), true},
 		{"stop_nodes_on_exit unset→service default", cfg.Storage.StopNodesOnExitOr(false), false},
 		{"level", cfg.Logging.Level, "info"},
@@ -118,6 +120,7 @@ cache_dir = "cache"
 agent_data_dir = "~/agent"
 labels = { zone = "eu-1", rack = "r7" }
 auto_update = true
+upgrade_window_secs = 15
 [storage]
 data_path = "/srv/nodes"
 port_range_start = 60000
@@ -145,6 +148,9 @@ level = "debug"
 	}
 	if cfg.Agent.Labels["zone"] != "eu-1" || cfg.Agent.Labels["rack"] != "r7" {
 		t.Errorf("labels = %v", cfg.Agent.Labels)
+	}
+	if got := cfg.Agent.UpgradeWindow(); got != 15*time.Second {
+		t.Errorf("upgrade_window_secs = %v, want 15s", got)
 	}
 	if cfg.Storage.StopNodesOnExitOr(true) {
 		t.Error("stop_nodes_on_exit = false was not kept")
@@ -232,6 +238,7 @@ func TestBadInput(t *testing.T) {
 		{"port zero", "[storage]\nport_range_start = 0\n", []string{"storage.port_range_start: 0 is out of range"}},
 		{"port range overflow", "[storage]\nport_range_start = 65534\n", []string{"storage.port_range_start: 65534 leaves no room for 4 nodes"}},
 		{"heartbeat zero", "[monitoring]\nheartbeat_interval_secs = 0\n", []string{"monitoring.heartbeat_interval_secs: 0 is out of range (accepted: 1 to 86400 seconds)"}},
+		{"upgrade window too short", "[agent]\nupgrade_window_secs = 4\n", []string{"a.toml:2: agent.upgrade_window_secs: 4 is out of range (accepted: 5 to 86400 seconds)"}},
 		{"timeout negative", "[monitoring]\nhealth_check_timeout_secs = -1\n", []string{"monitoring.health_check_timeout_secs: -1 is out of range"}},
 		{"level", "[logging]\nlevel = \"verbose\"\n", []string{"logging.level: unknown level \"verbose\" (accepted: debug, info, warn, error)"}},
 		{"format", "[logging]\nformat = \"xml\"\n", []string{"logging.format: unknown format \"xml\" (accepted: text, json)"}},

@@ -141,6 +141,9 @@ func (d *decoder) validate(cfg *Config) {
 	if a.MaxStorageNodes < 1 || a.MaxStorageNodes > 1000 {
 		d.problem("agent.max_storage_nodes", "%d is out of range (accepted: 1 to 1000)", a.MaxStorageNodes)
 	}
+	if a.UpgradeWindowSecs < 5 || a.UpgradeWindowSecs > 86400 {
+		d.problem("agent.upgrade_window_secs", "%d is out of range (accepted: 5 to 86400 seconds)", a.UpgradeWindowSecs)
+	}
 	for k, v := range a.Labels {
 		if k == "" || len(k) > 63 || len(v) > 256 || strings.ContainsFunc(k+v, unicode.IsControl) {
 			d.problem("agent.labels", "label %q = %q is invalid (accepted: keys of 1-63 and values of up to 256 printable characters)", k, v)

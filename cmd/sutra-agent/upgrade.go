@@ -46,7 +46,7 @@ func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, r
 	if err != nil {
 		return nil, err
 	}
-	up, err := upgrade.New(upgrade.Options{DataDir: cfg.Agent.AgentDataDir, Fetcher: af, Logger: logger})
+	up, err := upgrade.New(upgrade.Options{DataDir: cfg.Agent.AgentDataDir, Fetcher: af, Logger: logger, Window: cfg.Agent.UpgradeWindow()})
 	if err != nil {
 		return nil, err
 	}
