@@ -292,6 +292,22 @@ func (a *agent) logCount(subs ...string) int {
 	return n
 }
 
+// logLine is the index of the agent log's first line containing every one of
+// subs, or -1.
+func (a *agent) logLine(subs ...string) int {
+	b, _ := os.ReadFile(a.logPath)
+	for i, line := range strings.Split(string(b), "\n") {
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if ok {
+			return i
+		}
+	}
+	return -1
+}
+
 func (a *agent) nodeDataDir(nodeID string) string { return filepath.Join(a.nodesDir, nodeID) }
 
 // cachedBinary is the agent's cache entry of storage-server v.
