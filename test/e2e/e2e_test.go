@@ -96,6 +96,7 @@ func TestKilledNodeIsRestartedWithBackoff(t *testing.T) {
 	if err := syscall.Kill(oldPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, short, "killed node gone", func() (bool, string) { return !alive(oldPID), "alive" })
 	// Watch the node's port directly: it must stay down for the backoff
 	// delay (1 s minus at most 20 % jitter), then come back.
 	var back time.Time
