@@ -61,6 +61,10 @@ proto-check: proto
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bash bench/serve.sh
+	bash bench/fetch.sh
+	$(GO) run ./bench/agentbench
+	$(GO) run ./bench/fleet -n 1000
+	$(GO) run ./bench/fleet -n 10000
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./internal/semver

@@ -105,8 +105,8 @@ type Agent struct {
 	binaryGen     uint64                 // the generation binary was resolved at
 	pending       map[string]string      // desired node -> why it is not running yet
 	stopped       map[string]stoppedNode // recently stopped nodes, reported for a while
-	failedUpgrade map[string]string      // storage-server version -> why its upgrade failed
-	upgradeMsg    string                 // last node-upgrade outcome, for the log/status
+	failedUpgrade map[string]string      // storage-server checksum -> why upgrading a node to it failed
+	nodeNotes     map[string]string      // node -> outcome of its last upgrade attempt, reported to the master
 }
 
 type stoppedNode struct {
@@ -137,6 +137,7 @@ func New(opts Options) (*Agent, error) {
 		pending:       map[string]string{},
 		stopped:       map[string]stoppedNode{},
 		failedUpgrade: map[string]string{},
+		nodeNotes:     map[string]string{},
 	}
 	var err error
 	if a.store, err = state.Open(cfg.Agent.AgentDataDir); err != nil {

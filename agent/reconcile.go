@@ -147,6 +147,14 @@ func (a *Agent) ensureBinary(ctx context.Context, d *controlplane.Desired) {
 		return
 	}
 	a.mu.Lock()
+	if why, failed := a.failedUpgrade[entry.Checksum]; failed && current != nil {
+		// A version that failed a node upgrade is not used for new nodes either.
+		a.binaryVersion, a.binaryGen = wantVersion, gen
+		a.mu.Unlock()
+		a.log.Warn("desired storage-server version failed a node upgrade on this agent; staying on the previous one",
+			"want", entry.Version, "running", current.Version, "reason", why)
+		return
+	}
 	if current == nil || current.Checksum != entry.Checksum {
 		a.log.Info("storage-server binary ready", "version", entry.Version, "path", entry.Path, "sha256", entry.Checksum)
 	}
@@ -338,6 +346,12 @@ func (a *Agent) nodeStatus(st supervisor.Status) controlplane.NodeStatus {
 	}
 	if st.State == supervisor.StateBackoff || st.State == supervisor.StateFailed || st.LastExit != "" {
 		ns.LastLogLines = st.LastLog
+	}
+	if note := a.nodeNotes[st.Name]; note != "" {
+		if ns.Message != "" {
+			ns.Message += "; "
+		}
+		ns.Message += note
 	}
 	return ns
 }

@@ -17,9 +17,8 @@ import (
 // nodes are left untouched.
 func (a *Agent) upgradeNodes(ctx context.Context, binary cache.Entry) {
 	a.mu.Lock()
-	if why, failed := a.failedUpgrade[binary.Checksum]; failed {
+	if _, failed := a.failedUpgrade[binary.Checksum]; failed {
 		a.mu.Unlock()
-		_ = why
 		return
 	}
 	type target struct {
@@ -46,7 +45,8 @@ func (a *Agent) upgradeNodes(ctx context.Context, binary cache.Entry) {
 				"node", t.id, "from", t.old.Version, "to", binary.Version, "err", err)
 			a.mu.Lock()
 			a.failedUpgrade[binary.Checksum] = err.Error()
-			a.upgradeMsg = fmt.Sprintf("upgrade of %s to %s failed: %v", t.id, binary.Version, err)
+			a.nodeNotes[t.id] = fmt.Sprintf("upgrade to storage-server %s failed and was rolled back to %s (not retried until another version is desired): %v",
+				binary.Version, t.old.Version, err)
 			// New nodes keep starting from the version that works.
 			a.binary = &t.old
 			a.mu.Unlock()
@@ -56,6 +56,9 @@ func (a *Agent) upgradeNodes(ctx context.Context, binary cache.Entry) {
 			return
 		}
 		a.log.Info("node upgraded", "node", t.id, "version", binary.Version)
+		a.mu.Lock()
+		a.nodeNotes[t.id] = fmt.Sprintf("upgraded from storage-server %s to %s", t.old.Version, binary.Version)
+		a.mu.Unlock()
 	}
 }
 
