@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,5 +191,9 @@ func TestNodeUpgradeOneAtATimeAndRollback(t *testing.T) {
 	}
 	if maxDown > 1 {
 		t.Errorf("%d nodes were down at once during the failed upgrade, want at most 1", maxDown)
+	}
+	// The master learns why: the node's reported status names the failed version.
+	if msg := u1.GetMessage(); !strings.Contains(msg, "upgrade to storage-server "+v120+" failed") {
+		t.Errorf("node-u1 status message at the master = %q, want it to report the failed upgrade to %s", msg, v120)
 	}
 }
