@@ -48,8 +48,16 @@ const (
 // realAgentDefault: install the real agent unless SUTRA_IT_REAL_AGENT=0.
 var realAgentDefault = true
 
-// itVersion is the version stamped into the binaries the real path builds.
-const itVersion = "1.0.0"
+// itVersion is the version stamped into the binaries the real path builds;
+// brokenVersion is a sutra-agent release that crashes at start-up.
+const (
+	itVersion     = "1.0.0"
+	brokenVersion = "1.2.0"
+	// itUpgradeWindow is the agent's upgrade_window_secs: long enough for a
+	// release crash-looping every RestartSec to exhaust the unit's start limit
+	// before the upgrade guard rolls it back (window + 10 s grace).
+	itUpgradeWindow = 25 * time.Second
+)
 
 func TestSystemdIntegration(t *testing.T) {
 	if os.Getenv(itEnv) != "1" {
@@ -66,11 +74,14 @@ func TestSystemdIntegration(t *testing.T) {
 	if real {
 		goBuild(t, bins, "-X github.com/sutragrid/sutra/internal/version.Version="+itVersion,
 			"./cmd/sutra-agent", "./cmd/sutra-master", "./cmd/storage-server", "./cmd/sutra")
+		// A release that passes "--version" but crashes at start-up.
+		goBuild(t, bins, "-X github.com/sutragrid/sutra/internal/version.Version="+brokenVersion, "./test/selfupdate/testdata/brokenagent")
 		master = startHostMaster(t, bins)
 		// Fixed directories (no HOME under systemd); the first node port is a
 		// free one of the host's, whose network the container shares.
 		writeFile(t, filepath.Join(host, "agent-config.toml"), fmt.Sprintf(
 			"version = 1\n[agent]\nagent_id = %q\nmaster_host = %q\ncache_dir = \"/var/cache/sutra\"\nagent_data_dir = \"/var/lib/sutra/agent\"\n"+
+				"upgrade_window_secs = "+strconv.Itoa(int(itUpgradeWindow/time.Second))+"\n"+
 				"[storage]\nmaster_binary_url = %q\ndata_path = \"/var/lib/sutra/nodes\"\nport_range_start = %s\n"+
 				"[monitoring]\nheartbeat_interval_secs = 1\n",
 			itAgentID, master.grpcAddr, "http://"+master.httpAddr, portOf(freeAddr(t))))
@@ -190,6 +201,10 @@ func TestSystemdIntegration(t *testing.T) {
 	}
 	t.Logf("service restart: agent pid %d -> %d, node pids %v kept", pid2, pid3, before)
 
+	if real {
+		brokenUpgrade(t, c, master, bins, before)
+	}
+
 	c.mustRun(t, agentBin, "service", "stop")
 	c.status(t, StateStopped)
 	c.mustRun(t, agentBin, "service", "start")
@@ -206,6 +221,52 @@ func TestSystemdIntegration(t *testing.T) {
 	if out := c.mustRun(t, "systemctl", "show", "sutra-agent", "-p", "ActiveState", "--value"); strings.TrimSpace(out) != "inactive" {
 		t.Errorf("after uninstall ActiveState = %q, want inactive", out)
 	}
+}
+
+// brokenUpgrade has the master ask the agent for a release that crashes at
+// start-up. The agent applies it and exits; systemd restarts the broken
+// binary every RestartSec until the unit's start limit stops it; the upgrade
+// guard restores the previous binary after the window and must get the
+// service running again. The node keeps its pid throughout.
+func brokenUpgrade(t *testing.T, c *container, m *hostMaster, bins string, nodes []int) {
+	t.Helper()
+	plat, arch, err := platform.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "sutra-agent-" + brokenVersion + "-" + plat + "-" + arch
+	copyFile(t, filepath.Join(bins, "brokenagent"), filepath.Join(m.binariesDir, ".tmp-"+name))
+	if err := os.Rename(filepath.Join(m.binariesDir, ".tmp-"+name), filepath.Join(m.binariesDir, name)); err != nil {
+		t.Fatal(err)
+	}
+	m.waitServed(t, "/api/artifacts/sutra-agent/"+brokenVersion+"/"+plat+"/"+arch)
+	start := time.Now()
+	if out, err := m.sutra(t, filepath.Join(bins, "sutra"), "agents", "set-version", itAgentID, "--agent", brokenVersion); err != nil {
+		t.Fatalf("sutra agents set-version: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(itUpgradeWindow + itWaitLong)
+	var a agentJSON
+	for time.Now().Before(deadline) {
+		a = m.agent(t, itAgentID)
+		if a.AgentVersion == itVersion && a.Health == "healthy" && a.Upgrade != nil && a.Upgrade.Phase == "rolled_back" && a.Upgrade.ToVersion == brokenVersion {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	journal, _ := c.run("journalctl", "-u", "sutra-agent", "--no-pager", "-o", "cat", "--since", "-5min")
+	limited := strings.Contains(journal, "Start request repeated too quickly")
+	if a.Upgrade == nil || a.Upgrade.Phase != "rolled_back" || a.AgentVersion != itVersion || a.Health != "healthy" {
+		props, _ := c.run("systemctl", "show", "sutra-agent", "-p", "ActiveState,SubState,Result,NRestarts")
+		guard, _ := c.run("cat", "/var/lib/sutra/agent/upgrade-guard.log")
+		t.Fatalf("after set-version %s the agent is %s %s upgrade %+v, want %s healthy rolled back from %s (start limit hit: %v)\n%s\nguard log:\n%s\njournal:\n%s",
+			brokenVersion, a.AgentVersion, a.Health, a.Upgrade, itVersion, brokenVersion, limited, props, guard, tail(journal, 40))
+	}
+	props := c.mustRun(t, "systemctl", "show", "sutra-agent", "-p", "ActiveState,SubState,NRestarts")
+	t.Logf("broken %s rolled back and the agent healthy again after %v (start limit hit: %v; %s): %s",
+		brokenVersion, time.Since(start).Round(10*time.Millisecond), limited, strings.Join(strings.Fields(props), " "), a.Upgrade.Message)
+	c.waitMainPID(t, 0)
+	c.requireAlive(t, nodes, "after the broken upgrade")
+	m.waitNodePIDs(t, itAgentID, nodes, "after the broken upgrade")
 }
 
 // container is a booted systemd-nspawn container.
@@ -444,6 +505,51 @@ func (c *container) powerOff(t *testing.T) {
 // the container (shared network namespace). Used with the real agent only.
 type hostMaster struct {
 	grpcAddr, httpAddr string
+	binariesDir        string
+}
+
+// agentJSON is the part of GET /api/agents/{id} (master/fleetapi) the test reads.
+type agentJSON struct {
+	ID           string `json:"agent_id"`
+	AgentVersion string `json:"agent_version"`
+	Health       string `json:"health"`
+	Upgrade      *struct {
+		Phase       string `json:"phase"`
+		FromVersion string `json:"from_version"`
+		ToVersion   string `json:"to_version"`
+		Message     string `json:"message"`
+	} `json:"upgrade"`
+}
+
+// agent returns GET /api/agents/{id} (zero when it fails).
+func (m *hostMaster) agent(t *testing.T, id string) agentJSON {
+	t.Helper()
+	var a agentJSON
+	resp, err := http.Get("http://" + m.httpAddr + "/api/agents/" + id)
+	if err != nil {
+		return a
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		_ = json.NewDecoder(resp.Body).Decode(&a)
+	}
+	return a
+}
+
+// waitServed waits until GET path on the master's HTTP API answers 200.
+func (m *hostMaster) waitServed(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(itWaitLong)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + m.httpAddr + path); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("the master does not serve %s within %v", path, itWaitLong)
 }
 
 func startHostMaster(t *testing.T, bins string) *hostMaster {
@@ -458,7 +564,7 @@ func startHostMaster(t *testing.T, bins string) *hostMaster {
 		t.Fatal(err)
 	}
 	copyFile(t, filepath.Join(bins, "storage-server"), filepath.Join(binaries, "storage-server-"+itVersion+"-"+plat+"-"+arch))
-	m := &hostMaster{grpcAddr: freeAddr(t), httpAddr: freeAddr(t)}
+	m := &hostMaster{grpcAddr: freeAddr(t), httpAddr: freeAddr(t), binariesDir: binaries}
 	cmd := exec.Command(filepath.Join(bins, "sutra-master"))
 	cmd.Env = append(os.Environ(), "BIND_ADDRESS=127.0.0.1",
 		"GRPC_PORT="+portOf(m.grpcAddr), "HTTP_PORT="+portOf(m.httpAddr),
@@ -478,18 +584,10 @@ func (m *hostMaster) waitRegistered(t *testing.T, id string) {
 	deadline := time.Now().Add(itWaitLong)
 	last := ""
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + m.httpAddr + "/api/agents/" + id)
-		if err == nil {
-			var a struct {
-				ID     string `json:"agent_id"`
-				Health string `json:"health"`
-			}
-			err = json.NewDecoder(resp.Body).Decode(&a)
-			resp.Body.Close()
-			last = fmt.Sprintf("%s %+v %v", resp.Status, a, err)
-			if resp.StatusCode == http.StatusOK && a.ID == id && a.Health == "healthy" {
-				return
-			}
+		a := m.agent(t, id)
+		last = fmt.Sprintf("%+v", a)
+		if a.ID == id && a.Health == "healthy" {
+			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/sutragrid/sutra/agent/config"
 	"github.com/sutragrid/sutra/agent/controlplane"
 	"github.com/sutragrid/sutra/agent/fetch"
+	agentsvc "github.com/sutragrid/sutra/agent/service"
 	"github.com/sutragrid/sutra/agent/upgrade"
 )
 
@@ -138,7 +139,10 @@ func (s *selfUpdate) Status() *controlplane.UpgradeStatus {
 // runUpgradeGuard is the detached watchdog a self-updating agent leaves
 // behind: it restores the previous binary when the new one does not commit.
 func runUpgradeGuard(ctx context.Context, args []string, stderr io.Writer) error {
-	if code := upgrade.GuardMain(ctx, args, upgrade.GuardOptions{}, stderr); code != 0 {
+	// A crash-looping release may have exhausted the service manager's
+	// start limit by the time the guard restores the previous binary.
+	opts := upgrade.GuardOptions{AfterRollback: agentsvc.StartAfterRollback}
+	if code := upgrade.GuardMain(ctx, args, opts, stderr); code != 0 {
 		return fmt.Errorf("upgrade-guard exited with status %d", code)
 	}
 	return nil

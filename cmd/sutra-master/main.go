@@ -1,6 +1,6 @@
 // Command sutra-master runs the Sutra Grid master: the binary distribution
 // HTTP API (HTTP_PORT, default 7001) and the gRPC control plane endpoint
-// (GRPC_PORT, default 7000). Everything but flag and environment parsing
+// (GRPC_PORT, default 7000) with the fleet state in SUTRA_DATA_DIR. Everything but flag and environment parsing
 // lives in package master.
 package main
 
@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "http-port", env: "HTTP_PORT", arg: "PORT", def: strconv.Itoa(master.DefaultHTTPPort), help: "HTTP port of the binary distribution API"},
 		{flag: "grpc-port", env: "GRPC_PORT", arg: "PORT", def: strconv.Itoa(master.DefaultGRPCPort), help: "gRPC port of the control plane (health and reflection included)"},
 		{flag: "binaries-dir", env: "BINARIES_DIR", arg: "DIR", def: master.DefaultBinariesDir, help: "directory of {artifact}-{version}-{platform}-{arch} files to serve (created if missing)"},
-		{flag: "data-dir", env: "SUTRA_DATA_DIR", arg: "DIR", def: master.DefaultDataDir, help: "master state, e.g. the checksum cache (created if missing)"},
+		{flag: "data-dir", env: "SUTRA_DATA_DIR", arg: "DIR", def: master.DefaultDataDir, help: "master state: the fleet database grid.db and the checksum cache (created if missing)"},
 		{flag: "bind", env: "BIND_ADDRESS", arg: "HOST", def: "0.0.0.0", help: "address both servers listen on"},
 		{flag: "max-downloads", env: "MAX_CONCURRENT_DOWNLOADS", arg: "N", def: "256", help: "concurrent downloads before answering 503 with Retry-After"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
