@@ -40,6 +40,12 @@ func (r resumable) Error() string { return r.err.Error() }
 func (r resumable) Unwrap() error { return r.err }
 
 // localErr marks a failure of the local disk (ErrCacheDir).
+// The hashing pipeline: chunks of hashChunk bytes, hashPipeDepth in flight.
+const (
+	hashChunk     = 1 << 20
+	hashPipeDepth = 4
+)
+
 func localErr(op, path string, err error) error {
 	return fmt.Errorf("%w: %s %s (free space, fix permissions, or set agent.cache_dir / SUTRA_CACHE_DIR): %w", ErrCacheDir, op, path, err)
 }
@@ -235,22 +241,46 @@ func (d *dl) get(ctx context.Context) error {
 	stall := f.opts.StallTimeout
 	timer := time.AfterFunc(stall, func() { cancel(ErrStalled) })
 	defer timer.Stop()
-	buf := f.buf
+	// Hash on a second goroutine while the next chunk arrives: one pass over
+	// the bytes, and the network, the disk and SHA-256 overlap. The hash is
+	// complete when this function returns (the deferred wait).
+	free := make(chan []byte, hashPipeDepth)
+	for range hashPipeDepth {
+		free <- make([]byte, hashChunk)
+	}
+	work := make(chan []byte, hashPipeDepth)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range work {
+			d.h.Write(b)
+			free <- b[:cap(b)]
+		}
+	}()
+	defer func() { close(work); <-hashed }()
 	for {
+		buf := <-free
 		// Ask for one byte more than remains, to notice an over-long body.
 		want := min(int64(len(buf)), d.info.Size-d.offset+1)
-		n, rerr := resp.Body.Read(buf[:want])
+		n, rerr := io.ReadAtLeast(resp.Body, buf[:want], int(min(want, hashChunk/4)))
+		if rerr == io.ErrUnexpectedEOF {
+			rerr = io.EOF
+		}
 		if n > 0 {
 			timer.Reset(stall)
 			if d.offset+int64(n) > d.info.Size {
+				free <- buf
 				return fmt.Errorf("GET %s: %w: body is longer than size_bytes %d", d.source, ErrBadResponse, d.info.Size)
 			}
 			if _, err := d.file.Write(buf[:n]); err != nil {
+				free <- buf
 				return localErr("write", d.partial, err)
 			}
-			d.h.Write(buf[:n])
+			work <- buf[:n]
 			d.offset += int64(n)
 			d.prog.update(d.offset)
+		} else {
+			free <- buf
 		}
 		if rerr == io.EOF {
 			if d.offset < d.info.Size {
