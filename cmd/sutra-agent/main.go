@@ -27,6 +27,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/sutragrid/sutra/agent/agentlog"
 	"github.com/sutragrid/sutra/agent/config"
 	"github.com/sutragrid/sutra/agent/fetch"
 	"github.com/sutragrid/sutra/internal/version"
@@ -104,6 +105,14 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, logger, err := setup(*cfgPath, flagSet(fl, "config"), stderr)
 	if err != nil {
 		return err
+	}
+	// The agent's own log also goes to {agent_data_dir}/logs/agent.log, whose
+	// last lines a self-update rollback reports to the master.
+	if lf, err := agentlog.Open(agentlog.Path(cfg.Agent.AgentDataDir), 0); err != nil {
+		logger.Warn("agent log file unavailable; logging to stderr only", "err", err)
+	} else {
+		defer lf.Close()
+		logger = newLogger(cfg.Logging, io.MultiWriter(stderr, lf))
 	}
 	return runAgent(ctx, cfg, logger, *asService, progressWriter(stderr))
 }

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/sutragrid/sutra/agent"
+	"github.com/sutragrid/sutra/agent/agentlog"
 	"github.com/sutragrid/sutra/agent/config"
 	"github.com/sutragrid/sutra/agent/controlplane"
 	"github.com/sutragrid/sutra/agent/fetch"
@@ -47,7 +49,8 @@ func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, r
 	if err != nil {
 		return nil, err
 	}
-	up, err := upgrade.New(upgrade.Options{DataDir: cfg.Agent.AgentDataDir, Fetcher: af, Logger: logger, Window: cfg.Agent.UpgradeWindow()})
+	up, err := upgrade.New(upgrade.Options{DataDir: cfg.Agent.AgentDataDir, Fetcher: af, Logger: logger, Window: cfg.Agent.UpgradeWindow(),
+		LogTail: func(n int) []string { return agentlog.Tail(agentlog.Path(cfg.Agent.AgentDataDir), n) }})
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +145,15 @@ func runUpgradeGuard(ctx context.Context, args []string, stderr io.Writer) error
 	// A crash-looping release may have exhausted the service manager's
 	// start limit by the time the guard restores the previous binary.
 	opts := upgrade.GuardOptions{AfterRollback: agentsvc.StartAfterRollback}
+	for i, a := range args {
+		dir, ok := strings.CutPrefix(a, "--data-dir=")
+		if !ok && (a == "--data-dir" || a == "-data-dir") && i+1 < len(args) {
+			dir, ok = args[i+1], true
+		}
+		if ok {
+			opts.LogTail = func(n int) []string { return agentlog.Tail(agentlog.Path(dir), n) }
+		}
+	}
 	if code := upgrade.GuardMain(ctx, args, opts, stderr); code != 0 {
 		return fmt.Errorf("upgrade-guard exited with status %d", code)
 	}

@@ -195,6 +195,9 @@ level = "debug"
 	if u := a.GetUpgrade(); u.GetFromVersion() != "1.1.0" || u.GetToVersion() != "1.2.0" {
 		fail("rollback reported as %s -> %s, want 1.1.0 -> 1.2.0", u.GetFromVersion(), u.GetToVersion())
 	}
+	if len(a.GetUpgrade().GetLastLogLines()) == 0 {
+		fail("rollback reported without the agent's last log lines (agent.log tail)")
+	}
 	if n := svc.exits(1); n == 0 {
 		fail("the broken 1.2.0 never ran (no start exited with status 1): the rollback was not exercised")
 	}
