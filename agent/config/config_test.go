@@ -34,12 +34,12 @@ func TestExampleFileLoads(t *testing.T) {
 		t.Fatalf("Parse(%s) = %v, want no error", path, err)
 	}
 	// The example documents the defaults: it must equal an empty file's
-	// configuration except for its example agent_id.
+	// configuration (agent_id is commented out, so packaged configs register
+	// each machine under its hostname).
 	def, err := Parse(path, nil, testEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	def.Agent.AgentID = "agent-1"
 	if got, want := cfgString(cfg), cfgString(def); got != want {
 		t.Errorf("example file differs from the defaults:\n got %s\nwant %s", got, want)
 	}
