@@ -181,6 +181,7 @@ func consoleEvents(w io.Writer) func(catalog.Event) {
 	return func(e catalog.Event) {
 		switch e.Kind {
 		case catalog.Registered:
+			fmt.Fprintf(w, "📦 Registering binary: %s %s %s\n", e.Binary.Version, e.Binary.Platform, e.Binary.Arch)
 			fmt.Fprintf(w, "✅ Binary registered: %s (%.2f MB)\n", e.Filename, float64(e.Binary.Size)/(1<<20))
 		case catalog.Removed:
 			fmt.Fprintf(w, "🗑️  Binary removed: %s (%s)\n", e.Filename, e.Reason)

@@ -719,7 +719,7 @@ func TestConsoleOutput(t *testing.T) {
 	out := buf.String()
 	for _, want := range []string{
 		"🚀 Sutra Grid Master v", "📡 gRPC: 127.0.0.1:", "🌐 HTTP: 127.0.0.1:",
-		"✅ Binary registered: storage-server-1.0.0-linux-x86_64 (3.00 MB)",
+		"📦 Registering binary: 1.0.0 linux x86_64\n✅ Binary registered: storage-server-1.0.0-linux-x86_64 (3.00 MB)",
 		"⚠️  Skipped storage_server-1.0.0-linux-x86_64: ", "underscore instead of dash",
 		"📦 Auto-registered 1 binaries",
 	} {
