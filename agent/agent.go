@@ -204,6 +204,12 @@ func New(opts Options) (*Agent, error) {
 
 func (a *Agent) restartPolicy() supervisor.PolicyOptions {
 	p := a.opts.Restart
+	if p.MaxFailures == 0 {
+		p.MaxFailures = a.cfg.Monitoring.RestartMaxFailures
+	}
+	if p.Interval == 0 {
+		p.Interval = a.cfg.Monitoring.RestartWindow()
+	}
 	if !a.cfg.Monitoring.RestartFailedNodes {
 		p.NoRestart = true
 	}

@@ -35,6 +35,8 @@ const (
 	DefaultHealthCheckIntervalSecs = 5
 	DefaultHealthCheckTimeoutSecs  = 2
 	DefaultUnhealthyThresholdSecs  = 30
+	DefaultRestartMaxFailures      = 10
+	DefaultRestartWindowSecs       = 300
 	DefaultUpgradeWindowSecs       = 60
 	DefaultLogLevel                = "info"
 	DefaultLogFormat               = "text"
@@ -127,6 +129,11 @@ type Monitoring struct {
 	UnhealthyThresholdSecs int `toml:"unhealthy_threshold_secs"`
 	// RestartFailedNodes restarts nodes that exit or turn unhealthy (default true).
 	RestartFailedNodes bool `toml:"restart_failed_nodes"`
+	// RestartMaxFailures failures within RestartWindowSecs put a node in
+	// "failed": no more restarts until the master asks again (default 10).
+	RestartMaxFailures int `toml:"restart_max_failures"`
+	// RestartWindowSecs is the sliding window of RestartMaxFailures (default 300).
+	RestartWindowSecs int `toml:"restart_window_secs"`
 }
 
 // HeartbeatInterval returns heartbeat_interval_secs as a duration.
@@ -142,6 +149,11 @@ func (m Monitoring) HealthCheckInterval() time.Duration {
 // HealthCheckTimeout returns health_check_timeout_secs as a duration.
 func (m Monitoring) HealthCheckTimeout() time.Duration {
 	return time.Duration(m.HealthCheckTimeoutSecs) * time.Second
+}
+
+// RestartWindow returns restart_window_secs as a duration.
+func (m Monitoring) RestartWindow() time.Duration {
+	return time.Duration(m.RestartWindowSecs) * time.Second
 }
 
 // UnhealthyThreshold returns unhealthy_threshold_secs as a duration.
@@ -188,6 +200,8 @@ func defaults() Config {
 			HealthCheckTimeoutSecs:  DefaultHealthCheckTimeoutSecs,
 			UnhealthyThresholdSecs:  DefaultUnhealthyThresholdSecs,
 			RestartFailedNodes:      true,
+			RestartMaxFailures:      DefaultRestartMaxFailures,
+			RestartWindowSecs:       DefaultRestartWindowSecs,
 		},
 		Logging: Logging{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}

@@ -240,6 +240,8 @@ func TestBadInput(t *testing.T) {
 		{"heartbeat zero", "[monitoring]\nheartbeat_interval_secs = 0\n", []string{"monitoring.heartbeat_interval_secs: 0 is out of range (accepted: 1 to 86400 seconds)"}},
 		{"upgrade window too short", "[agent]\nupgrade_window_secs = 4\n", []string{"a.toml:2: agent.upgrade_window_secs: 4 is out of range (accepted: 5 to 86400 seconds)"}},
 		{"timeout negative", "[monitoring]\nhealth_check_timeout_secs = -1\n", []string{"monitoring.health_check_timeout_secs: -1 is out of range"}},
+		{"restart max failures zero", "[monitoring]\nrestart_max_failures = 0\n", []string{"monitoring.restart_max_failures: 0 is out of range (accepted: 1 to 1000)"}},
+		{"restart window too long", "[monitoring]\nrestart_window_secs = 90000\n", []string{"monitoring.restart_window_secs: 90000 is out of range"}},
 		{"level", "[logging]\nlevel = \"verbose\"\n", []string{"logging.level: unknown level \"verbose\" (accepted: debug, info, warn, error)"}},
 		{"format", "[logging]\nformat = \"xml\"\n", []string{"logging.format: unknown format \"xml\" (accepted: text, json)"}},
 		{"agent id", "[agent]\nagent_id = \"a b\"\n", []string{"agent.agent_id: \"a b\" is not a valid agent id"}},

@@ -176,10 +176,14 @@ func (d *decoder) validate(cfg *Config) {
 		{"monitoring.health_check_interval_secs", m.HealthCheckIntervalSecs},
 		{"monitoring.health_check_timeout_secs", m.HealthCheckTimeoutSecs},
 		{"monitoring.unhealthy_threshold_secs", m.UnhealthyThresholdSecs},
+		{"monitoring.restart_window_secs", m.RestartWindowSecs},
 	} {
 		if c.v < 1 || c.v > 86400 {
 			d.problem(c.key, "%d is out of range (accepted: 1 to 86400 seconds)", c.v)
 		}
+	}
+	if m.RestartMaxFailures < 1 || m.RestartMaxFailures > 1000 {
+		d.problem("monitoring.restart_max_failures", "%d is out of range (accepted: 1 to 1000)", m.RestartMaxFailures)
 	}
 
 	if !contains(LogLevels, cfg.Logging.Level) {

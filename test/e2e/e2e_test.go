@@ -146,16 +146,26 @@ func TestCrashingBinaryBacksOff(t *testing.T) {
 	g := newGrid(t, v100)
 	broken := filepath.Join(g.root, "brokenserver")
 	copyFile(t, bins.broken, broken, 0o755)
-	a := g.newAgent("agent-broken", broken)
+	// Give up after the 5th failure within a minute (the default, 10 within
+	// 5 minutes, would take about 4 minutes of backoff to reach).
+	a := g.newAgent("agent-broken", broken, "restart_max_failures = 5", "restart_window_secs = 60")
 	a.waitRegistered()
 	a.spawn("node-broken")
 
-	n := g.waitNode("node-broken", "in backoff after 4 restarts", func(n *gridv1.StorageNode) bool {
+	n := g.waitNode("node-broken", "failed after 5 failures (4 restarts with backoff)", func(n *gridv1.StorageNode) bool {
 		st := n.GetStatus()
-		return st.GetRestartCount() >= 4 && st.GetLastExit() != "" &&
-			(st.GetState() == gridv1.NodeState_NODE_STATE_BACKOFF || st.GetState() == gridv1.NodeState_NODE_STATE_STARTING)
+		return st.GetState() == gridv1.NodeState_NODE_STATE_FAILED
 	})
 	st := n.GetStatus()
+	if st.GetRestartCount() != 4 {
+		t.Errorf("restart count when failed = %d, want 4 (5 failures, the 5th gives up)", st.GetRestartCount())
+	}
+	// Given up: no further start happens.
+	before := len(readStarts(t, filepath.Join(a.nodeDataDir("node-broken"), "starts.log")))
+	time.Sleep(3 * time.Second)
+	if after := len(readStarts(t, filepath.Join(a.nodeDataDir("node-broken"), "starts.log"))); after != before || after != 5 {
+		t.Errorf("starts of the failed node: %d, then %d after 3 s; want 5 and no more", before, after)
+	}
 	if !strings.Contains(st.GetLastExit(), "exit status 1") {
 		t.Errorf("last exit = %q, want exit status 1", st.GetLastExit())
 	}

@@ -219,8 +219,9 @@ type agent struct {
 }
 
 // newAgent writes the agent's config and starts it. binaryPath "" makes it
-// download storage-server from the master.
-func (g *grid) newAgent(id, binaryPath string) *agent {
+// download storage-server from the master; monitoring lines are appended to
+// the config's [monitoring] table.
+func (g *grid) newAgent(id, binaryPath string, monitoring ...string) *agent {
 	g.t.Helper()
 	dir := filepath.Join(g.root, id)
 	a := &agent{
@@ -254,6 +255,9 @@ port_range_start = %d
 heartbeat_interval_secs = 1
 health_check_interval_secs = 1
 `, id, g.grpcAddr(), a.cacheDir, a.dataDir, binaryPath, g.httpURL(), a.nodesDir, nodePortStart(g.t))
+	for _, line := range monitoring {
+		cfg += line + "\n"
+	}
 	if err := os.WriteFile(a.cfgPath, []byte(cfg), 0o644); err != nil {
 		g.t.Fatal(err)
 	}
