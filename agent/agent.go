@@ -96,6 +96,8 @@ type Agent struct {
 
 	wake chan struct{}
 
+	saveMu sync.Mutex // serialises writes of the node record
+
 	mu            sync.Mutex
 	rec           state.Record
 	desired       *controlplane.Desired
@@ -338,6 +340,10 @@ func (a *Agent) onNodeEvent(ev supervisor.Event) {
 }
 
 func (a *Agent) saveRecord() {
+	// One writer at a time, copying under it, so that an older snapshot can
+	// never overwrite a newer one on disk.
+	a.saveMu.Lock()
+	defer a.saveMu.Unlock()
 	a.mu.Lock()
 	rec := state.Record{Nodes: make(map[string]state.Node, len(a.rec.Nodes))}
 	for k, v := range a.rec.Nodes {
