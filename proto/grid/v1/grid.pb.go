@@ -207,7 +207,11 @@ type RegisterAgentRequest struct {
 	// Nodes the agent already runs (after an agent restart, say).
 	Nodes []*NodeStatus `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Progress of an agent self-update, if any.
-	Upgrade       *UpgradeStatus `protobuf:"bytes,9,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
+	Upgrade *UpgradeStatus `protobuf:"bytes,9,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
+	// A random id the agent persists in its data dir on first start. The master
+	// refuses a registration whose instance id differs from the recorded one
+	// while the recorded agent is alive (two machines claiming one agent_id).
+	InstanceId    string `protobuf:"bytes,10,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +307,13 @@ func (x *RegisterAgentRequest) GetUpgrade() *UpgradeStatus {
 		return x.Upgrade
 	}
 	return nil
+}
+
+func (x *RegisterAgentRequest) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
 }
 
 type RegisterAgentResponse struct {
@@ -973,8 +984,11 @@ func (x *Agent) GetUpgrade() *UpgradeStatus {
 }
 
 type UnregisterAgentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Remove the agent even while it is alive (it will register again on its
+	// next heartbeat unless it is stopped).
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1016,6 +1030,13 @@ func (x *UnregisterAgentRequest) GetAgentId() string {
 	return ""
 }
 
+func (x *UnregisterAgentRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type UnregisterAgentResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1053,7 +1074,12 @@ func (*UnregisterAgentResponse) Descriptor() ([]byte, []int) {
 }
 
 type ListAgentsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many agents per page (0: the server's default; values above
+	// the server's maximum are clipped).
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1088,9 +1114,25 @@ func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
 	return file_grid_v1_grid_proto_rawDescGZIP(), []int{11}
 }
 
+func (x *ListAgentsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAgentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Agents []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1130,6 +1172,13 @@ func (x *ListAgentsResponse) GetAgents() []*Agent {
 		return x.Agents
 	}
 	return nil
+}
+
+func (x *ListAgentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetAgentRequest struct {
@@ -1480,7 +1529,12 @@ func (x *GetStorageNodeStatusRequest) GetNodeId() string {
 type ListStorageNodesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional filter.
-	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// At most this many nodes per page (0: the server's default; values above
+	// the server's maximum are clipped).
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1522,9 +1576,25 @@ func (x *ListStorageNodesRequest) GetAgentId() string {
 	return ""
 }
 
+func (x *ListStorageNodesRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListStorageNodesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListStorageNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*StorageNode         `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*StorageNode         `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1564,6 +1634,13 @@ func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *ListStorageNodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // StorageNode joins a desired node with the status its agent last reported.
@@ -1942,7 +2019,7 @@ var File_grid_v1_grid_proto protoreflect.FileDescriptor
 
 const file_grid_v1_grid_proto_rawDesc = "" +
 	"\n" +
-	"\x12grid/v1/grid.proto\x12\agrid.v1\"\xa9\x03\n" +
+	"\x12grid/v1/grid.proto\x12\agrid.v1\"\xca\x03\n" +
 	"\x14RegisterAgentRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x1a\n" +
@@ -1952,7 +2029,10 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x11max_storage_nodes\x18\x06 \x01(\rR\x0fmaxStorageNodes\x12A\n" +
 	"\x06labels\x18\a \x03(\v2).grid.v1.RegisterAgentRequest.LabelsEntryR\x06labels\x12)\n" +
 	"\x05nodes\x18\b \x03(\v2\x13.grid.v1.NodeStatusR\x05nodes\x120\n" +
-	"\aupgrade\x18\t \x01(\v2\x16.grid.v1.UpgradeStatusR\aupgrade\x1a9\n" +
+	"\aupgrade\x18\t \x01(\v2\x16.grid.v1.UpgradeStatusR\aupgrade\x12\x1f\n" +
+	"\vinstance_id\x18\n" +
+	" \x01(\tR\n" +
+	"instanceId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa7\x01\n" +
@@ -2019,13 +2099,18 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\aupgrade\x18\x0e \x01(\v2\x16.grid.v1.UpgradeStatusR\aupgrade\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
 	"\x16UnregisterAgentRequest\x12\x19\n" +
-	"\bagent_id\x18\x01 \x01(\tR\aagentId\"\x19\n" +
-	"\x17UnregisterAgentResponse\"\x13\n" +
-	"\x11ListAgentsRequest\"<\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\x19\n" +
+	"\x17UnregisterAgentResponse\"O\n" +
+	"\x11ListAgentsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"d\n" +
 	"\x12ListAgentsResponse\x12&\n" +
-	"\x06agents\x18\x01 \x03(\v2\x0e.grid.v1.AgentR\x06agents\",\n" +
+	"\x06agents\x18\x01 \x03(\v2\x0e.grid.v1.AgentR\x06agents\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\",\n" +
 	"\x0fGetAgentRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\"\x90\x01\n" +
 	"\x18SetDesiredVersionRequest\x12\x19\n" +
@@ -2043,11 +2128,15 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x17StopStorageNodeResponse\x12(\n" +
 	"\x04node\x18\x01 \x01(\v2\x14.grid.v1.StorageNodeR\x04node\"6\n" +
 	"\x1bGetStorageNodeStatusRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"4\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"p\n" +
 	"\x17ListStorageNodesRequest\x12\x19\n" +
-	"\bagent_id\x18\x01 \x01(\tR\aagentId\"F\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"n\n" +
 	"\x18ListStorageNodesResponse\x12*\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x14.grid.v1.StorageNodeR\x05nodes\"\xab\x01\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x14.grid.v1.StorageNodeR\x05nodes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xab\x01\n" +
 	"\vStorageNode\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x18\n" +

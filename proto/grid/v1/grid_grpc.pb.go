@@ -50,7 +50,8 @@ type GridMasterClient interface {
 	// Heartbeat reports actual state and returns desired state.
 	// An unknown agent gets NOT_FOUND and must call RegisterAgent again.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
-	// UnregisterAgent removes an agent and its desired nodes.
+	// UnregisterAgent removes an agent and its desired nodes. A healthy or
+	// degraded agent is refused (FAILED_PRECONDITION) unless force is set.
 	UnregisterAgent(ctx context.Context, in *UnregisterAgentRequest, opts ...grpc.CallOption) (*UnregisterAgentResponse, error)
 	// SpawnStorageNode adds a desired node. With no agent_id the master places
 	// it on the healthy agent with the most free capacity.
@@ -214,7 +215,8 @@ type GridMasterServer interface {
 	// Heartbeat reports actual state and returns desired state.
 	// An unknown agent gets NOT_FOUND and must call RegisterAgent again.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
-	// UnregisterAgent removes an agent and its desired nodes.
+	// UnregisterAgent removes an agent and its desired nodes. A healthy or
+	// degraded agent is refused (FAILED_PRECONDITION) unless force is set.
 	UnregisterAgent(context.Context, *UnregisterAgentRequest) (*UnregisterAgentResponse, error)
 	// SpawnStorageNode adds a desired node. With no agent_id the master places
 	// it on the healthy agent with the most free capacity.
