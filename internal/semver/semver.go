@@ -6,6 +6,7 @@
 package semver
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strconv"
@@ -129,19 +130,19 @@ func Compare(a, b string) int {
 	return va.Compare(vb)
 }
 
+// compareIdentifier orders two pre-release identifiers (semver.org §11.4):
+// numeric identifiers compare numerically at any length (they have no leading
+// zeros, so the longer one is larger), numeric ones order before alphanumeric
+// ones, and alphanumeric ones compare in ASCII order.
 func compareIdentifier(a, b string) int {
-	an, aErr := strconv.ParseUint(a, 10, 64)
-	bn, bErr := strconv.ParseUint(b, 10, 64)
-	aNum, bNum := aErr == nil && isDigits(a), bErr == nil && isDigits(b)
+	aNum, bNum := isDigits(a), isDigits(b)
 	switch {
 	case aNum && bNum:
-		switch {
-		case an < bn:
-			return -1
-		case an > bn:
-			return 1
+		a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
+		if c := cmp.Compare(len(a), len(b)); c != 0 {
+			return c
 		}
-		return 0
+		return strings.Compare(a, b)
 	case aNum:
 		return -1
 	case bNum:

@@ -1,7 +1,9 @@
 package semver
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -61,6 +63,89 @@ func FuzzParse(f *testing.F) {
 		}
 		if v.Compare(v) != 0 {
 			t.Fatalf("%q does not equal itself", s)
+		}
+	})
+}
+
+// Issue 9 item 13: numeric pre-release identifiers beyond 64 bits compare
+// numerically, not as text.
+func TestLongNumericPrerelease(t *testing.T) {
+	ordered := []string{
+		"1.0.0-9",
+		"1.0.0-18446744073709551615",
+		"1.0.0-18446744073709551616",
+		"1.0.0-99999999999999999999",
+		"1.0.0-100000000000000000000",
+		"1.0.0-100000000000000000000.1",
+		"1.0.0-100000000000000000001",
+		"1.0.0-0a",
+		"1.0.0-a",
+		"1.0.0",
+	}
+	for i := range ordered {
+		for j := range ordered {
+			want := cmpInt(i, j)
+			if c := Compare(ordered[i], ordered[j]); c != want {
+				t.Errorf("Compare(%s, %s) = %d, want %d", ordered[i], ordered[j], c, want)
+			}
+		}
+	}
+}
+
+func cmpInt(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// FuzzCompare checks that Compare is a total order consistent with the spec:
+// antisymmetric, reflexive on equal precedence, build metadata ignored, and
+// transitive over three versions.
+func FuzzCompare(f *testing.F) {
+	seeds := [][3]string{
+		{"1.0.0-99999999999999999999", "1.0.0-100000000000000000000", "1.0.0"},
+		{"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta"},
+		{"1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1"},
+		{"1.0.0+a", "1.0.0+b", "1.0.0-0"},
+		{"1.0.0-1", "1.0.0-a", "1.0.0-1a"},
+		{"v1.0.0", "", "18446744073709551616.0.0"},
+	}
+	for _, s := range seeds {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		ab, ba := Compare(a, b), Compare(b, a)
+		if ab != -ba {
+			t.Fatalf("Compare(%q, %q) = %d but Compare(%q, %q) = %d", a, b, ab, b, a, ba)
+		}
+		if Compare(a, a) != 0 {
+			t.Fatalf("Compare(%q, %q) != 0", a, a)
+		}
+		bc, ac := Compare(b, c), Compare(a, c)
+		if ab <= 0 && bc <= 0 && ac > 0 {
+			t.Fatalf("not transitive: %q <= %q <= %q but Compare(%q, %q) = %d", a, b, c, a, c, ac)
+		}
+		if ab >= 0 && bc >= 0 && ac < 0 {
+			t.Fatalf("not transitive: %q >= %q >= %q but Compare(%q, %q) = %d", a, b, c, a, c, ac)
+		}
+		va, err := Parse(a)
+		if err != nil {
+			return
+		}
+		if i := strings.IndexByte(a, '+'); i >= 0 {
+			if Compare(a, a[:i]) != 0 {
+				t.Fatalf("build metadata changes precedence: Compare(%q, %q) != 0", a, a[:i])
+			}
+		}
+		if va.IsPrerelease() {
+			core := fmt.Sprintf("%d.%d.%d", va.Major, va.Minor, va.Patch)
+			if Compare(a, core) != -1 {
+				t.Fatalf("pre-release %q does not order before %q", a, core)
+			}
 		}
 	})
 }
