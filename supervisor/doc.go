@@ -9,8 +9,8 @@
 // unhealthy past the threshold, stop) to a Policy, a pure state machine that
 // answers restart-after-delay, give up (StateFailed) or stop. The goroutine
 // waits for the delay on a timer. Every decision is logged with slog and
-// delivered to Options.OnEvent, so the agent can report it in its next
-// heartbeat; Status returns a snapshot (state, pid, restarts, last exit, the
+// delivered to Options.OnEvent through a bounded queue and a delivery
+// goroutine, so a slow consumer never delays a restart or a stop; Status returns a snapshot (state, pid, restarts, last exit, the
 // last lines of the log after a crash).
 //
 // Identity and trust: a child is tracked by its handle (os/exec Wait), never

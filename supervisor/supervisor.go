@@ -30,6 +30,10 @@ const (
 	DefaultHealthTimeout      = 2 * time.Second
 	DefaultUnhealthyThreshold = 30 * time.Second
 	DefaultStartTimeout       = 60 * time.Second
+
+	// DefaultEventQueue is how many undelivered events the supervisor keeps
+	// for a slow OnEvent before it drops the oldest.
+	DefaultEventQueue = 1024
 )
 
 // startingProbeInterval is how often a starting node is probed until its
@@ -86,9 +90,15 @@ type Options struct {
 	Health HealthOptions
 	// Restart is the restart policy of every node.
 	Restart PolicyOptions
-	// OnEvent, when set, receives every event (from the node's goroutine:
-	// it must not block; append to a queue the next heartbeat drains).
+	// OnEvent, when set, receives the events in order, one at a time, from
+	// a delivery goroutine of the supervisor: it may block (an fsynced
+	// write) without delaying any node's restart or stop. Events wait in a
+	// bounded queue meanwhile; when EventQueue events are waiting, the
+	// oldest is dropped and counted (DroppedEvents), so a consumer that
+	// must not miss a state reads Status as well.
 	OnEvent func(Event)
+	// EventQueue caps the undelivered events (default 1024).
+	EventQueue int
 }
 
 // Validate reports every problem at once.
@@ -118,6 +128,9 @@ func (o Options) Validate() error {
 	if o.TailLines < 0 {
 		errs = append(errs, fmt.Errorf("tail lines %d is negative", o.TailLines))
 	}
+	if o.EventQueue < 0 {
+		errs = append(errs, fmt.Errorf("event queue %d is negative", o.EventQueue))
+	}
 	d := o.withDefaults()
 	if o.Health.Threshold >= 0 && o.Health.Interval >= 0 && d.Health.Threshold <= d.Health.Interval {
 		errs = append(errs, fmt.Errorf("unhealthy threshold %s must exceed the health interval %s", d.Health.Threshold, d.Health.Interval))
@@ -145,6 +158,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.TailLines == 0 {
 		o.TailLines = DefaultTailLines
+	}
+	if o.EventQueue == 0 {
+		o.EventQueue = DefaultEventQueue
 	}
 	set(&o.LogCheckInterval, DefaultLogCheckInterval)
 	set(&o.StopGrace, DefaultStopGrace)
@@ -286,6 +302,8 @@ type Supervisor struct {
 
 	mu    sync.Mutex
 	nodes map[string]*Node
+
+	events eventQueue
 }
 
 // New validates opts and returns a supervisor with no nodes.
@@ -563,9 +581,7 @@ func (n *Node) emit(ev Event) {
 		level = slog.LevelError
 	}
 	n.log.Log(context.Background(), level, "node "+string(ev.Kind), attrs...)
-	if f := n.sup.opts.OnEvent; f != nil {
-		f(ev)
-	}
+	n.sup.events.push(n.sup, ev)
 }
 
 type outcome int

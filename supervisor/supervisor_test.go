@@ -89,6 +89,17 @@ func newSup(t *testing.T, o Options) *Supervisor {
 	return s
 }
 
+// settle waits until every event emitted so far reached the recorder
+// (OnEvent is called from the supervisor's delivery goroutine).
+func settle(t *testing.T, s *Supervisor) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitEvents(ctx); err != nil {
+		t.Fatalf("events not delivered: %v", err)
+	}
+}
+
 // waitFor polls cond until it holds (generous timeout for a loaded machine).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -154,6 +165,7 @@ func TestStartStopGraceful(t *testing.T) {
 	if !strings.Contains(string(log), "got SIGTERM") || !strings.Contains(string(log), "serving on") {
 		t.Errorf("log does not show the graceful stop:\n%s", log)
 	}
+	settle(t, s)
 	for _, k := range []EventKind{EventStarted, EventHealthy, EventStopping, EventStopped} {
 		if len(rec.of(k)) != 1 {
 			t.Errorf("%d %s events, want 1; events:\n%s", len(rec.of(k)), k, rec)
@@ -281,6 +293,7 @@ func TestCrashRestartsWithBackoff(t *testing.T) {
 	if st.Restarts != 1 || st.LastExit != "signal: killed" {
 		t.Errorf("after one crash: restarts %d last exit %q, want 1, signal: killed", st.Restarts, st.LastExit)
 	}
+	settle(t, s)
 	restarts := rec.of(EventRestart)
 	if len(restarts) != 1 || restarts[0].Delay != 50*time.Millisecond {
 		t.Fatalf("restart events = %+v, want one with delay 50ms", restarts)
@@ -309,6 +322,7 @@ func TestExitAtOnceBacksOffThenFails(t *testing.T) {
 	if len(st.LastLog) != DefaultTailLines {
 		t.Errorf("%d last log lines, want %d", len(st.LastLog), DefaultTailLines)
 	}
+	settle(t, s)
 	var delays []time.Duration
 	for _, e := range rec.of(EventRestart) {
 		delays = append(delays, e.Delay)
@@ -321,6 +335,7 @@ func TestExitAtOnceBacksOffThenFails(t *testing.T) {
 	}
 	// It stays failed: no further starts.
 	time.Sleep(300 * time.Millisecond)
+	settle(t, s)
 	if got := len(rec.of(EventStarted)); got != 3 {
 		t.Errorf("%d starts while failed, want 3", got)
 	}
@@ -329,6 +344,7 @@ func TestExitAtOnceBacksOffThenFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the second give-up", func() bool { return len(rec.of(EventGaveUp)) == 2 })
+	settle(t, s)
 	if got := len(rec.of(EventStarted)); got != 6 {
 		t.Errorf("%d starts after Reset, want 6", got)
 	}
@@ -348,6 +364,7 @@ func TestStartErrorIsAFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitState(t, n, StateFailed)
+	settle(t, s)
 	if !strings.HasPrefix(st.LastExit, "start failed:") || len(rec.of(EventStartFailed)) != 2 {
 		t.Errorf("status %+v, events:\n%s want two start failures", st, rec)
 	}
@@ -407,6 +424,7 @@ func TestNeverHealthyIsRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitState(t, n, StateFailed)
+	settle(t, s)
 	if !strings.Contains(st.LastExit, "not healthy within 500ms") || len(rec.of(EventHealthy)) != 0 {
 		t.Errorf("last exit %q, events:\n%s want kills for never becoming healthy", st.LastExit, rec)
 	}
@@ -427,6 +445,7 @@ func startDetached(t *testing.T, name string) (Spec, Status) {
 	}
 	st := waitState(t, n, StateRunning)
 	s1.Detach()
+	settle(t, s1)
 	if len(s1.Status()) != 0 || len(rec.of(EventDetached)) != 1 {
 		t.Fatalf("after Detach: %d nodes, events:\n%s", len(s1.Status()), rec)
 	}
@@ -454,6 +473,7 @@ func TestAdoptAcrossSupervisors(t *testing.T) {
 	if got.PID != st.PID || !got.Adopted || got.StartTime != st.StartTime {
 		t.Errorf("adopted status pid %d adopted %v, want pid %d adopted", got.PID, got.Adopted, st.PID)
 	}
+	settle(t, s2)
 	if len(rec.of(EventAdopted)) != 1 || len(rec.of(EventStarted)) != 0 {
 		t.Errorf("events:\n%s want one adopted and no started", rec)
 	}
@@ -568,7 +588,63 @@ func TestPreStartErrorIsAStartFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitState(t, n, StateRunning)
+	settle(t, s)
 	if st.Restarts != 2 || len(rec.of(EventStartFailed)) != 2 || !strings.Contains(rec.of(EventStartFailed)[0].Message, "checksum mismatch") {
 		t.Errorf("restarts %d, events:\n%s want two pre-start failures then a start", st.Restarts, rec)
+	}
+}
+
+// Issue 10 item 8: OnEvent runs on the supervisor's delivery goroutine, so a
+// consumer that blocks for seconds (an fsynced write on a slow disk) delays
+// neither the restarts of a crashing node nor a stop; the queue stays
+// bounded, dropping (and counting) the oldest events, and delivery resumes
+// in order once the consumer is back.
+func TestBlockedEventConsumerDoesNotDelayRestarts(t *testing.T) {
+	rec := &recorder{}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	var mu sync.Mutex
+	calls := 0
+	o := testOptions(t, rec)
+	o.EventQueue = 8
+	o.OnEvent = func(ev Event) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			<-release // the consumer hangs on its first event
+		}
+		rec.add(ev)
+	}
+	s := newSup(t, o)
+	n, err := s.Start(helperSpec(t, "crashloop", "exit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each crash is a start, an exit and a restart decision: 5 restarts
+	// are far more events than the queue holds.
+	waitFor(t, "5 restarts while the event consumer is blocked", func() bool { return n.Status().Restarts >= 5 })
+	if d := s.DroppedEvents(); d == 0 {
+		t.Errorf("DroppedEvents = 0 after %d restarts with a queue of 8 and a blocked consumer, want > 0", n.Status().Restarts)
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Stop(stopCtx, "crashloop"); err != nil {
+		t.Fatalf("Stop with a blocked event consumer: %v", err)
+	}
+	unblock()
+	settle(t, s)
+	stopped := rec.of(EventStopped)
+	if len(stopped) != 1 {
+		t.Errorf("%d stopped events delivered after the consumer came back, want 1 (the newest events are kept); events:\n%s", len(stopped), rec)
+	}
+	rec.mu.Lock()
+	last := rec.evs[len(rec.evs)-1]
+	rec.mu.Unlock()
+	if last.Kind != EventStopped {
+		t.Errorf("last delivered event %s, want stopped (delivery keeps order)", last.Kind)
 	}
 }
