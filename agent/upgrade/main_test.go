@@ -38,6 +38,9 @@ var buildSpecs = []struct{ label, version, mode string }{
 }
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(lockHolderEnv); dir != "" {
+		os.Exit(holdLock(dir))
+	}
 	dir, err := os.MkdirTemp("", "upgrade-test-bin-")
 	if err != nil {
 		panic(err)

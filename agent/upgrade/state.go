@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/sutragrid/sutra/internal/atomicfile"
@@ -151,47 +150,6 @@ func writeState(dataDir string, s State, now time.Time) error {
 		return fmt.Errorf("write upgrade state: %w", err)
 	}
 	return atomicfile.Write(filepath.Join(dataDir, StateFile), append(data, '\n'), 0o644)
-}
-
-// staleLock is the age after which a lock left by a crashed process is
-// broken. Everything done under the lock (a state write, restoring one
-// binary) takes far less.
-const staleLock = 2 * time.Minute
-
-// lockState takes the cross-process lock of dataDir: a file created with
-// O_EXCL (portable, no flock). It waits up to wait; a lock older than
-// staleLock is removed. The returned func releases it.
-func lockState(dataDir string, wait time.Duration) (func(), error) {
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("lock upgrade state: %w", err)
-	}
-	path := filepath.Join(dataDir, lockFile)
-	token := randomID()
-	give := time.Now().Add(wait)
-	for {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err == nil {
-			_, _ = f.WriteString(strconv.Itoa(os.Getpid()) + " " + token + "\n")
-			_ = f.Close()
-			return func() {
-				// Remove only our own lock (it may have been broken as stale).
-				if b, err := os.ReadFile(path); err == nil && string(b) == strconv.Itoa(os.Getpid())+" "+token+"\n" {
-					_ = os.Remove(path)
-				}
-			}, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("lock upgrade state: %w", err)
-		}
-		if st, serr := os.Stat(path); serr == nil && time.Since(st.ModTime()) > staleLock {
-			_ = os.Remove(path)
-			continue
-		}
-		if time.Now().After(give) {
-			return nil, fmt.Errorf("lock upgrade state: %s is held by another process (remove it if no sutra-agent is upgrading)", path)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func randomID() string {

@@ -37,9 +37,10 @@
 // fails loudly (phase failed, message saying to reinstall) rather than
 // installing an unknown file. A restore is idempotent: a target that already
 // hashes to the previous checksum is left alone. Read-modify-write of the
-// state file is serialised across processes with an O_EXCL lock file
-// ({data_dir}/upgrade.lock) and every party re-reads the state under the lock
-// before acting, so exactly one of them rolls back and the others see
+// state file is serialised across processes with an OS advisory lock on
+// {data_dir}/upgrade.lock (flock, LockFileEx), which the kernel releases when
+// its holder dies, and every party re-reads the state under the lock before
+// acting, so exactly one of them rolls back and the others see
 // rolled_back. A version that was rolled back (or whose --version did not
 // match) is recorded in FailedVersions and never upgraded to automatically
 // again; ClearFailed lets an operator retry it.
