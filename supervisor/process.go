@@ -5,11 +5,157 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// Identity names one process beyond its pid, which the system reuses: the
+// start time (ProcessStartTime) tells processes of one boot apart, the boot
+// id (BootID) tells boots apart where start times count from boot (Linux),
+// and the executable guards against everything else.
+type Identity struct {
+	PID       int
+	StartTime uint64
+	// BootID is the boot the process was started in ("" where the
+	// platform has none, or in a record written before boot ids were kept).
+	BootID string
+	// Exe is the executable the process runs ("" = Spec.Path).
+	Exe string
+}
+
+// Marked is a live process found by FindMarked.
+type Marked struct {
+	Identity
+	// Args is the command line (argv, argv[0] included).
+	Args []string
+	// Env is the environment the process was started with.
+	Env map[string]string
+}
+
+// Identify returns the identity of the live process pid.
+func Identify(pid int) (Identity, error) {
+	st, err := ProcessStartTime(pid)
+	if err != nil {
+		return Identity{}, err
+	}
+	exe, err := ProcessExe(pid)
+	if err != nil {
+		return Identity{}, err
+	}
+	boot, err := BootID()
+	if err != nil && !errors.Is(err, ErrUnsupported) {
+		return Identity{}, err
+	}
+	return Identity{PID: pid, StartTime: st, BootID: boot, Exe: exe}, nil
+}
+
+// AdoptIdentity is Adopt on a full identity match: the live process want.PID
+// must have want's start time, have started in the current boot and run
+// want.Exe (or spec.Path). A record without a boot id (written by an older
+// agent) is adopted only where start times are wall-clock times, or when
+// the process's command line is exactly spec's. Anything else fails with
+// ErrIdentityMismatch (the process is left alone) or ErrNoProcess.
+func (s *Supervisor) AdoptIdentity(spec Spec, want Identity) (*Node, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("adopt: %w", err)
+	}
+	exe := want.Exe
+	if exe == "" {
+		exe = spec.Path
+	}
+	if err := checkIdentity(want, exe, spec.Args); err != nil {
+		return nil, err
+	}
+	return s.Adopt(spec, want.PID, want.StartTime)
+}
+
+// checkIdentity verifies that the live process want.PID is the one want
+// describes, running exe with args (argv[1:], checked only for a record
+// without a boot id).
+func checkIdentity(want Identity, exe string, args []string) error {
+	pid := want.PID
+	cur, err := ProcessStartTime(pid)
+	if err != nil {
+		return fmt.Errorf("adopt pid %d: %w", pid, err)
+	}
+	if cur != want.StartTime {
+		return fmt.Errorf("adopt pid %d: start time %d, recorded %d: %w", pid, cur, want.StartTime, ErrIdentityMismatch)
+	}
+	boot, err := BootID()
+	if err != nil && !errors.Is(err, ErrUnsupported) {
+		return fmt.Errorf("adopt pid %d: %w", pid, err)
+	}
+	switch {
+	case want.BootID == boot:
+		// Same boot (or a platform without boot ids).
+	case want.BootID != "":
+		return fmt.Errorf("adopt pid %d: recorded in boot %s, this is boot %s: %w", pid, want.BootID, boot, ErrIdentityMismatch)
+	case startTimeAbsolute:
+		// An older record: a wall-clock start time cannot repeat after a reboot.
+	default:
+		// An older record without a boot id: a start time counted from boot
+		// can match a process of a later boot, so the command line must be
+		// exactly the node's too.
+		got, err := ProcessArgs(pid)
+		if err != nil {
+			return fmt.Errorf("adopt pid %d (record has no boot id): %w", pid, err)
+		}
+		if len(got) == 0 || !slices.Equal(got[1:], args) {
+			return fmt.Errorf("adopt pid %d: record has no boot id and the command line %q is not the node's: %w", pid, got, ErrIdentityMismatch)
+		}
+	}
+	gotExe, err := ProcessExe(pid)
+	if err != nil {
+		return fmt.Errorf("adopt pid %d: %w", pid, err)
+	}
+	if !sameExe(gotExe, exe) {
+		return fmt.Errorf("adopt pid %d: runs %s, recorded %s: %w", pid, gotExe, exe, ErrIdentityMismatch)
+	}
+	// The executable was read from the same process: re-check the start time.
+	if again, err := ProcessStartTime(pid); err != nil || again != want.StartTime {
+		return fmt.Errorf("adopt pid %d: exited while being identified: %w", pid, ErrIdentityMismatch)
+	}
+	return nil
+}
+
+// sameExe reports whether the executable a process runs (as the system
+// reports it) is the file want names, symlinks resolved. The " (deleted)"
+// Linux appends when the file was removed or replaced since the start is
+// ignored: the path is what identifies the node's binary.
+func sameExe(got, want string) bool {
+	got = strings.TrimSuffix(got, " (deleted)")
+	if got == "" || want == "" {
+		return false
+	}
+	if !filepath.IsAbs(got) {
+		// macOS's ps may name a program by argv[0] alone; the start time
+		// (wall clock there) carries the identity.
+		return filepath.Base(got) == filepath.Base(want)
+	}
+	forms := func(p string) []string {
+		out := []string{filepath.Clean(p)}
+		if abs, err := filepath.Abs(p); err == nil {
+			out = append(out, abs)
+			if r, err := filepath.EvalSymlinks(abs); err == nil {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	for _, g := range forms(got) {
+		for _, w := range forms(want) {
+			if g == w || (runtime.GOOS == "windows" && strings.EqualFold(g, w)) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // proc is one running incarnation of a node: our own child, or an adopted
 // process.
