@@ -41,7 +41,7 @@ func Starter(opts Options) func(ctx context.Context, env master.Env) (func(), er
 // service and the fleet routes, and runs the liveness sweep until the
 // returned stop is called.
 func Start(ctx context.Context, env master.Env, opts Options) (stop func(), err error) {
-	st, err := store.OpenDir(env.DataDir)
+	st, err := store.OpenDirOptions(env.DataDir, store.Options{Logger: env.Logger.With("component", "store")})
 	if err != nil {
 		return nil, fmt.Errorf("control plane store: %w", err)
 	}
@@ -59,6 +59,8 @@ func Start(ctx context.Context, env master.Env, opts Options) (stop func(), err 
 	}
 	grpcapi.New(f, env.Logger.With("component", "grpc")).Register(env.GRPC)
 	fleetapi.New(f).Register(env.Mux)
+	// Loopback-only until the API has authentication (see store.BackupHandler).
+	env.Mux.Handle("GET "+store.BackupPath, store.BackupHandler(st, env.Logger.With("component", "backup")))
 	if env.Health != nil {
 		env.Health.SetServingStatus("grid.v1.GridMaster", grpc_health_v1.HealthCheckResponse_SERVING)
 	}

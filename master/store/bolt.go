@@ -2,73 +2,339 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // FileName is the database file inside the data directory.
 const FileName = "grid.db"
 
+// Conditions of the database file that stop the master from starting; they
+// come wrapped in a *FileError that names the file and what to do.
+var (
+	// ErrDamaged: the file is not a sound database (truncated, overwritten,
+	// zeroed pages).
+	ErrDamaged = errors.New("damaged")
+	// ErrEmpty: the file is 0 bytes, or missing while its mark says a fleet
+	// was stored in it.
+	ErrEmpty = errors.New("empty")
+	// ErrRolledBack: the file is older than the last state this data
+	// directory saw, or is another store's file.
+	ErrRolledBack = errors.New("rolled back")
+	// ErrLocked: another process (a running master) holds the file.
+	ErrLocked = errors.New("locked")
+)
+
+// FileError is a database file the store refuses to use, and what to do.
+type FileError struct {
+	Path   string
+	Err    error  // ErrDamaged, ErrEmpty, ErrRolledBack or ErrLocked
+	Detail string // what is wrong, for people
+	Fix    string // what to do next
+}
+
+func (e *FileError) Error() string {
+	return fmt.Sprintf("%s: %s: %s", e.Path, e.Detail, e.Fix)
+}
+
+func (e *FileError) Unwrap() error { return e.Err }
+
+const (
+	fixDamaged = "restore a backup with `sutra-master restore BACKUP-FILE`, " +
+		"or run `sutra-master reset-db` to move it aside and start an empty fleet"
+	fixRolledBack = "restore the newest backup with `sutra-master restore BACKUP-FILE`; " +
+		"if you put this file in place on purpose, run `sutra-master accept-db` once"
+	fixLocked = "is another sutra-master using this data directory? Stop it first"
+)
+
+// Options tune Open. The zero value is usable.
+type Options struct {
+	// Logger receives start-up findings. Nil: discard.
+	Logger *slog.Logger
+	// LockTimeout bounds the wait for the file lock. Zero: 3 s.
+	LockTimeout time.Duration
+	// MarkInterval is the most often the mark file is rewritten while
+	// writing. Zero: 10 s.
+	MarkInterval time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.LockTimeout == 0 {
+		o.LockTimeout = 3 * time.Second
+	}
+	if o.MarkInterval == 0 {
+		o.MarkInterval = 10 * time.Second
+	}
+}
+
 // Bolt is the embedded Store: one bbolt file.
 type Bolt struct {
-	db *bolt.DB
+	db   *bolt.DB
+	path string
+	id   string
+	opts Options
+
+	markMu   sync.Mutex
+	markTxID uint64
+	markedAt time.Time
 }
 
 var _ Store = (*Bolt)(nil)
 
-// OpenDir opens (creating if needed) dir/grid.db.
-func OpenDir(dir string) (*Bolt, error) {
+// internalBucket holds the store's own records (its id); it is not a table.
+var (
+	internalBucket = []byte("_store")
+	idKey          = []byte("id")
+)
+
+// OpenDir opens (creating if needed) dir/grid.db with default options.
+func OpenDir(dir string) (*Bolt, error) { return OpenDirOptions(dir, Options{}) }
+
+// OpenDirOptions opens (creating if needed) dir/grid.db.
+func OpenDirOptions(dir string, o Options) (*Bolt, error) {
 	if dir == "" {
 		return nil, errors.New("open store: empty data directory: set SUTRA_DATA_DIR")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: create data directory %s: %w", dir, err)
 	}
-	return Open(filepath.Join(dir, FileName))
+	return OpenOptions(filepath.Join(dir, FileName), o)
 }
 
-// Open opens (creating if needed) the bbolt file at path. It fails after a
-// few seconds, instead of hanging, when another process holds the file.
-func Open(path string) (*Bolt, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 3 * time.Second})
+// Open opens (creating if needed) the bbolt file at path with default options.
+func Open(path string) (*Bolt, error) { return OpenOptions(path, Options{}) }
+
+// OpenOptions opens (creating if needed) the bbolt file at path. It fails
+// after Options.LockTimeout, instead of hanging, when another process holds
+// the file, and returns a *FileError (never panics) when the file is
+// damaged, empty or rolled back (see the package documentation).
+func OpenOptions(path string, o Options) (*Bolt, error) {
+	return open(path, o, false)
+}
+
+func open(path string, o Options, accept bool) (*Bolt, error) {
+	o.setDefaults()
+	log := o.Logger.With("file", path)
+	mk, err := readMark(path)
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open store %s: the file is locked: is another sutra-master using this data directory? %w", path, err)
+		log.Warn("ignoring an unreadable database mark; it is rewritten now", "mark", markPath(path), "err", err)
+		mk = mark{}
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if mk.StoreID != "" && !accept {
+			return nil, &FileError{Path: path, Err: ErrEmpty,
+				Detail: fmt.Sprintf("the fleet database is missing, but %s records one (transaction %d, %s)",
+					filepath.Base(markPath(path)), mk.TxID, mk.Updated.UTC().Format(time.RFC3339)),
+				Fix: fixDamaged}
 		}
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	case fi.Size() == 0:
+		return nil, &FileError{Path: path, Err: ErrEmpty,
+			Detail: "the fleet database is empty (0 bytes): it was truncated, or its creation was interrupted",
+			Fix:    fixDamaged}
+	default:
+		start := time.Now()
+		info, err := verifyLocked(path, o.LockTimeout)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("fleet database verified", "bytes", info.Size, "pages", info.Pages, "txid", info.TxID,
+			"took_ms", time.Since(start).Milliseconds())
+	}
+
+	db, err := openBolt(path, &bolt.Options{Timeout: o.LockTimeout})
+	if err != nil {
+		return nil, err
+	}
+	b := &Bolt{db: db, path: path, opts: o}
+	if err := b.init(mk, accept); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// verifyLocked checks the file while holding a shared lock on it, so that a
+// running master (which holds the exclusive lock) is reported as such and
+// not as damage from reading a file in mid-write.
+func verifyLocked(path string, timeout time.Duration) (Info, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Info{}, fmt.Errorf("open store %s: %w", path, err)
+	}
+	defer f.Close() // releases the lock
+	for deadline := time.Now().Add(timeout); ; {
+		ok, err := tryLockShared(f)
+		if err != nil {
+			return Info{}, fmt.Errorf("open store %s: lock: %w", path, err)
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			return Info{}, &FileError{Path: path, Err: ErrLocked, Detail: "the file is locked", Fix: fixLocked}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return Info{}, fmt.Errorf("open store %s: %w", path, err)
+	}
+	info, err := verify(f, fi.Size())
+	if err != nil {
+		return info, &FileError{Path: path, Err: ErrDamaged, Detail: "the fleet database is damaged (" + err.Error() + ")", Fix: fixDamaged}
+	}
+	return info, nil
+}
+
+// openBolt opens the file with bbolt, turning a panic or memory fault inside
+// bbolt into an error.
+func openBolt(path string, bo *bolt.Options) (db *bolt.DB, err error) {
+	defer guard(path, &err, debug.SetPanicOnFault(true))
+	db, err = bolt.Open(path, 0o600, bo)
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, &FileError{Path: path, Err: ErrLocked, Detail: "the file is locked", Fix: fixLocked}
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, &FileError{Path: path, Err: ErrDamaged, Detail: "the fleet database is damaged (" + err.Error() + ")", Fix: fixDamaged}
+	case err != nil:
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	return db, nil
+}
+
+// guard recovers a panic (bbolt panics on pages it finds inconsistent; a
+// memory fault on its map becomes a panic while SetPanicOnFault is on) into a
+// damage error. Use as `defer guard(path, &err, debug.SetPanicOnFault(true))`
+// at the top of a function that calls into bbolt.
+func guard(path string, err *error, oldPanicOnFault bool) {
+	if r := recover(); r != nil {
+		*err = &FileError{Path: path, Err: ErrDamaged, Detail: fmt.Sprintf("the fleet database is damaged (bbolt: %v)", r), Fix: fixDamaged}
+	}
+	debug.SetPanicOnFault(oldPanicOnFault)
+}
+
+// init creates the tables and the store id, and checks the file against its
+// mark: a file older than the mark, or another store's file, is refused
+// unless accept is set.
+func (b *Bolt) init(mk mark, accept bool) (err error) {
+	defer b.protect(&err, debug.SetPanicOnFault(true))
+	var id string
+	var txid uint64
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		txid = uint64(tx.ID())
+		if bk := tx.Bucket(internalBucket); bk != nil {
+			id = string(bk.Get(idKey))
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("open store %s: %w", b.path, err)
+	}
+	log := b.opts.Logger.With("file", b.path)
+	if mk.StoreID != "" {
+		switch {
+		case id != mk.StoreID && !accept:
+			return &FileError{Path: b.path, Err: ErrRolledBack,
+				Detail: fmt.Sprintf("this is not the fleet database this data directory was using (store id %q, %s records %q): it was replaced",
+					id, filepath.Base(markPath(b.path)), mk.StoreID),
+				Fix: fixRolledBack}
+		case txid < mk.TxID && !accept:
+			return &FileError{Path: b.path, Err: ErrRolledBack,
+				Detail: fmt.Sprintf("the fleet database was rolled back: it ends at transaction %d, but this master had committed transaction %d by %s (recorded in %s)",
+					txid, mk.TxID, mk.Updated.UTC().Format(time.RFC3339), filepath.Base(markPath(b.path))),
+				Fix: fixRolledBack}
+		case accept && (id != mk.StoreID || txid < mk.TxID):
+			log.Warn("accepting a fleet database older than its mark or from another store", "txid", txid,
+				"mark_txid", mk.TxID, "store_id", id, "mark_store_id", mk.StoreID)
+		}
+	}
+	err = b.db.Update(func(tx *bolt.Tx) error {
 		for _, t := range Tables {
 			if _, err := tx.CreateBucketIfNotExists([]byte(t)); err != nil {
 				return fmt.Errorf("create table %s: %w", t, err)
 			}
 		}
+		in, err := tx.CreateBucketIfNotExists(internalBucket)
+		if err != nil {
+			return err
+		}
+		if id == "" {
+			var r [16]byte
+			_, _ = rand.Read(r[:])
+			id = hex.EncodeToString(r[:])
+			if err := in.Put(idKey, []byte(id)); err != nil {
+				return err
+			}
+			log.Info("new fleet database", "store_id", id)
+		}
+		txid = uint64(tx.ID())
 		return nil
 	})
 	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return fmt.Errorf("open store %s: %w", b.path, err)
 	}
-	return &Bolt{db: db}, nil
+	b.id = id
+	return b.writeMark(txid)
+}
+
+// protect is guard for methods; it also logs the stack. Use as
+// `defer b.protect(&err, debug.SetPanicOnFault(true))`.
+func (b *Bolt) protect(err *error, old bool) {
+	if r := recover(); r != nil {
+		if cp, ok := r.(callbackPanic); ok {
+			debug.SetPanicOnFault(old)
+			panic(cp.v) // the caller's bug, not the file's
+		}
+		*err = &FileError{Path: b.path, Err: ErrDamaged, Detail: fmt.Sprintf("the fleet database is damaged (bbolt: %v)", r), Fix: fixDamaged}
+		b.opts.Logger.Error("fleet database damaged while in use", "file", b.path, "panic", r, "stack", string(debug.Stack()))
+	}
+	debug.SetPanicOnFault(old)
+}
+
+// callbackPanic carries a panic of a Scan callback through protect unchanged.
+type callbackPanic struct{ v any }
+
+func callback(fn func(k, v []byte) error, k, v []byte) error {
+	defer func() {
+		if r := recover(); r != nil {
+			panic(callbackPanic{r})
+		}
+	}()
+	return fn(k, v)
 }
 
 // Apply implements Store. All ops commit in one bbolt transaction (one fsync).
-func (b *Bolt) Apply(ctx context.Context, ops []Op) error {
+func (b *Bolt) Apply(ctx context.Context, ops []Op) (err error) {
 	if len(ops) == 0 {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	defer b.protect(&err, debug.SetPanicOnFault(true))
+	var txid uint64
+	err = b.db.Update(func(tx *bolt.Tx) error {
 		for _, op := range ops {
 			bk := tx.Bucket([]byte(op.Table))
-			if bk == nil {
+			if bk == nil || op.Table == string(internalBucket) {
 				return fmt.Errorf("%w %q", ErrUnknownTable, op.Table)
 			}
 			if op.Value == nil {
@@ -81,19 +347,22 @@ func (b *Bolt) Apply(ctx context.Context, ops []Op) error {
 				return fmt.Errorf("put %s/%s: %w", op.Table, op.Key, err)
 			}
 		}
+		txid = uint64(tx.ID())
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store apply: %w", err)
 	}
+	b.maybeMark(txid)
 	return nil
 }
 
 // Scan implements Store.
-func (b *Bolt) Scan(ctx context.Context, table string, fn func(key, value []byte) error) error {
+func (b *Bolt) Scan(ctx context.Context, table string, fn func(key, value []byte) error) (err error) {
+	defer b.protect(&err, debug.SetPanicOnFault(true))
 	return b.db.View(func(tx *bolt.Tx) error {
 		bk := tx.Bucket([]byte(table))
-		if bk == nil {
+		if bk == nil || table == string(internalBucket) {
 			return fmt.Errorf("%w %q", ErrUnknownTable, table)
 		}
 		c := bk.Cursor()
@@ -101,7 +370,7 @@ func (b *Bolt) Scan(ctx context.Context, table string, fn func(key, value []byte
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := fn(k, v); err != nil {
+			if err := callback(fn, k, v); err != nil {
 				return err
 			}
 		}
@@ -109,8 +378,14 @@ func (b *Bolt) Scan(ctx context.Context, table string, fn func(key, value []byte
 	})
 }
 
-// Close implements Store.
-func (b *Bolt) Close() error { return b.db.Close() }
+// Close implements Store: it records the last transaction in the mark and
+// closes the file.
+func (b *Bolt) Close() error {
+	var txid uint64
+	_ = b.db.View(func(tx *bolt.Tx) error { txid = uint64(tx.ID()); return nil })
+	merr := b.writeMark(txid)
+	return errors.Join(b.db.Close(), merr)
+}
 
 // Path returns the database file path.
-func (b *Bolt) Path() string { return b.db.Path() }
+func (b *Bolt) Path() string { return b.path }
