@@ -97,6 +97,23 @@ func validateReport(nodes []NodeStatus, up *UpgradeStatus) error {
 	return nil
 }
 
+// maxInstanceIDLen bounds an agent instance id, in bytes.
+const maxInstanceIDLen = 128
+
+// validateInstanceID accepts an empty id (agents that predate instance ids)
+// or 1-128 bytes of printable ASCII without spaces.
+func validateInstanceID(id string) error {
+	if len(id) > maxInstanceIDLen {
+		return newErr(KindInvalid, "instance id is %d bytes long: use at most %d", len(id), maxInstanceIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' {
+			return newErr(KindInvalid, "instance id contains byte 0x%02x at %d: use printable ASCII without spaces (delete the agent's instance id file to get a new one)", c, i)
+		}
+	}
+	return nil
+}
+
 func validVersion(field, v string) error {
 	if v == "" || v == "latest" {
 		return nil
@@ -115,11 +132,26 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 	if err := r.validate(); err != nil {
 		return Desired{}, err
 	}
+	if err := validateInstanceID(r.InstanceID); err != nil {
+		return Desired{}, err
+	}
 	now := f.clock.Now()
 	f.mu.Lock()
 	var tx txn
 	a := f.agents[r.AgentID]
 	fresh := a == nil
+	replaced := ""
+	if !fresh && r.InstanceID != "" && a.rec.InstanceID != "" && r.InstanceID != a.rec.InstanceID {
+		if a.health != Offline {
+			f.mu.Unlock()
+			f.log.Warn("registration refused: agent id claimed by another instance", "agent", r.AgentID,
+				"host", a.rec.Hostname, "instance", a.rec.InstanceID, "other_host", r.Hostname, "other_instance", r.InstanceID)
+			return Desired{}, newErr(KindExists, "agent id %q is already registered by host %q (instance %s), which is %s; this host %q has a different instance id (%s): set a unique agent_id in agent-config.toml",
+				r.AgentID, a.rec.Hostname, a.rec.InstanceID, a.health, r.Hostname, r.InstanceID)
+		}
+		// The recorded instance is offline: the machine was replaced.
+		replaced = fmt.Sprintf("; replaces instance %s of host %q (offline)", a.rec.InstanceID, a.rec.Hostname)
+	}
 	if fresh {
 		a = &agentState{
 			rec: agentRec{
@@ -140,6 +172,9 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 	}
 	rec.Hostname, rec.Platform, rec.Arch, rec.AgentVersion = r.Hostname, r.Platform, r.Arch, r.AgentVersion
 	rec.MaxStorageNodes, rec.Labels = r.MaxStorageNodes, maps.Clone(labels)
+	if r.InstanceID != "" {
+		rec.InstanceID = r.InstanceID // an agent that predates instance ids keeps the recorded one
+	}
 
 	// Adopt reported nodes the master never heard of.
 	for _, ns := range r.Nodes {
@@ -155,7 +190,7 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 	f.applyReport(&tx, a, now, r.Nodes, rec.AppliedGeneration, r.Upgrade)
 	msg := fmt.Sprintf("%s %s/%s agent %s, max %d nodes", r.Hostname, r.Platform, r.Arch, r.AgentVersion, r.MaxStorageNodes)
 	if !fresh {
-		msg = "re-registered: " + msg
+		msg = "re-registered: " + msg + replaced
 	}
 	f.emit(&tx, now, EventAgentRegistered, rec.ID, "", msg)
 	if !fresh && !wasHealthy {
@@ -351,8 +386,10 @@ func (f *Fleet) nodeEvents(tx *txn, now time.Time, agentID string, prev *NodeSta
 	}
 }
 
-// Unregister removes an agent and its node records.
-func (f *Fleet) Unregister(ctx context.Context, agentID string) error {
+// Unregister removes an agent and its node records. An agent that is
+// alive (healthy or degraded) is refused with ErrPrecondition unless force
+// is set: a running agent registers again on its next heartbeat.
+func (f *Fleet) Unregister(ctx context.Context, agentID string, force bool) error {
 	if err := ValidateID("agent", agentID); err != nil {
 		return err
 	}
@@ -363,18 +400,37 @@ func (f *Fleet) Unregister(ctx context.Context, agentID string) error {
 		f.mu.Unlock()
 		return unknownAgent(agentID)
 	}
+	if a.health != Offline && !force {
+		f.mu.Unlock()
+		return newErr(KindPrecondition, "agent %q is %s (last heartbeat %s ago): stop sutra-agent on %s first, or remove it anyway with --force (a running agent registers again on its next heartbeat)",
+			agentID, a.health, now.Sub(a.lastSeen).Round(time.Second), orHost(a.rec.Hostname))
+	}
 	var tx txn
+	msg := fmt.Sprintf("removed by the operator (was %s): %d node records dropped", a.health, len(a.nodes))
+	f.removeLocked(&tx, now, a, EventAgentUnregistered, msg)
+	t := f.enqueue(&tx)
+	f.mu.Unlock()
+	f.log.Info("agent unregistered", "agent", agentID, "force", force)
+	return f.wait(ctx, t)
+}
+
+func orHost(h string) string {
+	if h == "" {
+		return "its host"
+	}
+	return h
+}
+
+// removeLocked drops agent a and its node records, adding the writes and
+// the event to tx. The caller holds f.mu.
+func (f *Fleet) removeLocked(tx *txn, now time.Time, a *agentState, event, msg string) {
 	for id := range a.nodes {
 		delete(f.nodes, id)
 		tx.deleteNode(id)
 	}
-	delete(f.agents, agentID)
-	tx.ops = append(tx.ops, store.Delete(store.TableAgents, []byte(agentID)))
-	f.emit(&tx, now, EventAgentUnregistered, agentID, "", fmt.Sprintf("%d node records dropped", len(a.nodes)))
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	f.log.Info("agent unregistered", "agent", agentID)
-	return f.wait(ctx, t)
+	delete(f.agents, a.rec.ID)
+	tx.ops = append(tx.ops, store.Delete(store.TableAgents, []byte(a.rec.ID)))
+	f.emit(tx, now, event, a.rec.ID, "", msg)
 }
 
 func unknownAgent(id string) error {
@@ -497,7 +553,7 @@ func (f *Fleet) agentLocked(a *agentState) Agent {
 	out := Agent{
 		ID: r.ID, Hostname: r.Hostname, Platform: r.Platform, Arch: r.Arch, AgentVersion: r.AgentVersion,
 		MaxStorageNodes: r.MaxStorageNodes, Labels: maps.Clone(r.Labels), Health: a.health,
-		RegisteredAt: r.RegisteredAt, LastHeartbeat: a.lastSeen, Desired: f.desiredLocked(a),
+		RegisteredAt: r.RegisteredAt, InstanceID: r.InstanceID, LastHeartbeat: a.lastSeen, Desired: f.desiredLocked(a),
 		AppliedGeneration: r.AppliedGeneration, Nodes: []NodeStatus{},
 	}
 	for _, n := range a.nodes {

@@ -46,6 +46,7 @@ const (
 	DefaultDegradedAfter     = 15 * time.Second
 	DefaultOfflineAfter      = 30 * time.Second
 	DefaultEventLogSize      = 10000
+	DefaultAgentGCThreshold  = 24 * time.Hour
 )
 
 // Options configure a Fleet. Only Store is required.
@@ -67,6 +68,12 @@ type Options struct {
 	SweepInterval time.Duration
 	// EventLogSize bounds the persisted event log (default 10,000 events).
 	EventLogSize int
+	// AgentGCThreshold: an agent offline for longer is removed with its
+	// node records (event AgentRemoved), like Nomad's node_gc_threshold.
+	// Zero means DefaultAgentGCThreshold (24 h); negative disables removal.
+	// Time offline counts from the later of the agent's last heartbeat and
+	// the fleet's start, so a master restart never removes agents at once.
+	AgentGCThreshold time.Duration
 	// MasterVersion is reported to agents and in the cluster status.
 	MasterVersion string
 }
@@ -93,6 +100,9 @@ func (o Options) Validate() error {
 	if off <= d {
 		errs = append(errs, fmt.Errorf("fleet options: offline-after %s must be longer than degraded-after %s", off, d))
 	}
+	if o.AgentGCThreshold > 0 && o.AgentGCThreshold <= off {
+		errs = append(errs, fmt.Errorf("fleet options: agent GC threshold %s must be longer than offline-after %s", o.AgentGCThreshold, off))
+	}
 	return errors.Join(errs...)
 }
 
@@ -111,6 +121,9 @@ type Fleet struct {
 	events   []Event // ring of the last EventLogSize events, oldest first
 	lastSeq  uint64
 	subs     map[*subscriber]struct{}
+	// started is when this fleet was loaded: offline time for the agent GC
+	// counts from it at the earliest.
+	started time.Time
 }
 
 type agentState struct {
@@ -131,6 +144,7 @@ type agentRec struct {
 	MaxStorageNodes      uint32            `json:"max_storage_nodes"`
 	Labels               map[string]string `json:"labels,omitempty"`
 	RegisteredAt         time.Time         `json:"registered_at"`
+	InstanceID           string            `json:"instance_id,omitempty"`
 	LastSeen             time.Time         `json:"last_seen,omitzero"`
 	Generation           uint64            `json:"generation"`
 	AppliedGeneration    uint64            `json:"applied_generation"`
@@ -173,6 +187,9 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 	if opts.EventLogSize == 0 {
 		opts.EventLogSize = DefaultEventLogSize
 	}
+	if opts.AgentGCThreshold == 0 {
+		opts.AgentGCThreshold = DefaultAgentGCThreshold
+	}
 	if opts.MasterVersion == "" {
 		opts.MasterVersion = "0.0.0-dev"
 	}
@@ -186,6 +203,7 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 		nodes:    map[string]*Node{},
 		defaults: versionDefaults{StorageServerVersion: "latest"},
 		subs:     map[*subscriber]struct{}{},
+		started:  opts.Clock.Now(),
 	}
 	if err := f.load(ctx); err != nil {
 		return nil, err
@@ -283,13 +301,19 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 }
 
+// maxGCPerSweep bounds how many agents one sweep removes, so that one
+// commit stays small; the rest go in the next sweeps.
+const maxGCPerSweep = 1000
+
 // Sweep moves agents that missed heartbeats to degraded and offline, one
 // step at a time, so that an agent never goes offline without an
-// AgentDegraded event first.
+// AgentDegraded event first; then it removes agents offline for longer than
+// the GC threshold.
 func (f *Fleet) Sweep(ctx context.Context) error {
 	now := f.clock.Now()
 	f.mu.Lock()
 	var tx txn
+	removed := 0
 	for _, a := range f.agents {
 		since := now.Sub(a.lastSeen)
 		if a.health == Healthy && since >= f.opts.DegradedAfter {
@@ -302,10 +326,27 @@ func (f *Fleet) Sweep(ctx context.Context) error {
 			f.emit(&tx, now, EventAgentOffline, a.rec.ID, "", fmt.Sprintf("no heartbeat for %s", since.Round(time.Second)))
 			f.log.Warn("agent offline", "agent", a.rec.ID, "since_heartbeat", since.Round(time.Second))
 		}
+		if a.health == Offline && f.opts.AgentGCThreshold > 0 && removed < maxGCPerSweep {
+			// Offline time counts from this fleet's start at the earliest: a
+			// restart loads every agent offline with an old last-seen time.
+			off := now.Sub(later(a.lastSeen, f.started))
+			if off >= f.opts.AgentGCThreshold {
+				removed++
+				f.removeLocked(&tx, now, a, EventAgentRemoved, fmt.Sprintf("offline for %s (longer than the agent GC threshold %s): removed with %d node records", off.Round(time.Second), f.opts.AgentGCThreshold, len(a.nodes)))
+				f.log.Info("agent removed", "agent", a.rec.ID, "offline_for", off.Round(time.Second), "gc_threshold", f.opts.AgentGCThreshold)
+			}
+		}
 	}
 	t := f.enqueue(&tx)
 	f.mu.Unlock()
 	return f.wait(ctx, t)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // txn collects the store writes of one mutation.

@@ -459,10 +459,10 @@ func TestUnregisterAndVersions(t *testing.T) {
 	if a, _ := e.f.Agent("a3"); a.Desired.StorageServerVersion != "1.2.3" {
 		t.Fatalf("new agent storage version = %q, want the default 1.2.3", a.Desired.StorageServerVersion)
 	}
-	if err := e.f.Unregister(ctx, "a1"); err != nil {
+	if err := e.f.Unregister(ctx, "a1", true); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.f.Unregister(ctx, "a1"); !errors.Is(err, ErrNotFound) {
+	if err := e.f.Unregister(ctx, "a1", true); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second Unregister = %v, want ErrNotFound", err)
 	}
 	e.restart()

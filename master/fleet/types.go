@@ -99,6 +99,9 @@ type Agent struct {
 	Labels          map[string]string `json:"labels,omitempty"`
 	Health          Health            `json:"health"`
 	RegisteredAt    time.Time         `json:"registered_at"`
+	// InstanceID is the random id the agent keeps in its data dir (empty
+	// for agents that predate it).
+	InstanceID string `json:"instance_id,omitempty"`
 	// LastHeartbeat is zero until the agent's first heartbeat or registration
 	// seen by this master process or persisted by an earlier one.
 	LastHeartbeat     time.Time      `json:"last_heartbeat,omitzero"`
@@ -156,6 +159,9 @@ const (
 	EventAgentOffline       = "AgentOffline"
 	EventAgentRecovered     = "AgentRecovered"
 	EventAgentUnregistered  = "AgentUnregistered"
+	// EventAgentRemoved: removed by the master after being offline longer
+	// than Options.AgentGCThreshold.
+	EventAgentRemoved = "AgentRemoved"
 	EventAgentUpgrade       = "AgentUpgrade"
 	EventDesiredVersion     = "DesiredVersionSet"
 	EventNodeSpawnRequested = "NodeSpawnRequested"
@@ -178,6 +184,10 @@ type Registration struct {
 	AgentVersion    string
 	MaxStorageNodes uint32
 	Labels          map[string]string
+	// InstanceID is the random id the agent persists in its data dir; empty
+	// from agents that predate it. A registration whose instance id differs
+	// from the recorded one is refused while the recorded agent is alive.
+	InstanceID string
 	// Nodes the agent already runs.
 	Nodes   []NodeStatus
 	Upgrade *UpgradeStatus

@@ -38,6 +38,11 @@ func unix(t time.Time) int64 {
 	return t.Unix()
 }
 
+// pageFromPB clips the page size (the fleet clips it again to its maximum).
+func pageFromPB(size uint32, token string) fleet.Page {
+	return fleet.Page{Size: int(min(size, fleet.MaxPageSize)), Token: token}
+}
+
 func nodeStatusesFromPB(in []*gridv1.NodeStatus) []fleet.NodeStatus {
 	out := make([]fleet.NodeStatus, 0, len(in))
 	for _, n := range in {

@@ -85,6 +85,7 @@ func (s *Server) RegisterAgent(ctx context.Context, req *gridv1.RegisterAgentReq
 		AgentVersion:    req.GetAgentVersion(),
 		MaxStorageNodes: req.GetMaxStorageNodes(),
 		Labels:          req.GetLabels(),
+		InstanceID:      req.GetInstanceId(),
 		Nodes:           nodeStatusesFromPB(req.GetNodes()),
 		Upgrade:         upgradeFromPB(req.GetUpgrade()),
 	})
@@ -117,7 +118,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *gridv1.HeartbeatRequest) (*
 }
 
 func (s *Server) UnregisterAgent(ctx context.Context, req *gridv1.UnregisterAgentRequest) (*gridv1.UnregisterAgentResponse, error) {
-	if err := s.f.Unregister(ctx, req.GetAgentId()); err != nil {
+	if err := s.f.Unregister(ctx, req.GetAgentId(), req.GetForce()); err != nil {
 		return nil, toStatus(err)
 	}
 	return &gridv1.UnregisterAgentResponse{}, nil
@@ -147,22 +148,29 @@ func (s *Server) GetStorageNodeStatus(ctx context.Context, req *gridv1.GetStorag
 	return nodeToPB(n), nil
 }
 
+// ListStorageNodes answers one page (fleet.DefaultPageSize nodes unless
+// page_size says otherwise, at most fleet.MaxPageSize, and never more than
+// fleet.MaxPageBytes); clients follow next_page_token.
 func (s *Server) ListStorageNodes(ctx context.Context, req *gridv1.ListStorageNodesRequest) (*gridv1.ListStorageNodesResponse, error) {
-	nodes, err := s.f.Nodes(req.GetAgentId())
+	p, err := s.f.ListNodes(req.GetAgentId(), pageFromPB(req.GetPageSize(), req.GetPageToken()))
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &gridv1.ListStorageNodesResponse{Nodes: make([]*gridv1.StorageNode, 0, len(nodes))}
-	for _, n := range nodes {
+	out := &gridv1.ListStorageNodesResponse{Nodes: make([]*gridv1.StorageNode, 0, len(p.Nodes)), NextPageToken: p.NextToken}
+	for _, n := range p.Nodes {
 		out.Nodes = append(out.Nodes, nodeToPB(n))
 	}
 	return out, nil
 }
 
+// ListAgents answers one page, like ListStorageNodes.
 func (s *Server) ListAgents(ctx context.Context, req *gridv1.ListAgentsRequest) (*gridv1.ListAgentsResponse, error) {
-	agents := s.f.Agents()
-	out := &gridv1.ListAgentsResponse{Agents: make([]*gridv1.Agent, 0, len(agents))}
-	for _, a := range agents {
+	p, err := s.f.ListAgents(pageFromPB(req.GetPageSize(), req.GetPageToken()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &gridv1.ListAgentsResponse{Agents: make([]*gridv1.Agent, 0, len(p.Agents)), NextPageToken: p.NextToken}
+	for _, a := range p.Agents {
 		out.Agents = append(out.Agents, agentToPB(a))
 	}
 	return out, nil

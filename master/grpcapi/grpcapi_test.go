@@ -172,7 +172,9 @@ func TestAgentLifecycle(t *testing.T) {
 	if err != nil || stop.GetNode().GetDesired() {
 		t.Fatalf("StopStorageNode = %v, %v; want desired=false", stop, err)
 	}
-	if _, err := h.client.UnregisterAgent(ctx, &gridv1.UnregisterAgentRequest{AgentId: "a1"}); err != nil {
+	_, err = h.client.UnregisterAgent(ctx, &gridv1.UnregisterAgentRequest{AgentId: "a1"})
+	wantCode(t, "UnregisterAgent(healthy)", err, codes.FailedPrecondition, "--force")
+	if _, err := h.client.UnregisterAgent(ctx, &gridv1.UnregisterAgentRequest{AgentId: "a1", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = h.client.Heartbeat(ctx, &gridv1.HeartbeatRequest{AgentId: "a1"})
