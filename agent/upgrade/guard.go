@@ -51,7 +51,7 @@ func Guard(ctx context.Context, opts GuardOptions) error {
 	if opts.DataDir == "" || opts.ID == "" {
 		return errors.New("upgrade guard: DataDir and ID are required")
 	}
-	c := core{dataDir: opts.DataDir, log: opts.Logger, now: opts.Now, logTail: opts.LogTail}
+	c := core{dataDir: opts.DataDir, log: opts.Logger, now: opts.Now, logTail: opts.LogTail, lockWait: defaultLockWait}
 	log := opts.Logger.With("upgrade", opts.ID)
 	readErrors := 0
 	for {

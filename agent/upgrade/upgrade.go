@@ -136,6 +136,9 @@ type Options struct {
 	// RunVersion runs an executable's --version and returns what it printed
 	// (default: "<path> --version" with a 10 s timeout).
 	RunVersion func(ctx context.Context, path string) (string, error)
+	// LockWait is how long a state update waits for the cross-process state
+	// lock (default 30 s).
+	LockWait time.Duration
 	// Logger (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -183,7 +186,13 @@ func (o *Options) setDefaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.LockWait == 0 {
+		o.LockWait = defaultLockWait
+	}
 }
+
+// defaultLockWait is how long a state update waits for the state lock.
+const defaultLockWait = 30 * time.Second
 
 // Validate reports every invalid option at once (after defaults).
 func (o Options) Validate() error {
@@ -197,8 +206,8 @@ func (o Options) Validate() error {
 	if _, err := semver.Parse(o.CurrentVersion); err != nil {
 		errs = append(errs, fmt.Errorf("upgrade: CurrentVersion: %w", err))
 	}
-	if o.Window < 0 || o.GuardGrace < 0 || o.RetryInterval < 0 {
-		errs = append(errs, errors.New("upgrade: Window, GuardGrace and RetryInterval must not be negative"))
+	if o.Window < 0 || o.GuardGrace < 0 || o.RetryInterval < 0 || o.LockWait < 0 {
+		errs = append(errs, errors.New("upgrade: Window, GuardGrace, RetryInterval and LockWait must not be negative"))
 	}
 	if o.MaxBoots < 0 {
 		errs = append(errs, errors.New("upgrade: MaxBoots must not be negative"))
@@ -236,6 +245,11 @@ type Upgrader struct {
 	mu        sync.Mutex // serialises Apply, Begin, Committed
 	committed chan struct{}
 	once      sync.Once
+	// commitWanted is closed once the agent has registered and heartbeated
+	// (WantCommit): from then on Watch never rolls back, it waits for the
+	// commit to be recorded.
+	commitWanted chan struct{}
+	wantOnce     sync.Once
 }
 
 // New validates opts and returns an Upgrader. It touches no file.
@@ -246,8 +260,9 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	return &Upgrader{
 		opts:      opts,
-		core:      core{dataDir: opts.DataDir, log: opts.Logger, now: opts.Now, logTail: opts.LogTail},
-		committed: make(chan struct{}),
+		core:         core{dataDir: opts.DataDir, log: opts.Logger, now: opts.Now, logTail: opts.LogTail, lockWait: opts.LockWait},
+		committed:    make(chan struct{}),
+		commitWanted: make(chan struct{}),
 	}, nil
 }
 
@@ -494,7 +509,7 @@ func (u *Upgrader) spawnGuard(s *State) {
 func (u *Upgrader) Begin(ctx context.Context) (Status, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	unlock, err := lockState(u.opts.DataDir, 30*time.Second)
+	unlock, err := lockState(u.opts.DataDir, u.opts.LockWait)
 	if err != nil {
 		return Status{}, err
 	}
@@ -573,8 +588,27 @@ func (u *Upgrader) spawnGuardLocked(s *State) {
 	s.GuardPID = pid
 }
 
+// WantCommit records, in memory, that the running agent has registered and
+// heartbeated: from now on Watch does not roll back at the deadline but
+// waits for Committed to be recorded. It never blocks. The caller must then
+// call Committed until it succeeds (Hooks does, on its own goroutine).
+func (u *Upgrader) WantCommit() {
+	u.wantOnce.Do(func() { close(u.commitWanted) })
+}
+
+func (u *Upgrader) commitIsWanted() bool {
+	select {
+	case <-u.commitWanted:
+		return true
+	default:
+		return false
+	}
+}
+
 // Committed marks the running new version healthy (call it once it has
-// registered with the master and heartbeated). It is a no-op unless this
+// registered with the master and heartbeated). It returns only after the
+// committed state is durable (written and fsynced); an error means nothing
+// was recorded and the call should be retried. It is a no-op unless this
 // version is being watched. If the previous binary was already restored (the
 // deadline passed), it returns ErrRestartRequired. The previous binary stays
 // at OldPath for a manual rollback until the next upgrade replaces it.
@@ -612,8 +646,10 @@ func (u *Upgrader) Committed() error {
 
 // Watch waits, while this version is being watched, for Committed or the
 // deadline. At the deadline it rolls back and returns ErrRestartRequired (also
-// when the guard rolled back first). It returns nil when there is nothing to
-// watch, on Committed, and when ctx ends.
+// when the guard rolled back first), unless WantCommit was called before:
+// then the agent proved healthy and Watch waits for the commit to be
+// recorded instead. It returns nil when there is nothing to watch, on
+// Committed, and when ctx ends.
 func (u *Upgrader) Watch(ctx context.Context) error {
 	s, err := ReadState(u.opts.DataDir)
 	if err != nil {
@@ -632,13 +668,54 @@ func (u *Upgrader) Watch(ctx context.Context) error {
 		return nil
 	case <-t.C:
 	}
+	for {
+		if u.commitIsWanted() {
+			return u.waitCommitted(ctx)
+		}
+		err := u.watchDeadline(s)
+		if err == nil || errors.Is(err, ErrRestartRequired) || errors.Is(err, ErrRollbackFailed) {
+			return err
+		}
+		// The lock or the state could not be had: try again, unless the
+		// agent proves healthy meanwhile.
+		u.opts.Logger.Warn("agent upgrade deadline passed; could not act on it yet", "err", err)
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-u.committed:
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// waitCommitted waits for Committed to be recorded (the agent heartbeated
+// before the deadline), or ctx.
+func (u *Upgrader) waitCommitted(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-u.committed:
+	}
+	return nil
+}
+
+// watchDeadline rolls back upgrade s if it is still watched and the agent
+// has not heartbeated.
+func (u *Upgrader) watchDeadline(s State) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	unlock, err := lockState(u.opts.DataDir, 30*time.Second)
+	unlock, err := lockState(u.opts.DataDir, u.opts.LockWait)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if u.commitIsWanted() {
+		// Heartbeated while we waited for the lock: the commit follows.
+		return nil
+	}
 	cur, err := ReadState(u.opts.DataDir)
 	if err != nil {
 		return err
@@ -668,11 +745,13 @@ type core struct {
 	log     *slog.Logger
 	now     func() time.Time
 	logTail func(n int) []string
+	// lockWait bounds the wait for the state lock (default 30 s).
+	lockWait time.Duration
 }
 
 // put writes s under the state lock.
 func (c core) put(s *State) error {
-	unlock, err := lockState(c.dataDir, 30*time.Second)
+	unlock, err := lockState(c.dataDir, c.lockWait)
 	if err != nil {
 		return err
 	}
@@ -688,7 +767,7 @@ func (c core) putLocked(s *State) error {
 // update re-reads the state under the lock, applies fn and writes the result
 // (unless fn returns errSkip).
 func (c core) update(fn func(*State) error) error {
-	unlock, err := lockState(c.dataDir, 30*time.Second)
+	unlock, err := lockState(c.dataDir, c.lockWait)
 	if err != nil {
 		return err
 	}
