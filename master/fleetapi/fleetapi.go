@@ -1,12 +1,20 @@
 // Package fleetapi serves the fleet's state read-only as JSON on the master's
 // HTTP port, for curl users and dashboards:
 //
-//	GET /api/agents               every agent
+//	GET /api/agents               agents, sorted by id
 //	GET /api/agents/{id}          one agent (404 when unknown)
-//	GET /api/nodes[?agent=ID]     every node record, or one agent's
+//	GET /api/nodes[?agent=ID]     node records, or one agent's, sorted by agent and node id
 //	GET /api/nodes/{id}           one node
 //	GET /api/cluster              the cluster summary
-//	GET /api/events[?since=N&limit=M]  events with seq > N, oldest first (limit 1-1000, default 100)
+//	GET /api/events[?since=N]     events with seq > N, oldest first
+//
+// The three lists are paginated: ?limit=M (1-1000, default 100) and
+// ?page_token=T. Without page_token the answer is the first page as a JSON
+// array (the shape older clients know); with page_token (empty for the
+// first page) it is an object {"agents"|"nodes"|"events": [...],
+// "next_page_token": "..."}. Either way a Next-Page-Token header carries
+// the token of the next page when there is one. A page also stays under
+// fleet.MaxPageBytes, so it may hold fewer items than the limit.
 //
 // Errors follow the binary API's rules: a JSON body {"error": "..."} that says
 // what to do, 400 for a bad id or query, 404 for an unknown agent or node,
@@ -26,10 +34,10 @@ import (
 	"github.com/sutragrid/sutra/master/fleet"
 )
 
-// Event query limits.
+// List limits (?limit=): the fleet's page sizes.
 const (
-	DefaultEventLimit = 100
-	MaxEventLimit     = 1000
+	DefaultEventLimit = fleet.DefaultPageSize
+	MaxEventLimit     = fleet.MaxPageSize
 )
 
 // API is the HTTP view of a fleet.
@@ -58,12 +66,12 @@ func (a *API) Register(mux *http.ServeMux) {
 			httpjson.WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s: use GET (the fleet API is read-only; change the fleet with the sutra CLI)", r.Method, r.URL.Path))
 		})
 	}
-	route("/api/agents", a.agents)
+	route("/api/agents", a.agents, "limit", "page_token")
 	route("/api/agents/{id}", a.agent)
-	route("/api/nodes", a.nodes, "agent")
+	route("/api/nodes", a.nodes, "agent", "limit", "page_token")
 	route("/api/nodes/{id}", a.node)
 	route("/api/cluster", a.cluster)
-	route("/api/events", a.events, "since", "limit")
+	route("/api/events", a.events, "since", "limit", "page_token")
 	for _, p := range []string{"/api/agents/{id}/{rest...}", "/api/nodes/{id}/{rest...}"} {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			httpjson.WriteError(w, http.StatusNotFound, fmt.Sprintf("no such resource %s: see /api/agents, /api/nodes, /api/cluster, /api/events", r.URL.Path))
@@ -101,8 +109,44 @@ func writeErr(w http.ResponseWriter, err error) {
 	}
 }
 
+// page reads ?limit and ?page_token; paged reports whether page_token was
+// given (the answer is then an object with next_page_token).
+func page(q url.Values) (p fleet.Page, paged bool, err error) {
+	p.Size = DefaultEventLimit
+	if s := q.Get("limit"); q.Has("limit") {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > MaxEventLimit {
+			return p, false, &fleet.Error{Kind: fleet.KindInvalid, Msg: fmt.Sprintf("limit=%q is out of range: give a whole number from 1 to %d", s, MaxEventLimit)}
+		}
+		p.Size = v
+	}
+	p.Token = q.Get("page_token")
+	return p, q.Has("page_token"), nil
+}
+
+// writePage writes items as a bare array, or (paged) as {key: items,
+// "next_page_token": next}, with the Next-Page-Token header when next is set.
+func writePage(w http.ResponseWriter, paged bool, key string, items any, next string) {
+	if next != "" {
+		w.Header().Set("Next-Page-Token", next)
+	}
+	if !paged {
+		httpjson.Write(w, http.StatusOK, items)
+		return
+	}
+	httpjson.Write(w, http.StatusOK, map[string]any{key: items, "next_page_token": next})
+}
+
 func (a *API) agents(w http.ResponseWriter, r *http.Request) error {
-	httpjson.Write(w, http.StatusOK, a.f.Agents())
+	p, paged, err := page(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	pg, err := a.f.ListAgents(p)
+	if err != nil {
+		return err
+	}
+	writePage(w, paged, "agents", pg.Agents, pg.NextToken)
 	return nil
 }
 
@@ -120,11 +164,15 @@ func (a *API) nodes(w http.ResponseWriter, r *http.Request) error {
 	if q.Has("agent") && q.Get("agent") == "" {
 		return &fleet.Error{Kind: fleet.KindInvalid, Msg: "query parameter agent is empty: give an agent id or leave it out"}
 	}
-	nodes, err := a.f.Nodes(q.Get("agent"))
+	p, paged, err := page(q)
 	if err != nil {
 		return err
 	}
-	httpjson.Write(w, http.StatusOK, nodes)
+	pg, err := a.f.ListNodes(q.Get("agent"), p)
+	if err != nil {
+		return err
+	}
+	writePage(w, paged, "nodes", pg.Nodes, pg.NextToken)
 	return nil
 }
 
@@ -145,7 +193,9 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) error {
 func (a *API) events(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	var since uint64
-	limit := DefaultEventLimit
+	if q.Has("since") && q.Has("page_token") && q.Get("page_token") != "" {
+		return &fleet.Error{Kind: fleet.KindInvalid, Msg: "since and page_token are both given: give since for the first page, then only page_token"}
+	}
 	if s := q.Get("since"); q.Has("since") {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
@@ -153,13 +203,14 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) error {
 		}
 		since = v
 	}
-	if s := q.Get("limit"); q.Has("limit") {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 || v > MaxEventLimit {
-			return &fleet.Error{Kind: fleet.KindInvalid, Msg: fmt.Sprintf("limit=%q is out of range: give a whole number from 1 to %d", s, MaxEventLimit)}
-		}
-		limit = v
+	p, paged, err := page(q)
+	if err != nil {
+		return err
 	}
-	httpjson.Write(w, http.StatusOK, a.f.Events(since, limit))
+	pg, err := a.f.ListEvents(since, p)
+	if err != nil {
+		return err
+	}
+	writePage(w, paged, "events", pg.Events, pg.NextToken)
 	return nil
 }

@@ -123,8 +123,8 @@ func TestErrors(t *testing.T) {
 		{"GET", "/api/nodes/ghost", 404, "sutra nodes"},
 		{"GET", "/api/nodes?agent=ghost", 404, "not registered"},
 		{"GET", "/api/nodes?agent=", 400, "empty"},
-		{"GET", "/api/agents/" + strings.Repeat("x", 129), 400, "at most 128"},
-		{"GET", "/api/agents/a%20b", 400, "use only"},
+		{"GET", "/api/agents/" + strings.Repeat("x", 129), 400, "128"},
+		{"GET", "/api/agents/a%20b", 400, `"a b"`},
 		{"GET", "/api/agents/a1/extra", 404, "no such resource"},
 		{"GET", "/api/events?since=abc", 400, "sequence number"},
 		{"GET", "/api/events?since=-1", 400, "sequence number"},
@@ -132,7 +132,18 @@ func TestErrors(t *testing.T) {
 		{"GET", "/api/events?limit=1001", 400, "1 to 1000"},
 		{"GET", "/api/events?limt=5", 400, "unknown query parameter"},
 		{"GET", "/api/events?since=1&since=2", 400, "once"},
-		{"GET", "/api/agents?x=1", 400, "takes none"},
+		{"GET", "/api/agents?x=1", 400, "accepted: limit, page_token"},
+		{"GET", "/api/cluster?x=1", 400, "takes none"},
+		{"GET", "/api/agents?limit=0", 400, "1 to 1000"},
+		{"GET", "/api/agents?limit=1001", 400, "1 to 1000"},
+		{"GET", "/api/agents?limit=ten", 400, "1 to 1000"},
+		{"GET", "/api/agents?page_token=%21%21", 400, "page token"},
+		{"GET", "/api/agents?page_token=" + strings.Repeat("A", 4000), 400, "page token"},
+		{"GET", "/api/nodes?limit=-1", 400, "1 to 1000"},
+		{"GET", "/api/nodes?page_token=zzz", 400, "page token"},
+		{"GET", "/api/events?page_token=QQ", 400, "page token"},
+		{"GET", "/api/events?since=3&page_token=RTM", 400, "both"},
+		{"GET", "/api/agents?page_token=a&page_token=b", 400, "once"},
 		{"POST", "/api/agents", 405, "use GET"},
 		{"DELETE", "/api/agents/a1", 405, "use GET"},
 		{"PUT", "/api/nodes/n1", 405, "use GET"},
@@ -147,6 +158,119 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Issue 9 item 7: the HTTP lists page with ?limit and ?page_token.
+func TestListPaging(t *testing.T) {
+	srv, f := serve(t)
+	ctx := context.Background()
+	for i := range 250 {
+		id := fmt.Sprintf("b%03d", i)
+		if _, err := f.Register(ctx, fleet.Registration{AgentID: id, Platform: "linux", Arch: "x86_64", MaxStorageNodes: 1,
+			Nodes: []fleet.NodeStatus{{NodeID: id + "-n", State: fleet.NodeRunning}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Unpaged clients get the first page in the old shape, and the header.
+	var arr []fleet.Agent
+	resp, err := srv.Client().Get(srv.URL + "/api/agents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&arr); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(arr) != 100 || arr[0].ID != "a1" || resp.Header.Get("Next-Page-Token") == "" {
+		t.Fatalf("GET /api/agents = %d agents (first %q), Next-Page-Token %q; want 100 from a1 and a token", len(arr), arr[0].ID, resp.Header.Get("Next-Page-Token"))
+	}
+	// Paged clients follow next_page_token to the end.
+	for _, c := range []struct {
+		path, key string
+		want      int
+	}{{"/api/agents", "agents", 252}, {"/api/nodes", "nodes", 251}, {"/api/events", "events", 753}} {
+		seen := map[string]bool{}
+		tok, pages := "", 0
+		for {
+			var pg map[string]json.RawMessage
+			code, body := get(t, srv, "GET", c.path+"?limit=40&page_token="+tok, &pg)
+			if code != 200 {
+				t.Fatalf("GET %s page %d = %d %s", c.path, pages+1, code, body)
+			}
+			pages++
+			var items []map[string]any
+			if err := json.Unmarshal(pg[c.key], &items); err != nil || len(items) > 40 {
+				t.Fatalf("GET %s: %d items (%v), want at most 40 under %q", c.path, len(items), err, c.key)
+			}
+			for _, it := range items {
+				k := fmt.Sprint(it["agent_id"], it["node_id"], it["seq"])
+				if seen[k] {
+					t.Fatalf("GET %s: %s listed twice", c.path, k)
+				}
+				seen[k] = true
+			}
+			if err := json.Unmarshal(pg["next_page_token"], &tok); err != nil {
+				t.Fatalf("GET %s: next_page_token: %v", c.path, err)
+			}
+			if tok == "" {
+				break
+			}
+			if pages > 100 {
+				t.Fatalf("GET %s never ends", c.path)
+			}
+		}
+		if len(seen) != c.want {
+			t.Fatalf("GET %s paged through %d items, want %d", c.path, len(seen), c.want)
+		}
+	}
+	// The old events query still answers an array.
+	var evs []fleet.Event
+	if code, _ := get(t, srv, "GET", "/api/events?since=500&limit=2", &evs); code != 200 || len(evs) != 2 || evs[0].Seq != 501 {
+		t.Fatalf("GET /api/events?since=500&limit=2 = %d %+v", code, evs)
+	}
+}
+
+func FuzzListQuery(f *testing.F) {
+	st, err := store.OpenDir(f.TempDir())
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.Close()
+	fl, err := fleet.New(context.Background(), fleet.Options{Store: st})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := fl.Register(context.Background(), fleet.Registration{AgentID: id, Platform: "linux", Arch: "x86_64", MaxStorageNodes: 1,
+			Nodes: []fleet.NodeStatus{{NodeID: id + "n", State: fleet.NodeRunning}}}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	mux := http.NewServeMux()
+	New(fl).Register(mux)
+	for _, s := range []string{"limit=1", "limit=1&page_token=", "page_token=QWE", "page_token=TgBhAGFu", "page_token=%00", "limit=99999999999999999999",
+		"agent=a&page_token=TmEAYQBhbg", "page_token=RTE4NDQ2NzQ0MDczNzA5NTUxNjE1", "page_token=" + strings.Repeat("QQ", 600)} {
+		for _, p := range []string{"/api/agents", "/api/nodes", "/api/events"} {
+			f.Add(p, s)
+		}
+	}
+	f.Fuzz(func(t *testing.T, path, q string) {
+		switch path {
+		case "/api/agents", "/api/nodes", "/api/events":
+		default:
+			return
+		}
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", path, nil)
+		req.URL.RawQuery = q
+		mux.ServeHTTP(rec, req)
+		if rec.Code != 200 && rec.Code != 400 && !(rec.Code == 404 && path == "/api/nodes") {
+			t.Fatalf("GET %s?%s = %d, want 200 or 400", path, q, rec.Code)
+		}
+		if rec.Body.Len() > 1<<20 {
+			t.Fatalf("GET %s?%s answered %d bytes", path, q, rec.Body.Len())
+		}
+	})
 }
 
 func FuzzEventsQuery(f *testing.F) {
