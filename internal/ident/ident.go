@@ -30,15 +30,15 @@ var ErrInvalid = errors.New("invalid id")
 // the error, which says what is wrong and what is accepted.
 func Validate(kind, id string) error {
 	if id == "" {
-		return fmt.Errorf("%w: %s id is empty (accepted: %s)", ErrInvalid, kind, Charset)
+		return fmt.Errorf("%w: %s id is empty: give a %s id (accepted: %s)", ErrInvalid, kind, kind, Charset)
 	}
 	if len(id) > MaxLen {
-		return fmt.Errorf("%w: %s id is %d bytes long (accepted: %s)", ErrInvalid, kind, len(id), Charset)
+		return fmt.Errorf("%w: %s id is %d bytes long: use at most %d (accepted: %s)", ErrInvalid, kind, len(id), MaxLen, Charset)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !alnum(c) && c != '.' && c != '_' && c != '-' {
-			return fmt.Errorf("%w: %s id %q contains %q at byte %d (accepted: %s)", ErrInvalid, kind, id, c, i, Charset)
+			return fmt.Errorf("%w: %s id %q contains %q at byte %d: use only A-Z a-z 0-9 . _ - (accepted: %s)", ErrInvalid, kind, id, c, i, Charset)
 		}
 	}
 	if !alnum(id[0]) || !alnum(id[len(id)-1]) {

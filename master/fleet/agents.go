@@ -8,25 +8,32 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/internal/platform"
-	"github.com/sutragrid/sutra/internal/semver"
 	"github.com/sutragrid/sutra/master/store"
 )
 
-// Limits on what an agent may announce.
-const (
-	MaxStorageNodesLimit = 10000
-	maxTextLen           = 256
-	maxLabels            = 64
-	maxLogLines          = 50
-	maxNodesPerReport    = 1000
-)
+// MaxStorageNodesLimit is the largest max_storage_nodes an agent may announce.
+const MaxStorageNodesLimit = limits.MaxStorageNodes
+
+// maxLogLines is the most log lines one node or upgrade status may carry.
+const maxLogLines = limits.MaxLogLines
+
+// Every field an agent sends is checked here, before anything changes: an
+// out-of-range value is refused (ErrInvalid), never truncated, and every
+// accepted value can be stored and shown (internal/limits has the numbers
+// the agent clips to).
 
 func validateText(field, s string) error {
-	if len(s) > maxTextLen {
-		return newErr(KindInvalid, "%s is %d bytes long: use at most %d", field, len(s), maxTextLen)
+	return invalid(limits.Text(field, s, limits.MaxTextLen))
+}
+
+// validateExactVersion accepts "" (not reported) or a strict semantic version.
+func validateExactVersion(field, v string) error {
+	if v == "" {
+		return nil
 	}
-	return nil
+	return invalid(limits.Version(field, v))
 }
 
 func (r *Registration) validate() error {
@@ -34,37 +41,29 @@ func (r *Registration) validate() error {
 		return err
 	}
 	if !platform.ValidPlatform(r.Platform) {
-		return newErr(KindInvalid, "platform %q is not supported: use one of %s", r.Platform, strings.Join(platform.Platforms(), ", "))
+		return newErr(KindInvalid, "platform %.64q is not supported: use one of %s", r.Platform, strings.Join(platform.Platforms(), ", "))
 	}
 	if !platform.ValidArch(r.Arch) {
-		return newErr(KindInvalid, "arch %q is not supported: use one of %s", r.Arch, strings.Join(platform.Arches(), ", "))
+		return newErr(KindInvalid, "arch %.64q is not supported: use one of %s", r.Arch, strings.Join(platform.Arches(), ", "))
 	}
 	if err := validateText("hostname", r.Hostname); err != nil {
 		return err
 	}
-	if err := validateText("agent version", r.AgentVersion); err != nil {
+	if err := validateExactVersion("agent version", r.AgentVersion); err != nil {
 		return err
 	}
 	if r.MaxStorageNodes > MaxStorageNodesLimit {
 		return newErr(KindInvalid, "max storage nodes %d is above %d: lower max_storage_nodes in the agent config", r.MaxStorageNodes, MaxStorageNodesLimit)
 	}
-	if len(r.Labels) > maxLabels {
-		return newErr(KindInvalid, "%d labels: use at most %d", len(r.Labels), maxLabels)
-	}
-	for k, v := range r.Labels {
-		if k == "" {
-			return newErr(KindInvalid, "a label has an empty key: give every label a key")
-		}
-		if err := validateText("label "+k, k+v); err != nil {
-			return err
-		}
+	if err := invalid(limits.Labels(r.Labels)); err != nil {
+		return err
 	}
 	return validateReport(r.Nodes, r.Upgrade)
 }
 
 func validateReport(nodes []NodeStatus, up *UpgradeStatus) error {
-	if len(nodes) > maxNodesPerReport {
-		return newErr(KindInvalid, "%d node statuses in one report: at most %d are accepted", len(nodes), maxNodesPerReport)
+	if len(nodes) > limits.MaxNodesPerAgent {
+		return newErr(KindInvalid, "%d node statuses in one report: at most %d are accepted", len(nodes), limits.MaxNodesPerAgent)
 	}
 	seen := make(map[string]bool, len(nodes))
 	for i := range nodes {
@@ -77,22 +76,52 @@ func validateReport(nodes []NodeStatus, up *UpgradeStatus) error {
 		}
 		seen[n.NodeID] = true
 		if !ValidNodeState(n.State) {
-			return newErr(KindInvalid, "node %q has state %q: use starting, running, stopping, stopped, failed or backoff", n.NodeID, n.State)
+			return newErr(KindInvalid, "node %q has state %.64q: use starting, running, stopping, stopped, failed or backoff", n.NodeID, n.State)
 		}
-		for _, s := range []string{n.Endpoint, n.Version, n.LastExit} {
-			if err := validateText("node "+n.NodeID+" field", s); err != nil {
-				return err
-			}
+		if n.PID < 0 || n.PID > limits.MaxPID {
+			return newErr(KindInvalid, "node %q has pid %d: a pid is 0 (not running) to %d", n.NodeID, n.PID, int64(limits.MaxPID))
 		}
-		if len(n.Message) > 4*maxTextLen {
-			return newErr(KindInvalid, "node %q message is %d bytes: use at most %d", n.NodeID, len(n.Message), 4*maxTextLen)
+		if n.RestartCount > limits.MaxRestartCount {
+			return newErr(KindInvalid, "node %q has restart count %d: at most %d is accepted", n.NodeID, n.RestartCount, limits.MaxRestartCount)
 		}
-		if len(n.LastLogLines) > maxLogLines {
-			n.LastLogLines = n.LastLogLines[len(n.LastLogLines)-maxLogLines:]
+		if err := validateText("node "+n.NodeID+" endpoint", n.Endpoint); err != nil {
+			return err
+		}
+		if err := validateExactVersion("node "+n.NodeID+" version", n.Version); err != nil {
+			return err
+		}
+		if err := validateText("node "+n.NodeID+" last exit", n.LastExit); err != nil {
+			return err
+		}
+		if err := invalid(limits.Message("node "+n.NodeID+" message", n.Message, limits.MaxMessageLen)); err != nil {
+			return err
+		}
+		if err := invalid(limits.Time("node "+n.NodeID+" since", n.Since)); err != nil {
+			return err
+		}
+		if _, err := limits.LogLines("node "+n.NodeID+" log", n.LastLogLines); err != nil {
+			return invalid(err)
 		}
 	}
-	if up != nil && len(up.LastLogLines) > maxLogLines {
-		up.LastLogLines = up.LastLogLines[len(up.LastLogLines)-maxLogLines:]
+	if up != nil {
+		if !limits.UpgradePhase(up.Phase) {
+			return newErr(KindInvalid, "upgrade phase %.64q is unknown: use one of %s", up.Phase, strings.Join(limits.UpgradePhases, ", "))
+		}
+		if err := validVersion("upgrade from version", up.FromVersion); err != nil {
+			return err
+		}
+		if err := validVersion("upgrade to version", up.ToVersion); err != nil {
+			return err
+		}
+		if err := invalid(limits.Message("upgrade message", up.Message, limits.MaxMessageLen)); err != nil {
+			return err
+		}
+		if _, err := limits.LogLines("upgrade log", up.LastLogLines); err != nil {
+			return invalid(err)
+		}
+		if err := invalid(limits.Time("upgrade updated", up.Updated)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -114,12 +143,14 @@ func validateInstanceID(id string) error {
 	return nil
 }
 
+// validVersion accepts "" (unset), "latest" or a strict semantic version of
+// at most limits.MaxVersionLen bytes.
 func validVersion(field, v string) error {
 	if v == "" || v == "latest" {
 		return nil
 	}
-	if _, err := semver.Parse(v); err != nil {
-		return newErr(KindInvalid, "%s %q is not \"latest\" or a semantic version like 1.2.3: %v", field, v, err)
+	if err := limits.Version(field, v); err != nil {
+		return newErr(KindInvalid, "%s (use \"latest\" or an exact version like 1.2.3)", strings.TrimPrefix(err.Error(), limits.ErrLimit.Error()+": "))
 	}
 	return nil
 }
@@ -151,6 +182,15 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 		}
 		// The recorded instance is offline: the machine was replaced.
 		replaced = fmt.Sprintf("; replaces instance %s of host %q (offline)", a.rec.InstanceID, a.rec.Hostname)
+	}
+	if fresh && len(f.agents) >= f.opts.MaxAgents {
+		f.mu.Unlock()
+		f.log.Warn("registration refused: agent limit reached", "agent", r.AgentID, "agents", f.opts.MaxAgents)
+		return Desired{}, newErr(KindExhausted, "the master already holds %d agents, its limit: remove offline agents (sutra agents rm ID) or raise --max-agents (SUTRA_MAX_AGENTS)", f.opts.MaxAgents)
+	}
+	if err := f.admitLocked(a, r.Nodes); err != nil {
+		f.mu.Unlock()
+		return Desired{}, err
 	}
 	if fresh {
 		a = &agentState{
@@ -209,13 +249,39 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 	return d, nil
 }
 
+// admitLocked refuses a report that would make agent a (nil: a new agent)
+// hold more than limits.MaxNodesPerAgent node records (or the fleet more
+// than Options.MaxNodes), counting the
+// reported nodes the master has no record of. The caller holds f.mu.
+func (f *Fleet) admitLocked(a *agentState, nodes []NodeStatus) error {
+	held := 0
+	if a != nil {
+		held = len(a.nodes)
+	}
+	unknown := 0
+	for i := range nodes {
+		if f.nodes[nodes[i].NodeID] == nil {
+			unknown++
+		}
+	}
+	if unknown > 0 && held+unknown > limits.MaxNodesPerAgent {
+		return newErr(KindExhausted, "the agent reports %d nodes the master has no record of and already has %d: one agent may have at most %d node records; stop nodes on the agent or remove stale ones",
+			unknown, held, limits.MaxNodesPerAgent)
+	}
+	if unknown > 0 && len(f.nodes)+unknown > f.opts.MaxNodes {
+		return newErr(KindExhausted, "the agent reports %d nodes the master has no record of, and the fleet already holds %d of at most %d node records: remove offline agents (sutra agents rm ID) or raise --max-nodes (SUTRA_MAX_NODES)",
+			unknown, len(f.nodes), f.opts.MaxNodes)
+	}
+	return nil
+}
+
 // Heartbeat records an agent's report and returns its desired state. An
 // unknown agent gets an ErrNotFound error: it must register again.
 func (f *Fleet) Heartbeat(ctx context.Context, r Report) (Desired, error) {
 	if err := ValidateID("agent", r.AgentID); err != nil {
 		return Desired{}, err
 	}
-	if err := validateText("agent version", r.AgentVersion); err != nil {
+	if err := validateExactVersion("agent version", r.AgentVersion); err != nil {
 		return Desired{}, err
 	}
 	if err := validateReport(r.Nodes, r.Upgrade); err != nil {
@@ -227,6 +293,10 @@ func (f *Fleet) Heartbeat(ctx context.Context, r Report) (Desired, error) {
 	if a == nil {
 		f.mu.Unlock()
 		return Desired{}, newErr(KindNotFound, "agent %q is not registered with this master: register again (sutra-agent does so on its own)", r.AgentID)
+	}
+	if err := f.admitLocked(a, r.Nodes); err != nil {
+		f.mu.Unlock()
+		return Desired{}, err
 	}
 	var tx txn
 	if a.health != Healthy {
@@ -469,8 +539,7 @@ func (f *Fleet) SetDesiredVersion(ctx context.Context, c VersionChange) ([]Agent
 		if c.AgentVersion != "" {
 			f.defaults.AgentVersion = c.AgentVersion
 		}
-		b := mustJSON(f.defaults)
-		tx.ops = append(tx.ops, store.Put(store.TableMeta, metaDefaultsKey, b))
+		tx.put(store.TableMeta, metaDefaultsKey, f.defaults)
 	} else {
 		a := f.agents[c.AgentID]
 		if a == nil {

@@ -3,6 +3,10 @@ package fleet
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/sutragrid/sutra/internal/ident"
+	"github.com/sutragrid/sutra/internal/limits"
 )
 
 // Kind classifies fleet errors so that adapters can map them to status codes.
@@ -16,6 +20,7 @@ const (
 	KindPrecondition                 // e.g. spawning on an offline agent
 	KindExhausted                    // no capacity left
 	KindUnavailable                  // the store failed
+	KindInternal                     // a bug in the master
 )
 
 // Sentinels to test with errors.Is.
@@ -56,23 +61,23 @@ func newErr(k Kind, format string, args ...any) error {
 }
 
 // MaxIDLen is the longest agent or node id accepted, in bytes.
-const MaxIDLen = 128
+const MaxIDLen = ident.MaxLen
 
-// ValidateID checks an agent or node id: 1 to 128 bytes of A-Z a-z 0-9 . _ -
-// (kind is "agent" or "node", used in the message).
+// ValidateID checks an agent or node id by the rule the agent applies too
+// (internal/ident: 1-128 bytes of A-Z a-z 0-9 . _ -, starting and ending
+// with a letter or digit, no Windows device name); kind is "agent" or
+// "node", used in the message.
 func ValidateID(kind, id string) error {
-	if id == "" {
-		return newErr(KindInvalid, "%s id is empty: give a %s id (1-%d of A-Z a-z 0-9 . _ -)", kind, kind, MaxIDLen)
-	}
-	if len(id) > MaxIDLen {
-		return newErr(KindInvalid, "%s id is %d bytes long: use at most %d bytes of A-Z a-z 0-9 . _ -", kind, len(id), MaxIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-		if !ok {
-			return newErr(KindInvalid, "%s id %q contains %q at byte %d: use only A-Z a-z 0-9 . _ -", kind, id, c, i)
-		}
+	if err := ident.Validate(kind, id); err != nil {
+		return &Error{Kind: KindInvalid, Msg: strings.TrimPrefix(err.Error(), ident.ErrInvalid.Error()+": ")}
 	}
 	return nil
+}
+
+// invalid wraps a limits error as an ErrInvalid fleet error.
+func invalid(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Kind: KindInvalid, Msg: strings.TrimPrefix(err.Error(), limits.ErrLimit.Error()+": ")}
 }

@@ -2,8 +2,6 @@ package fleet
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"sort"
 	"time"
 
@@ -15,11 +13,7 @@ import (
 func (f *Fleet) emit(tx *txn, now time.Time, typ, agentID, nodeID, msg string) {
 	f.lastSeq++
 	e := Event{Seq: f.lastSeq, Time: now, Type: typ, AgentID: agentID, NodeID: nodeID, Message: msg}
-	b, err := json.Marshal(e)
-	if err != nil {
-		panic(fmt.Sprintf("fleet: encode event: %v", err))
-	}
-	tx.ops = append(tx.ops, store.Put(store.TableEvents, seqKey(e.Seq), b))
+	tx.put(store.TableEvents, seqKey(e.Seq), e)
 	f.events = append(f.events, e)
 	if over := len(f.events) - f.opts.EventLogSize; over > 0 {
 		for _, old := range f.events[:over] {
@@ -89,7 +83,8 @@ type subscriber struct {
 
 // Watch calls fn for the replayed events, then (with Follow) for each new
 // event, in sequence order, until ctx is done (returns nil), fn fails
-// (returns its error) or the watcher falls behind (ErrWatcherBehind).
+// (returns its error) or the watcher falls behind (ErrWatcherBehind). A
+// follower beyond Options.MaxWatchers is refused with ErrExhausted.
 func (f *Fleet) Watch(ctx context.Context, o WatchOptions, fn func(Event) error) error {
 	if o.Buffer <= 0 {
 		o.Buffer = 4096
@@ -105,6 +100,10 @@ func (f *Fleet) Watch(ctx context.Context, o WatchOptions, fn func(Event) error)
 	}
 	var sub *subscriber
 	if o.Follow {
+		if len(f.subs) >= f.opts.MaxWatchers {
+			f.mu.Unlock()
+			return newErr(KindExhausted, "%d event watchers are already following, the master's limit: stop one (or raise --max-watchers) and watch again", len(f.subs))
+		}
 		sub = &subscriber{ch: make(chan Event, o.Buffer)}
 		f.subs[sub] = struct{}{}
 	}

@@ -46,6 +46,9 @@ const (
 	DefaultDegradedAfter     = 15 * time.Second
 	DefaultOfflineAfter      = 30 * time.Second
 	DefaultEventLogSize      = 10000
+	DefaultMaxAgents         = 20000
+	DefaultMaxNodes          = 100000
+	DefaultMaxWatchers       = 64
 	DefaultAgentGCThreshold  = 24 * time.Hour
 )
 
@@ -74,6 +77,17 @@ type Options struct {
 	// Time offline counts from the later of the agent's last heartbeat and
 	// the fleet's start, so a master restart never removes agents at once.
 	AgentGCThreshold time.Duration
+	// MaxAgents caps the registered agents; a new agent beyond it is refused
+	// with ErrExhausted (default DefaultMaxAgents, 20,000).
+	MaxAgents int
+	// MaxNodes caps the node records of the whole fleet (default
+	// DefaultMaxNodes, 100,000); one agent holds at most
+	// limits.MaxNodesPerAgent.
+	MaxNodes int
+	// MaxWatchers caps concurrent following event watchers; one more is
+	// refused with ErrExhausted (default DefaultMaxWatchers, 64). Each
+	// buffers up to WatchOptions.Buffer events.
+	MaxWatchers int
 	// MasterVersion is reported to agents and in the cluster status.
 	MasterVersion string
 }
@@ -84,7 +98,8 @@ func (o Options) Validate() error {
 	if o.Store == nil {
 		errs = append(errs, errors.New("fleet options: Store is required"))
 	}
-	if o.HeartbeatInterval < 0 || o.DegradedAfter < 0 || o.OfflineAfter < 0 || o.SweepInterval < 0 || o.EventLogSize < 0 {
+	if o.HeartbeatInterval < 0 || o.DegradedAfter < 0 || o.OfflineAfter < 0 || o.SweepInterval < 0 || o.EventLogSize < 0 ||
+		o.MaxAgents < 0 || o.MaxNodes < 0 || o.MaxWatchers < 0 {
 		errs = append(errs, errors.New("fleet options: durations and sizes must not be negative"))
 	}
 	if o.HeartbeatInterval > 0 && o.HeartbeatInterval < time.Second {
@@ -189,6 +204,15 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 	}
 	if opts.AgentGCThreshold == 0 {
 		opts.AgentGCThreshold = DefaultAgentGCThreshold
+	}
+	if opts.MaxAgents == 0 {
+		opts.MaxAgents = DefaultMaxAgents
+	}
+	if opts.MaxNodes == 0 {
+		opts.MaxNodes = DefaultMaxNodes
+	}
+	if opts.MaxWatchers == 0 {
+		opts.MaxWatchers = DefaultMaxWatchers
 	}
 	if opts.MasterVersion == "" {
 		opts.MasterVersion = "0.0.0-dev"
@@ -349,26 +373,30 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// txn collects the store writes of one mutation.
+// txn collects the store writes of one mutation. A record that cannot be
+// encoded (validation at the boundary makes this a bug, such as a time
+// outside JSON's four-digit years) is left out and remembered in err, which
+// the caller gets back from wait: never a panic.
 type txn struct {
 	ops []store.Op
+	err error
 }
 
-func (tx *txn) putAgent(r *agentRec) {
-	b, err := json.Marshal(r)
+// put encodes v as JSON and adds it to the batch.
+func (tx *txn) put(table string, key []byte, v any) {
+	b, err := json.Marshal(v)
 	if err != nil {
-		panic(fmt.Sprintf("fleet: encode agent: %v", err)) // plain structs: cannot fail
+		if tx.err == nil {
+			tx.err = fmt.Errorf("encode %s record %q: %w", table, key, err)
+		}
+		return
 	}
-	tx.ops = append(tx.ops, store.Put(store.TableAgents, []byte(r.ID), b))
+	tx.ops = append(tx.ops, store.Put(table, key, b))
 }
 
-func (tx *txn) putNode(n *Node) {
-	b, err := json.Marshal(n)
-	if err != nil {
-		panic(fmt.Sprintf("fleet: encode node: %v", err))
-	}
-	tx.ops = append(tx.ops, store.Put(store.TableNodes, []byte(n.ID), b))
-}
+func (tx *txn) putAgent(r *agentRec) { tx.put(store.TableAgents, []byte(r.ID), r) }
+
+func (tx *txn) putNode(n *Node) { tx.put(store.TableNodes, []byte(n.ID), n) }
 
 func (tx *txn) deleteNode(id string) {
 	tx.ops = append(tx.ops, store.Delete(store.TableNodes, []byte(id)))
@@ -379,21 +407,36 @@ func seqKey(seq uint64) []byte {
 }
 
 // enqueue hands tx to the committer; the caller holds f.mu, which keeps the
-// commit order equal to the order of the in-memory changes.
+// commit order equal to the order of the in-memory changes. If a record of
+// tx could not be encoded, the others are still committed and the returned
+// ticket carries the encoding error.
 func (f *Fleet) enqueue(tx *txn) *ticket {
-	if len(tx.ops) == 0 {
-		return nil
+	var t *ticket
+	if len(tx.ops) > 0 {
+		t = f.com.enqueue(tx.ops)
 	}
-	return f.com.enqueue(tx.ops)
+	if tx.err == nil {
+		return t
+	}
+	return &ticket{done: closed, err: &Error{Kind: KindInternal, Msg: "the master could not encode the change (a bug: please report it with the master's log)", Err: tx.err}, after: t}
 }
+
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // wait blocks until t is durable (nil t: nothing to write).
 func (f *Fleet) wait(ctx context.Context, t *ticket) error {
 	if t == nil {
 		return nil
 	}
+	if t.after != nil {
+		_ = f.wait(ctx, t.after)
+	}
 	select {
 	case <-t.done:
+		if fe, ok := t.err.(*Error); ok {
+			f.log.Error("fleet change not saved", "err", fe)
+			return fe
+		}
 		if t.err != nil {
 			f.log.Error("commit fleet state", "err", t.err)
 			return &Error{Kind: KindUnavailable, Msg: "the master could not save the change (check its disk and log), then retry", Err: t.err}
@@ -417,6 +460,9 @@ type committer struct {
 type ticket struct {
 	done chan struct{}
 	err  error
+	// after is the commit of the records that were encoded, waited for
+	// before err is returned.
+	after *ticket
 }
 
 func newCommitter(st store.Store) *committer {
@@ -450,12 +496,4 @@ func (c *committer) drain() {
 		t.err = c.st.Apply(context.Background(), ops)
 		close(t.done)
 	}
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("fleet: encode: %v", err))
-	}
-	return b
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/sutragrid/sutra/internal/limits"
 )
 
 // Spawn adds a desired node. With no AgentID the node goes to the healthy
@@ -30,6 +32,10 @@ func (f *Fleet) Spawn(ctx context.Context, r SpawnRequest) (Node, error) {
 	if other := f.nodes[r.NodeID]; r.NodeID != "" && other != nil {
 		f.mu.Unlock()
 		return Node{}, newErr(KindExists, "node %q already exists on agent %q: choose another id, or omit it to get a generated one", r.NodeID, other.AgentID)
+	}
+	if len(f.nodes) >= f.opts.MaxNodes {
+		f.mu.Unlock()
+		return Node{}, newErr(KindExhausted, "the fleet already holds %d node records, the master's limit: stop nodes, remove offline agents (sutra agents rm ID) or raise --max-nodes (SUTRA_MAX_NODES)", len(f.nodes))
 	}
 	a, err := f.placeLocked(r.AgentID)
 	if err != nil {
@@ -88,6 +94,9 @@ func (f *Fleet) placeLocked(agentID string) (*agentState, error) {
 		if used := desiredCount(a); used >= int(a.rec.MaxStorageNodes) {
 			return nil, newErr(KindExhausted, "agent %q already has %d of %d storage nodes: stop a node, raise max_storage_nodes in its config, or pick another agent", agentID, used, a.rec.MaxStorageNodes)
 		}
+		if len(a.nodes) >= limits.MaxNodesPerAgent {
+			return nil, newErr(KindExhausted, "agent %q holds %d node records, the limit, most of them stopping but not yet confirmed by the agent: wait for its heartbeats, or pick another agent", agentID, len(a.nodes))
+		}
 		return a, nil
 	}
 	var best *agentState
@@ -98,7 +107,7 @@ func (f *Fleet) placeLocked(agentID string) (*agentState, error) {
 		}
 		healthy++
 		free := int(a.rec.MaxStorageNodes) - desiredCount(a)
-		if free <= 0 {
+		if free <= 0 || len(a.nodes) >= limits.MaxNodesPerAgent {
 			continue
 		}
 		if best == nil || free > bestFree || free == bestFree && a.rec.ID < best.rec.ID {
