@@ -31,14 +31,18 @@ const usage = `Usage: sutra [global flags] <command> [flags] [args]
 
 Commands:
   status                      cluster health, agent and node counts
-  agents [ID]                 list agents, or show one
+  agents [ID]                 list agents (every page), or show one
+  agents rm ID [--force]      remove an agent and its node records; refused
+                              for a healthy or degraded agent unless --force
+                              (a running agent registers again on its next
+                              heartbeat: stop sutra-agent first)
   agents set-version [ID] [--storage-server V] [--agent V]
                               set the storage-server and/or sutra-agent version
                               one agent (without ID: every agent, and agents
                               registering later) should run; V is a version
                               like 1.2.3 or "latest"; agents replace their
                               nodes one at a time and update themselves
-  nodes [--agent ID]          list storage nodes
+  nodes [--agent ID]          list storage nodes (every page)
   nodes spawn [--agent ID] [--node-id ID] [--port N] [--wait]
                               ask for a new storage node (placed by the master
                               on the healthy agent with most free capacity
@@ -188,6 +192,9 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	case "agents":
 		if len(rest) > 0 && rest[0] == "set-version" {
 			return c.setVersion(ctx, rest[1:])
+		}
+		if len(rest) > 0 && rest[0] == "rm" {
+			return c.removeAgent(ctx, rest[1:])
 		}
 		return c.agents(ctx, rest)
 	case "nodes":

@@ -129,20 +129,22 @@ func (c *cli) agents(ctx context.Context, args []string) error {
 	if len(pos) == 1 {
 		return c.agent(ctx, pos[0])
 	}
-	var resp *gridv1.ListAgentsResponse
-	if err := c.call(ctx, func(ctx context.Context, g gridv1.GridMasterClient) (err error) {
-		resp, err = g.ListAgents(ctx, &gridv1.ListAgentsRequest{})
-		return err
-	}); err != nil {
+	var agents []*gridv1.Agent
+	err = c.pages(ctx, func(ctx context.Context, g gridv1.GridMasterClient, tok string) (string, error) {
+		resp, err := g.ListAgents(ctx, &gridv1.ListAgentsRequest{PageSize: listPageSize, PageToken: tok})
+		agents = append(agents, resp.GetAgents()...)
+		return resp.GetNextPageToken(), err
+	})
+	if err != nil {
 		return err
 	}
 	if c.g.output == "json" {
-		return writeJSONList(c.stdout, true, resp.GetAgents()...)
+		return writeJSONList(c.stdout, true, agents...)
 	}
 	now := time.Now()
 	tw := table(c.stdout)
 	fmt.Fprintln(tw, "AGENT\tHOST\tPLATFORM\tVERSION\tHEALTH\tNODES\tGEN\tLAST HEARTBEAT\tUPGRADE")
-	for _, a := range resp.GetAgents() {
+	for _, a := range agents {
 		gen := fmt.Sprintf("%d", a.GetDesired().GetGeneration())
 		if a.GetAppliedGeneration() != a.GetDesired().GetGeneration() {
 			gen = fmt.Sprintf("%d (applied %d)", a.GetDesired().GetGeneration(), a.GetAppliedGeneration())
@@ -151,10 +153,66 @@ func (c *cli) agents(ctx context.Context, args []string) error {
 			dash(a.GetAgentVersion()), health(a.GetHealth()), len(a.GetDesired().GetNodes()), a.GetMaxStorageNodes(), gen, ago(a.GetLastHeartbeatUnix(), now),
 			upgradePhase(a.GetUpgrade()))
 	}
-	if len(resp.GetAgents()) == 0 {
+	if len(agents) == 0 {
 		fmt.Fprintln(tw, "(no agents registered: start sutra-agent on a machine pointed at this master)")
 	}
 	return tw.Flush()
+}
+
+// listPageSize is the page size the CLI asks for; the master may answer
+// fewer items per page (it keeps each answer under the message limit).
+const listPageSize = 500
+
+// maxPages stops a list that never ends (a master answering the same token).
+const maxPages = 100000
+
+// pages calls fetch with each page token in turn, starting with "", until
+// it returns an empty next token; each page has the request timeout.
+func (c *cli) pages(ctx context.Context, fetch func(ctx context.Context, g gridv1.GridMasterClient, tok string) (next string, err error)) error {
+	tok := ""
+	seen := map[string]bool{}
+	for range maxPages {
+		var next string
+		if err := c.call(ctx, func(ctx context.Context, g gridv1.GridMasterClient) (err error) {
+			next, err = fetch(ctx, g, tok)
+			return err
+		}); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+		if seen[next] {
+			return &cliError{code: exitError, msg: fmt.Sprintf("the master at %s returned the same page token twice: the list cannot be completed (upgrade sutra-master)", c.g.master)}
+		}
+		seen[next], tok = true, next
+	}
+	return &cliError{code: exitError, msg: fmt.Sprintf("the list from %s has more than %d pages: giving up", c.g.master, maxPages)}
+}
+
+func (c *cli) removeAgent(ctx context.Context, args []string) error {
+	fs := c.flagSet("agents rm")
+	force := fs.Bool("force", false, "remove the agent even while it is healthy or degraded")
+	pos, err := c.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr("agents rm takes exactly one agent id")
+	}
+	if err := c.call(ctx, func(ctx context.Context, g gridv1.GridMasterClient) error {
+		_, err := g.UnregisterAgent(ctx, &gridv1.UnregisterAgentRequest{AgentId: pos[0], Force: *force})
+		return err
+	}); err != nil {
+		return err
+	}
+	if c.g.output == "json" {
+		b, _ := json.MarshalIndent(map[string]any{"agent_id": pos[0], "removed": true}, "", "  ")
+		_, err := fmt.Fprintf(c.stdout, "%s\n", b)
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "agent %s removed with its node records (a running sutra-agent registers again on its next heartbeat)\n", pos[0])
+	return err
 }
 
 func (c *cli) agent(ctx context.Context, id string) error {
@@ -199,19 +257,21 @@ func (c *cli) nodes(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return usageErr("unknown nodes subcommand %q: use spawn or stop, or no argument to list", pos[0])
 	}
-	var resp *gridv1.ListStorageNodesResponse
-	if err := c.call(ctx, func(ctx context.Context, g gridv1.GridMasterClient) (err error) {
-		resp, err = g.ListStorageNodes(ctx, &gridv1.ListStorageNodesRequest{AgentId: *agent})
-		return err
-	}); err != nil {
+	var nodes []*gridv1.StorageNode
+	err = c.pages(ctx, func(ctx context.Context, g gridv1.GridMasterClient, tok string) (string, error) {
+		resp, err := g.ListStorageNodes(ctx, &gridv1.ListStorageNodesRequest{AgentId: *agent, PageSize: listPageSize, PageToken: tok})
+		nodes = append(nodes, resp.GetNodes()...)
+		return resp.GetNextPageToken(), err
+	})
+	if err != nil {
 		return err
 	}
 	if c.g.output == "json" {
-		return writeJSONList(c.stdout, true, resp.GetNodes()...)
+		return writeJSONList(c.stdout, true, nodes...)
 	}
 	tw := table(c.stdout)
 	fmt.Fprintln(tw, "NODE\tAGENT\tDESIRED\tSTATE\tENDPOINT\tPID\tVERSION\tRESTARTS\tLAST EXIT")
-	for _, n := range resp.GetNodes() {
+	for _, n := range nodes {
 		s := n.GetStatus()
 		st := "pending"
 		if s != nil {
@@ -228,7 +288,7 @@ func (c *cli) nodes(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.GetNodeId(), n.GetAgentId(), desired, st, dash(s.GetEndpoint()),
 			pid, dash(s.GetVersion()), s.GetRestartCount(), dash(s.GetLastExit()))
 	}
-	if len(resp.GetNodes()) == 0 {
+	if len(nodes) == 0 {
 		fmt.Fprintln(tw, "(no storage nodes: create one with 'sutra nodes spawn')")
 	}
 	return tw.Flush()
