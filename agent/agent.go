@@ -98,6 +98,8 @@ type Agent struct {
 
 	saveMu sync.Mutex // serialises writes of the node record
 
+	recovery recovery // boot id, node markers, record recovery (recover.go)
+
 	mu            sync.Mutex
 	rec           state.Record
 	desired       *controlplane.Desired
@@ -145,8 +147,8 @@ func New(opts Options) (*Agent, error) {
 	if a.store, err = state.Open(cfg.Agent.AgentDataDir); err != nil {
 		return nil, err
 	}
-	if a.rec, err = a.store.Load(); err != nil {
-		a.log.Error("node record unreadable; starting with an empty one", "err", err)
+	if err := a.loadRecord(); err != nil {
+		return nil, err
 	}
 	if cfg.Storage.BinaryPath == "" {
 		if !cfg.Agent.AutoDownloadBinary {
@@ -235,7 +237,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("sutra-agent starting", "version", version.Version, "agent", a.cfg.Agent.AgentID,
 		"master", a.cfg.Agent.MasterHost, "binaries", a.cfg.Storage.MasterBinaryURL,
 		"data", a.cfg.Agent.AgentDataDir, "cache", a.cfg.Agent.CacheDir)
-	a.adopt(ctx)
+	a.adopt()
 
 	cpCtx, cancelCP := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -323,7 +325,7 @@ func (a *Agent) onNodeEvent(ev supervisor.Event) {
 	case supervisor.EventStarted, supervisor.EventAdopted:
 		a.mu.Lock()
 		if n, ok := a.rec.Nodes[ev.Node]; ok {
-			n.PID, n.StartTime = ev.PID, ev.StartTime
+			n.PID, n.StartTime, n.BootID = ev.PID, ev.StartTime, a.recovery.bootID
 			a.rec.Nodes[ev.Node] = n
 		}
 		a.mu.Unlock()
@@ -355,38 +357,15 @@ func (a *Agent) saveRecord() {
 	}
 }
 
-// adopt re-attaches to recorded nodes that are still alive.
-func (a *Agent) adopt(ctx context.Context) {
-	a.mu.Lock()
-	recorded := make([]state.Node, 0, len(a.rec.Nodes))
-	for _, n := range a.rec.Nodes {
-		recorded = append(recorded, n)
-	}
-	a.mu.Unlock()
-	for _, n := range recorded {
-		if n.PID == 0 {
-			continue
-		}
-		entry := cache.Entry{Path: n.BinaryPath, Checksum: n.Checksum, Version: n.Version}
-		spec := a.spec(n, entry)
-		if _, err := a.sup.Adopt(spec, n.PID, n.StartTime); err != nil {
-			a.log.Info("recorded node is no longer running; it will be started again if desired", "node", n.NodeID, "pid", n.PID, "err", err)
-			continue
-		}
-		a.log.Info("re-adopted running node", "node", n.NodeID, "pid", n.PID, "port", n.Port, "version", n.Version)
-	}
-	_ = ctx
-}
-
 // spec describes how node n runs from binary entry.
 func (a *Agent) spec(n state.Node, entry cache.Entry) supervisor.Spec {
 	return supervisor.Spec{
 		Name: n.NodeID,
 		Path: entry.Path,
 		Args: []string{"--port", strconv.Itoa(n.Port), "--data-dir", n.DataDir, "--node-id", n.NodeID},
-		Env: []string{
+		Env: append([]string{
 			"STORAGE_PORT=" + strconv.Itoa(n.Port), "STORAGE_PATH=" + n.DataDir, "NODE_ID=" + n.NodeID,
-		},
+		}, a.markerEnv(n, entry)...),
 		Dir:       n.DataDir,
 		HealthURL: supervisor.HealthURL(n.Port),
 		PreStart:  a.preStart(entry),
