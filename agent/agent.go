@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sutragrid/sutra/agent/cache"
@@ -97,8 +98,14 @@ type Agent struct {
 	wake chan struct{}
 
 	saveMu sync.Mutex // serialises writes of the node record
+	failMu sync.Mutex // serialises writes of the failed-upgrade record
 
-	recovery recovery // boot id, node markers, record recovery (recover.go)
+	// Long operations run as jobs (see job) under jobCtx, which ends with Run.
+	jobCtx     context.Context
+	cancelJobs context.CancelFunc
+	jobs       sync.WaitGroup
+	eventsOff  atomic.Bool // set on the way out: late supervisor events no longer touch the record
+	recovery   recovery    // boot id, node markers, record recovery (recover.go)
 
 	mu            sync.Mutex
 	rec           state.Record
@@ -109,8 +116,15 @@ type Agent struct {
 	binaryGen     uint64                 // the generation binary was resolved at
 	pending       map[string]string      // desired node -> why it is not running yet
 	stopped       map[string]stoppedNode // recently stopped nodes, reported for a while
-	failedUpgrade map[string]string      // storage-server checksum -> why upgrading a node to it failed
+	failures      state.Failures         // storage-server checksum -> the node upgrade it failed (persisted)
 	nodeNotes     map[string]string      // node -> outcome of its last upgrade attempt, reported to the master
+
+	restartErr error           // set by the self-update job: Run must return it
+	selfJob    *job            // the agent's self-update (key: desired agent version)
+	fetchJob   *job            // storage-server download (key: desired version, and generation for latest)
+	pruneJob   *job            // cache pruning
+	upgrades   map[string]*job // node -> its upgrade job (key: target checksum); one runs at a time
+	stopping   map[string]*job // node -> its stop job
 }
 
 type stoppedNode struct {
@@ -134,15 +148,17 @@ func New(opts Options) (*Agent, error) {
 		opts.UpgradeWindow = 60 * time.Second
 	}
 	a := &Agent{
-		opts:          opts,
-		cfg:           cfg,
-		log:           opts.Logger,
-		wake:          make(chan struct{}, 1),
-		pending:       map[string]string{},
-		stopped:       map[string]stoppedNode{},
-		failedUpgrade: map[string]string{},
-		nodeNotes:     map[string]string{},
+		opts:      opts,
+		cfg:       cfg,
+		log:       opts.Logger,
+		wake:      make(chan struct{}, 1),
+		pending:   map[string]string{},
+		stopped:   map[string]stoppedNode{},
+		nodeNotes: map[string]string{},
+		upgrades:  map[string]*job{},
+		stopping:  map[string]*job{},
 	}
+	a.jobCtx, a.cancelJobs = context.WithCancel(context.Background())
 	var err error
 	if a.store, err = state.Open(cfg.Agent.AgentDataDir); err != nil {
 		return nil, err
@@ -150,6 +166,7 @@ func New(opts Options) (*Agent, error) {
 	if err := a.loadRecord(); err != nil {
 		return nil, err
 	}
+	a.failures = a.loadFailures()
 	if cfg.Storage.BinaryPath == "" {
 		if !cfg.Agent.AutoDownloadBinary {
 			return nil, errors.New("storage.binary_path is empty and agent.auto_download_binary is false: set one of them")
@@ -242,10 +259,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	cpCtx, cancelCP := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.cp.Run(cpCtx) })
+	stopJobs := context.AfterFunc(ctx, a.cancelJobs)
+	defer stopJobs()
 
 	runErr := a.loop(ctx)
 	cancelCP()
+	a.cancelJobs()
 	wg.Wait()
+	a.jobs.Wait()
 	// An agent that exits for its own update leaves its nodes running
 	// whatever stop_nodes_on_exit says: the new agent re-adopts them.
 	restarting := errors.Is(runErr, ErrRestartRequired) || errors.Is(context.Cause(ctx), ErrRestartRequired)
@@ -277,6 +298,12 @@ func (a *Agent) shutdown(stopNodes bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace+5*time.Second)
 	defer cancel()
+	// Apply the events still queued, then ignore the ones the stop or
+	// detach below produces: the record is written here, last.
+	if err := a.sup.WaitEvents(ctx); err != nil {
+		a.log.Warn("node events not applied before exit", "err", err)
+	}
+	a.eventsOff.Store(true)
 	if stopNodes {
 		a.log.Info("stopping nodes before exit", "nodes", len(a.sup.Status()))
 		if err := a.sup.StopAll(ctx); err != nil {
@@ -320,23 +347,36 @@ func (a *Agent) onHeartbeat() {
 	}
 }
 
+// onNodeEvent runs on the supervisor's event delivery goroutine (never on a
+// node's), so the fsynced write of the record delays no restart. Events can
+// arrive late or be dropped under load: the record takes the pid the
+// supervisor reports now, not the one the event carries.
 func (a *Agent) onNodeEvent(ev supervisor.Event) {
 	switch ev.Kind {
-	case supervisor.EventStarted, supervisor.EventAdopted:
-		a.mu.Lock()
-		if n, ok := a.rec.Nodes[ev.Node]; ok {
-			n.PID, n.StartTime, n.BootID = ev.PID, ev.StartTime, a.recovery.bootID
-			a.rec.Nodes[ev.Node] = n
+	case supervisor.EventStarted, supervisor.EventAdopted,
+		supervisor.EventExited, supervisor.EventGaveUp, supervisor.EventStopped:
+	default:
+		return
+	}
+	if a.eventsOff.Load() {
+		return
+	}
+	var pid int
+	var start uint64
+	if n := a.sup.Node(ev.Node); n != nil {
+		if st := n.Status(); st.Supervised {
+			pid, start = st.PID, st.StartTime
 		}
-		a.mu.Unlock()
-		a.saveRecord()
-	case supervisor.EventExited, supervisor.EventGaveUp, supervisor.EventStopped:
-		a.mu.Lock()
-		if n, ok := a.rec.Nodes[ev.Node]; ok {
-			n.PID, n.StartTime = 0, 0
-			a.rec.Nodes[ev.Node] = n
-		}
-		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	n, ok := a.rec.Nodes[ev.Node]
+	changed := ok && (n.PID != pid || n.StartTime != start)
+	if changed {
+		n.PID, n.StartTime, n.BootID = pid, start, a.recovery.bootID
+		a.rec.Nodes[ev.Node] = n
+	}
+	a.mu.Unlock()
+	if changed {
 		a.saveRecord()
 	}
 }
