@@ -31,7 +31,7 @@ func put(t *testing.T, c *Cache, version string, data []byte) Entry {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(data)
-	e, err := c.Commit(p, Entry{Version: version, Checksum: hex.EncodeToString(sum[:]), Size: int64(len(data)),
+	e, err := c.Commit(Entry{Version: version, Checksum: hex.EncodeToString(sum[:]), Size: int64(len(data)),
 		SourceURL: "http://m/binaries/x", FetchedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)

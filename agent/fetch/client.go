@@ -77,7 +77,16 @@ func (f *Fetcher) newHTTPClient() *retryablehttp.Client {
 		RetryWaitMin: f.opts.BackoffMin,
 		RetryWaitMax: f.opts.BackoffMax,
 		RetryMax:     f.opts.Retries,
-		CheckRetry:   checkRetry,
+		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+			retry, rerr := checkRetry(ctx, resp, err)
+			if retry && ctx.Err() == nil && (err != nil || resp.StatusCode >= 502) {
+				if err == nil {
+					err = fmt.Errorf("%s %s: %s: %w", resp.Request.Method, resp.Request.URL, resp.Status, ErrUnavailable)
+				}
+				f.reportUnreachable(ctx, err)
+			}
+			return retry, rerr
+		},
 		Backoff: func(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
 			return f.retryDelay(lo, hi, attempt, resp, time.Now())
 		},

@@ -11,19 +11,19 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
 
-	"github.com/sutragrid/sutra/internal/atomicfile"
+	"github.com/sutragrid/sutra/agent/cache"
 )
 
-// stateSuffix names the file beside a partial download that records what it
-// is a prefix of, so that a later attempt can resume it safely.
-const stateSuffix = ".json"
-
+// partialState is the file beside a partial download (written by the cache,
+// cache.PartialStateSuffix) that records what it is a prefix of, so that a
+// later attempt can resume it safely.
 type partialState struct {
 	URL      string `json:"url"`
 	Checksum string `json:"checksum"`
@@ -46,29 +46,45 @@ const (
 	hashPipeDepth = 4
 )
 
+// localErr describes a failure of the local disk. Lack of space says so
+// plainly, naming the directory to free space in.
 func localErr(op, path string, err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%w: no space left on device in %s: free space there (or set agent.cache_dir / SUTRA_CACHE_DIR to a larger disk); %s %s: %w",
+			ErrCacheDir, filepath.Dir(path), op, path, err)
+	}
 	return fmt.Errorf("%w: %s %s (free space, fix permissions, or set agent.cache_dir / SUTRA_CACHE_DIR): %w", ErrCacheDir, op, path, err)
 }
 
-// download brings partial to info.Size bytes from source and returns the
-// SHA-256 of its content, computed while writing. An existing partial for the
-// same checksum and URL is hashed once and resumed.
-func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source, partial string) (string, error) {
-	file, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE, 0o600)
+// download brings the version's partial download to info.Size bytes from
+// source and returns the SHA-256 of its content, computed while writing. An
+// existing partial for the same checksum and URL is hashed once and resumed.
+// The partial is deleted on every failure except an interruption that a later
+// attempt can resume (network, stall, cancellation); in particular a partial
+// that failed to write (no space left) never stays behind filling the disk.
+func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source string) (sum string, err error) {
+	partial := f.cache.PartialPath(info.Version)
+	st, _ := readState(f.cache, info.Version)
+	want := partialState{URL: source, Checksum: info.Checksum, Size: info.Size}
+	resume := st.URL == want.URL && st.Checksum == want.Checksum && st.Size == want.Size && st.Validator != ""
+	file, err := f.cache.OpenPartial(info.Version, resume)
 	if err != nil {
-		return "", localErr("create", partial, err)
+		return "", localErr("open", partial, err)
 	}
-	defer file.Close()
+	defer func() {
+		file.Close()
+		var r resumable
+		if err != nil && !errors.As(err, &r) && !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+			f.discard(info.Version) // closed first: Windows cannot remove an open file
+		}
+	}()
 	d := &dl{f: f, file: file, h: sha256.New(), info: info, source: source, partial: partial}
 
-	st, _ := readState(partial + stateSuffix)
 	fi, err := file.Stat()
 	if err != nil {
 		return "", localErr("stat", partial, err)
 	}
-	want := partialState{URL: source, Checksum: info.Checksum, Size: info.Size}
-	if fi.Size() > 0 && st.URL == want.URL && st.Checksum == want.Checksum && st.Size == want.Size &&
-		st.Validator != "" && fi.Size() <= info.Size {
+	if fi.Size() > 0 && resume && fi.Size() <= info.Size {
 		// Hash the prefix we already have, once, then continue after it.
 		n, err := io.CopyBuffer(d.h, io.NewSectionReader(file, 0, fi.Size()), f.buf)
 		if err != nil {
@@ -102,9 +118,6 @@ func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source, partial
 		var r resumable
 		if !errors.As(err, &r) || ctx.Err() != nil {
 			d.prog.stop()
-			if errors.Is(err, ErrBadResponse) || errors.Is(err, ErrChecksum) {
-				f.discard(partial)
-			}
 			return "", err
 		}
 		if d.offset > before {
@@ -114,6 +127,7 @@ func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source, partial
 		}
 		if noProgress > f.opts.MaxResumes {
 			d.prog.stop()
+			// Kept (resumable) for the next attempt.
 			return "", fmt.Errorf("%s: no progress after %d resumes: %w", source, f.opts.MaxResumes, err)
 		}
 		f.log.Warn("download interrupted; resuming", "artifact", f.opts.Artifact, "version", info.Version,
@@ -305,15 +319,15 @@ func (d *dl) saveState() error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(d.partial+stateSuffix, data, 0o600); err != nil {
-		return localErr("write", d.partial+stateSuffix, err)
+	if err := d.f.cache.WritePartialState(d.info.Version, data); err != nil {
+		return localErr("write", d.partial+cache.PartialStateSuffix, err)
 	}
 	return nil
 }
 
-func readState(path string) (partialState, error) {
+func readState(c *cache.Cache, version string) (partialState, error) {
 	var st partialState
-	data, err := os.ReadFile(path)
+	data, err := c.ReadPartialState(version)
 	if err != nil {
 		return st, err
 	}

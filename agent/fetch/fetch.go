@@ -31,10 +31,19 @@
 // request restarts from zero. Every fetch has an overall deadline (Timeout).
 // Proxies come from HTTPS_PROXY/HTTP_PROXY/NO_PROXY.
 //
-// A partial download interrupted by the network is kept (with a small JSON
-// file naming its ETag and checksum) so that a later attempt, or a restarted
-// agent, resumes it; a partial that failed verification or exceeded its size
-// is deleted. Cache.Prune removes abandoned partials of old versions.
+// A partial download interrupted by the network (or by cancellation) is kept,
+// with a small JSON file naming its ETag and checksum, so that a later
+// attempt, or a restarted agent, resumes it; on every other failure
+// (verification, a wrong size, a failed write such as "no space left on
+// device", a 4xx) it is deleted, so it never stays behind filling the disk.
+// Cache.Prune removes abandoned partials of old versions. Package cache
+// decides how files are opened: never through a symlink or hard link planted
+// in the cache, and not at all in a cache directory other users can write.
+//
+// Master unreachable: Ensure reports it once, after the first failed request
+// (Options.OnUnreachable and a warning naming the newest verified cached
+// version) and goes on retrying; Offline uses the verified cache without
+// asking the master, never choosing a version Options.Failed rejects.
 package fetch
 
 import (
@@ -81,6 +90,9 @@ var (
 	ErrBadResponse = errors.New("bad response from master")
 	// ErrStalled: no byte arrived for StallTimeout (resumed automatically).
 	ErrStalled = errors.New("download stalled")
+	// ErrRecordedFailed: the cached version was recorded as failed on this
+	// agent (Options.Failed) and is not used offline.
+	ErrRecordedFailed = errors.New("recorded as failed")
 )
 
 // Latest asks Ensure and Resolve for the newest version the master publishes.
@@ -132,6 +144,18 @@ type Options struct {
 	ProgressBar io.Writer
 	// Rand is the jitter source (default: randomly seeded).
 	Rand *rand.Rand
+
+	// Failed reports whether this agent recorded a cached entry as failed
+	// (for example a node upgrade to it failed). NewestVerified, Offline
+	// and the OnUnreachable report never choose such an entry. Default:
+	// nothing is recorded as failed.
+	Failed func(cache.Entry) bool
+	// OnUnreachable, when set, is called at most once per Ensure, as soon
+	// as a request to the master fails because the master cannot be reached
+	// (connection error, 502, 503, 504) while Ensure goes on retrying. It
+	// gets the newest verified cached entry for this platform (nil when
+	// there is none) and the error. Ensure also logs a warning then.
+	OnUnreachable func(cached *cache.Entry, err error)
 }
 
 func (o *Options) setDefaults() {
@@ -276,6 +300,8 @@ func (f *Fetcher) Ensure(ctx context.Context, ver string) (cache.Entry, error) {
 	if ver == "" {
 		ver = Latest
 	}
+	rep := &unreachableReport{}
+	ctx = context.WithValue(ctx, unreachableKey{}, rep)
 	if ver != Latest {
 		if _, err := semver.Parse(ver); err != nil {
 			return cache.Entry{}, fmt.Errorf("fetch %s: version %q: %w", f.opts.Artifact, ver, err)
@@ -296,6 +322,9 @@ func (f *Fetcher) Ensure(ctx context.Context, ver string) (cache.Entry, error) {
 		if ctx.Err() != nil {
 			return cache.Entry{}, fmt.Errorf("fetch %s %s: %w (%w)", f.opts.Artifact, ver, err, context.Cause(ctx))
 		}
+		if errors.Is(err, ErrUnavailable) {
+			f.reportUnreachable(ctx, err)
+		}
 		if permanent(err) || attempt >= f.opts.Attempts {
 			return cache.Entry{}, fmt.Errorf("fetch %s %s for %s/%s (attempt %d of %d): %w",
 				f.opts.Artifact, ver, f.opts.Platform, f.opts.Arch, attempt, f.opts.Attempts, err)
@@ -311,6 +340,35 @@ func (f *Fetcher) Ensure(ctx context.Context, ver string) (cache.Entry, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// unreachableKey carries an Ensure's *unreachableReport in its context, so
+// that the transport's CheckRetry can report the first failed request.
+type unreachableKey struct{}
+
+type unreachableReport struct{ once sync.Once }
+
+// reportUnreachable tells, once per Ensure, that the master cannot be reached
+// and which verified cached version could be used meanwhile.
+func (f *Fetcher) reportUnreachable(ctx context.Context, err error) {
+	rep, ok := ctx.Value(unreachableKey{}).(*unreachableReport)
+	if !ok {
+		return
+	}
+	rep.once.Do(func() {
+		var cached *cache.Entry
+		if e, cerr := f.newestVerified(ctx); cerr == nil {
+			cached = &e
+			f.log.Warn("the master is unreachable; still retrying. A verified cached binary exists",
+				"artifact", f.opts.Artifact, "master", f.opts.BaseURL, "cached_version", e.Version, "cached_path", e.Path, "err", err)
+		} else {
+			f.log.Warn("the master is unreachable; still retrying. No verified cached binary for this platform",
+				"artifact", f.opts.Artifact, "master", f.opts.BaseURL, "platform", f.opts.Platform, "arch", f.opts.Arch, "err", err)
+		}
+		if f.opts.OnUnreachable != nil {
+			f.opts.OnUnreachable(cached, err)
+		}
+	})
 }
 
 // permanent reports whether retrying an attempt cannot help.
@@ -337,16 +395,18 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 			"artifact", f.opts.Artifact, "version", info.Version, "cached_sha256", e.Checksum, "master_sha256", info.Checksum)
 	}
 	if err := f.cache.Prepare(info.Version); err != nil {
+		if isNoSpace(err) {
+			return cache.Entry{}, localErr("create", f.cache.Dir(info.Version), err)
+		}
 		return cache.Entry{}, fmt.Errorf("%w: %w", ErrCacheDir, err)
 	}
-	partial := f.cache.PartialPath(info.Version)
 	source := f.binaryURL(info.Path)
-	sum, err := f.download(ctx, info, source, partial)
+	sum, err := f.download(ctx, info, source)
 	if err != nil {
 		return cache.Entry{}, err
 	}
 	if sum != info.Checksum {
-		f.discard(partial)
+		f.discard(info.Version)
 		f.log.Error("downloaded binary does not match the master's checksum; deleted it, will retry",
 			"artifact", f.opts.Artifact, "version", info.Version, "url", source,
 			"want_sha256", info.Checksum, "got_sha256", sum)
@@ -357,31 +417,28 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 		return cache.Entry{}, err // the complete partial is kept and re-hashed next attempt
 	}
 	if !valid {
-		f.discard(partial)
+		f.discard(info.Version)
 		f.log.Error("the master's verify endpoint rejected the downloaded binary; deleted it, will retry",
 			"artifact", f.opts.Artifact, "version", info.Version, "got_sha256", sum, "master_expects", expected)
 		return cache.Entry{}, fmt.Errorf("%s: master's verify endpoint expects %s, got %s: %w", source, expected, sum, ErrChecksum)
 	}
-	e, err := f.cache.Commit(partial, cache.Entry{
+	e, err := f.cache.Commit(cache.Entry{
 		Version: info.Version, Platform: info.Platform, Arch: info.Arch, Checksum: sum, Size: info.Size,
 		SourceURL: source, FetchedAt: time.Now().UTC(),
 	})
 	if err != nil {
-		f.discard(partial)
-		return cache.Entry{}, fmt.Errorf("%w: %w", ErrCacheDir, err)
+		f.discard(info.Version)
+		return cache.Entry{}, localErr("commit", f.cache.Path(info.Version), err)
 	}
-	_ = os.Remove(partial + stateSuffix)
 	f.log.Info("binary verified and cached", "artifact", f.opts.Artifact, "version", e.Version,
 		"sha256", e.Checksum, "size", e.Size, "path", e.Path)
 	return e, nil
 }
 
-// discard removes a partial download and its state.
-func (f *Fetcher) discard(partial string) {
-	for _, p := range []string{partial, partial + stateSuffix} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			f.log.Warn("remove partial download", "path", p, "err", err)
-		}
+// discard removes a version's partial download and its state.
+func (f *Fetcher) discard(version string) {
+	if err := f.cache.DiscardPartial(version); err != nil {
+		f.log.Warn("remove partial download", "path", f.cache.PartialPath(version), "err", err)
 	}
 }
 
@@ -391,10 +448,58 @@ func (f *Fetcher) VerifyCached(ctx context.Context, ver string) (cache.Entry, er
 	return f.cache.Verified(ctx, ver)
 }
 
-// NewestVerified returns the newest cached version that still verifies; use
-// it when the master is unreachable at start.
+// NewestVerified returns the newest cached version for the Fetcher's
+// platform and arch that still verifies (re-hashed) and that Options.Failed
+// does not reject; use it when the master is unreachable at start.
 func (f *Fetcher) NewestVerified(ctx context.Context) (cache.Entry, error) {
-	return f.cache.NewestVerified(ctx)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.newestVerified(ctx)
+}
+
+func (f *Fetcher) newestVerified(ctx context.Context) (cache.Entry, error) {
+	e, err := f.cache.NewestVerifiedFunc(ctx, f.usable)
+	if err != nil {
+		return cache.Entry{}, fmt.Errorf("no verified %s for %s/%s in %s: %w", f.opts.Artifact, f.opts.Platform, f.opts.Arch, f.cache.Root(), err)
+	}
+	return e, nil
+}
+
+// usable: built for this platform and not recorded as failed.
+func (f *Fetcher) usable(e cache.Entry) bool {
+	return e.Platform == f.opts.Platform && e.Arch == f.opts.Arch && (f.opts.Failed == nil || !f.opts.Failed(e))
+}
+
+// Offline returns a cached executable without asking the master: for
+// "latest" (or "") the newest verified one for this platform (see
+// NewestVerified), else exactly ver. It is re-hashed against the checksum
+// recorded when it was verified with the master; one that Options.Failed
+// rejects is never returned. Nothing cached is cache.ErrNotCached.
+func (f *Fetcher) Offline(ctx context.Context, ver string) (cache.Entry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ver == "" || ver == Latest {
+		e, err := f.newestVerified(ctx)
+		if err != nil {
+			return cache.Entry{}, fmt.Errorf("offline: %w (fetch one while the master is reachable)", err)
+		}
+		return e, nil
+	}
+	if _, err := semver.Parse(ver); err != nil {
+		return cache.Entry{}, fmt.Errorf("offline %s: version %q: %w", f.opts.Artifact, ver, err)
+	}
+	e, err := f.cache.Verified(ctx, ver)
+	if err != nil {
+		return cache.Entry{}, fmt.Errorf("offline: %w (fetch it while the master is reachable)", err)
+	}
+	if e.Platform != f.opts.Platform || e.Arch != f.opts.Arch {
+		return cache.Entry{}, fmt.Errorf("offline: cached %s %s is for %s/%s, not %s/%s: %w",
+			f.opts.Artifact, ver, e.Platform, e.Arch, f.opts.Platform, f.opts.Arch, cache.ErrNotCached)
+	}
+	if f.opts.Failed != nil && f.opts.Failed(e) {
+		return cache.Entry{}, fmt.Errorf("offline: cached %s %s failed on this agent before: %w", f.opts.Artifact, ver, ErrRecordedFailed)
+	}
+	return e, nil
 }
 
 // Prune keeps the Options.Keep newest cached versions and those in inUse,

@@ -455,33 +455,6 @@ func TestUnwritableCacheKeepsWhatWasCached(t *testing.T) {
 	}
 }
 
-func TestDiskFull(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("/dev/full is Linux")
-	}
-	if _, err := os.Stat("/dev/full"); err != nil {
-		t.Skip("no /dev/full")
-	}
-	m := newTestMaster(t)
-	m.publish("1.0.0", payload(5000, 1))
-	dir := t.TempDir()
-	f := m.fetcher(t, dir)
-	if err := os.MkdirAll(f.Cache().Dir("1.0.0"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Every write to the partial file fails with ENOSPC.
-	if err := os.Symlink("/dev/full", f.Cache().PartialPath("1.0.0")); err != nil {
-		t.Fatal(err)
-	}
-	_, err := f.Ensure(context.Background(), Latest)
-	if !errors.Is(err, ErrCacheDir) || !strings.Contains(err.Error(), "no space left") {
-		t.Errorf("Ensure on a full disk = %v, want ErrCacheDir mentioning no space", err)
-	}
-	if _, err := os.Stat(f.Cache().Path("1.0.0")); err == nil {
-		t.Error("a file is at the final path after a failed fetch")
-	}
-}
-
 func TestChangedCacheFileIsDetectedAndRefetched(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
