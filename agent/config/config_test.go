@@ -236,7 +236,7 @@ func TestBadInput(t *testing.T) {
 		{"binary url query", "[storage]\nmaster_binary_url = \"http://m/?a=b\"\n", []string{"must not carry credentials, a query or a fragment"}},
 		{"max nodes zero", "[agent]\nmax_storage_nodes = 0\n", []string{"agent.max_storage_nodes: 0 is out of range (accepted: 1 to 1000)"}},
 		{"port zero", "[storage]\nport_range_start = 0\n", []string{"storage.port_range_start: 0 is out of range"}},
-		{"port range overflow", "[storage]\nport_range_start = 65534\n", []string{"storage.port_range_start: 65534 leaves no room for 4 nodes"}},
+		{"port range overflow", "[storage]\nport_range_start = 65534\n", []string{"storage.port_range_start: 65534 leaves no room for 4 nodes (ports 65534-65535 hold 2; accepted: up to 65532)"}},
 		{"heartbeat zero", "[monitoring]\nheartbeat_interval_secs = 0\n", []string{"monitoring.heartbeat_interval_secs: 0 is out of range (accepted: 1 to 86400 seconds)"}},
 		{"upgrade window too short", "[agent]\nupgrade_window_secs = 4\n", []string{"a.toml:2: agent.upgrade_window_secs: 4 is out of range (accepted: 5 to 86400 seconds)"}},
 		{"timeout negative", "[monitoring]\nhealth_check_timeout_secs = -1\n", []string{"monitoring.health_check_timeout_secs: -1 is out of range"}},

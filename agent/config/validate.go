@@ -162,9 +162,10 @@ func (d *decoder) validate(cfg *Config) {
 	}
 	if s.PortRangeStart < 1 || s.PortRangeStart > 65535 {
 		d.problem("storage.port_range_start", "%d is out of range (accepted: 1 to 65535)", s.PortRangeStart)
-	} else if last := s.PortRangeStart + a.MaxStorageNodes - 1; last > 65535 {
-		d.problem("storage.port_range_start", "%d leaves no room for %d nodes (the last port would be %d; accepted: up to %d)",
-			s.PortRangeStart, a.MaxStorageNodes, last, 65536-a.MaxStorageNodes)
+	} else if s.PortRangeStart+a.MaxStorageNodes-1 > 65535 {
+		// The message names real ports only (never one above 65535).
+		d.problem("storage.port_range_start", "%d leaves no room for %d nodes (ports %d-65535 hold %d; accepted: up to %d)",
+			s.PortRangeStart, a.MaxStorageNodes, s.PortRangeStart, 65536-s.PortRangeStart, 65536-a.MaxStorageNodes)
 	}
 
 	m := cfg.Monitoring
