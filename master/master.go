@@ -82,7 +82,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	mux := http.NewServeMux()
 	api.Register(mux)
 
-	grpcSrv := grpc.NewServer()
+	grpcSrv := newGRPCServer(opts, log.With("component", "grpc"))
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 	reflection.Register(grpcSrv)

@@ -55,6 +55,13 @@ type Options struct {
 	// Settle is how long a new file's size and mtime must stay unchanged
 	// before it is hashed. Zero: 1s.
 	Settle time.Duration
+	// GRPCMaxConcurrentStreams caps concurrent RPCs on one client
+	// connection; more wait for a free slot. Zero: 64.
+	GRPCMaxConcurrentStreams uint32
+	// GRPCMaxRecvMsgSize bounds one received gRPC message; a larger one is
+	// refused with RESOURCE_EXHAUSTED. Zero: 4 MiB, the control plane's
+	// limit (internal/limits), which a full registration fits in.
+	GRPCMaxRecvMsgSize int
 	// Logger receives structured logs. Nil: discard.
 	Logger *slog.Logger
 	// Console receives the human start-up banner and one line per binary
@@ -113,6 +120,9 @@ func (o Options) Validate() error {
 	if o.HashWorkers < 0 {
 		errs = append(errs, fmt.Errorf("master: HashWorkers %d is negative", o.HashWorkers))
 	}
+	if o.GRPCMaxRecvMsgSize < 0 || o.GRPCMaxRecvMsgSize > 64<<20 {
+		errs = append(errs, fmt.Errorf("master: GRPCMaxRecvMsgSize %d is out of range (0 for the default, at most 64 MiB)", o.GRPCMaxRecvMsgSize))
+	}
 	return errors.Join(errs...)
 }
 
@@ -140,6 +150,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.GRPCMaxConcurrentStreams == 0 {
+		o.GRPCMaxConcurrentStreams = DefaultGRPCMaxConcurrentStreams
+	}
+	if o.GRPCMaxRecvMsgSize == 0 {
+		o.GRPCMaxRecvMsgSize = DefaultGRPCMaxRecvMsgSize
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -20,6 +20,7 @@ import (
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master"
 	"github.com/sutragrid/sutra/master/controlplane"
+	"github.com/sutragrid/sutra/master/fleet"
 )
 
 func main() {
@@ -47,6 +48,9 @@ type setting struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) > 0 && dbCommands[args[0]] != "" {
+		return runDB(ctx, args[0], args[1:], stdout, stderr, getenv)
+	}
 	fs := flag.NewFlagSet("sutra-master", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	settings := []*setting{
@@ -56,6 +60,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "data-dir", env: "SUTRA_DATA_DIR", arg: "DIR", def: master.DefaultDataDir, help: "master state: the fleet database grid.db and the checksum cache (created if missing)"},
 		{flag: "bind", env: "BIND_ADDRESS", arg: "HOST", def: "0.0.0.0", help: "address both servers listen on"},
 		{flag: "max-downloads", env: "MAX_CONCURRENT_DOWNLOADS", arg: "N", def: "256", help: "concurrent downloads before answering 503 with Retry-After"},
+		{flag: "max-agents", env: "MAX_AGENTS", arg: "N", def: strconv.Itoa(fleet.DefaultMaxAgents), help: "registered agents; a new agent beyond it is refused (RESOURCE_EXHAUSTED)"},
+		{flag: "max-nodes", env: "MAX_NODES", arg: "N", def: strconv.Itoa(fleet.DefaultMaxNodes), help: "storage-node records of the whole fleet (each agent holds at most 1000)"},
+		{flag: "max-watchers", env: "MAX_WATCHERS", arg: "N", def: strconv.Itoa(fleet.DefaultMaxWatchers), help: "concurrent `sutra events -f` watchers"},
+		{flag: "grpc-max-streams", env: "GRPC_MAX_STREAMS", arg: "N", def: strconv.Itoa(master.DefaultGRPCMaxConcurrentStreams), help: "concurrent gRPC calls on one client connection"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
@@ -71,6 +79,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			fmt.Fprintf(stderr, "  --%s %s\n      %s (env %s, default %s)\n", s.flag, s.arg, s.help, s.env, s.def)
 		}
 		fmt.Fprintf(stderr, "  --version\n      print the version and exit\n")
+		fmt.Fprintf(stderr, "\nFleet database commands (see `sutra-master COMMAND --help`):\n")
+		for _, c := range []string{"backup", "restore", "reset-db", "accept-db"} {
+			fmt.Fprintf(stderr, "  sutra-master %s\n", dbCommands[c])
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -112,6 +124,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err != nil || maxDl < 1 {
 		errs = append(errs, fmt.Errorf("%s=%q is not a positive number", source["max-downloads"], val["max-downloads"]))
 	}
+	count := func(name string, hi int) int {
+		n, err := strconv.Atoi(val[name])
+		if err != nil || n < 1 || n > hi {
+			errs = append(errs, fmt.Errorf("%s=%q is not a number from 1 to %d", source[name], val[name], hi))
+		}
+		return n
+	}
+	maxAgents, maxNodes := count("max-agents", 10_000_000), count("max-nodes", 100_000_000)
+	maxWatchers, grpcStreams := count("max-watchers", 100_000), count("grpc-max-streams", 100_000)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
 		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
@@ -132,13 +153,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	console := stdout
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	return master.Run(ctx, master.Options{
-		HTTPAddr:               hostPort(httpPort),
-		GRPCAddr:               hostPort(grpcPort),
-		BinariesDir:            val["binaries-dir"],
-		DataDir:                val["data-dir"],
-		MaxConcurrentDownloads: maxDl,
-		Logger:                 logger,
-		Console:                console,
-		ControlPlane:           controlplane.Starter(controlplane.Options{}),
+		HTTPAddr:                 hostPort(httpPort),
+		GRPCAddr:                 hostPort(grpcPort),
+		BinariesDir:              val["binaries-dir"],
+		DataDir:                  val["data-dir"],
+		MaxConcurrentDownloads:   maxDl,
+		GRPCMaxConcurrentStreams: uint32(grpcStreams),
+		Logger:                   logger,
+		Console:                  console,
+		ControlPlane: controlplane.Starter(controlplane.Options{
+			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
+		}),
 	})
 }

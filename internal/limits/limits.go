@@ -41,8 +41,10 @@ const (
 	MaxLabelValueLen = 256
 
 	// MaxLogLines bounds the last log lines of one node or upgrade, each
-	// at most MaxLogLineLen bytes; MaxReportLogBytes bounds the log lines
-	// of all nodes of one report together.
+	// at most MaxLogLineLen bytes. The agent spends at most
+	// MaxReportLogBytes on the log lines of all nodes of one report, so
+	// that its largest report fits in MaxMsgSize (which is what bounds a
+	// report on the master's side).
 	MaxLogLines       = 50
 	MaxLogLineLen     = 512
 	MaxReportLogBytes = 1 << 20

@@ -28,6 +28,10 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// DegradedAfter and OfflineAfter without a heartbeat (defaults 15 s and 30 s).
 	DegradedAfter, OfflineAfter time.Duration
+	// MaxAgents, MaxNodes and MaxWatchers cap registered agents, node
+	// records and following event watchers (fleet.Options; defaults
+	// 20,000, 100,000 and 64).
+	MaxAgents, MaxNodes, MaxWatchers int
 }
 
 // Starter returns a master.Options.ControlPlane function.
@@ -51,6 +55,9 @@ func Start(ctx context.Context, env master.Env, opts Options) (stop func(), err 
 		HeartbeatInterval: opts.HeartbeatInterval,
 		DegradedAfter:     opts.DegradedAfter,
 		OfflineAfter:      opts.OfflineAfter,
+		MaxAgents:         opts.MaxAgents,
+		MaxNodes:          opts.MaxNodes,
+		MaxWatchers:       opts.MaxWatchers,
 		MasterVersion:     version.Version,
 	})
 	if err != nil {

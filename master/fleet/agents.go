@@ -186,7 +186,7 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 	if fresh && len(f.agents) >= f.opts.MaxAgents {
 		f.mu.Unlock()
 		f.log.Warn("registration refused: agent limit reached", "agent", r.AgentID, "agents", f.opts.MaxAgents)
-		return Desired{}, newErr(KindExhausted, "the master already holds %d agents, its limit: remove offline agents (sutra agents rm ID) or raise --max-agents (SUTRA_MAX_AGENTS)", f.opts.MaxAgents)
+		return Desired{}, newErr(KindExhausted, "the master already holds %d agents, its limit: remove offline agents (sutra agents rm ID) or raise --max-agents (MAX_AGENTS)", f.opts.MaxAgents)
 	}
 	if err := f.admitLocked(a, r.Nodes); err != nil {
 		f.mu.Unlock()
@@ -269,7 +269,7 @@ func (f *Fleet) admitLocked(a *agentState, nodes []NodeStatus) error {
 			unknown, held, limits.MaxNodesPerAgent)
 	}
 	if unknown > 0 && len(f.nodes)+unknown > f.opts.MaxNodes {
-		return newErr(KindExhausted, "the agent reports %d nodes the master has no record of, and the fleet already holds %d of at most %d node records: remove offline agents (sutra agents rm ID) or raise --max-nodes (SUTRA_MAX_NODES)",
+		return newErr(KindExhausted, "the agent reports %d nodes the master has no record of, and the fleet already holds %d of at most %d node records: remove offline agents (sutra agents rm ID) or raise --max-nodes (MAX_NODES)",
 			unknown, len(f.nodes), f.opts.MaxNodes)
 	}
 	return nil

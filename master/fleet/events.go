@@ -102,7 +102,7 @@ func (f *Fleet) Watch(ctx context.Context, o WatchOptions, fn func(Event) error)
 	if o.Follow {
 		if len(f.subs) >= f.opts.MaxWatchers {
 			f.mu.Unlock()
-			return newErr(KindExhausted, "%d event watchers are already following, the master's limit: stop one (or raise --max-watchers) and watch again", len(f.subs))
+			return newErr(KindExhausted, "%d event watchers are already following, the master's limit: stop one (or raise --max-watchers, MAX_WATCHERS) and watch again", len(f.subs))
 		}
 		sub = &subscriber{ch: make(chan Event, o.Buffer)}
 		f.subs[sub] = struct{}{}

@@ -35,7 +35,7 @@ func (f *Fleet) Spawn(ctx context.Context, r SpawnRequest) (Node, error) {
 	}
 	if len(f.nodes) >= f.opts.MaxNodes {
 		f.mu.Unlock()
-		return Node{}, newErr(KindExhausted, "the fleet already holds %d node records, the master's limit: stop nodes, remove offline agents (sutra agents rm ID) or raise --max-nodes (SUTRA_MAX_NODES)", len(f.nodes))
+		return Node{}, newErr(KindExhausted, "the fleet already holds %d node records, the master's limit: stop nodes, remove offline agents (sutra agents rm ID) or raise --max-nodes (MAX_NODES)", len(f.nodes))
 	}
 	a, err := f.placeLocked(r.AgentID)
 	if err != nil {

@@ -1,0 +1,68 @@
+package master
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/sutragrid/sutra/internal/limits"
+)
+
+// gRPC connection policy. Agents keep one connection and call at least
+// every heartbeat interval (5 s by default); operators' CLIs come and go.
+const (
+	// grpcKeepaliveMinTime is the shortest client ping interval tolerated;
+	// a client pinging more often is sent GOAWAY (too_many_pings).
+	// Clients may ping without an active RPC (agents between heartbeats).
+	grpcKeepaliveMinTime = 10 * time.Second
+	// grpcKeepaliveTime: after this long without activity the master pings
+	// the client, and drops the connection when no answer comes within
+	// grpcKeepaliveTimeout, so dead peers do not hold streams open.
+	grpcKeepaliveTime    = time.Minute
+	grpcKeepaliveTimeout = 20 * time.Second
+	// grpcMaxConnectionIdle closes connections with no RPC for this long.
+	grpcMaxConnectionIdle = 15 * time.Minute
+)
+
+// newGRPCServer builds the master's one *grpc.Server: bounded messages and
+// streams, the keepalive policy above, and panic recovery composed for every
+// service registered on it, so that a bug in a handler answers INTERNAL
+// (with the stack in the log) instead of taking the master down.
+func newGRPCServer(opts Options, log *slog.Logger) *grpc.Server {
+	rec := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		method, _ := grpc.Method(ctx)
+		log.Error("panic in gRPC handler: answered INTERNAL; this is a bug, please report it with this log",
+			"method", method, "panic", p, "stack", string(debug.Stack()))
+		return status.Errorf(codes.Internal, "internal error in %s: the master recovered and logged it; retry, and report it if it happens again", method)
+	})
+	return grpc.NewServer(
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(rec)),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(rec)),
+		grpc.MaxRecvMsgSize(opts.GRPCMaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(opts.GRPCMaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             grpcKeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: grpcMaxConnectionIdle,
+			Time:              grpcKeepaliveTime,
+			Timeout:           grpcKeepaliveTimeout,
+		}),
+	)
+}
+
+// DefaultGRPCMaxConcurrentStreams is Options.GRPCMaxConcurrentStreams' default.
+const DefaultGRPCMaxConcurrentStreams = 64
+
+// DefaultGRPCMaxRecvMsgSize is Options.GRPCMaxRecvMsgSize's default: the
+// control plane's message limit, which the largest legitimate registration
+// fits in.
+const DefaultGRPCMaxRecvMsgSize = limits.MaxMsgSize
