@@ -4,8 +4,9 @@
 // nodes the master asks for.
 //
 //	sutra-agent --version | version           print the version
-//	sutra-agent fetch [--config F] [--version V]
+//	sutra-agent fetch [--config F] [--version V] [--offline]
 //	                                          fetch, verify and cache storage-server once; print its path
+//	                                          (--offline: use the verified cache, never the master)
 //	sutra-agent run [--config F]              run the agent until SIGINT/SIGTERM
 //	sutra-agent service ...                   manage the agent as an OS service
 //
@@ -29,7 +30,6 @@ import (
 
 	"github.com/sutragrid/sutra/agent/agentlog"
 	"github.com/sutragrid/sutra/agent/config"
-	"github.com/sutragrid/sutra/agent/fetch"
 	"github.com/sutragrid/sutra/internal/version"
 )
 
@@ -40,7 +40,9 @@ var errUsage = errors.New("usage")
 
 const usage = `usage:
   sutra-agent --version | version
-  sutra-agent fetch [--config FILE] [--version V]   fetch, verify and cache storage-server; print its path
+  sutra-agent fetch [--config FILE] [--version V] [--offline]
+                                                  fetch, verify and cache storage-server; print its path
+                                                  (--offline: the newest verified cached one, no master)
   sutra-agent run [--config FILE] [--service]       run the agent until SIGINT/SIGTERM
   sutra-agent service install|uninstall|start|stop|restart|status [--config FILE]
 `
@@ -115,61 +117,6 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		logger = newLogger(cfg.Logging, io.MultiWriter(stderr, lf))
 	}
 	return runAgent(ctx, cfg, logger, *asService, progressWriter(stderr))
-}
-
-func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("fetch", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	cfgPath := fl.String("config", defaultConfig, "agent config file")
-	ver := fl.String("version", fetch.Latest, `storage-server version to fetch ("latest" or x.y.z)`)
-	if err := fl.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	if fl.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fl.Arg(0))
-	}
-	cfg, logger, err := setup(*cfgPath, flagSet(fl, "config"), stderr)
-	if err != nil {
-		return err
-	}
-	path, err := fetchOnce(ctx, cfg, *ver, logger, progressWriter(stderr))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, path)
-	return nil
-}
-
-// fetchOnce does the design document's steps 2-7 once: resolve, download,
-// verify, cache, prune. With storage.binary_path set it only checks that file.
-func fetchOnce(ctx context.Context, cfg *config.Config, ver string, logger *slog.Logger, bar io.Writer) (string, error) {
-	if cfg.Storage.BinaryPath != "" {
-		e, err := fetch.Local(ctx, cfg.Storage.BinaryPath)
-		if err != nil {
-			return "", err
-		}
-		logger.Info("storage.binary_path is set; using it as is (no download)", "path", e.Path, "sha256", e.Checksum)
-		return e.Path, nil
-	}
-	f, err := fetch.New(fetch.Options{
-		BaseURL:     cfg.Storage.MasterBinaryURL,
-		CacheDir:    cfg.Agent.CacheDir,
-		Logger:      logger,
-		ProgressBar: bar,
-	})
-	if err != nil {
-		return "", err
-	}
-	e, err := f.Ensure(ctx, ver)
-	if err != nil {
-		return "", err
-	}
-	if removed, err := f.Prune(e.Version); err != nil {
-		logger.Warn("prune cache", "err", err)
-	} else if len(removed) > 0 {
-		logger.Info("pruned old versions", "removed", removed)
-	}
-	return e.Path, nil
 }
 
 // setup loads the config (defaults + environment when the default file is
