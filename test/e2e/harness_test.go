@@ -223,6 +223,29 @@ type agent struct {
 // the config's [monitoring] table.
 func (g *grid) newAgent(id, binaryPath string, monitoring ...string) *agent {
 	g.t.Helper()
+	return g.newAgentWith(id, binaryPath, agentConfig{}, monitoring...)
+}
+
+// agentConfig overrides parts of a test agent's config; zero fields keep the
+// defaults (the master's binary URL, a per-test port range, 8 nodes).
+type agentConfig struct {
+	binaryURL string // storage.master_binary_url
+	portStart int    // storage.port_range_start
+	maxNodes  int    // agent.max_storage_nodes
+}
+
+// newAgentWith is newAgent with config overrides.
+func (g *grid) newAgentWith(id, binaryPath string, ac agentConfig, monitoring ...string) *agent {
+	g.t.Helper()
+	if ac.binaryURL == "" {
+		ac.binaryURL = g.httpURL()
+	}
+	if ac.portStart == 0 {
+		ac.portStart = nodePortStart(g.t)
+	}
+	if ac.maxNodes == 0 {
+		ac.maxNodes = 8
+	}
 	dir := filepath.Join(g.root, id)
 	a := &agent{
 		g: g, id: id, dir: dir,
@@ -243,7 +266,7 @@ agent_id = %q
 master_host = %q
 cache_dir = %q
 agent_data_dir = %q
-max_storage_nodes = 8
+max_storage_nodes = %d
 
 [storage]
 binary_path = %q
@@ -254,7 +277,7 @@ port_range_start = %d
 [monitoring]
 heartbeat_interval_secs = 1
 health_check_interval_secs = 1
-`, id, g.grpcAddr(), a.cacheDir, a.dataDir, binaryPath, g.httpURL(), a.nodesDir, nodePortStart(g.t))
+`, id, g.grpcAddr(), a.cacheDir, a.dataDir, ac.maxNodes, binaryPath, ac.binaryURL, a.nodesDir, ac.portStart)
 	for _, line := range monitoring {
 		cfg += line + "\n"
 	}
