@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master"
@@ -61,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "max-nodes", env: "MAX_NODES", arg: "N", def: strconv.Itoa(fleet.DefaultMaxNodes), help: "storage-node records of the whole fleet (each agent holds at most 1000)"},
 		{flag: "max-watchers", env: "MAX_WATCHERS", arg: "N", def: strconv.Itoa(fleet.DefaultMaxWatchers), help: "concurrent `sutra events -f` watchers"},
 		{flag: "grpc-max-streams", env: "GRPC_MAX_STREAMS", arg: "N", def: strconv.Itoa(master.DefaultGRPCMaxConcurrentStreams), help: "concurrent gRPC calls on one client connection"},
+		{flag: "agent-gc-threshold", env: "AGENT_GC_THRESHOLD", arg: "DURATION", def: "24h", help: "remove agents offline for longer (with their node records; event AgentRemoved); 0 never removes them"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
@@ -126,6 +128,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	maxAgents, maxNodes := count("max-agents", 10_000_000), count("max-nodes", 100_000_000)
 	maxWatchers, grpcStreams := count("max-watchers", 100_000), count("grpc-max-streams", 100_000)
+	gcThreshold, err := time.ParseDuration(val["agent-gc-threshold"])
+	switch {
+	case val["agent-gc-threshold"] == "0":
+		gcThreshold = -1 // disabled
+	case err != nil || gcThreshold <= fleet.DefaultOfflineAfter:
+		errs = append(errs, fmt.Errorf("%s=%q: want 0 (never remove offline agents) or a duration longer than %s, like 24h or 90m", source["agent-gc-threshold"], val["agent-gc-threshold"], fleet.DefaultOfflineAfter))
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
 		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
@@ -156,6 +165,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		Console:                  console,
 		ControlPlane: controlplane.Starter(controlplane.Options{
 			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
+			AgentGCThreshold: gcThreshold,
 		}),
 	})
 }

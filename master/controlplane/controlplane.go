@@ -32,6 +32,9 @@ type Options struct {
 	// records and following event watchers (fleet.Options; defaults
 	// 20,000, 100,000 and 64).
 	MaxAgents, MaxNodes, MaxWatchers int
+	// AgentGCThreshold removes agents offline for longer (fleet.Options:
+	// zero means 24 h, negative never).
+	AgentGCThreshold time.Duration
 }
 
 // Starter returns a master.Options.ControlPlane function.
@@ -58,6 +61,7 @@ func Start(ctx context.Context, env master.Env, opts Options) (stop func(), err 
 		MaxAgents:         opts.MaxAgents,
 		MaxNodes:          opts.MaxNodes,
 		MaxWatchers:       opts.MaxWatchers,
+		AgentGCThreshold:  opts.AgentGCThreshold,
 		MasterVersion:     version.Version,
 	})
 	if err != nil {
