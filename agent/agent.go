@@ -202,9 +202,17 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	hostname, _ := os.Hostname()
+	instanceID, replaced, err := controlplane.LoadInstanceID(cfg.Agent.AgentDataDir)
+	if err != nil {
+		return nil, err
+	}
+	if replaced != "" {
+		a.log.Warn("instance id file held no id: kept it aside and created a new one", "kept_at", replaced)
+	}
 	a.cp, err = controlplane.New(controlplane.Options{
 		MasterAddr:        cfg.Agent.MasterHost,
 		AgentID:           cfg.Agent.AgentID,
+		InstanceID:        instanceID,
 		Hostname:          hostname,
 		Platform:          plat,
 		Arch:              arch,

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/limits"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -22,6 +23,9 @@ type Options struct {
 	MasterAddr string
 	// AgentID, Hostname, Platform, Arch and AgentVersion identify the agent. AgentID is required.
 	AgentID, Hostname, Platform, Arch, AgentVersion string
+	// InstanceID is this installation's persistent random id (LoadInstanceID),
+	// sent with every registration; "" sends none.
+	InstanceID string
 	// MaxStorageNodes is the agent's capacity.
 	MaxStorageNodes int
 	// Labels are free-form key/values shown to operators and usable for placement.
@@ -56,6 +60,9 @@ func (o Options) Validate() error {
 	}
 	if o.AgentID == "" {
 		errs = append(errs, errors.New("controlplane: AgentID is required"))
+	}
+	if o.InstanceID != "" && !validInstanceID(o.InstanceID) {
+		errs = append(errs, fmt.Errorf("controlplane: InstanceID %q is not 32 lowercase hex digits", o.InstanceID))
 	}
 	if o.Report == nil {
 		errs = append(errs, errors.New("controlplane: Report is required"))
@@ -166,10 +173,18 @@ func (c *Client) registerWithBackoff(ctx context.Context) error {
 		c.setConnected(false)
 		delay := c.backoff(attempt)
 		level := slog.LevelWarn
+		msg := "cannot register with master; retrying"
+		if status.Code(err) == codes.AlreadyExists {
+			// Another machine holds this agent_id: nothing changes until an
+			// operator acts, so say it loudly; nodes keep running meanwhile.
+			level = slog.LevelError
+			msg = "master refused registration: another agent instance holds this agent_id; set a unique agent_id in agent-config.toml (retrying; nodes keep running)"
+		}
 		if attempt > 0 && attempt%10 != 0 {
 			level = slog.LevelDebug
 		}
-		log.Log(ctx, level, "cannot register with master; retrying", "master", c.opts.MasterAddr, "attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
+		log.Log(ctx, level, msg, "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "instance", c.opts.InstanceID,
+			"attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -184,7 +199,8 @@ func (c *Client) register(ctx context.Context) error {
 	rep := c.opts.Report()
 	resp, err := c.rpc.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{
 		AgentId:         c.opts.AgentID,
-		Hostname:        c.opts.Hostname,
+		InstanceId:      c.opts.InstanceID,
+		Hostname:        limits.ClipText(c.opts.Hostname, limits.MaxTextLen),
 		Platform:        c.opts.Platform,
 		Arch:            c.opts.Arch,
 		AgentVersion:    c.opts.AgentVersion,
@@ -199,8 +215,8 @@ func (c *Client) register(ctx context.Context) error {
 	c.setInterval(resp.GetHeartbeatIntervalSecs())
 	c.setConnected(true)
 	c.opts.Logger.Info("registered with master", "master", c.opts.MasterAddr, "master_version", resp.GetMasterVersion(),
-		"agent", c.opts.AgentID, "heartbeat_interval", c.currentInterval(), "desired_generation", resp.GetDesired().GetGeneration())
-	c.opts.OnDesired(desiredFromProto(resp.GetDesired()))
+		"agent", c.opts.AgentID, "instance", c.opts.InstanceID, "heartbeat_interval", c.currentInterval(), "desired_generation", resp.GetDesired().GetGeneration())
+	c.deliver(resp.GetDesired())
 	if c.opts.OnRegistered != nil {
 		c.opts.OnRegistered()
 	}
@@ -227,7 +243,7 @@ func (c *Client) heartbeat(ctx context.Context) error {
 	if !wasConnected {
 		c.opts.Logger.Info("master reachable again", "master", c.opts.MasterAddr)
 	}
-	c.opts.OnDesired(desiredFromProto(resp.GetDesired()))
+	c.deliver(resp.GetDesired())
 	if c.opts.OnHeartbeat != nil {
 		c.opts.OnHeartbeat()
 	}
