@@ -378,7 +378,7 @@ func (a *Agent) onNodeEvent(ev supervisor.Event) {
 	}
 	a.mu.Lock()
 	n, ok := a.rec.Nodes[ev.Node]
-	changed := ok && (n.PID != pid || n.StartTime != start)
+	changed := ok && (n.PID != pid || n.StartTime != start || (pid != 0 && n.BootID != a.recovery.bootID))
 	if changed {
 		n.PID, n.StartTime, n.BootID = pid, start, a.recovery.bootID
 		a.rec.Nodes[ev.Node] = n

@@ -199,3 +199,29 @@ func TestRecordOfAnotherBootIsNotAdopted(t *testing.T) {
 		t.Errorf("node-rb pid changed %d -> %d", after.GetPid(), now.GetPid())
 	}
 }
+
+// A record written by an agent that kept no boot id (an agent upgrade): the
+// node is re-adopted (same pid, its command line is the node's), and the
+// record gains the boot id.
+func TestRecordWithoutBootIDIsReadopted(t *testing.T) {
+	t.Parallel()
+	g := newGrid(t, v100)
+	a := g.newAgent("agent-legacy", "")
+	a.waitRegistered()
+	st := runNode(a, "node-legacy")
+	a.kill9()
+	rec := readRecord(t, a)
+	delete(rec["node-legacy"], "boot_id")
+	writeRecord(t, a, rec)
+	a.start()
+	waitFor(t, long, "agent log says the node was re-adopted", func() (bool, string) {
+		return a.logCount("re-adopted running node", "node-legacy") == 1, tail(a.logPath, 5)
+	})
+	if now := g.waitRunning("node-legacy"); now.GetPid() != st.GetPid() {
+		t.Errorf("node-legacy pid %d -> %d, want it re-adopted", st.GetPid(), now.GetPid())
+	}
+	waitFor(t, long, "the record to gain the boot id", func() (bool, string) {
+		n := readRecord(t, a)["node-legacy"]
+		return n["boot_id"] != nil && n["boot_id"] != "" && n["pid"] == float64(st.GetPid()), ""
+	})
+}
