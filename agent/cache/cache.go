@@ -329,6 +329,10 @@ func (c *Cache) OpenPartial(version string, resume bool) (*os.File, error) {
 			c.log.Warn("partial download is not a regular file of its own; replacing it", "path", c.PartialPath(version), "err", err)
 		}
 	}
+	if fi, err := vr.Lstat(c.partial); err == nil && (!fi.Mode().IsRegular() || linkCount(fi) > 1) {
+		c.log.Warn("a partial download path holds a link or other non-regular file (planted?); removing the link, not its target",
+			"path", c.PartialPath(version), "type", kind(fi.Mode()), "links", linkCount(fi))
+	}
 	if err := vr.Remove(c.partial); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		if err := vr.RemoveAll(c.partial); err != nil {
 			return nil, fmt.Errorf("remove stale partial %s: %w", c.PartialPath(version), err)

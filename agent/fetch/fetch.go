@@ -81,8 +81,9 @@ var (
 	ErrChecksum = errors.New("checksum mismatch")
 	// ErrUnsupportedPlatform: no binaries exist for this OS/CPU (permanent).
 	ErrUnsupportedPlatform = errors.New("unsupported platform")
-	// ErrCacheDir: the cache directory cannot be written (permanent until fixed).
-	ErrCacheDir = errors.New("cache dir not writable")
+	// ErrCacheDir: the cache directory cannot be written, is full, or is not
+	// private to the agent (permanent until fixed).
+	ErrCacheDir = errors.New("cache dir unusable")
 	// ErrBinaryPath: storage.binary_path is missing or not executable.
 	ErrBinaryPath = errors.New("binary_path unusable")
 	// ErrBadResponse: the server answered something that is not the contract
