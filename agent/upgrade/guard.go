@@ -94,7 +94,7 @@ func Guard(ctx context.Context, opts GuardOptions) error {
 
 // guardRollback rolls back under the lock if the upgrade is still watched.
 func guardRollback(c core, id string) (bool, error) {
-	unlock, err := lockState(c.dataDir, 30*time.Second)
+	unlock, err := lockState(c.dataDir, c.wait())
 	if err != nil {
 		return false, err
 	}

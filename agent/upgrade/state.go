@@ -80,10 +80,14 @@ type State struct {
 	// Boots counts starts of the new version while watching.
 	Boots    int `json:"boots,omitempty"`
 	MaxBoots int `json:"max_boots,omitempty"`
+	// Starts counts the pre-start checks (Check) of the new version while it
+	// is on probation: service-manager starts, including ones that crash
+	// before Begin.
+	Starts int `json:"starts,omitempty"`
 	// GuardPID is the guard process, when one was started.
 	GuardPID int `json:"guard_pid,omitempty"`
-	// RolledBackBy says who restored the old binary: "watch", "boot", "guard"
-	// or "external" (the old binary was found running again).
+	// RolledBackBy says who restored the old binary: "watch", "boot", "guard",
+	// "check" or "external" (the old binary was found running again).
 	RolledBackBy string `json:"rolled_back_by,omitempty"`
 	// FailedVersions are never upgraded to automatically again.
 	FailedVersions []string `json:"failed_versions,omitempty"`
@@ -122,7 +126,7 @@ func parseState(data []byte) (State, error) {
 	if !validPhase(s.Phase) {
 		return State{}, fmt.Errorf("decode %s: unknown phase %q", StateFile, s.Phase)
 	}
-	if s.Boots < 0 || s.MaxBoots < 0 || s.Deadline < 0 || s.GuardGraceSeconds < 0 {
+	if s.Boots < 0 || s.MaxBoots < 0 || s.Starts < 0 || s.Deadline < 0 || s.GuardGraceSeconds < 0 {
 		return State{}, fmt.Errorf("decode %s: negative counter", StateFile)
 	}
 	return s, nil

@@ -136,6 +136,9 @@ type Options struct {
 	// RunVersion runs an executable's --version and returns what it printed
 	// (default: "<path> --version" with a 10 s timeout).
 	RunVersion func(ctx context.Context, path string) (string, error)
+	// StepHook, when set, is called after each durable step of Apply and
+	// Begin (the Step… constants). Tests use it to simulate a crash there.
+	StepHook func(step string)
 	// LockWait is how long a state update waits for the cross-process state
 	// lock (default 30 s).
 	LockWait time.Duration
@@ -385,6 +388,7 @@ func (u *Upgrader) Apply(ctx context.Context, want string) error {
 		return err
 	}
 	log.Info("agent upgrade requested", "from", s.FromVersion, "to", target, "executable", s.Target)
+	u.step(StepRequested)
 
 	// fail records a failure that leaves the old binary in place.
 	fail := func(stage string, err error, badVersion bool) error {
@@ -428,6 +432,7 @@ func (u *Upgrader) Apply(ctx context.Context, want string) error {
 	if err := u.core.put(&s); err != nil {
 		return err
 	}
+	u.step(StepDownloaded)
 	out, err := u.opts.RunVersion(ctx, e.Path)
 	if err != nil {
 		return fail("verify", fmt.Errorf("%s --version: %w", e.Path, err), ctx.Err() == nil)
@@ -445,22 +450,17 @@ func (u *Upgrader) Apply(ctx context.Context, want string) error {
 	if err := u.core.put(&s); err != nil {
 		return err
 	}
-	f, err := os.Open(e.Path)
+	u.step(StepVerified)
+	data, err := os.ReadFile(e.Path)
 	if err != nil {
 		return fail("apply", err, false)
 	}
-	err = selfupdate.Apply(f, selfupdate.Options{TargetPath: s.Target, OldSavePath: s.OldPath, Checksum: want32})
-	f.Close()
-	if err != nil {
-		if rerr := rollbackError(err); rerr != nil {
-			log.Error("AGENT EXECUTABLE MAY BE MISSING: selfupdate could not put the previous binary back after a failed install; "+
-				"copy "+s.OldPath+" to "+s.Target+" by hand", "err", err, "rollback_err", rerr)
-			err = fmt.Errorf("%w; restoring the previous binary also failed (copy %s to %s by hand): %v", err, s.OldPath, s.Target, rerr)
-		}
+	// The executable path names a complete binary at every instant: the new
+	// one is written and fsynced beside it, the running one kept at OldPath,
+	// then the new one renamed over it.
+	if err := installBinary(s.Target, data, want32, s.OldPath, u.step); err != nil {
+		log.Error("install the new agent binary", "err", err)
 		return fail("apply", err, false)
-	}
-	if err := syncFile(s.Target); err != nil {
-		log.Warn("fsync new agent binary", "err", err)
 	}
 
 	now = u.opts.Now()
@@ -476,10 +476,18 @@ func (u *Upgrader) Apply(ctx context.Context, want string) error {
 		}
 		return fail("apply", err, false)
 	}
+	u.step(StepWatching)
 	u.spawnGuard(&s)
+	u.step(StepGuarded)
 	log.Info("new agent installed; exiting so the service manager starts it",
 		"from", s.FromVersion, "to", target, "window", u.opts.Window, "previous", s.OldPath)
 	return ErrRestartRequired
+}
+
+func (u *Upgrader) step(name string) {
+	if u.opts.StepHook != nil {
+		u.opts.StepHook(name)
+	}
 }
 
 // spawnGuard starts the guard from the previous binary and records its pid.
@@ -542,6 +550,11 @@ func (u *Upgrader) Begin(ctx context.Context) (Status, error) {
 		}
 		s.Message = fmt.Sprintf("%s started (boot %d of at most %d); waiting for it to register and heartbeat", cur, s.Boots, maxBoots)
 		log.Info("new agent version on probation", "version", cur, "boot", s.Boots, "deadline", time.Unix(s.Deadline, 0))
+		if err := u.core.putLocked(&s); err != nil {
+			return statusOf(s), err
+		}
+		u.step(StepBooted)
+		return statusOf(s), nil
 	case s.Phase == PhaseWatching:
 		// Someone (a guard that crashed half-way, an operator) put another
 		// binary back.
@@ -565,6 +578,10 @@ func (u *Upgrader) Begin(ctx context.Context) (Status, error) {
 		s.Phase = PhaseFailed
 		s.Message = fmt.Sprintf("upgrade to %s interrupted by an agent restart during %s", s.ToVersion, s.Message)
 		s.RetryAfter = 0
+		if s.Target != "" {
+			// A new binary written beside the executable but never installed.
+			_ = os.Remove(sidePath(s.Target, ".new"))
+		}
 	default:
 		return statusOf(s), nil
 	}
@@ -749,9 +766,17 @@ type core struct {
 	lockWait time.Duration
 }
 
+// wait is how long to wait for the state lock.
+func (c core) wait() time.Duration {
+	if c.lockWait <= 0 {
+		return defaultLockWait
+	}
+	return c.lockWait
+}
+
 // put writes s under the state lock.
 func (c core) put(s *State) error {
-	unlock, err := lockState(c.dataDir, c.lockWait)
+	unlock, err := lockState(c.dataDir, c.wait())
 	if err != nil {
 		return err
 	}
@@ -767,7 +792,7 @@ func (c core) putLocked(s *State) error {
 // update re-reads the state under the lock, applies fn and writes the result
 // (unless fn returns errSkip).
 func (c core) update(fn func(*State) error) error {
-	unlock, err := lockState(c.dataDir, c.lockWait)
+	unlock, err := lockState(c.dataDir, c.wait())
 	if err != nil {
 		return err
 	}
@@ -838,21 +863,10 @@ func restore(s State, log *slog.Logger) error {
 		}
 		return nil
 	}
-	rejected := sidePath(s.Target, ".rejected")
-	err = selfupdate.Apply(strings.NewReader(string(data)), selfupdate.Options{TargetPath: s.Target, OldSavePath: rejected, Checksum: h[:]})
-	if err != nil {
-		if rerr := rollbackError(err); rerr != nil {
-			log.Error("AGENT EXECUTABLE MAY BE MISSING after a failed restore; copy "+s.OldPath+" to "+s.Target+" by hand",
-				"err", err, "rollback_err", rerr)
-			return fmt.Errorf("%w (putting the rejected binary back failed too: %v)", err, rerr)
-		}
+	if err := installBinary(s.Target, data, h[:], "", func(string) {}); err != nil {
+		log.Error("restore the previous agent binary; copy "+s.OldPath+" to "+s.Target+" by hand", "err", err)
 		return err
 	}
-	if err := syncFile(s.Target); err != nil {
-		log.Warn("fsync restored agent binary", "err", err)
-	}
-	// Best effort: on Windows the rejected binary may still be running.
-	_ = os.Remove(rejected)
 	return nil
 }
 

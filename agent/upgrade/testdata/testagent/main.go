@@ -6,6 +6,11 @@
 //	-X main.mode=ok        register, commit, poll the desired version
 //	-X main.mode=broken    answer --version, but exit 1 at once when run
 //	-X main.mode=nocommit  start, never reach the master (never commits)
+//
+// "testagent upgrade-check --data-dir D" runs the pre-start check. With
+// "--crash-at STEP" the agent SIGKILLs itself the first time it reaches that
+// step of an update (Options.StepHook), leaving the file D.crashed behind:
+// the first half of a simulated power cut.
 package main
 
 import (
@@ -19,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +50,9 @@ func main() {
 	if len(args) > 0 && args[0] == upgrade.GuardCommand {
 		os.Exit(upgrade.GuardMain(ctx, args[1:], upgrade.GuardOptions{Poll: 100 * time.Millisecond}, os.Stderr))
 	}
+	if len(args) > 0 && args[0] == upgrade.CheckCommand {
+		os.Exit(upgrade.CheckMain(ctx, args[1:], upgrade.CheckOptions{}, os.Stderr))
+	}
 	if mode == "broken" {
 		fmt.Fprintln(os.Stderr, "testagent", version.Version, ": broken build, exiting at once")
 		os.Exit(1)
@@ -59,6 +68,7 @@ func run(ctx context.Context, args []string) int {
 	window := fl.Duration("window", 20*time.Second, "")
 	grace := fl.Duration("guard-grace", time.Second, "")
 	poll := fl.Duration("poll", 200*time.Millisecond, "")
+	crashAt := fl.String("crash-at", "", "SIGKILL self at this update step, once")
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
@@ -69,27 +79,36 @@ func run(ctx context.Context, args []string) int {
 		log.Error("fetch", "err", err)
 		return 1
 	}
-	u, err := upgrade.New(upgrade.Options{DataDir: *dataDir, Fetcher: f, Window: *window, GuardGrace: *grace, Logger: log,
-		LogTail: func(n int) []string { return []string{"testagent " + version.Version + " log line"} }})
+	step := func(s string) {
+		if s != *crashAt {
+			return
+		}
+		marker := filepath.Clean(*dataDir) + ".crashed"
+		if _, err := os.Stat(marker); err == nil {
+			return
+		}
+		if err := os.WriteFile(marker, []byte(s+"\n"), 0o644); err != nil {
+			log.Error("crash marker", "err", err)
+			return
+		}
+		log.Warn("simulated crash: SIGKILL", "step", s)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	restart := make(chan struct{}, 1)
+	u, err := upgrade.Start(ctx, upgrade.StartOptions{
+		Options: upgrade.Options{DataDir: *dataDir, Fetcher: f, Window: *window, GuardGrace: *grace, Logger: log, StepHook: step,
+			LogTail: func(n int) []string { return []string{"testagent " + version.Version + " log line"} }},
+		Restart:        func(error) { restart <- struct{}{} },
+		CommitRetryMin: 20 * time.Millisecond,
+	})
 	if err != nil {
 		log.Error("upgrade", "err", err)
-		return 1
-	}
-	if _, err := u.Begin(ctx); err != nil {
-		log.Error("begin", "err", err)
 		if errors.Is(err, upgrade.ErrRestartRequired) {
 			return exitRestart
 		}
 		return 1
 	}
-	restart := make(chan struct{}, 1)
-	go func() {
-		if err := u.Watch(ctx); errors.Is(err, upgrade.ErrRestartRequired) {
-			restart <- struct{}{}
-		} else if err != nil {
-			log.Error("watch", "err", err)
-		}
-	}()
 	if mode == "nocommit" {
 		log.Info("cannot reach the master (test mode nocommit)")
 		select {
@@ -105,21 +124,15 @@ func run(ctx context.Context, args []string) int {
 	for {
 		if !committed && get(ctx, *master+"/register?version="+url.QueryEscape(version.Version)) != "" {
 			committed = true
-			if err := u.Committed(); errors.Is(err, upgrade.ErrRestartRequired) {
-				return exitRestart
-			}
+			u.Committed()
 		}
 		if want := get(ctx, *master+"/desired?version="+url.QueryEscape(version.Version)); want != "" {
-			if ok, why := u.ShouldUpgrade(want); ok {
-				err := u.Apply(ctx, want)
-				if errors.Is(err, upgrade.ErrRestartRequired) {
-					return exitRestart
-				}
-				if err != nil {
-					log.Error("apply", "err", err)
-				}
-			} else {
-				log.Debug("no upgrade", "why", why)
+			err := u.Desired(ctx, want)
+			if errors.Is(err, upgrade.ErrRestartRequired) {
+				return exitRestart
+			}
+			if err != nil {
+				log.Error("apply", "err", err)
 			}
 		}
 		select {
