@@ -263,6 +263,9 @@ type stuckUpgrader struct {
 func (u *stuckUpgrader) Committed() {}
 
 func (u *stuckUpgrader) Desired(ctx context.Context, v string) error {
+	if v == "" {
+		return nil // no self-update asked for
+	}
 	u.mu.Lock()
 	u.calls[v]++
 	u.mu.Unlock()
