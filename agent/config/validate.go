@@ -7,7 +7,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"unicode"
+
+	"github.com/sutragrid/sutra/internal/ident"
+	"github.com/sutragrid/sutra/internal/limits"
 )
 
 // SupportedPlatforms are the accepted values of agent.platform.
@@ -122,10 +124,9 @@ func (d *decoder) validate(cfg *Config) {
 
 	a := cfg.Agent
 	if a.AgentID != "" {
-		if len(a.AgentID) > 128 || strings.IndexFunc(a.AgentID, func(r rune) bool {
-			return !(r == '-' || r == '_' || r == '.' || r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r)))
-		}) >= 0 {
-			d.problem("agent.agent_id", "%q is not a valid agent id (accepted: 1-128 of A-Z a-z 0-9 . _ -)", a.AgentID)
+		// The master applies the same rule (internal/ident).
+		if err := ident.Validate("agent", a.AgentID); err != nil {
+			d.problem("agent.agent_id", "%.140q is not a valid agent id (accepted: %s)", a.AgentID, ident.Charset)
 		}
 	}
 	if msg := checkHostPort(a.MasterHost); msg != "" {
@@ -138,15 +139,20 @@ func (d *decoder) validate(cfg *Config) {
 	default:
 		d.problem("agent.platform", "unknown platform %q (accepted: %s)", a.Platform, strings.Join(SupportedPlatforms, ", "))
 	}
-	if a.MaxStorageNodes < 1 || a.MaxStorageNodes > 1000 {
-		d.problem("agent.max_storage_nodes", "%d is out of range (accepted: 1 to 1000)", a.MaxStorageNodes)
+	if a.MaxStorageNodes < 1 || a.MaxStorageNodes > limits.MaxStorageNodes {
+		d.problem("agent.max_storage_nodes", "%d is out of range (accepted: 1 to %d)", a.MaxStorageNodes, limits.MaxStorageNodes)
 	}
 	if a.UpgradeWindowSecs < 5 || a.UpgradeWindowSecs > 86400 {
 		d.problem("agent.upgrade_window_secs", "%d is out of range (accepted: 5 to 86400 seconds)", a.UpgradeWindowSecs)
 	}
+	// The master applies the same limits (internal/limits).
+	if len(a.Labels) > limits.MaxLabels {
+		d.problem("agent.labels", "%d labels (accepted: at most %d)", len(a.Labels), limits.MaxLabels)
+	}
 	for k, v := range a.Labels {
-		if k == "" || len(k) > 63 || len(v) > 256 || strings.ContainsFunc(k+v, unicode.IsControl) {
-			d.problem("agent.labels", "label %q = %q is invalid (accepted: keys of 1-63 and values of up to 256 printable characters)", k, v)
+		if limits.Label(k, v) != nil {
+			d.problem("agent.labels", "label %.80q = %.80q is invalid (accepted: keys of 1-%d bytes and values of up to %d bytes, printable UTF-8)",
+				k, v, limits.MaxLabelKeyLen, limits.MaxLabelValueLen)
 		}
 	}
 
