@@ -196,4 +196,22 @@ func TestNodeUpgradeOneAtATimeAndRollback(t *testing.T) {
 	if msg := u1.GetMessage(); !strings.Contains(msg, "upgrade to storage-server "+v120+" failed") {
 		t.Errorf("node-u1 status message at the master = %q, want it to report the failed upgrade to %s", msg, v120)
 	}
+
+	// Issue 10 item 7: the failure survives an agent restart. The restarted
+	// agent re-adopts both nodes and neither upgrades them to the broken
+	// 1.2.0 again nor starts anything from it.
+	a.kill9()
+	a.start()
+	restarted := time.Now().Unix()
+	g.waitAgent(a.id, "heartbeating for a while after the restart", func(ag *gridv1.Agent) bool {
+		return ag.GetAppliedGeneration() == ag.GetDesired().GetGeneration() && ag.GetLastHeartbeatUnix() >= restarted+8
+	})
+	if n := a.logCount("upgrading node", "to="+v120); n != 1 {
+		t.Errorf("after an agent restart: %d node upgrades to the broken %s in the log, want still 1", n, v120)
+	}
+	for _, id := range []string{"node-u1", "node-u2"} {
+		if st := g.waitRunning(id); st.GetVersion() != v110 {
+			t.Errorf("%s runs %s after the agent restart, want %s", id, st.GetVersion(), v110)
+		}
+	}
 }
