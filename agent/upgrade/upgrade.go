@@ -11,18 +11,25 @@
 // SHA-256 checked against the master's metadata and verify endpoint, then
 // cached), runs "<new> --version" and requires it to print the wanted
 // version (this proves the file executes on this machine and is the release
-// it claims to be), then calls selfupdate.Apply with the cached checksum, which
-// re-hashes the bytes it installs. The previous binary is kept beside the
-// executable (OldPath, e.g. /usr/local/bin/sutra-agent.previous) and its
-// SHA-256 recorded; the state becomes watching with a deadline, a guard
-// process is started from the previous binary, and Apply returns
-// ErrRestartRequired: the caller exits and the service manager starts the new
-// binary. Storage nodes are not touched; the new agent re-adopts them.
+// it claims to be), then installs it crash-safely: the bytes are re-hashed
+// against the cached checksum, written beside the executable and fsynced;
+// the running binary is kept beside the executable (OldPath, e.g.
+// /usr/local/bin/sutra-agent.previous, a hard link or an fsynced copy) with
+// its SHA-256 recorded; the new file is renamed over the executable and the
+// directory fsynced, so the executable path names a complete binary, old or
+// new, at every instant (Windows, which cannot replace a running executable,
+// uses selfupdate.Apply's rename-away for that last step). The state becomes
+// watching with a deadline, a guard process is started from the previous
+// binary, and Apply returns ErrRestartRequired: the caller exits and the
+// service manager starts the new binary. Storage nodes are not touched; the
+// new agent re-adopts them.
 //
 // Health gate: the new agent calls Begin first thing at start-up (counting
 // boots) and Committed once it has registered with the master and
-// heartbeated. Until then three independent parties can restore the previous
-// binary, whichever sees the failure first:
+// heartbeated (Hooks records the commit on a goroutine of its own, retried
+// until durable; once the agent has heartbeated, Watch waits for the commit
+// rather than roll back). Until then four independent parties can restore
+// the previous binary, whichever sees the failure first:
 //
 //   - Begin, in the new agent, when it has booted more than MaxBoots times
 //     (a crash loop that gets as far as Begin) or the deadline has passed;
@@ -30,7 +37,11 @@
 //     (it starts but cannot reach the master);
 //   - the guard, a detached process running the previous binary, when the
 //     deadline plus a grace period passes (a new binary that dies before it
-//     reaches Begin, or hangs).
+//     reaches Begin, or hangs);
+//   - Check, run by the service manager before every start from the previous
+//     binary (systemd ExecStartPre=), when the new version was started more
+//     than MaxBoots times or its deadline passed: the restore path that
+//     survives a reboot, which the guard does not.
 //
 // Trust model of a rollback: the previous binary is restored only if it still
 // hashes to the SHA-256 recorded before the update; otherwise the rollback
@@ -262,7 +273,7 @@ func New(opts Options) (*Upgrader, error) {
 		return nil, err
 	}
 	return &Upgrader{
-		opts:      opts,
+		opts:         opts,
 		core:         core{dataDir: opts.DataDir, log: opts.Logger, now: opts.Now, logTail: opts.LogTail, lockWait: opts.LockWait},
 		committed:    make(chan struct{}),
 		commitWanted: make(chan struct{}),
