@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "max-nodes", env: "MAX_NODES", arg: "N", def: strconv.Itoa(fleet.DefaultMaxNodes), help: "storage-node records of the whole fleet (each agent holds at most 1000)"},
 		{flag: "max-watchers", env: "MAX_WATCHERS", arg: "N", def: strconv.Itoa(fleet.DefaultMaxWatchers), help: "concurrent `sutra events -f` watchers"},
 		{flag: "grpc-max-streams", env: "GRPC_MAX_STREAMS", arg: "N", def: strconv.Itoa(master.DefaultGRPCMaxConcurrentStreams), help: "concurrent gRPC calls on one client connection"},
-		{flag: "agent-gc-threshold", env: "AGENT_GC_THRESHOLD", arg: "DURATION", def: "24h", help: "remove agents offline for longer (with their node records; event AgentRemoved); 0 never removes them"},
+		{flag: "agent-gc-threshold", env: "AGENT_GC_THRESHOLD", arg: "DURATION", def: "24h", help: "remove offline agents without a heartbeat for longer (with their node records; event AgentRemoved); 0 never removes them"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {

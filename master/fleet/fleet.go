@@ -71,11 +71,12 @@ type Options struct {
 	SweepInterval time.Duration
 	// EventLogSize bounds the persisted event log (default 10,000 events).
 	EventLogSize int
-	// AgentGCThreshold: an agent offline for longer is removed with its
-	// node records (event AgentRemoved), like Nomad's node_gc_threshold.
-	// Zero means DefaultAgentGCThreshold (24 h); negative disables removal.
-	// Time offline counts from the later of the agent's last heartbeat and
-	// the fleet's start, so a master restart never removes agents at once.
+	// AgentGCThreshold: an offline agent whose last heartbeat is older is
+	// removed with its node records (event AgentRemoved), like Nomad's
+	// node_gc_threshold. It must be longer than OfflineAfter. Zero means
+	// DefaultAgentGCThreshold (24 h); negative disables removal. The time
+	// counts from the later of the agent's last heartbeat and the fleet's
+	// start, so a master restart never removes agents at once.
 	AgentGCThreshold time.Duration
 	// MaxAgents caps the registered agents; a new agent beyond it is refused
 	// with ErrExhausted (default DefaultMaxAgents, 20,000).
@@ -356,8 +357,8 @@ func (f *Fleet) Sweep(ctx context.Context) error {
 			off := now.Sub(later(a.lastSeen, f.started))
 			if off >= f.opts.AgentGCThreshold {
 				removed++
-				f.removeLocked(&tx, now, a, EventAgentRemoved, fmt.Sprintf("offline for %s (longer than the agent GC threshold %s): removed with %d node records", off.Round(time.Second), f.opts.AgentGCThreshold, len(a.nodes)))
-				f.log.Info("agent removed", "agent", a.rec.ID, "offline_for", off.Round(time.Second), "gc_threshold", f.opts.AgentGCThreshold)
+				f.removeLocked(&tx, now, a, EventAgentRemoved, fmt.Sprintf("offline, no heartbeat for %s (agent GC threshold %s): removed with %d node records", off.Round(time.Second), f.opts.AgentGCThreshold, len(a.nodes)))
+				f.log.Info("agent removed", "agent", a.rec.ID, "since_heartbeat", off.Round(time.Second), "gc_threshold", f.opts.AgentGCThreshold)
 			}
 		}
 	}
