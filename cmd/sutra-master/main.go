@@ -49,6 +49,9 @@ type setting struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) > 0 && dbCommands[args[0]] != "" {
+		return runDB(ctx, args[0], args[1:], stdout, stderr, getenv)
+	}
 	fs := flag.NewFlagSet("sutra-master", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	settings := []*setting{
@@ -78,6 +81,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			fmt.Fprintf(stderr, "  --%s %s\n      %s (env %s, default %s)\n", s.flag, s.arg, s.help, s.env, s.def)
 		}
 		fmt.Fprintf(stderr, "  --version\n      print the version and exit\n")
+		fmt.Fprintf(stderr, "\nFleet database commands (see `sutra-master COMMAND --help`):\n")
+		for _, c := range []string{"backup", "restore", "reset-db", "accept-db"} {
+			fmt.Fprintf(stderr, "  sutra-master %s\n", dbCommands[c])
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -41,15 +41,15 @@ func (b *Bolt) WriteTo(w io.Writer) (n int64, err error) {
 
 // BackupHandler serves GET /api/backup: a consistent copy of the running
 // master's database, for `sutra-master backup`. The route has no
-// authentication yet, so it answers loopback clients only (403 otherwise):
-// run the backup on the master's host. A reverse proxy on the same host
+// authentication yet, so it answers clients on the master's own host only
+// (loopback, or the address the request arrived on; 403 otherwise). A reverse proxy on the same host
 // would make every client look local; don't expose this route through one.
 func BackupHandler(b *Bolt, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !loopback(r.RemoteAddr) {
+		if !sameHost(r) {
 			httpjson.WriteError(w, http.StatusForbidden,
 				"backups are served to loopback clients only: run `sutra-master backup FILE` on the master's host")
 			return
@@ -85,13 +85,23 @@ func BackupHandler(b *Bolt, log *slog.Logger) http.Handler {
 	})
 }
 
-func loopback(remoteAddr string) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
+// sameHost reports whether r comes from this host: from a loopback address,
+// or from the very address it arrived on (a master bound to one interface).
+func sameHost(r *http.Request) bool {
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return false
 	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
+	ip := remote.Addr().Unmap()
+	if ip.IsLoopback() {
+		return true
+	}
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	l, err := netip.ParseAddrPort(local.String())
+	return err == nil && l.Addr().Unmap() == ip
 }
 
 // SaveBackup writes a backup to dst crash-safely: write fills a temporary

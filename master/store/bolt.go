@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,13 +52,30 @@ func (e *FileError) Error() string {
 
 func (e *FileError) Unwrap() error { return e.Err }
 
-const (
-	fixDamaged = "restore a backup with `sutra-master restore BACKUP-FILE`, " +
-		"or run `sutra-master reset-db` to move it aside and start an empty fleet"
-	fixRolledBack = "restore the newest backup with `sutra-master restore BACKUP-FILE`; " +
-		"if you put this file in place on purpose, run `sutra-master accept-db` once"
-	fixLocked = "is another sutra-master using this data directory? Stop it first"
-)
+// fixDamaged and fixRolledBack say what to run, on the file's data directory.
+func fixDamaged(path string) string {
+	d := quoteArg(filepath.Dir(path))
+	return "restore a backup with `sutra-master restore --data-dir " + d + " BACKUP-FILE`, " +
+		"or run `sutra-master reset-db --data-dir " + d + "` to move it aside and start an empty fleet"
+}
+
+func fixRolledBack(path string) string {
+	d := quoteArg(filepath.Dir(path))
+	return "restore the newest backup with `sutra-master restore --data-dir " + d + " BACKUP-FILE`; " +
+		"if you put this file in place on purpose, run `sutra-master accept-db --data-dir " + d + "` once"
+}
+
+const fixLocked = "is another sutra-master using this data directory? Stop it first"
+
+// quoteArg quotes a path for a shell command line when it needs it.
+func quoteArg(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:\\", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
 
 // Options tune Open. The zero value is usable.
 type Options struct {
@@ -142,14 +160,14 @@ func open(path string, o Options, accept bool) (*Bolt, error) {
 			return nil, &FileError{Path: path, Err: ErrEmpty,
 				Detail: fmt.Sprintf("the fleet database is missing, but %s records one (transaction %d, %s)",
 					filepath.Base(markPath(path)), mk.TxID, mk.Updated.UTC().Format(time.RFC3339)),
-				Fix: fixDamaged}
+				Fix: fixDamaged(path)}
 		}
 	case err != nil:
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	case fi.Size() == 0:
 		return nil, &FileError{Path: path, Err: ErrEmpty,
 			Detail: "the fleet database is empty (0 bytes): it was truncated, or its creation was interrupted",
-			Fix:    fixDamaged}
+			Fix:    fixDamaged(path)}
 	default:
 		start := time.Now()
 		info, err := verifyLocked(path, o.LockTimeout)
@@ -200,7 +218,7 @@ func verifyLocked(path string, timeout time.Duration) (Info, error) {
 	}
 	info, err := verify(f, fi.Size())
 	if err != nil {
-		return info, &FileError{Path: path, Err: ErrDamaged, Detail: "the fleet database is damaged (" + err.Error() + ")", Fix: fixDamaged}
+		return info, &FileError{Path: path, Err: ErrDamaged, Detail: "the fleet database is damaged (" + err.Error() + ")", Fix: fixDamaged(path)}
 	}
 	return info, nil
 }
@@ -214,7 +232,7 @@ func openBolt(path string, bo *bolt.Options) (db *bolt.DB, err error) {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, &FileError{Path: path, Err: ErrLocked, Detail: "the file is locked", Fix: fixLocked}
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return nil, &FileError{Path: path, Err: ErrDamaged, Detail: "the fleet database is damaged (" + err.Error() + ")", Fix: fixDamaged}
+		return nil, &FileError{Path: path, Err: ErrDamaged, Detail: "the fleet database is damaged (" + err.Error() + ")", Fix: fixDamaged(path)}
 	case err != nil:
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -227,7 +245,7 @@ func openBolt(path string, bo *bolt.Options) (db *bolt.DB, err error) {
 // at the top of a function that calls into bbolt.
 func guard(path string, err *error, oldPanicOnFault bool) {
 	if r := recover(); r != nil {
-		*err = &FileError{Path: path, Err: ErrDamaged, Detail: fmt.Sprintf("the fleet database is damaged (bbolt: %v)", r), Fix: fixDamaged}
+		*err = &FileError{Path: path, Err: ErrDamaged, Detail: fmt.Sprintf("the fleet database is damaged (bbolt: %v)", r), Fix: fixDamaged(path)}
 	}
 	debug.SetPanicOnFault(oldPanicOnFault)
 }
@@ -255,12 +273,12 @@ func (b *Bolt) init(mk mark, accept bool) (err error) {
 			return &FileError{Path: b.path, Err: ErrRolledBack,
 				Detail: fmt.Sprintf("this is not the fleet database this data directory was using (store id %q, %s records %q): it was replaced",
 					id, filepath.Base(markPath(b.path)), mk.StoreID),
-				Fix: fixRolledBack}
+				Fix: fixRolledBack(b.path)}
 		case txid < mk.TxID && !accept:
 			return &FileError{Path: b.path, Err: ErrRolledBack,
 				Detail: fmt.Sprintf("the fleet database was rolled back: it ends at transaction %d, but this master had committed transaction %d by %s (recorded in %s)",
 					txid, mk.TxID, mk.Updated.UTC().Format(time.RFC3339), filepath.Base(markPath(b.path))),
-				Fix: fixRolledBack}
+				Fix: fixRolledBack(b.path)}
 		case accept && (id != mk.StoreID || txid < mk.TxID):
 			log.Warn("accepting a fleet database older than its mark or from another store", "txid", txid,
 				"mark_txid", mk.TxID, "store_id", id, "mark_store_id", mk.StoreID)
@@ -303,7 +321,7 @@ func (b *Bolt) protect(err *error, old bool) {
 			debug.SetPanicOnFault(old)
 			panic(cp.v) // the caller's bug, not the file's
 		}
-		*err = &FileError{Path: b.path, Err: ErrDamaged, Detail: fmt.Sprintf("the fleet database is damaged (bbolt: %v)", r), Fix: fixDamaged}
+		*err = &FileError{Path: b.path, Err: ErrDamaged, Detail: fmt.Sprintf("the fleet database is damaged (bbolt: %v)", r), Fix: fixDamaged(b.path)}
 		b.opts.Logger.Error("fleet database damaged while in use", "file", b.path, "panic", r, "stack", string(debug.Stack()))
 	}
 	debug.SetPanicOnFault(old)
