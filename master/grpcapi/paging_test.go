@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/master/fleet"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
@@ -269,4 +270,48 @@ func TestUnregisterAgentForce(t *testing.T) {
 	}
 	_, err = h.client.GetAgent(ctx, &gridv1.GetAgentRequest{AgentId: "a1"})
 	wantCode(t, "GetAgent after unregister", err, codes.NotFound, "")
+}
+
+// The largest agents the limits allow (1000 nodes, every field at its
+// limit) still list: a page never exceeds the client's 4 MiB limit.
+func TestListWorstCaseAgentsFit(t *testing.T) {
+	h := start(t)
+	ctx := ctxT(t)
+	line := strings.Repeat("l", limits.MaxLogLineLen)
+	version := "1.2.3-" + strings.Repeat("r", limits.MaxVersionLen-6)
+	for a := range 3 {
+		id := fmt.Sprintf("%s%d", strings.Repeat("a", fleet.MaxIDLen-1), a)
+		var nodes []*gridv1.NodeStatus
+		for i := range limits.MaxNodesPerAgent {
+			nodes = append(nodes, &gridv1.NodeStatus{
+				NodeId: fmt.Sprintf("%d-%04d-%s", a, i, strings.Repeat("n", fleet.MaxIDLen-7)), State: gridv1.NodeState_NODE_STATE_FAILED,
+				Pid: limits.MaxPID, Endpoint: strings.Repeat("e", limits.MaxTextLen), Version: version,
+				RestartCount: limits.MaxRestartCount, LastExit: strings.Repeat("x", limits.MaxTextLen),
+				Message: strings.Repeat("m", limits.MaxMessageLen), SinceUnix: 1, LastLogLines: []string{line, line, line},
+			})
+		}
+		req := &gridv1.RegisterAgentRequest{AgentId: id, Hostname: strings.Repeat("h", limits.MaxTextLen), Platform: "linux", Arch: "x86_64",
+			AgentVersion: version, MaxStorageNodes: limits.MaxStorageNodes, Nodes: nodes}
+		if _, err := h.client.RegisterAgent(ctx, req); err != nil {
+			t.Fatalf("RegisterAgent(%d bytes) = %v", proto.Size(req), err)
+		}
+	}
+	ids, _ := allAgents(t, h.client, fleet.MaxPageSize)
+	if len(ids) != 3 {
+		t.Fatalf("listed %d agents, want 3", len(ids))
+	}
+	tok, total := "", 0
+	for {
+		resp, err := h.client.ListStorageNodes(ctx, &gridv1.ListStorageNodesRequest{PageSize: fleet.MaxPageSize, PageToken: tok})
+		if err != nil {
+			t.Fatalf("ListStorageNodes = %v", err)
+		}
+		total += len(resp.GetNodes())
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if total != 3*limits.MaxNodesPerAgent {
+		t.Fatalf("listed %d nodes, want %d", total, 3*limits.MaxNodesPerAgent)
+	}
 }
