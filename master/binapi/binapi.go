@@ -90,7 +90,17 @@ type Options struct {
 	MaxConcurrentDownloads int
 	// RetryAfter is the Retry-After of 503 answers. Zero: 2s.
 	RetryAfter time.Duration
+	// StallTimeout closes a download that makes no write progress (the
+	// client stopped reading) for this long, releasing its slot. Zero: 30s.
+	StallTimeout time.Duration
 }
+
+// DefaultStallTimeout is Options.StallTimeout's default.
+const DefaultStallTimeout = 30 * time.Second
+
+// stallChunk is how much of a download is handed to the kernel (sendfile)
+// per write deadline: the deadline is renewed after each chunk.
+const stallChunk = 4 << 20
 
 // API serves the routes. Create it with New.
 type API struct {
@@ -98,6 +108,7 @@ type API struct {
 	log        *slog.Logger
 	sem        chan struct{}
 	retryAfter string
+	stall      time.Duration
 }
 
 // New validates opts and returns the API.
@@ -112,6 +123,9 @@ func New(opts Options) (*API, error) {
 	if opts.RetryAfter < 0 {
 		errs = append(errs, fmt.Errorf("binapi: RetryAfter %s is negative", opts.RetryAfter))
 	}
+	if opts.StallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("binapi: StallTimeout %s is negative", opts.StallTimeout))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -124,10 +138,14 @@ func New(opts Options) (*API, error) {
 	if opts.RetryAfter == 0 {
 		opts.RetryAfter = 2 * time.Second
 	}
+	if opts.StallTimeout == 0 {
+		opts.StallTimeout = DefaultStallTimeout
+	}
 	return &API{
 		cat: opts.Catalog, log: opts.Logger,
 		sem:        make(chan struct{}, opts.MaxConcurrentDownloads),
 		retryAfter: strconv.Itoa(max(1, int(opts.RetryAfter.Round(time.Second)/time.Second))),
+		stall:      opts.StallTimeout,
 	}, nil
 }
 
@@ -296,6 +314,9 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, catalog.ErrNotFound):
 		httpjson.WriteError(w, http.StatusNotFound, fmt.Sprintf("no published binary named %q (GET /api/binaries lists them)", name))
 		return
+	case errors.Is(err, catalog.ErrHashing):
+		a.unavailable(w, fmt.Sprintf("%s is being hashed (the master just started); retry shortly", name))
+		return
 	case err != nil:
 		a.log.Info("download refused: file changed on disk", "file", name, "err", err)
 		a.unavailable(w, fmt.Sprintf("%s changed on disk and is being verified again; retry shortly", name))
@@ -309,15 +330,65 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Checksum-Sha256", b.SHA256)
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if !fixRange(r) {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
+		httpjson.WriteError(w, http.StatusRequestedRangeNotSatisfiable,
+			fmt.Sprintf("Range %q selects no bytes of %s (%d bytes)", r.Header.Get("Range"), name, b.Size))
+		return
+	}
 	jw := &jsonErrors{ResponseWriter: w}
-	serveFile(jw, r, name, b.ModTime, f)
+	sw := newStallWriter(jw, w, a.stall)
+	serveFile(sw, r, name, b.ModTime, f)
+	sw.done()
 	jw.finish()
+	if sw.stalled() {
+		a.log.Info("download closed: the client stopped reading", "file", name, "remote", r.RemoteAddr,
+			"stall_timeout", a.stall, "sent_bytes", sw.sent)
+		return
+	}
 	if !catalog.Verify(f, b) {
 		a.log.Warn("binary changed on disk during a download; the client's checksum verification will reject it",
 			"file", name, "remote", r.RemoteAddr)
 	}
 	a.log.Debug("download", "file", name, "method", r.Method, "range", r.Header.Get("Range"), "remote", r.RemoteAddr)
 }
+
+// fixRange handles what http.ServeContent gets wrong: a suffix range of zero
+// bytes ("-0", RFC 9110 §14.1.1) is unsatisfiable, yet ServeContent answers
+// it 206 with an invalid Content-Range. fixRange drops such ranges from the
+// request's Range header and reports false when nothing satisfiable is left
+// (the caller answers 416). With If-Range the header is dropped instead, so
+// a mismatched validator still gets the whole file.
+func fixRange(r *http.Request) bool {
+	rng := r.Header.Get("Range")
+	unit, spec, ok := strings.Cut(rng, "=")
+	if !ok || strings.TrimSpace(unit) != "bytes" {
+		return true
+	}
+	var keep []string
+	dropped := false
+	for part := range strings.SplitSeq(spec, ",") {
+		p := strings.TrimSpace(part)
+		if first, last, ok := strings.Cut(p, "-"); ok && strings.TrimSpace(first) == "" && isZeros(strings.TrimSpace(last)) {
+			dropped = true
+			continue
+		}
+		keep = append(keep, p)
+	}
+	switch {
+	case !dropped:
+		return true
+	case len(keep) > 0:
+		r.Header.Set("Range", "bytes="+strings.Join(keep, ","))
+		return true
+	case r.Header.Get("If-Range") != "":
+		r.Header.Del("Range")
+		return true
+	}
+	return false
+}
+
+func isZeros(s string) bool { return s != "" && strings.Trim(s, "0") == "" }
 
 // serveFile is the one place a download's bytes are sent: the *os.File goes
 // to http.ServeContent as is, so the ResponseWriter's ReadFrom receives it

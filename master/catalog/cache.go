@@ -22,6 +22,7 @@ const cacheVersion = 1
 type record struct {
 	Size       int64  `json:"size"`
 	MTimeNS    int64  `json:"mtime_ns"`
+	CTimeNS    int64  `json:"ctime_ns,omitempty"` // absent in caches written before it existed: re-hashed once
 	Dev        uint64 `json:"dev"`
 	Ino        uint64 `json:"ino"`
 	SHA256     string `json:"sha256"`
@@ -34,11 +35,11 @@ type cacheDoc struct {
 }
 
 func (r record) id() fileID {
-	return fileID{size: r.Size, mtimeNS: r.MTimeNS, dev: r.Dev, ino: r.Ino}
+	return fileID{size: r.Size, mtimeNS: r.MTimeNS, ctimeNS: r.CTimeNS, dev: r.Dev, ino: r.Ino}
 }
 
 func newRecord(b Binary) record {
-	return record{Size: b.id.size, MTimeNS: b.id.mtimeNS, Dev: b.id.dev, Ino: b.id.ino,
+	return record{Size: b.id.size, MTimeNS: b.id.mtimeNS, CTimeNS: b.id.ctimeNS, Dev: b.id.dev, Ino: b.id.ino,
 		SHA256: b.SHA256, UploadedAt: b.UploadedAt.Unix()}
 }
 

@@ -7,8 +7,14 @@
 // (internal/artifact) and its content has been hashed — streaming, never held
 // in memory — after its size and modification time have settled, so a file
 // still being copied is never published with a half-file checksum. Checksums
-// are cached in the data dir keyed by the file's identity (size, mtime, device,
-// inode), so a restart re-hashes nothing unchanged and keeps uploaded_at.
+// are cached in the data dir keyed by the file's identity (size, mtime, ctime,
+// device, inode), so a restart re-hashes nothing unchanged and keeps
+// uploaded_at, and any change to the content — even one that keeps the size
+// and sets the mtime back — is re-hashed. Files are opened without blocking
+// (O_NONBLOCK, then fstat): a FIFO, device or directory renamed over a binary
+// is refused, never waited on. A file that cannot be opened (permissions) is
+// withdrawn once, with its reason logged once, and published again when it
+// can be read.
 //
 // Serving reads only catalog entries, opened through an os.Root on the
 // directory: no path from a request is ever joined onto the directory, and a
@@ -62,15 +68,19 @@ type Binary struct {
 func (b Binary) SemVer() semver.Version { return b.ver }
 
 // fileID identifies the content of a file without reading it.
+// Size and mtime alone miss a rewrite in place that keeps the size and sets
+// the mtime back (touch -d, rsync --times, a build that pins timestamps); the
+// change time (ctime, see sysID) catches it.
 type fileID struct {
 	size     int64
 	mtimeNS  int64
+	ctimeNS  int64
 	dev, ino uint64
 }
 
 func idOf(fi os.FileInfo) fileID {
-	dev, ino := sysID(fi)
-	return fileID{size: fi.Size(), mtimeNS: fi.ModTime().UnixNano(), dev: dev, ino: ino}
+	dev, ino, ctimeNS := sysID(fi)
+	return fileID{size: fi.Size(), mtimeNS: fi.ModTime().UnixNano(), ctimeNS: ctimeNS, dev: dev, ino: ino}
 }
 
 type key struct{ artifact, version, platform, arch string }
@@ -84,6 +94,9 @@ var (
 	// ErrChanged: the file changed on disk since it was hashed; it is being
 	// verified again and will be back (or gone) shortly. Retry.
 	ErrChanged = errors.New("binary changed on disk and is being verified again")
+	// ErrHashing: the file is being hashed for the first time since start-up
+	// and is published when that is done. Retry.
+	ErrHashing = errors.New("binary is being hashed")
 )
 
 // EventKind says what happened to a file.
@@ -142,6 +155,11 @@ type Options struct {
 	Rescan time.Duration
 	// NoWatch disables fsnotify; Open still re-checks files it finds changed.
 	NoWatch bool
+	// HashInBackground makes Open return as soon as the files the checksum
+	// cache knows are published; the others are hashed in the background and
+	// published one by one (Hashing counts them, WaitHashed waits for them).
+	// False: Open returns once every file is hashed.
+	HashInBackground bool
 	// OnEvent, when set, is called for every Event, in order, from the
 	// catalog's goroutines, outside its locks. It must not block for long.
 	OnEvent func(Event)
@@ -202,6 +220,8 @@ type Catalog struct {
 	stale   map[string]Binary // were published, changed on disk, being re-verified
 	known   map[string]record // checksum cache: what was hashed, by filename
 	skipped map[string]string // filename -> reason last logged
+	pending map[string]bool   // start-up files not hashed yet
+	hashed  chan struct{}     // closed when start-up hashing is over
 
 	evMu sync.Mutex // serialises OnEvent calls
 
@@ -239,8 +259,9 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		opts: opts, log: opts.Logger, dir: dir, root: root,
 		hashSem: make(chan struct{}, opts.HashWorkers),
 		byName:  map[string]Binary{}, byKey: map[key]string{}, stale: map[string]Binary{},
-		known: map[string]record{}, skipped: map[string]string{},
-		kick: make(chan string, 256),
+		known: map[string]record{}, skipped: map[string]string{}, pending: map[string]bool{},
+		hashed: make(chan struct{}),
+		kick:   make(chan string, 256),
 	}
 	if opts.DataDir != "" {
 		if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
@@ -270,16 +291,31 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 			c.watcher = w
 		}
 	}
-	later, err := c.scan(ctx)
+	jobs, later, err := c.scan()
 	if err != nil {
 		c.Close()
 		return nil, err
+	}
+	if !opts.HashInBackground {
+		later = append(later, c.hashAll(ctx, jobs)...)
+		close(c.hashed)
+		if err := ctx.Err(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("scan binaries dir: %w", err)
+		}
+		jobs = nil
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		if opts.HashInBackground {
+			// The watcher starts after, so no file is hashed twice at once;
+			// what happens meanwhile waits in fsnotify's queue (or the rescan).
+			later = append(later, c.hashAll(wctx, jobs)...)
+			close(c.hashed)
+		}
 		c.watch(wctx, later)
 	}()
 	if ctx.Done() != nil {
@@ -309,6 +345,31 @@ func (c *Catalog) Close() error {
 		c.root.Close()
 	})
 	return nil
+}
+
+// Hashing returns how many of the files found at start-up are still being
+// hashed (see Options.HashInBackground).
+func (c *Catalog) Hashing() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.pending)
+}
+
+// WaitHashed waits until the files found at start-up are hashed and published
+// (or skipped), or ctx ends.
+func (c *Catalog) WaitHashed(ctx context.Context) error {
+	select {
+	case <-c.hashed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Catalog) hashing(name string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.pending[name]
 }
 
 // Dir returns the absolute path of the binaries directory.
@@ -403,9 +464,12 @@ func (c *Catalog) Open(name string) (*os.File, Binary, error) {
 		if stale {
 			return nil, Binary{}, ErrChanged
 		}
+		if c.hashing(name) {
+			return nil, Binary{}, ErrHashing
+		}
 		return nil, Binary{}, ErrNotFound
 	}
-	f, err := c.root.Open(name)
+	f, err := openNoBlock(c.root, name)
 	if err != nil {
 		c.suspect(name)
 		if errors.Is(err, fs.ErrNotExist) {

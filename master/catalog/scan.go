@@ -27,26 +27,28 @@ const hashBufSize = 1 << 20
 
 var hashBufs = sync.Pool{New: func() any { b := make([]byte, hashBufSize); return &b }}
 
-// scan registers what is in the directory at start-up. It returns the names
-// that looked like binaries still being written; the watcher takes them over.
-func (c *Catalog) scan(ctx context.Context) (later []string, err error) {
+// hashJob is a file found at start-up that the checksum cache does not know.
+type hashJob struct {
+	name string
+	an   artifact.Name
+}
+
+// scan registers what is in the directory at start-up that needs no reading:
+// files the checksum cache knows are published at once. It returns the files
+// to hash, and the names that looked like binaries still being written (the
+// watcher takes those over). The files to hash are marked pending (Hashing).
+func (c *Catalog) scan() (jobs []hashJob, later []string, err error) {
 	d, err := c.root.Open(".")
 	if err != nil {
-		return nil, fmt.Errorf("read binaries dir %s: %w", c.dir, err)
+		return nil, nil, fmt.Errorf("read binaries dir %s: %w", c.dir, err)
 	}
 	entries, err := d.ReadDir(-1)
 	d.Close()
 	if err != nil {
-		return nil, fmt.Errorf("read binaries dir %s: %w", c.dir, err)
-	}
-	type job struct {
-		name string
-		an   artifact.Name
+		return nil, nil, fmt.Errorf("read binaries dir %s: %w", c.dir, err)
 	}
 	var (
-		jobs    []job
 		found   []Binary
-		hashed  = map[string]bool{}
 		present = map[string]bool{}
 	)
 	for _, e := range entries {
@@ -70,6 +72,10 @@ func (c *Catalog) scan(ctx context.Context) (later []string, err error) {
 		}
 		id := idOf(fi)
 		if rec, ok := c.known[name]; ok && rec.id() == id {
+			if err := c.readable(name); err != nil {
+				c.skip(name, err.Error())
+				continue
+			}
 			c.cacheHits.Add(1)
 			found = append(found, newBinary(an, name, id, fi.ModTime(), rec.SHA256))
 			continue
@@ -82,11 +88,35 @@ func (c *Catalog) scan(ctx context.Context) (later []string, err error) {
 			c.skip(name, "empty file")
 			continue
 		}
-		jobs = append(jobs, job{name, an})
+		jobs = append(jobs, hashJob{name, an})
 	}
+	slices.SortFunc(found, func(a, b Binary) int { return compareStrings(a.Filename, b.Filename) })
+	for _, b := range found {
+		c.emit(c.publish(b, false)...)
+	}
+	c.mu.Lock()
+	for name := range c.known {
+		if !present[name] {
+			delete(c.known, name)
+		}
+	}
+	for _, j := range jobs {
+		c.pending[j.name] = true
+	}
+	c.mu.Unlock()
+	return jobs, later, nil
+}
 
-	var mu sync.Mutex
-	next := make(chan job)
+// hashAll hashes the start-up jobs in parallel (HashWorkers) and publishes
+// each binary as soon as it is hashed in the background, or all of them in
+// file name order at the end otherwise. It returns the names that changed
+// while being hashed; the watcher takes them over.
+func (c *Catalog) hashAll(ctx context.Context, jobs []hashJob) (later []string) {
+	var (
+		mu    sync.Mutex
+		found []Binary
+	)
+	next := make(chan hashJob)
 	var wg sync.WaitGroup
 	for range min(c.opts.HashWorkers, len(jobs)) {
 		wg.Add(1)
@@ -94,17 +124,23 @@ func (c *Catalog) scan(ctx context.Context) (later []string, err error) {
 			defer wg.Done()
 			for j := range next {
 				b, err := c.hash(ctx, j.name, j.an)
-				mu.Lock()
 				switch {
+				case err == nil && c.opts.HashInBackground:
+					c.emit(c.publish(b, true)...)
 				case err == nil:
+					mu.Lock()
 					found = append(found, b)
-					hashed[j.name] = true
+					mu.Unlock()
 				case errors.Is(err, errUnstable):
+					mu.Lock()
 					later = append(later, j.name)
+					mu.Unlock()
 				case ctx.Err() == nil:
 					c.skip(j.name, err.Error())
 				}
-				mu.Unlock()
+				c.mu.Lock()
+				delete(c.pending, j.name)
+				c.mu.Unlock()
 			}
 		}()
 	}
@@ -116,23 +152,41 @@ func (c *Catalog) scan(ctx context.Context) (later []string, err error) {
 	}
 	close(next)
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("scan binaries dir: %w", err)
-	}
-
 	slices.SortFunc(found, func(a, b Binary) int { return compareStrings(a.Filename, b.Filename) })
 	for _, b := range found {
-		c.emit(c.publish(b, hashed[b.Filename])...)
+		c.emit(c.publish(b, true)...)
 	}
 	c.mu.Lock()
-	for name := range c.known {
-		if !present[name] {
-			delete(c.known, name)
-		}
-	}
+	clear(c.pending)
 	c.mu.Unlock()
 	c.save()
-	return later, nil
+	return later
+}
+
+// cause strips the *fs.PathError around err: the reason is logged next to
+// the file name already.
+func cause(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// readable checks that name opens as a regular file, without blocking.
+func (c *Catalog) readable(name string) error {
+	f, err := openNoBlock(c.root, name)
+	if err != nil {
+		return fmt.Errorf("cannot open: %w", cause(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("cannot stat: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	return nil
 }
 
 func compareStrings(a, b string) int {
@@ -177,12 +231,12 @@ func (c *Catalog) hash(ctx context.Context, name string, an artifact.Name) (Bina
 		return Binary{}, ctx.Err()
 	}
 	defer func() { <-c.hashSem }()
-	f, err := c.root.Open(name)
+	f, err := openNoBlock(c.root, name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return Binary{}, errUnstable
 		}
-		return Binary{}, fmt.Errorf("cannot open: %w", err)
+		return Binary{}, fmt.Errorf("cannot open: %w", cause(err))
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -276,7 +330,18 @@ func (c *Catalog) publish(b Binary, hashed bool) []Event {
 
 // withdraw removes every trace of name: published, stale, cached, skipped.
 // It reports whether name was published (or stale).
-func (c *Catalog) withdraw(name, reason string) bool {
+func (c *Catalog) withdraw(name, reason string) bool { return c.unpublish(name, reason, true) }
+
+// refuse withdraws name because it cannot be served (not a regular file,
+// unreadable) and records why, logging each only once: a file that stays
+// unreadable is not withdrawn and logged again on every look.
+func (c *Catalog) refuse(name, reason string) bool {
+	withdrawn := c.unpublish(name, reason, false)
+	c.skip(name, reason)
+	return withdrawn
+}
+
+func (c *Catalog) unpublish(name, reason string, forget bool) bool {
 	c.mu.Lock()
 	b, ok := c.byName[name]
 	if ok {
@@ -288,7 +353,9 @@ func (c *Catalog) withdraw(name, reason string) bool {
 	delete(c.stale, name)
 	_, wasKnown := c.known[name]
 	delete(c.known, name)
-	delete(c.skipped, name)
+	if forget {
+		delete(c.skipped, name)
+	}
 	c.mu.Unlock()
 	if ok {
 		c.log.Info("binary removed", "file", name, "reason", reason)

@@ -169,9 +169,7 @@ func (c *Catalog) check(ctx context.Context, name string) (retry bool) {
 		return false
 	}
 	if err != nil {
-		withdrawn := c.withdraw(name, err.Error())
-		c.skip(name, err.Error())
-		if withdrawn {
+		if c.refuse(name, err.Error()) {
 			c.recheckSkipped()
 		}
 		return false
@@ -190,10 +188,18 @@ func (c *Catalog) check(ctx context.Context, name string) (retry bool) {
 	switch {
 	case isPub && pub.id == id:
 		return false
-	case isStale && st.id == id:
-		c.emit(c.publish(st, false)...) // an event without a content change
-		return false
-	case isKnown && rec.id() == id:
+	case (isStale && st.id == id) || (isKnown && rec.id() == id):
+		// Same content; but a download may have found it unopenable.
+		if err := c.readable(name); err != nil {
+			if c.refuse(name, err.Error()) {
+				c.recheckSkipped()
+			}
+			return false
+		}
+		if isStale && st.id == id {
+			c.emit(c.publish(st, false)...) // an event without a content change
+			return false
+		}
 		c.cacheHits.Add(1)
 		c.emit(c.publish(newBinary(an, name, id, fi.ModTime(), rec.SHA256), false)...)
 		c.save()
@@ -226,8 +232,8 @@ func (c *Catalog) check(ctx context.Context, name string) (retry bool) {
 	case errors.Is(err, errUnstable):
 		return true
 	case err != nil:
-		if ctx.Err() == nil {
-			c.skip(name, err.Error())
+		if ctx.Err() == nil && c.refuse(name, err.Error()) {
+			c.recheckSkipped()
 		}
 		return false
 	}

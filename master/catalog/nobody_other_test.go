@@ -1,0 +1,7 @@
+//go:build !unix
+
+package catalog
+
+import "os/exec"
+
+func setNobody(*exec.Cmd) {}
