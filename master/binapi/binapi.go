@@ -220,6 +220,12 @@ func (a *API) resolve(w http.ResponseWriter, r *http.Request, artifactName strin
 		b  catalog.Binary
 		ok bool
 	)
+	if version == "latest" && a.cat.HashingFor(artifactName, "", plat, arch) {
+		// The answer could name an older version than the one being hashed.
+		a.unavailable(w, fmt.Sprintf("the master just started and is still hashing %s binaries for %s/%s; retry shortly",
+			artifactName, plat, arch))
+		return catalog.Binary{}, false
+	}
 	if version == "latest" {
 		b, ok = a.cat.Latest(artifactName, plat, arch)
 	} else {
@@ -227,6 +233,11 @@ func (a *API) resolve(w http.ResponseWriter, r *http.Request, artifactName strin
 	}
 	if ok {
 		return b, true
+	}
+	if version != "latest" && a.cat.HashingFor(artifactName, version, plat, arch) {
+		a.unavailable(w, fmt.Sprintf("%s %s for %s/%s is being hashed (the master just started); retry shortly",
+			artifactName, version, plat, arch))
+		return catalog.Binary{}, false
 	}
 	if version != "latest" && a.cat.Changing(artifactName, version, plat, arch) {
 		a.unavailable(w, fmt.Sprintf("%s %s for %s/%s changed on disk and is being verified again; retry shortly",

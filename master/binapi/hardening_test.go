@@ -1,6 +1,7 @@
 package binapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,8 +12,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/master/catalog"
 )
 
 func newServerWith(t testing.TB, opts Options) *httptest.Server {
@@ -177,5 +182,71 @@ func TestZeroSuffixRange(t *testing.T) {
 				t.Errorf("Range %q: body %q, want %q", tc.rng, body, tc.body)
 			}
 		}
+	}
+}
+
+// Issue 9 item 11: while the master hashes at start-up, what is not hashed
+// yet answers 503 Retry-After (never an older "latest"), and is served once
+// hashed.
+func TestStartupHashingAnswersRetry(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	names := map[string]string{"2.0.0": "storage-server-2.0.0-linux-x86_64", "3.0.0": "storage-server-3.0.0-linux-x86_64"}
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		if err := os.WriteFile(p, []byte(n), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(p, old, old)
+	}
+	release := make(chan struct{})
+	first := make(chan string, 1)
+	var held atomic.Bool
+	c, err := catalog.Open(context.Background(), catalog.Options{Dir: dir, NoWatch: true, Rescan: -1,
+		HashWorkers: 1, HashInBackground: true,
+		OnEvent: func(e catalog.Event) {
+			if e.Kind == catalog.Registered && held.CompareAndSwap(false, true) {
+				first <- e.Binary.Version
+				<-release
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	srv := newServer(t, c, nil)
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	got := <-first
+	waiting := map[string]string{"2.0.0": "3.0.0", "3.0.0": "2.0.0"}[got]
+	for _, path := range []string{
+		"/binaries/" + names[waiting],
+		"/api/binaries/latest/linux/x86_64",
+		"/api/binaries/" + waiting + "/linux/x86_64",
+	} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("GET %s while %s is being hashed = %d %s, want 503 with Retry-After", path, waiting, resp.StatusCode, body)
+		}
+	}
+	unblock()
+	if err := c.WaitHashed(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(srv.URL + "/api/binaries/latest/linux/x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info BinaryInfo
+	json.NewDecoder(resp.Body).Decode(&info)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || info.Version != "3.0.0" {
+		t.Errorf("latest after hashing = %d %+v, want 200 3.0.0", resp.StatusCode, info)
 	}
 }

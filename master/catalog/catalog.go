@@ -220,7 +220,7 @@ type Catalog struct {
 	stale   map[string]Binary // were published, changed on disk, being re-verified
 	known   map[string]record // checksum cache: what was hashed, by filename
 	skipped map[string]string // filename -> reason last logged
-	pending map[string]bool   // start-up files not hashed yet
+	pending map[string]key    // start-up files not hashed yet
 	hashed  chan struct{}     // closed when start-up hashing is over
 
 	evMu sync.Mutex // serialises OnEvent calls
@@ -259,7 +259,7 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		opts: opts, log: opts.Logger, dir: dir, root: root,
 		hashSem: make(chan struct{}, opts.HashWorkers),
 		byName:  map[string]Binary{}, byKey: map[key]string{}, stale: map[string]Binary{},
-		known: map[string]record{}, skipped: map[string]string{}, pending: map[string]bool{},
+		known: map[string]record{}, skipped: map[string]string{}, pending: map[string]key{},
 		hashed: make(chan struct{}),
 		kick:   make(chan string, 256),
 	}
@@ -369,7 +369,22 @@ func (c *Catalog) WaitHashed(ctx context.Context) error {
 func (c *Catalog) hashing(name string) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.pending[name]
+	_, ok := c.pending[name]
+	return ok
+}
+
+// HashingFor reports whether a file of that artifact, platform and arch (and
+// version, unless it is "") found at start-up is still being hashed: until it
+// is, "latest" may not be the latest.
+func (c *Catalog) HashingFor(artifactName, version, platformName, arch string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, k := range c.pending {
+		if k.artifact == artifactName && k.platform == platformName && k.arch == arch && (version == "" || k.version == version) {
+			return true
+		}
+	}
+	return false
 }
 
 // Dir returns the absolute path of the binaries directory.

@@ -101,7 +101,7 @@ func (c *Catalog) scan() (jobs []hashJob, later []string, err error) {
 		}
 	}
 	for _, j := range jobs {
-		c.pending[j.name] = true
+		c.pending[j.name] = key{j.an.Artifact, j.an.Version, j.an.Platform, j.an.Arch}
 	}
 	c.mu.Unlock()
 	return jobs, later, nil
