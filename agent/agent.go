@@ -12,9 +12,10 @@
 // Availability: the master is never required for nodes to keep running. When
 // it is unreachable the agent keeps supervising what it runs (and what its
 // record says it ran), retrying the master in the background. When the agent
-// itself restarts, it re-adopts the nodes that are still alive (same pid and
-// process start time) instead of starting duplicates, so storage does not
-// blink during an agent upgrade.
+// itself restarts, it re-adopts the nodes that are still alive (same pid,
+// process start time, boot and executable) instead of starting duplicates,
+// so storage does not blink during an agent upgrade; a corrupt node record
+// is kept aside and rebuilt from the running nodes (see recover.go).
 package agent
 
 import (

@@ -19,7 +19,11 @@
 // by pid plus start time (ProcessStartTime); the identity is checked every
 // Options.PollInterval and again right before any signal is sent, and a
 // changed start time means the node exited (the pid now belongs to someone
-// else, who is never signalled).
+// else, who is never signalled). AdoptIdentity adopts only on a full match
+// that also covers the boot (BootID: Linux start times count from boot, so
+// a pid and start time can repeat after a reboot) and the executable
+// (ProcessExe). FindMarked finds the processes that carry an environment
+// marker (Linux), so that a caller that lost its record can find its own.
 //
 // Lifetimes: the supervisor's goroutines do not end with any caller's
 // context. Stop or StopAll stop nodes (SIGTERM to the group, Options.StopGrace,
