@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,6 +40,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	opts.setDefaults()
 	log, con := opts.Logger, opts.Console
+	con = &lockedWriter{w: con} // start-up lines and catalog events come from several goroutines
 
 	httpLn, err := listen(ctx, "HTTP", opts.HTTPAddr, "HTTP_PORT", "--http-port")
 	if err != nil {
@@ -63,19 +65,26 @@ func Run(ctx context.Context, opts Options) (err error) {
 	cat, err := catalog.Open(ctx, catalog.Options{
 		Dir: opts.BinariesDir, DataDir: opts.DataDir, Logger: log.With("component", "catalog"),
 		HashWorkers: opts.HashWorkers, Settle: opts.Settle, OnEvent: consoleEvents(con),
+		HashInBackground: true, // serve at once; binaries are published as they are hashed
 	})
 	if err != nil {
 		return err
 	}
 	defer cat.Close()
-	n := len(cat.List(""))
-	s := cat.Stats()
-	fmt.Fprintf(con, "📦 Auto-registered %d binaries\n", n)
-	log.Info("binaries registered", "count", n, "dir", cat.Dir(), "hashed_files", s.HashedFiles,
-		"hashed_bytes", s.HashedBytes, "from_cache", s.CacheHits, "took_ms", sinceMillis(scanStart))
+	// The design document's "Auto-registered" line comes once every binary
+	// found at start-up is registered: at once when the checksum cache knows
+	// them all, otherwise after hashing, which does not hold serving up.
+	n, hashing := len(cat.List("")), cat.Hashing()
+	if hashing == 0 {
+		fmt.Fprintf(con, "📦 Auto-registered %d binaries\n", n)
+	} else {
+		fmt.Fprintf(con, "⏳ Hashing %d binaries in the background (%d registered from the checksum cache); each is served once hashed\n", hashing, n)
+	}
+	log.Info("binaries registered", "count", n, "hashing", hashing, "dir", cat.Dir(),
+		"from_cache", cat.Stats().CacheHits, "took_ms", sinceMillis(scanStart))
 
 	api, err := binapi.New(binapi.Options{Catalog: cat, Logger: log.With("component", "binapi"),
-		MaxConcurrentDownloads: opts.MaxConcurrentDownloads})
+		MaxConcurrentDownloads: opts.MaxConcurrentDownloads, StallTimeout: opts.DownloadStallTimeout})
 	if err != nil {
 		return err
 	}
@@ -104,7 +113,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		// No ReadTimeout/WriteTimeout: they would cut long downloads.
+		// No ReadTimeout/WriteTimeout: they would cut long downloads; a
+		// download that makes no progress is cut by binapi (StallTimeout).
 		ErrorLog:    slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -124,9 +134,24 @@ func Run(ctx context.Context, opts Options) (err error) {
 	fmt.Fprintf(con, "📡 Listening for agent connections on %s\n", showGRPC)
 	fmt.Fprintf(con, "🌐 HTTP binary server started on %s\n", showHTTP)
 	log.Info("master serving", "grpc", addrs.GRPC, "http", addrs.HTTP)
-	if opts.Ready != nil {
-		opts.Ready(addrs)
-	}
+	hashed := make(chan struct{})
+	hctx, hcancel := context.WithCancel(ctx)
+	defer func() { hcancel(); <-hashed }()
+	go func() {
+		defer close(hashed)
+		if cat.WaitHashed(hctx) != nil {
+			return
+		}
+		if hashing > 0 {
+			s, total := cat.Stats(), len(cat.List(""))
+			fmt.Fprintf(con, "📦 Auto-registered %d binaries\n", total)
+			log.Info("start-up hashing done", "count", total, "hashed_files", s.HashedFiles,
+				"hashed_bytes", s.HashedBytes, "took_ms", sinceMillis(scanStart))
+		}
+		if opts.Ready != nil {
+			opts.Ready(addrs)
+		}
+	}()
 
 	select {
 	case <-ctx.Done():
@@ -205,6 +230,18 @@ func display(configured, bound string) string {
 		host = "0.0.0.0"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// lockedWriter serialises writes to the console.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // sinceMillis is for log fields.

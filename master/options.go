@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 
+	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
 )
 
@@ -42,6 +43,10 @@ type Options struct {
 	// MaxConcurrentDownloads caps simultaneous downloads; beyond it clients
 	// get 503 with Retry-After. Zero: 256.
 	MaxConcurrentDownloads int
+	// DownloadStallTimeout closes a download that makes no write progress
+	// (the client stopped reading) for this long and frees its slot
+	// (DOWNLOAD_STALL_TIMEOUT). Zero: 30s.
+	DownloadStallTimeout time.Duration
 	// ShutdownTimeout bounds how long running downloads and RPCs may finish
 	// after ctx ends before connections are cut. Zero: 30s.
 	ShutdownTimeout time.Duration
@@ -67,8 +72,9 @@ type Options struct {
 	// Console receives the human start-up banner and one line per binary
 	// (the design document's output). Nil: none.
 	Console io.Writer
-	// Ready, when set, is called once both listeners are bound, the catalog
-	// is loaded and the servers are about to serve.
+	// Ready, when set, is called once both servers serve and the binaries
+	// found at start-up are hashed (the API answers 503 Retry-After for those
+	// still being hashed before that).
 	Ready func(Addrs)
 	// ControlPlane, when set, is called before serving starts to register
 	// the control plane's gRPC services and HTTP routes on env (see Env).
@@ -112,7 +118,7 @@ func (o Options) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"ShutdownTimeout", o.ShutdownTimeout}, {"ReadHeaderTimeout", o.ReadHeaderTimeout}, {"IdleTimeout", o.IdleTimeout}, {"Settle", o.Settle}} {
+	}{{"ShutdownTimeout", o.ShutdownTimeout}, {"DownloadStallTimeout", o.DownloadStallTimeout}, {"ReadHeaderTimeout", o.ReadHeaderTimeout}, {"IdleTimeout", o.IdleTimeout}, {"Settle", o.Settle}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("master: %s %s is negative", d.name, d.v))
 		}
@@ -144,6 +150,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.DownloadStallTimeout == 0 {
+		o.DownloadStallTimeout = binapi.DefaultStallTimeout
 	}
 	if o.ReadHeaderTimeout == 0 {
 		o.ReadHeaderTimeout = 5 * time.Second

@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "max-watchers", env: "MAX_WATCHERS", arg: "N", def: strconv.Itoa(fleet.DefaultMaxWatchers), help: "concurrent `sutra events -f` watchers"},
 		{flag: "grpc-max-streams", env: "GRPC_MAX_STREAMS", arg: "N", def: strconv.Itoa(master.DefaultGRPCMaxConcurrentStreams), help: "concurrent gRPC calls on one client connection"},
 		{flag: "agent-gc-threshold", env: "AGENT_GC_THRESHOLD", arg: "DURATION", def: "24h", help: "remove offline agents without a heartbeat for longer (with their node records; event AgentRemoved); 0 never removes them"},
+		{flag: "download-stall-timeout", env: "DOWNLOAD_STALL_TIMEOUT", arg: "DURATION", def: "30s", help: "close a download whose client reads nothing for this long, freeing its slot"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
@@ -142,6 +143,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case err != nil || gcThreshold <= fleet.DefaultOfflineAfter:
 		errs = append(errs, fmt.Errorf("%s=%q: want 0 (never remove offline agents) or a duration longer than %s, like 24h or 90m", source["agent-gc-threshold"], val["agent-gc-threshold"], fleet.DefaultOfflineAfter))
 	}
+	stall, err := time.ParseDuration(val["download-stall-timeout"])
+	if err != nil || stall <= 0 {
+		errs = append(errs, fmt.Errorf("%s=%q is not a positive duration (like 30s or 2m)", source["download-stall-timeout"], val["download-stall-timeout"]))
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
 		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
@@ -167,6 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		BinariesDir:              val["binaries-dir"],
 		DataDir:                  val["data-dir"],
 		MaxConcurrentDownloads:   maxDl,
+		DownloadStallTimeout:     stall,
 		GRPCMaxConcurrentStreams: uint32(grpcStreams),
 		Logger:                   logger,
 		Console:                  console,
