@@ -5,10 +5,15 @@
 //
 //	fleet.ErrInvalid      -> InvalidArgument
 //	fleet.ErrNotFound     -> NotFound (a heartbeat from an unknown agent: register again)
-//	fleet.ErrExists       -> AlreadyExists
-//	fleet.ErrPrecondition -> FailedPrecondition (spawning on an offline agent)
+//	fleet.ErrExists       -> AlreadyExists (also: an agent id held by another live instance)
+//	fleet.ErrPrecondition -> FailedPrecondition (spawning on an offline agent, removing a live one without force)
 //	fleet.ErrExhausted    -> ResourceExhausted (beyond capacity, slow event watcher)
 //	fleet.ErrUnavailable  -> Unavailable (the store failed; retry)
+//
+// ListAgents and ListStorageNodes answer one page at a time (fleet.Page:
+// 100 items by default, at most 1000, and at most fleet.MaxPageBytes, so no
+// answer reaches a client's 4 MiB limit); a bad page token is
+// InvalidArgument.
 //
 // Every message says what to do next. The service trusts its callers: there is
 // no authentication on the control plane yet, so expose it only on networks
