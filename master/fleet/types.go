@@ -154,14 +154,14 @@ type Event struct {
 
 // Event types.
 const (
-	EventAgentRegistered    = "AgentRegistered"
-	EventAgentDegraded      = "AgentDegraded"
-	EventAgentOffline       = "AgentOffline"
-	EventAgentRecovered     = "AgentRecovered"
-	EventAgentUnregistered  = "AgentUnregistered"
+	EventAgentRegistered   = "AgentRegistered"
+	EventAgentDegraded     = "AgentDegraded"
+	EventAgentOffline      = "AgentOffline"
+	EventAgentRecovered    = "AgentRecovered"
+	EventAgentUnregistered = "AgentUnregistered"
 	// EventAgentRemoved: removed by the master after being offline longer
 	// than Options.AgentGCThreshold.
-	EventAgentRemoved = "AgentRemoved"
+	EventAgentRemoved       = "AgentRemoved"
 	EventAgentUpgrade       = "AgentUpgrade"
 	EventDesiredVersion     = "DesiredVersionSet"
 	EventNodeSpawnRequested = "NodeSpawnRequested"
