@@ -60,6 +60,10 @@ func LoadInstanceID(dir string) (id string, replaced string, err error) {
 var errBadInstanceID = errors.New("not an instance id")
 
 func readInstanceID(path string) (string, error) {
+	// Stat before opening: opening a FIFO planted at the path would block.
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("instance id %s is not a regular file: %w", path, errBadInstanceID)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -74,7 +78,8 @@ func readInstanceID(path string) (string, error) {
 	}
 	id := strings.TrimSpace(string(data))
 	if !validInstanceID(id) {
-		return "", fmt.Errorf("instance id %s holds %q: %w", path, id, errBadInstanceID)
+		// The content is not quoted: the file could be a link to anything.
+		return "", fmt.Errorf("instance id %s holds %d bytes that are not 32 lowercase hex digits: %w", path, len(data), errBadInstanceID)
 	}
 	return id, nil
 }

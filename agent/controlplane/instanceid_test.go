@@ -88,6 +88,28 @@ func TestLoadInstanceIDReplacesAGarbledFile(t *testing.T) {
 			t.Errorf("kept copy %s holds %q, want %q", replaced, b, garbage)
 		}
 	}
+	// A directory at the path is moved aside too.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if id, replaced, err := LoadInstanceID(dir); err != nil || !validInstanceID(id) || replaced == "" {
+		t.Errorf("LoadInstanceID(directory at the path) = %q, %q, %v", id, replaced, err)
+	}
+}
+
+// A garbled id file's content never appears in the error (the file may be
+// a link to a secret).
+func TestReadInstanceIDDoesNotQuoteTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), InstanceIDFile)
+	if err := os.WriteFile(path, []byte("s3cr3t-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readInstanceID(path); err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("readInstanceID(garbled) = %v, want an error without the content", err)
+	}
 }
 
 // fakeMaster is a real gRPC server on loopback that records registrations

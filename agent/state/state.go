@@ -84,19 +84,22 @@ const maxRecordSize = 64 << 20
 // file must be left alone too.
 func (s *Store) Load() (Record, error) {
 	empty := Record{Version: 1, Nodes: map[string]Node{}}
-	f, err := os.Open(s.path)
+	// Stat before opening: opening a FIFO planted at the path would block.
+	fi, err := os.Stat(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return empty, nil
 	}
 	if err != nil {
 		return empty, fmt.Errorf("read %s: %w", s.path, err)
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return empty, fmt.Errorf("read %s: %w", s.path, err)
-	} else if !fi.Mode().IsRegular() || fi.Size() > maxRecordSize {
+	if !fi.Mode().IsRegular() || fi.Size() > maxRecordSize {
 		return empty, fmt.Errorf("%s: not a regular file of at most %d bytes: %w", s.path, maxRecordSize, ErrCorrupt)
 	}
+	f, err := os.Open(s.path)
+	if err != nil {
+		return empty, fmt.Errorf("read %s: %w", s.path, err)
+	}
+	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
 	if err != nil {
 		return empty, fmt.Errorf("read %s: %w", s.path, err)

@@ -140,3 +140,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Something other than a file at the record's path (a directory, a FIFO that
+// would block a reader) is corrupt: moved aside, never waited on.
+func TestLoadNonRegularIsCorrupt(t *testing.T) {
+	s, _ := Open(t.TempDir())
+	if err := os.Mkdir(s.Path(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Load of a directory = %v, want ErrCorrupt", err)
+	}
+	if _, err := s.MoveAside(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := mkfifo(s.Path()); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	if _, err := s.Load(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Load of a FIFO = %v, want ErrCorrupt", err)
+	}
+}
