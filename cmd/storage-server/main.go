@@ -2,8 +2,11 @@
 // an HTTP key-value server (PUT/GET/DELETE /kv/{key}, GET /healthz,
 // GET /version) with its data in a bbolt database under --data-dir.
 //
-// Configuration: flags --port --data-dir --node-id --bind, or the environment
-// STORAGE_PORT, STORAGE_PATH, NODE_ID, STORAGE_BIND; flags win. --version
+// Configuration: flags --port --data-dir --node-id --bind --request-timeout,
+// or the environment STORAGE_PORT, STORAGE_PATH, NODE_ID, STORAGE_BIND,
+// STORAGE_REQUEST_TIMEOUT; flags win. A request (body included) not received
+// within the request timeout (default 30s) is answered 408 and its
+// connection closed; idle keep-alive connections close after 2 minutes. --version
 // prints the version stamped at build time. SIGTERM or SIGINT stop it
 // gracefully (in-flight requests finish, the database closes, exit 0).
 package main
@@ -58,5 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Version:    version.Version,
 		Logger:     logger,
 		FailHealth: cfg.FailHealth,
+
+		RequestTimeout: cfg.RequestTimeout,
 	}, nil)
 }

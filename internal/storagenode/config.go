@@ -25,6 +25,8 @@ const (
 	EnvDataDir = "STORAGE_PATH"
 	EnvNodeID  = "NODE_ID"
 	EnvBind    = "STORAGE_BIND"
+	// EnvRequestTimeout bounds reading one request, body included (Options.RequestTimeout).
+	EnvRequestTimeout = "STORAGE_REQUEST_TIMEOUT"
 	// EnvFailHealth=1 makes /healthz answer 503 forever (hidden test knob).
 	EnvFailHealth = "STORAGE_SERVER_FAIL_HEALTH"
 	// EnvCrashAfter=<duration> makes the process exit with status 3 after
@@ -41,6 +43,8 @@ type Config struct {
 	ShowVersion bool
 	FailHealth  bool
 	CrashAfter  time.Duration
+	// RequestTimeout is Options.RequestTimeout (zero: its default).
+	RequestTimeout time.Duration
 }
 
 // Addr is the listen address host:port.
@@ -88,15 +92,22 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		c.CrashAfter = d
 	}
 
+	requestTimeout := ""
+	if v := getenv(EnvRequestTimeout); v != "" {
+		requestTimeout = v
+	}
+
 	fs := flag.NewFlagSet("storage-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&requestTimeout, "request-timeout", requestTimeout,
+		"longest time to receive one request, body included, before answering 408 (env "+EnvRequestTimeout+", default "+DefaultRequestTimeout.String()+")")
 	port := fs.String("port", strconv.Itoa(c.Port), "TCP port to listen on (env "+EnvPort+")")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the database (env "+EnvDataDir+")")
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "node id reported by /healthz (env "+EnvNodeID+")")
 	fs.StringVar(&c.Bind, "bind", c.Bind, "address to listen on (env "+EnvBind+")")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: storage-server [--port N] [--data-dir DIR] [--node-id ID] [--bind ADDR] [--version]")
+		fmt.Fprintln(fs.Output(), "usage: storage-server [--port N] [--data-dir DIR] [--node-id ID] [--bind ADDR] [--request-timeout D] [--version]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -113,6 +124,13 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 			errs = append(errs, fmt.Errorf("--port: %w", err))
 		}
 		c.Port = p
+	}
+	if requestTimeout != "" {
+		d, err := time.ParseDuration(requestTimeout)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("request timeout %q (--request-timeout or %s): want a positive duration such as 30s", requestTimeout, EnvRequestTimeout))
+		}
+		c.RequestTimeout = d
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is empty (set --data-dir or "+EnvDataDir+")"))

@@ -72,7 +72,22 @@ type Options struct {
 	// FailHealth makes /healthz answer 503 forever while the node otherwise
 	// works: a test knob for supervisors ("alive but unhealthy").
 	FailHealth bool
+	// RequestTimeout bounds reading one request, headers and body (a PUT
+	// sent slowly or never finished is answered 408 and its connection
+	// closed), and writing its answer. Default DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle for this long.
+	// Default DefaultIdleTimeout.
+	IdleTimeout time.Duration
 }
+
+// Defaults of Options' timeouts.
+const (
+	DefaultRequestTimeout = 30 * time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
+	// readHeaderTimeout bounds the request headers alone (slow-loris).
+	readHeaderTimeout = 10 * time.Second
+)
 
 // Validate reports every problem with o at once.
 func (o Options) Validate() error {
@@ -82,6 +97,12 @@ func (o Options) Validate() error {
 	}
 	if o.OpenTimeout < 0 {
 		errs = append(errs, fmt.Errorf("open timeout %s is negative", o.OpenTimeout))
+	}
+	if o.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("request timeout %s is negative", o.RequestTimeout))
+	}
+	if o.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle timeout %s is negative", o.IdleTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -102,6 +123,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.OpenTimeout == 0 {
 		opts.OpenTimeout = 10 * time.Second
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -281,6 +308,11 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, db *bolt.DB, key st
 			httpjson.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value exceeds the limit of %d bytes", MaxValueBytes))
 			return
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.Header().Set("Connection", "close")
+			httpjson.WriteError(w, http.StatusRequestTimeout, fmt.Sprintf("the request body was not received within %s", s.opts.RequestTimeout))
+			return
+		}
 		httpjson.WriteError(w, http.StatusBadRequest, "read request body: "+err.Error())
 		return
 	}
@@ -327,6 +359,24 @@ func (s *Server) dbError(w http.ResponseWriter, op, key string, err error) {
 	httpjson.WriteError(w, http.StatusInternalServerError, op+" failed: database error (see the node's log)")
 }
 
+// httpServer bounds every phase of a connection: headers, the whole request
+// (body included), the answer, and idleness between requests, so slow or
+// stalled clients cannot hold connections and goroutines open.
+func (s *Server) httpServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: min(readHeaderTimeout, s.opts.RequestTimeout),
+		// ReadTimeout is a deadline for the whole request from its first
+		// byte: a body trickled in is cut as surely as one never sent.
+		ReadTimeout: s.opts.RequestTimeout,
+		// The answer (at most MaxValueBytes) is written within the same span again.
+		WriteTimeout:   2 * s.opts.RequestTimeout,
+		IdleTimeout:    s.opts.IdleTimeout,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
 // ShutdownTimeout bounds the wait for in-flight requests on shutdown, so the
 // process exits well within 5 s of SIGTERM.
 const ShutdownTimeout = 3 * time.Second
@@ -347,7 +397,7 @@ func Run(ctx context.Context, addr string, opts Options, ready func(addr string)
 	if err != nil {
 		return fmt.Errorf("listen on %s (choose another --port or free it): %w", addr, err)
 	}
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	srv := s.httpServer()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "node_id", opts.NodeID, "version", opts.Version)
