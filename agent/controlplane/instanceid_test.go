@@ -189,7 +189,7 @@ func TestRegistrationSendsInstanceIDAndRetriesARefusal(t *testing.T) {
 		OnDesired:    func(Desired) {},
 		OnRegistered: func() { registered <- struct{}{} },
 		BackoffMin:   10 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
-		Logger:       slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
