@@ -1,8 +1,13 @@
 package master
 
 import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Issue 9 item 11: the start-up lines say how many binaries are still being
@@ -28,5 +33,36 @@ func TestStartupLinesCountHashing(t *testing.T) {
 		if i == 1 && strings.Contains(out, "⏳") {
 			t.Errorf("start %d (all cached): console says it is hashing:\n%s", i+1, out)
 		}
+	}
+}
+
+// Issue 9 item 12: what net/http answers before any handler runs (headers
+// over MaxHeaderBytes, a malformed request) is JSON like every other error.
+func TestServerOwnErrorsAreJSON(t *testing.T) {
+	m := startMaster(t, t.TempDir(), t.TempDir(), nil)
+	for _, req := range []string{
+		"GET /api/binaries HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n",
+		"GET /api/binaries HTTP/1.1\r\n\r\n",
+		"BOGUS\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(m.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c.Close()
+		a := answer{status: resp.StatusCode, header: resp.Header, body: body}
+		if a.status < 400 || a.status >= 500 {
+			t.Errorf("request %.40q... = %d, want 4xx", req, a.status)
+		}
+		a.errorBody(t)
 	}
 }

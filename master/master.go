@@ -27,6 +27,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
@@ -121,7 +122,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	serveErr := make(chan error, 2)
 	go func() {
-		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// httpjson.Listener: net/http's own 400/431/501 answers are JSON too.
+		if err := httpSrv.Serve(httpjson.Listener(httpLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- fmt.Errorf("HTTP server: %w", err)
 		}
 	}()

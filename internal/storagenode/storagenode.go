@@ -399,7 +399,7 @@ func Run(ctx context.Context, addr string, opts Options, ready func(addr string)
 	}
 	srv := s.httpServer()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(httpjson.Listener(ln)) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "node_id", opts.NodeID, "version", opts.Version)
 
 	shutdown := func() error {
