@@ -94,6 +94,21 @@ func (d Definition) Arguments() []string {
 	return []string{"run", "--config", d.ConfigPath, ServiceFlag}
 }
 
+// PreviousExecutable is where a self-update keeps the previous agent binary
+// (agent/upgrade: beside the executable, ".previous" before any ".exe").
+func (d Definition) PreviousExecutable() string {
+	if base, ok := strings.CutSuffix(d.Executable, ".exe"); ok {
+		return base + ".previous.exe"
+	}
+	return d.Executable + ".previous"
+}
+
+// CheckArguments are the arguments of the pre-start upgrade check the
+// service manager runs from PreviousExecutable before every start.
+func (d Definition) CheckArguments() []string {
+	return []string{"upgrade-check", "--config", d.ConfigPath}
+}
+
 // isAbs accepts absolute paths of every OS the definition may be rendered
 // for, so that the definitions of all three can be tested on any machine.
 func isAbs(p string) bool {

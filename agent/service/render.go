@@ -15,6 +15,8 @@ type templateData struct {
 	Name, Description     string
 	Executable            string
 	Arguments             []string
+	Previous              string
+	CheckArguments        []string
 	LogDir                string
 	RestartSec            int
 	StartLimitIntervalSec int
@@ -31,6 +33,8 @@ func newTemplateData(d Definition) templateData {
 		Description:           Description,
 		Executable:            d.Executable,
 		Arguments:             d.Arguments(),
+		Previous:              d.PreviousExecutable(),
+		CheckArguments:        d.CheckArguments(),
 		LogDir:                logDir,
 		RestartSec:            RestartSec,
 		StartLimitIntervalSec: StartLimitIntervalSec,

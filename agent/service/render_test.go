@@ -89,6 +89,7 @@ func TestSystemdUnitPolicy(t *testing.T) {
 		"[Service]RestartSec":         "2",
 		"[Service]KillMode":           "process",
 		"[Service]ExecStart":          "/usr/local/bin/sutra-agent run --config /etc/sutra/agent-config.toml --service",
+		"[Service]ExecStartPre":       "-/usr/local/bin/sutra-agent.previous upgrade-check --config /etc/sutra/agent-config.toml",
 		"[Install]WantedBy":           "multi-user.target",
 	}
 	for k, v := range want {

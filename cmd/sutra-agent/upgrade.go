@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"strings"
+
+	"github.com/BurntSushi/toml"
 
 	"github.com/sutragrid/sutra/agent"
 	"github.com/sutragrid/sutra/agent/agentlog"
@@ -57,4 +62,64 @@ func runUpgradeGuard(ctx context.Context, args []string, stderr io.Writer) error
 		return fmt.Errorf("upgrade-guard exited with status %d", code)
 	}
 	return nil
+}
+
+// runUpgradeCheck is the pre-start check the service manager runs from the
+// previous agent binary (systemd "ExecStartPre=-…/sutra-agent.previous
+// upgrade-check --config F"): it restores the previous binary when a new one
+// on probation keeps failing or its probation expired (agent/upgrade.Check).
+func runUpgradeCheck(ctx context.Context, args []string, stderr io.Writer) error {
+	fl := flag.NewFlagSet(upgrade.CheckCommand, flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	cfgPath := fl.String("config", defaultConfig, "agent config file")
+	dataDir := fl.String("data-dir", "", "agent data dir (default: agent.agent_data_dir of the config)")
+	if err := fl.Parse(args); err != nil || fl.NArg() > 0 {
+		return fmt.Errorf("%w: %s [--config FILE] [--data-dir DIR]", errUsage, upgrade.CheckCommand)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	if *dataDir == "" {
+		*dataDir = checkDataDir(*cfgPath, logger)
+	}
+	if *dataDir == "" {
+		return errors.New("upgrade-check: no agent data dir (pass --data-dir)")
+	}
+	restored, err := upgrade.Check(ctx, upgrade.CheckOptions{DataDir: *dataDir, Logger: logger,
+		LogTail: func(n int) []string { return agentlog.Tail(agentlog.Path(*dataDir), n) }})
+	if err != nil {
+		return fmt.Errorf("upgrade-check: %w", err)
+	}
+	if restored {
+		logger.Warn("upgrade-check restored the previous agent binary; the service starts it")
+	}
+	return nil
+}
+
+// checkDataDir finds the agent data dir for the pre-start check. The check
+// runs from the previous binary, whose strict config decoder may not know a
+// key the new release added: when the config does not load, only
+// agent.agent_data_dir is read from it.
+func checkDataDir(path string, logger *slog.Logger) string {
+	cfg, err := config.Load(path)
+	if err == nil {
+		return cfg.Agent.AgentDataDir
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		if cfg, err := config.Defaults(); err == nil {
+			return cfg.Agent.AgentDataDir
+		}
+		return ""
+	}
+	logger.Warn("upgrade-check: config does not load; reading agent.agent_data_dir alone", "config", path, "err", err)
+	var partial struct {
+		Agent struct {
+			AgentDataDir string `toml:"agent_data_dir"`
+		} `toml:"agent"`
+	}
+	if _, err := toml.DecodeFile(path, &partial); err == nil && partial.Agent.AgentDataDir != "" {
+		return partial.Agent.AgentDataDir
+	}
+	if cfg, err := config.Defaults(); err == nil {
+		return cfg.Agent.AgentDataDir
+	}
+	return ""
 }
