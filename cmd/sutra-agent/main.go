@@ -86,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runService(ctx, args[1:], stdout, stderr)
 	case "upgrade-guard":
 		return runUpgradeGuard(ctx, args[1:], stderr)
+	case "upgrade-check":
+		return runUpgradeCheck(ctx, args[1:], stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
