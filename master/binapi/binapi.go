@@ -347,7 +347,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("Range %q selects no bytes of %s (%d bytes)", r.Header.Get("Range"), name, b.Size))
 		return
 	}
-	jw := &jsonErrors{ResponseWriter: w}
+	jw := &jsonErrors{ResponseWriter: w, size: b.Size}
 	sw := newStallWriter(jw, w, a.stall)
 	serveFile(sw, r, name, b.ModTime, f)
 	sw.done()
@@ -418,6 +418,7 @@ func (a *API) unavailable(w http.ResponseWriter, msg string) {
 // the zero-copy path stays intact.
 type jsonErrors struct {
 	http.ResponseWriter
+	size   int64 // of the file, for a 416's Content-Range
 	status int
 	msg    bytes.Buffer
 }
@@ -460,6 +461,11 @@ func (w *jsonErrors) finish() {
 	msg := strings.TrimSpace(w.msg.String())
 	if msg == "" {
 		msg = http.StatusText(w.status)
+	}
+	if w.status == http.StatusRequestedRangeNotSatisfiable && w.Header().Get("Content-Range") == "" {
+		// RFC 9110 §15.5.17: a 416 says the current length (ServeContent
+		// does only for a range past the end, not for a malformed one).
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", w.size))
 	}
 	httpjson.WriteError(w.ResponseWriter, w.status, msg)
 }
