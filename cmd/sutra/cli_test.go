@@ -273,6 +273,7 @@ func TestCLIErrors(t *testing.T) {
 			"sutra: cannot reach master at " + dead + ": is sutra-master running? (set --master or SUTRA_MASTER)\n"},
 		{"unreachable via flag", nil, []string{"--master", dead, "agents"}, exitUnavailable, "cannot reach master at " + dead},
 		{"unreachable http", map[string]string{"SUTRA_HTTP": "http://" + dead}, []string{"binaries"}, exitUnavailable, "set --http or SUTRA_HTTP"},
+		{"http address without scheme", map[string]string{"SUTRA_HTTP": "localhost:7001"}, []string{"binaries"}, exitUsage, "want http://host:port"},
 		{"no command", nil, nil, exitUsage, "no command given"},
 		{"unknown command", nil, []string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
 		{"unknown flag", nil, []string{"status", "--bogus"}, exitUsage, "flag provided but not defined"},

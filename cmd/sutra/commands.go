@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/version"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
@@ -422,26 +423,42 @@ func (c *cli) waitNode(ctx context.Context, id string, timeout time.Duration, do
 	}
 }
 
-// binary is one entry of GET /api/binaries.
-type binary struct {
-	Version    string `json:"version"`
-	Platform   string `json:"platform"`
-	Arch       string `json:"arch"`
-	Checksum   string `json:"checksum"`
-	SizeBytes  int64  `json:"size_bytes"`
-	Path       string `json:"path"`
-	UploadedAt int64  `json:"uploaded_at"`
+// httpClient returns the client of the master's HTTP API: --http /
+// SUTRA_HTTP, else port 7001 on the --master host.
+func (c *cli) httpClient() (*httpapi.Client, error) {
+	base := c.g.http
+	if base == "" {
+		host, _, err := net.SplitHostPort(c.g.master)
+		if err != nil {
+			return nil, usageErr("master address %q is not host:port: set --master, or --http / SUTRA_HTTP", c.g.master)
+		}
+		base = "http://" + net.JoinHostPort(host, "7001")
+	}
+	hc, err := httpapi.NewClient(base, nil)
+	if err != nil {
+		return nil, usageErr("%v: set --http or SUTRA_HTTP", err)
+	}
+	return hc, nil
 }
 
-func (c *cli) httpBase() (string, error) {
-	if c.g.http != "" {
-		return strings.TrimRight(c.g.http, "/"), nil
+// httpErr turns an error of the HTTP API client into the CLI's exit codes.
+func httpErr(hc *httpapi.Client, err error) error {
+	var se *httpapi.StatusError
+	switch {
+	case errors.As(err, &se):
+		code := exitError
+		if se.StatusCode == http.StatusNotFound {
+			code = exitNotFound
+		} else if se.StatusCode >= 500 {
+			code = exitUnavailable
+		}
+		return &cliError{code: code, msg: fmt.Sprintf("%s %s: %s: %s", se.Method, se.URL, se.Status, dash(se.Message))}
+	case errors.Is(err, httpapi.ErrUnreachable):
+		return &cliError{code: exitUnavailable, msg: fmt.Sprintf("%v: is sutra-master running at %s? (set --http or SUTRA_HTTP)", err, hc.Base())}
+	case errors.Is(err, httpapi.ErrNotContract):
+		return &cliError{code: exitError, msg: fmt.Sprintf("%v: is --http the master's HTTP port?", err)}
 	}
-	host, _, err := net.SplitHostPort(c.g.master)
-	if err != nil {
-		return "", usageErr("master address %q is not host:port: set --master, or --http / SUTRA_HTTP", c.g.master)
-	}
-	return "http://" + net.JoinHostPort(host, "7001"), nil
+	return &cliError{code: exitError, msg: err.Error()}
 }
 
 func (c *cli) binaries(ctx context.Context, args []string) error {
@@ -452,41 +469,15 @@ func (c *cli) binaries(ctx context.Context, args []string) error {
 	if err := noArgs("binaries", pos); err != nil {
 		return err
 	}
-	base, err := c.httpBase()
+	hc, err := c.httpClient()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.g.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/binaries", nil)
+	list, body, err := hc.Binaries(ctx)
 	if err != nil {
-		return usageErr("master HTTP address %q: %v", base, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return &cliError{code: exitUnavailable, msg: fmt.Sprintf("cannot reach the master's HTTP API at %s: is sutra-master running? (set --http or SUTRA_HTTP)", base)}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return &cliError{code: exitUnavailable, msg: fmt.Sprintf("read %s/api/binaries: %v", base, err)}
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.Unmarshal(body, &e)
-		code := exitError
-		if resp.StatusCode == http.StatusNotFound {
-			code = exitNotFound
-		} else if resp.StatusCode >= 500 {
-			code = exitUnavailable
-		}
-		return &cliError{code: code, msg: fmt.Sprintf("GET %s/api/binaries: %s: %s", base, resp.Status, dash(e.Error))}
-	}
-	var list []binary
-	if err := json.Unmarshal(body, &list); err != nil {
-		return &cliError{code: exitError, msg: fmt.Sprintf("GET %s/api/binaries: not the binary list (%v): is --http the master's HTTP port?", base, err)}
+		return httpErr(hc, err)
 	}
 	if c.g.output == "json" {
 		var out bytes.Buffer

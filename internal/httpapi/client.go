@@ -106,6 +106,10 @@ func (c *Client) get(ctx context.Context, path string, limit int64) ([]byte, err
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it would repeat the method and URL
+		}
 		return nil, fmt.Errorf("GET %s: %w: %w", u, ErrUnreachable, err)
 	}
 	defer resp.Body.Close()
