@@ -460,7 +460,7 @@ func (f *Fleet) nodeEvents(tx *txn, now time.Time, agentID string, prev *NodeSta
 // alive (healthy or degraded) is refused with ErrPrecondition unless force
 // is set: a running agent registers again on its next heartbeat.
 func (f *Fleet) Unregister(ctx context.Context, agentID string, force bool) error {
-	if err := ValidateID("agent", agentID); err != nil {
+	if err := validateKnownID("agent", agentID); err != nil {
 		return err
 	}
 	now := f.clock.Now()
@@ -512,7 +512,7 @@ func unknownAgent(id string) error {
 // later) should run. It returns the agents whose desired state changed.
 func (f *Fleet) SetDesiredVersion(ctx context.Context, c VersionChange) ([]Agent, error) {
 	if c.AgentID != "" {
-		if err := ValidateID("agent", c.AgentID); err != nil {
+		if err := validateKnownID("agent", c.AgentID); err != nil {
 			return nil, err
 		}
 	}
@@ -605,7 +605,7 @@ func (f *Fleet) Agents() []Agent {
 
 // Agent returns one agent.
 func (f *Fleet) Agent(id string) (Agent, error) {
-	if err := ValidateID("agent", id); err != nil {
+	if err := validateKnownID("agent", id); err != nil {
 		return Agent{}, err
 	}
 	f.mu.RLock()

@@ -74,6 +74,19 @@ func ValidateID(kind, id string) error {
 	return nil
 }
 
+// validateKnownID checks an id used to look up an existing record. It
+// accepts the rule of earlier versions too (1-128 bytes of A-Z a-z 0-9 . _ -),
+// so that an agent or node recorded before the rule tightened can still be
+// shown, paged past and removed; new records always pass ValidateID.
+func validateKnownID(kind, id string) error {
+	if id == "" || len(id) > MaxIDLen || strings.IndexFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}) >= 0 {
+		return ValidateID(kind, id)
+	}
+	return nil
+}
+
 // invalid wraps a limits error as an ErrInvalid fleet error.
 func invalid(err error) error {
 	if err == nil {

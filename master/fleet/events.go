@@ -100,9 +100,9 @@ func (f *Fleet) Watch(ctx context.Context, o WatchOptions, fn func(Event) error)
 	}
 	var sub *subscriber
 	if o.Follow {
-		if len(f.subs) >= f.opts.MaxWatchers {
+		if n := len(f.subs); n >= f.opts.MaxWatchers {
 			f.mu.Unlock()
-			return newErr(KindExhausted, "%d event watchers are already following, the master's limit: stop one (or raise --max-watchers, MAX_WATCHERS) and watch again", len(f.subs))
+			return newErr(KindExhausted, "%d event watchers are already following, the master's limit: stop one (or raise --max-watchers, MAX_WATCHERS) and watch again", n)
 		}
 		sub = &subscriber{ch: make(chan Event, o.Buffer)}
 		f.subs[sub] = struct{}{}

@@ -349,3 +349,75 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Agents and nodes recorded by an earlier master under the looser id rule
+// (here "_old-" and "node."), which the agent could not run, can still be
+// shown, paged past and removed; nothing new may be created with such ids.
+func TestRecordsUnderTheOldIDRuleStayManageable(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := agentRec{ID: "_old-", Platform: "linux", Arch: "x86_64", RegisteredAt: time.Unix(1_700_000_000, 0), Generation: 2, StorageServerVersion: "latest"}
+	node := Node{ID: "node.", AgentID: "_old-", Desired: true, CreatedAt: time.Unix(1_700_000_000, 0)}
+	var tx txn
+	tx.putAgent(&rec)
+	tx.putNode(&node)
+	if tx.err != nil {
+		t.Fatal(tx.err)
+	}
+	if err := st.Apply(context.Background(), tx.ops); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	st, err = store.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	f, err := New(context.Background(), Options{Store: st, Clock: newFakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, id := range []string{"a1", "z1"} {
+		if _, err := f.Register(ctx, goodReg(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.Agent("_old-"); err != nil {
+		t.Fatalf("Agent(_old-) = %v", err)
+	}
+	if _, err := f.Node("node."); err != nil {
+		t.Fatalf("Node(node.) = %v", err)
+	}
+	var seen []string
+	for tok := ""; ; {
+		p, err := f.ListAgents(Page{Size: 1, Token: tok})
+		if err != nil {
+			t.Fatalf("ListAgents after %v = %v", seen, err)
+		}
+		for _, a := range p.Agents {
+			seen = append(seen, a.ID)
+		}
+		if tok = p.NextToken; tok == "" {
+			break
+		}
+	}
+	if strings.Join(seen, ",") != "_old-,a1,z1" {
+		t.Fatalf("paged agents = %v", seen)
+	}
+	if _, err := f.Stop(ctx, "node."); err != nil {
+		t.Fatalf("Stop(node.) = %v", err)
+	}
+	if err := f.Unregister(ctx, "_old-", true); err != nil {
+		t.Fatalf("Unregister(_old-) = %v", err)
+	}
+	if _, err := f.Register(ctx, goodReg("_old-")); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Register(_old-) = %v, want ErrInvalid", err)
+	}
+	if _, err := f.Spawn(ctx, SpawnRequest{AgentID: "a1", NodeID: "node."}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Spawn(node.) = %v, want ErrInvalid", err)
+	}
+}

@@ -15,7 +15,7 @@ import (
 // agent with the most free capacity (ties: the smallest id).
 func (f *Fleet) Spawn(ctx context.Context, r SpawnRequest) (Node, error) {
 	if r.AgentID != "" {
-		if err := ValidateID("agent", r.AgentID); err != nil {
+		if err := validateKnownID("agent", r.AgentID); err != nil {
 			return Node{}, err
 		}
 	}
@@ -33,9 +33,9 @@ func (f *Fleet) Spawn(ctx context.Context, r SpawnRequest) (Node, error) {
 		f.mu.Unlock()
 		return Node{}, newErr(KindExists, "node %q already exists on agent %q: choose another id, or omit it to get a generated one", r.NodeID, other.AgentID)
 	}
-	if len(f.nodes) >= f.opts.MaxNodes {
+	if n := len(f.nodes); n >= f.opts.MaxNodes {
 		f.mu.Unlock()
-		return Node{}, newErr(KindExhausted, "the fleet already holds %d node records, the master's limit: stop nodes, remove offline agents (sutra agents rm ID) or raise --max-nodes (MAX_NODES)", len(f.nodes))
+		return Node{}, newErr(KindExhausted, "the fleet already holds %d node records, the master's limit: stop nodes, remove offline agents (sutra agents rm ID) or raise --max-nodes (MAX_NODES)", n)
 	}
 	a, err := f.placeLocked(r.AgentID)
 	if err != nil {
@@ -138,7 +138,7 @@ func (f *Fleet) newNodeIDLocked() string {
 // with Desired false, until the agent reports the node stopped. Stopping a
 // node already being stopped is not an error.
 func (f *Fleet) Stop(ctx context.Context, nodeID string) (Node, error) {
-	if err := ValidateID("node", nodeID); err != nil {
+	if err := validateKnownID("node", nodeID); err != nil {
 		return Node{}, err
 	}
 	now := f.clock.Now()
@@ -186,7 +186,7 @@ func copyNode(n *Node) Node {
 
 // Node returns one node.
 func (f *Fleet) Node(id string) (Node, error) {
-	if err := ValidateID("node", id); err != nil {
+	if err := validateKnownID("node", id); err != nil {
 		return Node{}, err
 	}
 	f.mu.RLock()
@@ -205,7 +205,7 @@ func (f *Fleet) Nodes(agentID string) ([]Node, error) {
 	defer f.mu.RUnlock()
 	var out []Node
 	if agentID != "" {
-		if err := ValidateID("agent", agentID); err != nil {
+		if err := validateKnownID("agent", agentID); err != nil {
 			return nil, err
 		}
 		a := f.agents[agentID]

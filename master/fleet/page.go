@@ -100,7 +100,7 @@ func (f *Fleet) ListAgents(p Page) (AgentPage, error) {
 		if err != nil {
 			return AgentPage{}, err
 		}
-		if ValidateID("agent", parts[0]) != nil {
+		if validateKnownID("agent", parts[0]) != nil {
 			return AgentPage{}, badToken()
 		}
 		after = parts[0]
@@ -149,7 +149,7 @@ type NodePage struct {
 // the agentID it was issued for.
 func (f *Fleet) ListNodes(agentID string, p Page) (NodePage, error) {
 	if agentID != "" {
-		if err := ValidateID("agent", agentID); err != nil {
+		if err := validateKnownID("agent", agentID); err != nil {
 			return NodePage{}, err
 		}
 	}
@@ -159,7 +159,7 @@ func (f *Fleet) ListNodes(agentID string, p Page) (NodePage, error) {
 		if err != nil {
 			return NodePage{}, err
 		}
-		if parts[0] != agentID || ValidateID("agent", parts[1]) != nil || ValidateID("node", parts[2]) != nil {
+		if parts[0] != agentID || validateKnownID("agent", parts[1]) != nil || validateKnownID("node", parts[2]) != nil {
 			return NodePage{}, badToken()
 		}
 		afterAgent, afterNode = parts[1], parts[2]
