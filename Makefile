@@ -2,6 +2,7 @@
 #   make demo   run a local master + agents fleet on embedded defaults
 #   make test   vet, race-enabled tests, proto drift check, cross-compile
 #   make bench  benchmarks against named baselines
+#   make fuzz   every fuzz target for FUZZTIME (default 20s) each
 
 SHELL        := /bin/bash
 GO           ?= go
@@ -66,8 +67,22 @@ bench:
 	$(GO) run ./bench/fleet -n 1000
 	$(GO) run ./bench/fleet -n 10000
 
+# Every Fuzz* target in the repository, FUZZTIME each (their seed corpora
+# also run in `make test`). A crasher is saved under the package's
+# testdata/fuzz/ and fails the run; FUZZ=regexp picks targets by name.
+FUZZTIME         ?= 20s
+FUZZMINIMIZETIME ?= 2s
+FUZZ             ?= .
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./internal/semver
+	@set -euo pipefail; \
+	dirs=$$(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./\.tools/' | xargs -n1 dirname | sort -u); \
+	for d in $$dirs; do \
+	  list=$$($(GO) test -list '^Fuzz' "$$d"); \
+	  for t in $$(echo "$$list" | grep '^Fuzz' | grep -E -- '$(FUZZ)' || true); do \
+	    echo "fuzz $$d $$t ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) "$$d"; \
+	  done; \
+	done
 
 # storage-server-{version}-{platform}-{arch} and sutra-agent-… for every
 # platform, ready to drop into a master's BINARIES_DIR (OUT=dir to override).
