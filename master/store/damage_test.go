@@ -397,3 +397,32 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerify measures the start-up check on a 100 MB database.
+func BenchmarkVerify(b *testing.B) {
+	dir := b.TempDir()
+	st, err := OpenDir(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	val := bytes.Repeat([]byte("v"), 1000)
+	for batch := range 10 {
+		ops := make([]Op, 0, 10000)
+		for i := range 10000 {
+			ops = append(ops, Put(TableEvents, fmt.Appendf(nil, "%02d-%06d", batch, i), val))
+		}
+		if err := st.Apply(context.Background(), ops); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = st.Close()
+	path := filepath.Join(dir, FileName)
+	fi, _ := os.Stat(path)
+	b.SetBytes(fi.Size())
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Verify(path); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
