@@ -56,9 +56,10 @@ func Identify(pid int) (Identity, error) {
 
 // AdoptIdentity is Adopt on a full identity match: the live process want.PID
 // must have want's start time, have started in the current boot and run
-// want.Exe (or spec.Path). A record without a boot id (written by an older
-// agent) is adopted only where start times are wall-clock times, or when
-// the process's command line is exactly spec's. Anything else fails with
+// want.Exe (or spec.Path). Without a boot id to compare (a record written
+// by an older agent, or a boot id that cannot be read) the process is
+// adopted only where start times are wall-clock times, or when its command
+// line is exactly spec's. Anything else fails with
 // ErrIdentityMismatch (the process is left alone) or ErrNoProcess.
 func (s *Supervisor) AdoptIdentity(spec Spec, want Identity) (*Node, error) {
 	if err := spec.Validate(); err != nil {
@@ -75,8 +76,8 @@ func (s *Supervisor) AdoptIdentity(spec Spec, want Identity) (*Node, error) {
 }
 
 // checkIdentity verifies that the live process want.PID is the one want
-// describes, running exe with args (argv[1:], checked only for a record
-// without a boot id).
+// describes, running exe with args (argv[1:], checked only when there is no
+// boot id to compare).
 func checkIdentity(want Identity, exe string, args []string) error {
 	pid := want.PID
 	cur, err := ProcessStartTime(pid)
@@ -86,27 +87,27 @@ func checkIdentity(want Identity, exe string, args []string) error {
 	if cur != want.StartTime {
 		return fmt.Errorf("adopt pid %d: start time %d, recorded %d: %w", pid, cur, want.StartTime, ErrIdentityMismatch)
 	}
-	boot, err := BootID()
-	if err != nil && !errors.Is(err, ErrUnsupported) {
-		return fmt.Errorf("adopt pid %d: %w", pid, err)
-	}
+	// An unreadable boot id counts as unknown: the checks below that do
+	// not need it decide.
+	boot, _ := BootID()
 	switch {
-	case want.BootID == boot:
-		// Same boot (or a platform without boot ids).
-	case want.BootID != "":
+	case want.BootID != "" && want.BootID == boot:
+		// Same boot.
+	case want.BootID != "" && boot != "":
 		return fmt.Errorf("adopt pid %d: recorded in boot %s, this is boot %s: %w", pid, want.BootID, boot, ErrIdentityMismatch)
 	case startTimeAbsolute:
-		// An older record: a wall-clock start time cannot repeat after a reboot.
+		// No boot to compare (an older record, or a platform without boot
+		// ids): a wall-clock start time cannot repeat after a reboot.
 	default:
-		// An older record without a boot id: a start time counted from boot
-		// can match a process of a later boot, so the command line must be
-		// exactly the node's too.
+		// No boot to compare and a start time counted from boot, which can
+		// match a process of a later boot: the command line must be exactly
+		// the node's too.
 		got, err := ProcessArgs(pid)
 		if err != nil {
-			return fmt.Errorf("adopt pid %d (record has no boot id): %w", pid, err)
+			return fmt.Errorf("adopt pid %d (boot unknown): %w", pid, err)
 		}
 		if len(got) == 0 || !slices.Equal(got[1:], args) {
-			return fmt.Errorf("adopt pid %d: record has no boot id and the command line %q is not the node's: %w", pid, got, ErrIdentityMismatch)
+			return fmt.Errorf("adopt pid %d: boot unknown and the command line %q is not the node's: %w", pid, got, ErrIdentityMismatch)
 		}
 	}
 	gotExe, err := ProcessExe(pid)
