@@ -18,35 +18,9 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 
+	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/semver"
 )
-
-// BinaryInfo is the master's description of one binary, as the design
-// document's HTTP API returns it. The agent keeps its own copy of the contract
-// (it never imports master packages).
-type BinaryInfo struct {
-	Artifact   string `json:"artifact,omitempty"`
-	Version    string `json:"version"`
-	Platform   string `json:"platform"`
-	Arch       string `json:"arch"`
-	Checksum   string `json:"checksum"`
-	Size       int64  `json:"size_bytes"`
-	Path       string `json:"path"`
-	UploadedAt int64  `json:"uploaded_at"`
-}
-
-type verifyRequest struct {
-	Checksum string `json:"checksum"`
-}
-
-type verifyResponse struct {
-	Valid            *bool  `json:"valid"`
-	ExpectedChecksum string `json:"expected_checksum"`
-}
-
-type errorBody struct {
-	Error string `json:"error"`
-}
 
 // errClient marks 4xx answers other than 404/408/429: the request itself is
 // wrong, so retrying it cannot help.
@@ -204,37 +178,37 @@ func (f *Fetcher) binaryURL(name string) string {
 
 // Resolve asks the master for the metadata of ver ("latest" or an exact
 // version) for the Fetcher's platform and arch, and checks it is usable.
-func (f *Fetcher) Resolve(ctx context.Context, ver string) (BinaryInfo, error) {
+func (f *Fetcher) Resolve(ctx context.Context, ver string) (httpapi.BinaryInfo, error) {
 	if ver == "" {
 		ver = Latest
 	}
 	if ver != Latest {
 		if _, err := semver.Parse(ver); err != nil {
-			return BinaryInfo{}, fmt.Errorf("resolve %s: %w", f.opts.Artifact, err)
+			return httpapi.BinaryInfo{}, fmt.Errorf("resolve %s: %w", f.opts.Artifact, err)
 		}
 	}
 	u := f.apiURL(ver, f.opts.Platform, f.opts.Arch)
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return BinaryInfo{}, fmt.Errorf("resolve %s: %w", f.opts.Artifact, err)
+		return httpapi.BinaryInfo{}, fmt.Errorf("resolve %s: %w", f.opts.Artifact, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent())
-	var info BinaryInfo
+	var info httpapi.BinaryInfo
 	if err := f.doJSON(req, u, &info); err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return BinaryInfo{}, fmt.Errorf("the master at %s publishes no %s %s for %s/%s (add %s-<version>-%s-%s to its BINARIES_DIR): %w",
+			return httpapi.BinaryInfo{}, fmt.Errorf("the master at %s publishes no %s %s for %s/%s (add %s-<version>-%s-%s to its BINARIES_DIR): %w",
 				f.opts.BaseURL, f.opts.Artifact, ver, f.opts.Platform, f.opts.Arch, f.opts.Artifact, f.opts.Platform, f.opts.Arch, err)
 		}
-		return BinaryInfo{}, err
+		return httpapi.BinaryInfo{}, err
 	}
 	if err := f.checkInfo(&info, ver); err != nil {
-		return BinaryInfo{}, fmt.Errorf("GET %s: %w: %w", u, ErrBadResponse, err)
+		return httpapi.BinaryInfo{}, fmt.Errorf("GET %s: %w: %w", u, ErrBadResponse, err)
 	}
 	return info, nil
 }
 
-func (f *Fetcher) checkInfo(info *BinaryInfo, ver string) error {
+func (f *Fetcher) checkInfo(info *httpapi.BinaryInfo, ver string) error {
 	var errs []error
 	if _, err := semver.Parse(info.Version); err != nil {
 		errs = append(errs, fmt.Errorf("version %q: %v", info.Version, err))
@@ -251,8 +225,8 @@ func (f *Fetcher) checkInfo(info *BinaryInfo, ver string) error {
 	if !isHexSHA256(info.Checksum) {
 		errs = append(errs, fmt.Errorf("checksum %q is not a hex SHA-256", info.Checksum))
 	}
-	if info.Size <= 0 || info.Size > f.opts.MaxSize {
-		errs = append(errs, fmt.Errorf("size_bytes %d is out of range (1 to %d)", info.Size, f.opts.MaxSize))
+	if info.SizeBytes <= 0 || info.SizeBytes > f.opts.MaxSize {
+		errs = append(errs, fmt.Errorf("size_bytes %d is out of range (1 to %d)", info.SizeBytes, f.opts.MaxSize))
 	}
 	if info.Path == "" || info.Path == "." || info.Path == ".." || strings.ContainsAny(info.Path, "/\\?#%\x00") {
 		errs = append(errs, fmt.Errorf("path %q is not a plain file name", info.Path))
@@ -264,7 +238,7 @@ func (f *Fetcher) checkInfo(info *BinaryInfo, ver string) error {
 // binary's; it returns the master's answer and expected checksum.
 func (f *Fetcher) VerifyRemote(ctx context.Context, ver, checksum string) (valid bool, expected string, err error) {
 	u := f.apiURL(ver, f.opts.Platform, f.opts.Arch, "verify")
-	body, _ := json.Marshal(verifyRequest{Checksum: checksum})
+	body, _ := json.Marshal(httpapi.VerifyRequest{Checksum: checksum})
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return false, "", fmt.Errorf("verify: %w", err)
@@ -272,7 +246,7 @@ func (f *Fetcher) VerifyRemote(ctx context.Context, ver, checksum string) (valid
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent())
-	var vr verifyResponse
+	var vr httpapi.VerifyResponse
 	if err := f.doJSON(req, u, &vr); err != nil {
 		return false, "", err
 	}
@@ -311,9 +285,8 @@ func (f *Fetcher) doJSON(req *retryablehttp.Request, u string, v any) error {
 func statusError(method, u string, resp *http.Response) error {
 	msg := ""
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	var eb errorBody
-	if json.Unmarshal(data, &eb) == nil && eb.Error != "" {
-		msg = ": " + eb.Error
+	if m := httpapi.ErrorMessage(data); m != "" {
+		msg = ": " + m
 	}
 	var kind error
 	switch {

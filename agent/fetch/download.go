@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/sutragrid/sutra/agent/cache"
+	"github.com/sutragrid/sutra/internal/httpapi"
 )
 
 // partialState is the file beside a partial download (written by the cache,
@@ -56,16 +57,16 @@ func localErr(op, path string, err error) error {
 	return fmt.Errorf("%w: %s %s (free space, fix permissions, or set agent.cache_dir / SUTRA_CACHE_DIR): %w", ErrCacheDir, op, path, err)
 }
 
-// download brings the version's partial download to info.Size bytes from
+// download brings the version's partial download to info.SizeBytes bytes from
 // source and returns the SHA-256 of its content, computed while writing. An
 // existing partial for the same checksum and URL is hashed once and resumed.
 // The partial is deleted on every failure except an interruption that a later
 // attempt can resume (network, stall, cancellation); in particular a partial
 // that failed to write (no space left) never stays behind filling the disk.
-func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source string) (sum string, err error) {
+func (f *Fetcher) download(ctx context.Context, info httpapi.BinaryInfo, source string) (sum string, err error) {
 	partial := f.cache.PartialPath(info.Version)
 	st, _ := readState(f.cache, info.Version)
-	want := partialState{URL: source, Checksum: info.Checksum, Size: info.Size}
+	want := partialState{URL: source, Checksum: info.Checksum, Size: info.SizeBytes}
 	resume := st.URL == want.URL && st.Checksum == want.Checksum && st.Size == want.Size && st.Validator != ""
 	file, err := f.cache.OpenPartial(info.Version, resume)
 	if err != nil {
@@ -84,7 +85,7 @@ func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source string) 
 	if err != nil {
 		return "", localErr("stat", partial, err)
 	}
-	if fi.Size() > 0 && resume && fi.Size() <= info.Size {
+	if fi.Size() > 0 && resume && fi.Size() <= info.SizeBytes {
 		// Hash the prefix we already have, once, then continue after it.
 		n, err := io.CopyBuffer(d.h, io.NewSectionReader(file, 0, fi.Size()), f.buf)
 		if err != nil {
@@ -93,7 +94,7 @@ func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source string) 
 		d.offset = n
 		d.state = st
 		f.log.Info("resuming download", "artifact", f.opts.Artifact, "version", info.Version,
-			"from_bytes", n, "size", info.Size)
+			"from_bytes", n, "size", info.SizeBytes)
 	} else {
 		if fi.Size() > 0 {
 			f.log.Info("discarding a partial download that cannot be resumed", "path", partial)
@@ -106,10 +107,10 @@ func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source string) 
 	if _, err := file.Seek(d.offset, io.SeekStart); err != nil {
 		return "", localErr("seek", partial, err)
 	}
-	d.prog = newProgress(f.log, f.opts.ProgressBar, f.opts.Artifact, info.Version, info.Size, d.offset)
+	d.prog = newProgress(f.log, f.opts.ProgressBar, f.opts.Artifact, info.Version, info.SizeBytes, d.offset)
 
 	noProgress := 0
-	for d.offset < info.Size {
+	for d.offset < info.SizeBytes {
 		before := d.offset
 		err := d.get(ctx)
 		if err == nil {
@@ -131,7 +132,7 @@ func (f *Fetcher) download(ctx context.Context, info BinaryInfo, source string) 
 			return "", fmt.Errorf("%s: no progress after %d resumes: %w", source, f.opts.MaxResumes, err)
 		}
 		f.log.Warn("download interrupted; resuming", "artifact", f.opts.Artifact, "version", info.Version,
-			"at_bytes", d.offset, "size", info.Size, "err", err)
+			"at_bytes", d.offset, "size", info.SizeBytes, "err", err)
 		if noProgress > 0 {
 			t := time.NewTimer(f.backoff(noProgress - 1))
 			select {
@@ -152,7 +153,7 @@ type dl struct {
 	f       *Fetcher
 	file    *os.File
 	h       hash.Hash
-	info    BinaryInfo
+	info    httpapi.BinaryInfo
 	source  string
 	partial string
 	offset  int64
@@ -219,13 +220,13 @@ func (d *dl) get(ctx context.Context) error {
 				return err
 			}
 		}
-		if resp.ContentLength >= 0 && resp.ContentLength != d.info.Size {
+		if resp.ContentLength >= 0 && resp.ContentLength != d.info.SizeBytes {
 			return fmt.Errorf("GET %s: %w: Content-Length %d, the master's metadata says size_bytes %d",
-				d.source, ErrBadResponse, resp.ContentLength, d.info.Size)
+				d.source, ErrBadResponse, resp.ContentLength, d.info.SizeBytes)
 		}
 	case http.StatusPartialContent:
 		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		if !ok || start != d.offset || total != d.info.Size {
+		if !ok || start != d.offset || total != d.info.SizeBytes {
 			f.log.Warn("unusable Content-Range; restarting from zero", "url", d.source,
 				"content_range", resp.Header.Get("Content-Range"), "offset", d.offset)
 			if err := d.reset(); err != nil {
@@ -233,9 +234,9 @@ func (d *dl) get(ctx context.Context) error {
 			}
 			return resumable{fmt.Errorf("GET %s: Content-Range %q does not continue at %d", d.source, resp.Header.Get("Content-Range"), start)}
 		}
-		if resp.ContentLength >= 0 && resp.ContentLength != d.info.Size-d.offset {
+		if resp.ContentLength >= 0 && resp.ContentLength != d.info.SizeBytes-d.offset {
 			return fmt.Errorf("GET %s: %w: Content-Length %d for the remaining %d bytes",
-				d.source, ErrBadResponse, resp.ContentLength, d.info.Size-d.offset)
+				d.source, ErrBadResponse, resp.ContentLength, d.info.SizeBytes-d.offset)
 		}
 	case http.StatusRequestedRangeNotSatisfiable:
 		if err := d.reset(); err != nil {
@@ -275,16 +276,16 @@ func (d *dl) get(ctx context.Context) error {
 	for {
 		buf := <-free
 		// Ask for one byte more than remains, to notice an over-long body.
-		want := min(int64(len(buf)), d.info.Size-d.offset+1)
+		want := min(int64(len(buf)), d.info.SizeBytes-d.offset+1)
 		n, rerr := io.ReadAtLeast(resp.Body, buf[:want], int(min(want, hashChunk/4)))
 		if rerr == io.ErrUnexpectedEOF {
 			rerr = io.EOF
 		}
 		if n > 0 {
 			timer.Reset(stall)
-			if d.offset+int64(n) > d.info.Size {
+			if d.offset+int64(n) > d.info.SizeBytes {
 				free <- buf
-				return fmt.Errorf("GET %s: %w: body is longer than size_bytes %d", d.source, ErrBadResponse, d.info.Size)
+				return fmt.Errorf("GET %s: %w: body is longer than size_bytes %d", d.source, ErrBadResponse, d.info.SizeBytes)
 			}
 			if _, err := d.file.Write(buf[:n]); err != nil {
 				free <- buf
@@ -297,8 +298,8 @@ func (d *dl) get(ctx context.Context) error {
 			free <- buf
 		}
 		if rerr == io.EOF {
-			if d.offset < d.info.Size {
-				return resumable{fmt.Errorf("GET %s: body ended at %d of %d bytes", d.source, d.offset, d.info.Size)}
+			if d.offset < d.info.SizeBytes {
+				return resumable{fmt.Errorf("GET %s: body ended at %d of %d bytes", d.source, d.offset, d.info.SizeBytes)}
 			}
 			return nil
 		}
@@ -307,9 +308,9 @@ func (d *dl) get(ctx context.Context) error {
 				return context.Cause(ctx)
 			}
 			if errors.Is(context.Cause(reqCtx), ErrStalled) {
-				return resumable{fmt.Errorf("GET %s: no data for %s at %d of %d bytes: %w", d.source, stall, d.offset, d.info.Size, ErrStalled)}
+				return resumable{fmt.Errorf("GET %s: no data for %s at %d of %d bytes: %w", d.source, stall, d.offset, d.info.SizeBytes, ErrStalled)}
 			}
-			return resumable{fmt.Errorf("GET %s: read body at %d of %d bytes: %w", d.source, d.offset, d.info.Size, rerr)}
+			return resumable{fmt.Errorf("GET %s: read body at %d of %d bytes: %w", d.source, d.offset, d.info.SizeBytes, rerr)}
 		}
 	}
 }

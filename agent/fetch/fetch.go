@@ -1,6 +1,7 @@
 // Package fetch gets the storage-server binary for this machine from the
-// master's binary distribution API (the design document's HTTP contract),
-// verifies it and keeps it in a local cache (package cache).
+// master's binary distribution API (the design document's HTTP contract,
+// internal/httpapi), verifies it and keeps it in a local cache (package
+// cache).
 //
 // Trust model: the master is the source of truth. A download is written to a
 // private, non-executable "<name>.partial" file in its version's cache
@@ -424,7 +425,7 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 		return cache.Entry{}, fmt.Errorf("%s: master's verify endpoint expects %s, got %s: %w", source, expected, sum, ErrChecksum)
 	}
 	e, err := f.cache.Commit(cache.Entry{
-		Version: info.Version, Platform: info.Platform, Arch: info.Arch, Checksum: sum, Size: info.Size,
+		Version: info.Version, Platform: info.Platform, Arch: info.Arch, Checksum: sum, Size: info.SizeBytes,
 		SourceURL: source, FetchedAt: time.Now().UTC(),
 	})
 	if err != nil {

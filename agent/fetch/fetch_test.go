@@ -31,7 +31,7 @@ func TestEnsureLatestDownloadsVerifiesCaches(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Ensure(latest): %v", err)
 	}
-	if e.Version != "1.1.0" || e.Checksum != want.info.Checksum || e.Size != want.info.Size {
+	if e.Version != "1.1.0" || e.Checksum != want.info.Checksum || e.Size != want.info.SizeBytes {
 		t.Errorf("Ensure(latest) = %+v, want 1.1.0 %s", e, want.info.Checksum)
 	}
 	if wantPath := filepath.Join(dir, "storage-server", "1.1.0", "storage-server"+exe()); e.Path != wantPath {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/platform"
 )
@@ -41,7 +42,7 @@ type testMaster struct {
 }
 
 type testBin struct {
-	info BinaryInfo
+	info httpapi.BinaryInfo
 	data []byte
 }
 
@@ -77,8 +78,8 @@ func (m *testMaster) publish(version string, data []byte) *testBin {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	b := &testBin{data: data, info: BinaryInfo{
-		Version: version, Platform: p, Arch: a, Checksum: sha(data), Size: int64(len(data)),
+	b := &testBin{data: data, info: httpapi.BinaryInfo{
+		Version: version, Platform: p, Arch: a, Checksum: sha(data), SizeBytes: int64(len(data)),
 		Path: fmt.Sprintf("storage-server-%s-%s-%s", version, p, a), UploadedAt: time.Now().Unix(),
 	}}
 	m.mu.Lock()

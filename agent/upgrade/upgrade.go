@@ -77,6 +77,7 @@ import (
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/agent/fetch"
 	"github.com/sutragrid/sutra/internal/atomicfile"
+	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/platform"
 	"github.com/sutragrid/sutra/internal/semver"
 	"github.com/sutragrid/sutra/internal/version"
@@ -109,7 +110,7 @@ type Fetcher interface {
 // resolver is the optional part of a Fetcher used to learn what "latest" is
 // without downloading it.
 type resolver interface {
-	Resolve(ctx context.Context, version string) (fetch.BinaryInfo, error)
+	Resolve(ctx context.Context, version string) (httpapi.BinaryInfo, error)
 }
 
 // Options configures an Upgrader. Zero values mean the documented defaults.
