@@ -22,6 +22,7 @@ import (
 	"github.com/sutragrid/sutra/master"
 	"github.com/sutragrid/sutra/master/controlplane"
 	"github.com/sutragrid/sutra/master/fleet"
+	"github.com/sutragrid/sutra/master/store"
 )
 
 func main() {
@@ -33,11 +34,19 @@ func main() {
 	case errors.Is(err, flag.ErrHelp):
 	case errors.Is(err, errUsage):
 		os.Exit(2)
+	case errors.Is(err, store.ErrDamaged), errors.Is(err, store.ErrEmpty), errors.Is(err, store.ErrRolledBack):
+		// Restarting cannot help: the unit's RestartPreventExitStatus stops the loop.
+		fmt.Fprintln(os.Stderr, "sutra-master:", err)
+		os.Exit(exitNeedsOperator)
 	default:
 		fmt.Fprintln(os.Stderr, "sutra-master:", err)
 		os.Exit(1)
 	}
 }
+
+// exitNeedsOperator is the exit status when the fleet database needs an
+// operator (damaged, empty or rolled back; see `sutra-master restore`).
+const exitNeedsOperator = 3
 
 var errUsage = errors.New("usage")
 

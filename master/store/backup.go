@@ -187,6 +187,7 @@ func Restore(dir, src string, o Options) (info Info, moved string, err error) {
 		return Info{}, "", fmt.Errorf("restore: %w", err)
 	}
 	defer os.Remove(tmp)
+	chownLike(tmp, dir)
 	if moved, err = moveAside(path); err != nil {
 		return Info{}, "", fmt.Errorf("restore: %w", err)
 	}
@@ -207,11 +208,14 @@ func Restore(dir, src string, o Options) (info Info, moved string, err error) {
 // (or not the store named by) its mark, and records it in the mark. Damage
 // is still an error.
 func Accept(dir string, o Options) error {
-	b, err := open(filepath.Join(dir, FileName), o, true)
+	path := filepath.Join(dir, FileName)
+	b, err := open(path, o, true)
 	if err != nil {
 		return err
 	}
-	return b.Close()
+	err = b.Close()
+	chownLike(markPath(path), path)
+	return err
 }
 
 // Reset moves dir/grid.db aside (as grid.db.<time>.old) and removes its
