@@ -81,11 +81,12 @@ type AgentsPage[A any] struct {
 	NextPageToken string `json:"next_page_token"`
 }
 
-// NodesPage is a page of GET /api/nodes?page_token=T.
+// NodesPage is a page of GET /api/nodes?page_token=T. The token comes first:
+// the master has always written this object's keys in sorted order.
 type NodesPage[N any] struct {
-	Nodes []N `json:"nodes"`
 	// NextPageToken is empty on the last page.
 	NextPageToken string `json:"next_page_token"`
+	Nodes         []N    `json:"nodes"`
 }
 
 // EventsPage is a page of GET /api/events?page_token=T.

@@ -1,17 +1,19 @@
 // Package httpjson writes JSON responses and the grid's uniform JSON error
-// body, {"error": "..."}, so every HTTP API of the master answers alike.
+// body, {"error": "..."} (httpapi.Error), so every HTTP API of the master
+// answers alike.
 package httpjson
 
 import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+
+	"github.com/sutragrid/sutra/internal/httpapi"
 )
 
-// Error is the body of every non-2xx JSON response.
-type Error struct {
-	Error string `json:"error"`
-}
+// Error is the body of every non-2xx JSON response, the contract's
+// httpapi.Error.
+type Error = httpapi.Error
 
 // Write encodes v as JSON with the given status.
 func Write(w http.ResponseWriter, status int, v any) {

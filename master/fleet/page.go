@@ -87,9 +87,9 @@ func decodeToken(tok string, kind byte, nparts int) ([]string, error) {
 
 // AgentPage is one page of ListAgents.
 type AgentPage struct {
-	Agents []Agent `json:"agents"`
+	Agents []Agent
 	// NextToken is empty on the last page.
-	NextToken string `json:"next_page_token"`
+	NextToken string
 }
 
 // ListAgents returns one page of agents, sorted by id.
@@ -139,9 +139,9 @@ func (f *Fleet) ListAgents(p Page) (AgentPage, error) {
 
 // NodePage is one page of ListNodes.
 type NodePage struct {
-	Nodes []Node `json:"nodes"`
+	Nodes []Node
 	// NextToken is empty on the last page.
-	NextToken string `json:"next_page_token"`
+	NextToken string
 }
 
 // ListNodes returns one page of node records (of one agent, when agentID
@@ -219,9 +219,9 @@ func (f *Fleet) ListNodes(agentID string, p Page) (NodePage, error) {
 
 // EventPage is one page of ListEvents.
 type EventPage struct {
-	Events []Event `json:"events"`
+	Events []Event
 	// NextToken is empty when no later event is kept yet.
-	NextToken string `json:"next_page_token"`
+	NextToken string
 }
 
 // ListEvents returns one page of kept events with Seq > since (or after the

@@ -12,7 +12,8 @@
 // ?page_token=T. Without page_token the answer is the first page as a JSON
 // array (the shape older clients know); with page_token (empty for the
 // first page) it is an object {"agents"|"nodes"|"events": [...],
-// "next_page_token": "..."}. Either way a Next-Page-Token header carries
+// "next_page_token": "..."} (the envelopes of internal/httpapi, the HTTP
+// contract). Either way a Next-Page-Token header carries
 // the token of the next page when there is one. A page also stays under
 // fleet.MaxPageBytes, so it may hold fewer items than the limit.
 //
@@ -30,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/master/fleet"
 )
@@ -124,17 +126,18 @@ func page(q url.Values) (p fleet.Page, paged bool, err error) {
 	return p, q.Has("page_token"), nil
 }
 
-// writePage writes items as a bare array, or (paged) as {key: items,
-// "next_page_token": next}, with the Next-Page-Token header when next is set.
-func writePage(w http.ResponseWriter, paged bool, key string, items any, next string) {
+// writePage writes items as a bare array, or (paged) as the contract's
+// envelope (internal/httpapi), with the Next-Page-Token header when next is
+// set.
+func writePage(w http.ResponseWriter, paged bool, items, envelope any, next string) {
 	if next != "" {
-		w.Header().Set("Next-Page-Token", next)
+		w.Header().Set(httpapi.NextPageTokenHeader, next)
 	}
 	if !paged {
 		httpjson.Write(w, http.StatusOK, items)
 		return
 	}
-	httpjson.Write(w, http.StatusOK, map[string]any{key: items, "next_page_token": next})
+	httpjson.Write(w, http.StatusOK, envelope)
 }
 
 func (a *API) agents(w http.ResponseWriter, r *http.Request) error {
@@ -146,7 +149,7 @@ func (a *API) agents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writePage(w, paged, "agents", pg.Agents, pg.NextToken)
+	writePage(w, paged, pg.Agents, httpapi.AgentsPage[fleet.Agent]{Agents: pg.Agents, NextPageToken: pg.NextToken}, pg.NextToken)
 	return nil
 }
 
@@ -172,7 +175,7 @@ func (a *API) nodes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writePage(w, paged, "nodes", pg.Nodes, pg.NextToken)
+	writePage(w, paged, pg.Nodes, httpapi.NodesPage[fleet.Node]{Nodes: pg.Nodes, NextPageToken: pg.NextToken}, pg.NextToken)
 	return nil
 }
 
@@ -211,6 +214,6 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writePage(w, paged, "events", pg.Events, pg.NextToken)
+	writePage(w, paged, pg.Events, httpapi.EventsPage[fleet.Event]{Events: pg.Events, NextPageToken: pg.NextToken}, pg.NextToken)
 	return nil
 }
