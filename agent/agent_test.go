@@ -351,7 +351,7 @@ func TestSpawnAndStopWhileDownloadsAreStuck(t *testing.T) {
 	if recorded {
 		t.Errorf("node-a still recorded after it stopped and is no longer desired")
 	}
-	if rep := a.report(); !reportHas(rep, "node-a", controlplane.NodeStopped) {
+	if rep := a.report(); !reportHas(rep, "node-a", supervisor.StateStopped) {
 		t.Errorf("report %+v lacks node-a stopped", rep.Nodes)
 	}
 
@@ -366,7 +366,7 @@ func TestSpawnAndStopWhileDownloadsAreStuck(t *testing.T) {
 	}
 }
 
-func reportHas(rep controlplane.Report, id string, st controlplane.NodeState) bool {
+func reportHas(rep controlplane.Report, id string, st supervisor.State) bool {
 	for _, n := range rep.Nodes {
 		if n.NodeID == id && n.State == st {
 			return true
@@ -449,14 +449,14 @@ func TestSpawnStopCyclesOnATinyPortRange(t *testing.T) {
 	if err := a.reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if rep := a.report(); !reportHas(rep, "never", controlplane.NodeBackoff) {
+	if rep := a.report(); !reportHas(rep, "never", supervisor.StateBackoff) {
 		t.Fatalf("report %+v: want the waiting node in backoff", rep.Nodes)
 	}
 	a.onDesired(desired(3, ""))
 	if err := a.reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if rep := a.report(); !reportHas(rep, "never", controlplane.NodeStopped) || reportHas(rep, "never", controlplane.NodeBackoff) || rep.AppliedGeneration != 3 {
+	if rep := a.report(); !reportHas(rep, "never", supervisor.StateStopped) || reportHas(rep, "never", supervisor.StateBackoff) || rep.AppliedGeneration != 3 {
 		t.Errorf("report %+v applied %d: want the never-started node stopped at generation 3", rep.Nodes, rep.AppliedGeneration)
 	}
 }
@@ -497,8 +497,6 @@ func TestFailedUpgradeIsRememberedAcrossRestarts(t *testing.T) {
 	m := newBinMaster(t)
 	m.publish("1.0.0", []byte("storage-server 1.0.0"), false)
 	m.publish("1.1.0", []byte("storage-server 1.1.0, which crashes"), false)
-	self, _ := os.Executable()
-	_ = self
 	cfg := testConfig(t, "", m.srv.URL, 23000, 4)
 	ctx := t.Context()
 
