@@ -179,21 +179,45 @@ level = "debug"
 	m.waitLogged(t, fail, "re-adopted running node", "pid="+strconv.Itoa(pid)+" ")
 
 	// 1.1.0 → broken 1.2.0: it passes --version, is applied, crash-loops
-	// under the restart loop; the guard restores 1.1.0 after the window.
+	// under the restart loop. A simulated reboot kills the guard (and the
+	// agent) with SIGKILL as soon as it runs, so what restores 1.1.0 is the
+	// pre-start check the loop runs from the kept previous binary, like the
+	// systemd unit's ExecStartPre.
 	publish(t, binDir, bins["sutra-agent-1.2.0"], "sutra-agent-1.2.0-"+plat+"-"+arch)
 	m.waitArtifact(t, fail, "sutra-agent", "1.2.0", plat, arch)
 	start = time.Now()
 	if _, err := m.grid.SetDesiredVersion(ctx, &gridv1.SetDesiredVersionRequest{AgentId: agentID, AgentVersion: "1.2.0"}); err != nil {
 		t.Fatal(err)
 	}
+	reboot := time.Now().Add(waitLong)
+	for {
+		st, err := upgrade.ReadState(dataDir)
+		if err == nil && st.ToVersion == "1.2.0" && st.GuardPID != 0 {
+			if !killIf(st.GuardPID, upgrade.GuardCommand) && st.Phase == upgrade.PhaseWatching {
+				fail("the upgrade guard pid %d is not running while 1.2.0 is on probation", st.GuardPID)
+			}
+			if p := svc.pid(); p != 0 {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+			t.Logf("simulated reboot: guard pid %d and the agent killed (phase %s)", st.GuardPID, st.Phase)
+			break
+		}
+		if time.Now().After(reboot) {
+			fail("no upgrade guard recorded for 1.2.0 within %v (state %+v, err %v)", waitLong, st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	a = m.waitAgent(t, fail, "rolled back from 1.2.0 to 1.1.0", func(a *gridv1.Agent) bool {
 		return a.GetAgentVersion() == "1.1.0" && a.GetUpgrade().GetPhase() == "rolled_back" &&
 			a.GetHealth() == gridv1.AgentHealth_AGENT_HEALTH_HEALTHY
 	})
-	t.Logf("agent 1.1.0 -> 1.2.0 rolled back after %v (window %v + guard grace %v): %s",
+	t.Logf("agent 1.1.0 -> 1.2.0 rolled back after %v (the guard, killed, would have acted after window %v + grace %v): %s",
 		time.Since(start).Round(10*time.Millisecond), window, guardGrace, a.GetUpgrade().GetMessage())
 	if u := a.GetUpgrade(); u.GetFromVersion() != "1.1.0" || u.GetToVersion() != "1.2.0" {
 		fail("rollback reported as %s -> %s, want 1.1.0 -> 1.2.0", u.GetFromVersion(), u.GetToVersion())
+	}
+	if !strings.Contains(a.GetUpgrade().GetMessage(), "pre-start check") {
+		fail("rollback message %q, want it done by the pre-start check (the guard was killed)", a.GetUpgrade().GetMessage())
 	}
 	if len(a.GetUpgrade().GetLastLogLines()) == 0 {
 		fail("rollback reported without the agent's last log lines (agent.log tail)")
@@ -399,6 +423,15 @@ func (l *loop) run(logf *os.File) {
 			l.mu.Unlock()
 			return
 		}
+		// systemd's "ExecStartPre=-<exe>.previous upgrade-check --config F":
+		// a missing binary or a failing check is ignored.
+		if prev := l.exe + ".previous"; fileExists(prev) {
+			pre := exec.Command(prev, upgrade.CheckCommand, "--config", l.cfg)
+			pre.Stdout, pre.Stderr = logf, logf
+			if err := pre.Run(); err != nil {
+				fmt.Fprintf(logf, "restart loop: pre-start check: %v (ignored)\n", err)
+			}
+		}
 		cmd := exec.Command(l.exe, "run", "--config", l.cfg)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		err := cmd.Start()
@@ -445,6 +478,11 @@ func (l *loop) stop(t *testing.T) {
 		}
 		<-l.done
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func (l *loop) count() int {
