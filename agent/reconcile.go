@@ -424,11 +424,11 @@ func (a *Agent) runStop(ctx context.Context, id string, n *supervisor.Node) {
 	a.mu.Lock()
 	ns := a.nodeStatus(final)
 	ns.PID = 0
-	ns.State = controlplane.NodeStopped
+	ns.State = supervisor.StateStopped
 	if ns.LastExit == "" {
 		ns.LastExit = st.LastExit
 	}
-	a.stopped[id] = stoppedNode{status: ns, until: time.Now().Add(stoppedReportFor)}
+	a.noteStoppedLocked(ns)
 	delete(a.pending, id)
 	if a.desiredLocked(id) {
 		if rec, ok := a.rec.Nodes[id]; ok {
@@ -452,6 +452,26 @@ func (a *Agent) forgetJob(m map[string]*job, id string, j *job) {
 	if m[id] == j {
 		delete(m, id)
 	}
+}
+
+// maxStoppedReported caps the stopped nodes reported at once (spawn/stop
+// cycles faster than heartbeats must not grow the report without bound).
+const maxStoppedReported = 64
+
+// noteStoppedLocked reports node ns.NodeID stopped until a heartbeat carried
+// it (or stoppedReportFor passed), dropping the oldest such report beyond
+// maxStoppedReported; a.mu must be held.
+func (a *Agent) noteStoppedLocked(ns controlplane.NodeStatus) {
+	for len(a.stopped) >= maxStoppedReported {
+		oldest := ""
+		for id, s := range a.stopped {
+			if oldest == "" || s.until.Before(a.stopped[oldest].until) {
+				oldest = id
+			}
+		}
+		delete(a.stopped, oldest)
+	}
+	a.stopped[ns.NodeID] = stoppedNode{status: ns, until: time.Now().Add(stoppedReportFor)}
 }
 
 // desiredLocked reports whether the master's desired state names node id;
@@ -498,11 +518,8 @@ func (a *Agent) forgetUndesired(want map[string]int) {
 		a.mu.Lock()
 		if why, ok := a.pending[id]; ok {
 			delete(a.pending, id)
-			a.stopped[id] = stoppedNode{
-				status: controlplane.NodeStatus{NodeID: id, State: controlplane.NodeStopped, Since: time.Now(),
-					Message: "stopped before it started (" + why + ")"},
-				until: time.Now().Add(stoppedReportFor),
-			}
+			a.noteStoppedLocked(controlplane.NodeStatus{NodeID: id, State: supervisor.StateStopped, Since: time.Now(),
+				Message: "stopped before it started (" + why + ")"})
 			a.log.Info("node stopped before it started", "node", id, "pending", why)
 		}
 		if _, ok := a.rec.Nodes[id]; ok {
@@ -570,7 +587,7 @@ func (a *Agent) report() controlplane.Report {
 			continue
 		}
 		seen[id] = true
-		rep.Nodes = append(rep.Nodes, controlplane.NodeStatus{NodeID: id, State: controlplane.NodeBackoff, Message: a.pending[id]})
+		rep.Nodes = append(rep.Nodes, controlplane.NodeStatus{NodeID: id, State: supervisor.StateBackoff, Message: a.pending[id]})
 	}
 	now := time.Now()
 	for _, id := range sortedKeys(a.stopped) {
@@ -581,6 +598,8 @@ func (a *Agent) report() controlplane.Report {
 		}
 		if !seen[id] {
 			rep.Nodes = append(rep.Nodes, s.status)
+			s.sent = true
+			a.stopped[id] = s
 		}
 	}
 	if a.opts.Upgrader != nil {
@@ -594,7 +613,7 @@ func (a *Agent) nodeStatus(st supervisor.Status) controlplane.NodeStatus {
 	rec := a.rec.Nodes[st.Name]
 	ns := controlplane.NodeStatus{
 		NodeID:       st.Name,
-		State:        controlplane.NodeState(st.State),
+		State:        st.State,
 		PID:          st.PID,
 		Version:      rec.Version,
 		RestartCount: st.Restarts,

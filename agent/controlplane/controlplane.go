@@ -4,7 +4,9 @@
 // desired state to the agent.
 //
 // It is the only agent package that imports the generated protobuf code; the
-// rest of the agent sees the plain Go types below.
+// rest of the agent sees the plain Go types below. A node's state is the
+// supervisor's own (supervisor.State); nodeStates in convert.go is the one
+// place it becomes the wire's NodeState.
 //
 // The master is never required to be up: registration is retried forever with
 // exponential backoff and full jitter, a heartbeat that cannot reach the master
@@ -15,25 +17,16 @@ package controlplane
 
 import (
 	"time"
-)
 
-// NodeState is the life-cycle state of a storage node as the agent reports it.
-type NodeState string
-
-// The node states of the contract.
-const (
-	NodeStarting NodeState = "starting"
-	NodeRunning  NodeState = "running"
-	NodeStopping NodeState = "stopping"
-	NodeStopped  NodeState = "stopped"
-	NodeFailed   NodeState = "failed"
-	NodeBackoff  NodeState = "backoff"
+	"github.com/sutragrid/sutra/supervisor"
 )
 
 // NodeStatus is the actual state of one node.
 type NodeStatus struct {
-	NodeID       string
-	State        NodeState
+	NodeID string
+	// State is the supervisor's state of the node; nodeStateToProto is the
+	// one place it becomes the wire's NodeState.
+	State        supervisor.State
 	PID          int
 	Endpoint     string
 	Version      string

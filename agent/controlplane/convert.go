@@ -7,6 +7,7 @@ import (
 	"github.com/sutragrid/sutra/internal/ident"
 	"github.com/sutragrid/sutra/internal/limits"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
+	"github.com/sutragrid/sutra/supervisor"
 )
 
 // The master refuses a whole report when one field is beyond the limits of
@@ -43,13 +44,21 @@ func unixOrZero(t time.Time) int64 {
 	return t.Unix()
 }
 
-var nodeStateToProto = map[NodeState]gridv1.NodeState{
-	NodeStarting: gridv1.NodeState_NODE_STATE_STARTING,
-	NodeRunning:  gridv1.NodeState_NODE_STATE_RUNNING,
-	NodeStopping: gridv1.NodeState_NODE_STATE_STOPPING,
-	NodeStopped:  gridv1.NodeState_NODE_STATE_STOPPED,
-	NodeFailed:   gridv1.NodeState_NODE_STATE_FAILED,
-	NodeBackoff:  gridv1.NodeState_NODE_STATE_BACKOFF,
+// nodeStates is the one mapping of the supervisor's node states to the
+// wire's (TestEverySupervisorStateIsMapped walks every supervisor.State).
+var nodeStates = map[supervisor.State]gridv1.NodeState{
+	supervisor.StateStarting: gridv1.NodeState_NODE_STATE_STARTING,
+	supervisor.StateRunning:  gridv1.NodeState_NODE_STATE_RUNNING,
+	supervisor.StateStopping: gridv1.NodeState_NODE_STATE_STOPPING,
+	supervisor.StateStopped:  gridv1.NodeState_NODE_STATE_STOPPED,
+	supervisor.StateFailed:   gridv1.NodeState_NODE_STATE_FAILED,
+	supervisor.StateBackoff:  gridv1.NodeState_NODE_STATE_BACKOFF,
+}
+
+// nodeStateToProto returns the wire state of s; a state missing from
+// nodeStates would be sent as UNSPECIFIED, which the master refuses.
+func nodeStateToProto(s supervisor.State) gridv1.NodeState {
+	return nodeStates[s]
 }
 
 func nodesToProto(nodes []NodeStatus) []*gridv1.NodeStatus {
@@ -58,7 +67,7 @@ func nodesToProto(nodes []NodeStatus) []*gridv1.NodeStatus {
 	for _, n := range nodes {
 		out = append(out, &gridv1.NodeStatus{
 			NodeId:       n.NodeID,
-			State:        nodeStateToProto[n.State],
+			State:        nodeStateToProto(n.State),
 			Pid:          min(max(int64(n.PID), 0), limits.MaxPID),
 			Endpoint:     limits.ClipText(n.Endpoint, maxFieldLen),
 			Version:      clip(n.Version, limits.MaxVersionLen),

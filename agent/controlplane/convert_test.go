@@ -4,13 +4,15 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/sutragrid/sutra/supervisor"
 )
 
 // A start error quoting two checksums is longer than the master accepts for
 // last_exit; the report is clipped instead of rejected as a whole.
 func TestNodesToProtoClipsLongFields(t *testing.T) {
 	long := "start failed: pre-start check: " + strings.Repeat("é", 300)
-	got := nodesToProto([]NodeStatus{{NodeID: "n1", State: NodeBackoff, LastExit: long, Message: strings.Repeat("m", 5000), Version: "1.0.0"}})[0]
+	got := nodesToProto([]NodeStatus{{NodeID: "n1", State: supervisor.StateBackoff, LastExit: long, Message: strings.Repeat("m", 5000), Version: "1.0.0"}})[0]
 	if len(got.GetLastExit()) > maxFieldLen || !utf8.ValidString(got.GetLastExit()) || !strings.HasPrefix(got.GetLastExit(), "start failed") {
 		t.Errorf("last_exit clipped to %d bytes (valid UTF-8 %v): %q", len(got.GetLastExit()), utf8.ValidString(got.GetLastExit()), got.GetLastExit())
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/sutragrid/sutra/internal/ident"
 	"github.com/sutragrid/sutra/internal/limits"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
+	"github.com/sutragrid/sutra/supervisor"
 )
 
 // checkNode applies the master's rules (internal/limits, internal/ident) to
@@ -46,7 +47,7 @@ func TestReportFitsTheMastersLimits(t *testing.T) {
 	var nodes []NodeStatus
 	for i := range limits.MaxNodesPerAgent {
 		nodes = append(nodes, NodeStatus{
-			NodeID: fmt.Sprintf("node-%d", i), State: NodeFailed, PID: -5 + i%3*math.MaxInt32, RestartCount: -1 + i%2*math.MaxInt32,
+			NodeID: fmt.Sprintf("node-%d", i), State: supervisor.StateFailed, PID: -5 + i%3*math.MaxInt32, RestartCount: -1 + i%2*math.MaxInt32,
 			Endpoint: "127.0.0.1:7100\n" + strings.Repeat("e", 400), LastExit: "exit\r\x00" + strings.Repeat("x", 400),
 			Message: "bad \xff utf8 " + strings.Repeat("m", 5000), LastLogLines: lines,
 			Since: []time.Time{time.Unix(253402300800, 0), time.Unix(-100, 0), time.Unix(1_700_000_000, 0)}[i%3],
