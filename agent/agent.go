@@ -131,6 +131,7 @@ type Agent struct {
 type stoppedNode struct {
 	status controlplane.NodeStatus
 	until  time.Time
+	sent   bool // in a report a successful heartbeat carried: the master has seen it
 }
 
 // New prepares an agent from opts without starting anything.
@@ -351,6 +352,15 @@ func (a *Agent) onDesired(d controlplane.Desired) {
 }
 
 func (a *Agent) onHeartbeat() {
+	// The master dropped the stopped nodes this heartbeat reported; reporting
+	// them again would make it record (and announce) them anew.
+	a.mu.Lock()
+	for id, s := range a.stopped {
+		if s.sent {
+			delete(a.stopped, id)
+		}
+	}
+	a.mu.Unlock()
 	if a.opts.Upgrader != nil {
 		a.opts.Upgrader.Committed()
 	}
