@@ -1,12 +1,16 @@
 package grpcapi
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/sutragrid/sutra/master/fleet"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
+// stateFromPB is the one mapping between the wire's node states and the
+// fleet's (whose strings are also the fleet HTTP API's JSON spelling);
+// stateToPB is its inverse.
 var stateFromPB = map[gridv1.NodeState]fleet.NodeState{
 	gridv1.NodeState_NODE_STATE_STARTING: fleet.NodeStarting,
 	gridv1.NodeState_NODE_STATE_RUNNING:  fleet.NodeRunning,
@@ -43,12 +47,16 @@ func pageFromPB(size uint32, token string) fleet.Page {
 	return fleet.Page{Size: int(min(size, fleet.MaxPageSize)), Token: token}
 }
 
-func nodeStatusesFromPB(in []*gridv1.NodeStatus) []fleet.NodeStatus {
+// nodeStatusesFromPB converts a report's node statuses; a state that is not
+// one of the contract's (UNSPECIFIED, or a number from a newer agent) is
+// refused here, as the fleet refuses any other invalid field.
+func nodeStatusesFromPB(in []*gridv1.NodeStatus) ([]fleet.NodeStatus, error) {
 	out := make([]fleet.NodeStatus, 0, len(in))
 	for _, n := range in {
 		st, ok := stateFromPB[n.GetState()]
 		if !ok {
-			st = fleet.NodeState(n.GetState().String()) // rejected by the fleet's validation
+			return nil, &fleet.Error{Kind: fleet.KindInvalid, Msg: fmt.Sprintf("node %.64q has state %s: use starting, running, stopping, stopped, failed or backoff",
+				n.GetNodeId(), n.GetState())}
 		}
 		out = append(out, fleet.NodeStatus{
 			NodeID: n.GetNodeId(), State: st, PID: n.GetPid(), Endpoint: n.GetEndpoint(), Version: n.GetVersion(),
@@ -56,7 +64,7 @@ func nodeStatusesFromPB(in []*gridv1.NodeStatus) []fleet.NodeStatus {
 			LastLogLines: n.GetLastLogLines(), Message: n.GetMessage(),
 		})
 	}
-	return out
+	return out, nil
 }
 
 func nodeStatusToPB(n fleet.NodeStatus) *gridv1.NodeStatus {

@@ -82,6 +82,10 @@ func toStatus(err error) error {
 }
 
 func (s *Server) RegisterAgent(ctx context.Context, req *gridv1.RegisterAgentRequest) (*gridv1.RegisterAgentResponse, error) {
+	nodes, err := nodeStatusesFromPB(req.GetNodes())
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	d, err := s.f.Register(ctx, fleet.Registration{
 		AgentID:         req.GetAgentId(),
 		Hostname:        req.GetHostname(),
@@ -91,7 +95,7 @@ func (s *Server) RegisterAgent(ctx context.Context, req *gridv1.RegisterAgentReq
 		MaxStorageNodes: req.GetMaxStorageNodes(),
 		Labels:          req.GetLabels(),
 		InstanceID:      req.GetInstanceId(),
-		Nodes:           nodeStatusesFromPB(req.GetNodes()),
+		Nodes:           nodes,
 		Upgrade:         upgradeFromPB(req.GetUpgrade()),
 	})
 	if err != nil {
@@ -109,10 +113,14 @@ func (s *Server) intervalSecs() uint32 {
 }
 
 func (s *Server) Heartbeat(ctx context.Context, req *gridv1.HeartbeatRequest) (*gridv1.HeartbeatResponse, error) {
+	nodes, err := nodeStatusesFromPB(req.GetNodes())
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	d, err := s.f.Heartbeat(ctx, fleet.Report{
 		AgentID:           req.GetAgentId(),
 		AppliedGeneration: req.GetAppliedGeneration(),
-		Nodes:             nodeStatusesFromPB(req.GetNodes()),
+		Nodes:             nodes,
 		AgentVersion:      req.GetAgentVersion(),
 		Upgrade:           upgradeFromPB(req.GetUpgrade()),
 	})
