@@ -1,5 +1,6 @@
 // Package binapi is the master's HTTP binary distribution API, the contract
-// of the design document (docs: shared/seed/binary-distribution.md):
+// of the design document (docs: shared/seed/binary-distribution.md) whose
+// request and response types are internal/httpapi's:
 //
 //	GET  /api/binaries                                   storage-server binaries
 //	GET  /api/binaries/{version}/{platform}/{arch}       one binary ("latest" allowed)
@@ -38,6 +39,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/internal/artifact"
+	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/platform"
 	"github.com/sutragrid/sutra/internal/semver"
@@ -47,36 +49,12 @@ import (
 // MaxBodyBytes caps request bodies (the verify request).
 const MaxBodyBytes = 64 << 10
 
-// BinaryInfo is the design document's description of a binary. Fields are
-// only ever added, never renamed.
-type BinaryInfo struct {
-	Version    string `json:"version"`
-	Platform   string `json:"platform"`
-	Arch       string `json:"arch"`
-	Checksum   string `json:"checksum"`
-	SizeBytes  int64  `json:"size_bytes"`
-	Path       string `json:"path"`
-	UploadedAt int64  `json:"uploaded_at"`
-	Artifact   string `json:"artifact"`
-}
-
-// Info converts a catalog entry to its API form.
-func Info(b catalog.Binary) BinaryInfo {
-	return BinaryInfo{
+// Info converts a catalog entry to its API form, the contract's BinaryInfo.
+func Info(b catalog.Binary) httpapi.BinaryInfo {
+	return httpapi.BinaryInfo{
 		Version: b.Version, Platform: b.Platform, Arch: b.Arch, Checksum: b.SHA256,
 		SizeBytes: b.Size, Path: b.Filename, UploadedAt: b.UploadedAt.Unix(), Artifact: b.Artifact,
 	}
-}
-
-// VerifyRequest is the body of POST .../verify.
-type VerifyRequest struct {
-	Checksum *string `json:"checksum"`
-}
-
-// VerifyResponse answers POST .../verify.
-type VerifyResponse struct {
-	Valid            bool   `json:"valid"`
-	ExpectedChecksum string `json:"expected_checksum"`
 }
 
 // Options configures the API.
@@ -189,7 +167,7 @@ func (a *API) artifacts(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) list(w http.ResponseWriter, r *http.Request, artifactName string) {
 	bins := a.cat.List(artifactName)
-	out := make([]BinaryInfo, 0, len(bins))
+	out := make([]httpapi.BinaryInfo, 0, len(bins))
 	for _, b := range bins {
 		out = append(out, Info(b))
 	}
@@ -283,7 +261,7 @@ func (a *API) verify(w http.ResponseWriter, r *http.Request, artifactName string
 		httpjson.WriteError(w, http.StatusBadRequest, "read request body: "+err.Error())
 		return
 	}
-	var req VerifyRequest
+	var req httpapi.VerifyRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&req); err != nil {
 		httpjson.WriteError(w, http.StatusBadRequest, `malformed JSON body (want {"checksum": "<sha256 hex>"}): `+err.Error())
@@ -293,16 +271,17 @@ func (a *API) verify(w http.ResponseWriter, r *http.Request, artifactName string
 		httpjson.WriteError(w, http.StatusBadRequest, `malformed JSON body: unexpected data after the object (want {"checksum": "<sha256 hex>"})`)
 		return
 	}
-	if req.Checksum == nil || strings.TrimSpace(*req.Checksum) == "" {
+	if strings.TrimSpace(req.Checksum) == "" { // missing, null or blank
 		httpjson.WriteError(w, http.StatusBadRequest, `missing "checksum" (want {"checksum": "<sha256 hex>"})`)
 		return
 	}
-	sum := strings.ToLower(strings.TrimSpace(*req.Checksum))
+	sum := strings.ToLower(strings.TrimSpace(req.Checksum))
 	if !isHexSHA256(sum) {
 		httpjson.WriteError(w, http.StatusBadRequest, fmt.Sprintf(`"checksum" must be 64 hexadecimal characters (a SHA-256), got %d characters`, len(sum)))
 		return
 	}
-	httpjson.Write(w, http.StatusOK, VerifyResponse{Valid: sum == b.SHA256, ExpectedChecksum: b.SHA256})
+	valid := sum == b.SHA256
+	httpjson.Write(w, http.StatusOK, httpapi.VerifyResponse{Valid: &valid, ExpectedChecksum: b.SHA256})
 }
 
 func (a *API) download(w http.ResponseWriter, r *http.Request) {

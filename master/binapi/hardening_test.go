@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/master/catalog"
 )
 
@@ -243,7 +244,7 @@ func TestStartupHashingAnswersRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var info BinaryInfo
+	var info httpapi.BinaryInfo
 	json.NewDecoder(resp.Body).Decode(&info)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || info.Version != "3.0.0" {
