@@ -97,7 +97,7 @@ func verify(r io.ReaderAt, size int64) (Info, error) {
 	if m.root < 2 || m.root >= m.pgid {
 		return info, fmt.Errorf("meta page: root page %d outside the database (2..%d)", m.root, m.pgid-1)
 	}
-	if err := v.tree(m.root, 0); err != nil {
+	if err := v.tree(m.root, 0, nil, nil); err != nil {
 		return info, err
 	}
 	for _, id := range free {
@@ -225,8 +225,9 @@ func (v *verifier) freelist(id uint64) ([]uint64, error) {
 	return ids, nil
 }
 
-// tree checks the b-tree rooted at page id and every bucket below it.
-func (v *verifier) tree(id uint64, depth int) error {
+// tree checks the b-tree rooted at page id and every bucket below it; its
+// keys must lie in [lo, hi) (nil: unbounded), as its parent's keys say.
+func (v *verifier) tree(id uint64, depth int, lo, hi []byte) error {
 	if depth > maxTreeDepth {
 		return fmt.Errorf("page %d: b-tree deeper than %d levels", id, maxTreeDepth)
 	}
@@ -234,12 +235,13 @@ func (v *verifier) tree(id uint64, depth int) error {
 	if err != nil {
 		return err
 	}
-	return v.node(id, p, depth, false)
+	return v.node(id, p, depth, false, lo, hi)
 }
 
 // node checks one branch or leaf page p (a real page, or the inline page of
-// a small bucket held in a value when inline is set).
-func (v *verifier) node(id uint64, p []byte, depth int, inline bool) error {
+// a small bucket held in a value when inline is set) whose keys must lie in
+// [lo, hi).
+func (v *verifier) node(id uint64, p []byte, depth int, inline bool, lo, hi []byte) error {
 	if len(p) < pageHeaderSize {
 		return fmt.Errorf("page %d: inline bucket shorter than a page header", id)
 	}
@@ -272,13 +274,22 @@ func (v *verifier) node(id uint64, p []byte, depth int, inline bool) error {
 			return fmt.Errorf("page %d: element %d: key or value outside the page", id, i)
 		}
 		key := p[start : start+ksize]
-		if prev != nil && bytes.Compare(prev, key) >= 0 {
+		if prev != nil && bytes.Compare(prev, key) >= 0 ||
+			lo != nil && bytes.Compare(key, lo) < 0 || hi != nil && bytes.Compare(key, hi) >= 0 {
 			return fmt.Errorf("page %d: keys out of order at element %d", id, i)
 		}
 		prev = key
 		switch {
 		case flags == flagBranch:
-			if err := v.tree(ne.Uint64(e[8:]), depth+1); err != nil {
+			next := hi // the child holds keys up to the next element's
+			if i+1 < count {
+				at := pageHeaderSize + (i+1)*elemSize
+				npos, nksize := uint64(ne.Uint32(p[at:])), uint64(ne.Uint32(p[at+4:]))
+				if s := uint64(at) + npos; nksize > 0 && s+nksize <= uint64(len(p)) {
+					next = p[s : s+nksize]
+				}
+			}
+			if err := v.tree(ne.Uint64(e[8:]), depth+1, key, next); err != nil {
 				return err
 			}
 		case eflags&bucketEntry != 0:
@@ -287,12 +298,12 @@ func (v *verifier) node(id uint64, p []byte, depth int, inline bool) error {
 				return fmt.Errorf("page %d: bucket %q: header shorter than 16 bytes", id, key)
 			}
 			if root := ne.Uint64(val); root != 0 {
-				if err := v.tree(root, depth+1); err != nil {
+				if err := v.tree(root, depth+1, nil, nil); err != nil {
 					return fmt.Errorf("bucket %q: %w", key, err)
 				}
 			} else if inline {
 				return fmt.Errorf("page %d: inline bucket %q holds another inline bucket", id, key)
-			} else if err := v.node(id, val[16:], depth+1, true); err != nil {
+			} else if err := v.node(id, val[16:], depth+1, true, nil, nil); err != nil {
 				return fmt.Errorf("bucket %q: %w", key, err)
 			}
 		case eflags != 0:
