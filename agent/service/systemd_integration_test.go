@@ -225,9 +225,11 @@ func TestSystemdIntegration(t *testing.T) {
 
 // brokenUpgrade has the master ask the agent for a release that crashes at
 // start-up. The agent applies it and exits; systemd restarts the broken
-// binary every RestartSec until the unit's start limit stops it; the upgrade
-// guard restores the previous binary after the window and must get the
-// service running again. The node keeps its pid throughout.
+// binary every RestartSec. The upgrade guard is killed with SIGKILL as soon
+// as it runs (it would not survive a reboot either), so what must restore
+// the previous binary, before the unit's start limit, is the unit's
+// ExecStartPre= upgrade-check run from the kept previous binary. The node
+// keeps its pid throughout.
 func brokenUpgrade(t *testing.T, c *container, m *hostMaster, bins string, nodes []int) {
 	t.Helper()
 	plat, arch, err := platform.Current()
@@ -243,6 +245,26 @@ func brokenUpgrade(t *testing.T, c *container, m *hostMaster, bins string, nodes
 	start := time.Now()
 	if out, err := m.sutra(t, filepath.Join(bins, "sutra"), "agents", "set-version", itAgentID, "--agent", brokenVersion); err != nil {
 		t.Fatalf("sutra agents set-version: %v\n%s", err, out)
+	}
+	// Kill the guard the old agent leaves behind, once it is recorded.
+	killBy := time.Now().Add(itWaitLong)
+	for {
+		out, _ := c.run("cat", "/var/lib/sutra/agent/upgrade.json")
+		var st struct {
+			ToVersion string `json:"to_version"`
+			GuardPID  int    `json:"guard_pid"`
+		}
+		if json.Unmarshal([]byte(out), &st) == nil && st.ToVersion == brokenVersion && st.GuardPID != 0 {
+			if out, code := c.run("sh", "-c", "kill -9 "+strconv.Itoa(st.GuardPID)); code != 0 {
+				t.Fatalf("kill -9 the upgrade guard pid %d: exit %d %s", st.GuardPID, code, out)
+			}
+			t.Logf("killed the upgrade guard pid %d (as a reboot would)", st.GuardPID)
+			break
+		}
+		if time.Now().After(killBy) {
+			t.Fatalf("no upgrade guard recorded for %s within %v: %s", brokenVersion, itWaitLong, out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	deadline := time.Now().Add(itUpgradeWindow + itWaitLong)
 	var a agentJSON
@@ -260,6 +282,9 @@ func brokenUpgrade(t *testing.T, c *container, m *hostMaster, bins string, nodes
 		guard, _ := c.run("cat", "/var/lib/sutra/agent/upgrade-guard.log")
 		t.Fatalf("after set-version %s the agent is %s %s upgrade %+v, want %s healthy rolled back from %s (start limit hit: %v)\n%s\nguard log:\n%s\njournal:\n%s",
 			brokenVersion, a.AgentVersion, a.Health, a.Upgrade, itVersion, brokenVersion, limited, props, guard, tail(journal, 40))
+	}
+	if !strings.Contains(a.Upgrade.Message, "pre-start check") {
+		t.Errorf("rollback message %q, want it done by the pre-start check (ExecStartPre), the guard being dead", a.Upgrade.Message)
 	}
 	props := c.mustRun(t, "systemctl", "show", "sutra-agent", "-p", "ActiveState,SubState,NRestarts")
 	t.Logf("broken %s rolled back and the agent healthy again after %v (start limit hit: %v; %s): %s",
