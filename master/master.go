@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -31,6 +30,7 @@ import (
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
+	"github.com/sutragrid/sutra/master/httpserver"
 )
 
 // Run serves until ctx ends, then shuts down gracefully. It returns nil
@@ -109,16 +109,16 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}
 
-	httpSrv := &http.Server{
-		Handler:           binapi.Wrap(mux, log.With("component", "http")),
+	// One server and one handler chain (panic recovery, canonical paths,
+	// JSON 404/405) in front of every route on mux: the binary API, the
+	// fleet API and the backup route.
+	httpSrv := httpserver.New(httpserver.Options{
+		Routes:            mux,
+		Logger:            log.With("component", "http"),
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		// No ReadTimeout/WriteTimeout: they would cut long downloads; a
-		// download that makes no progress is cut by binapi (StallTimeout).
-		ErrorLog:    slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
-		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+		BaseContext:       context.WithoutCancel(ctx),
+	})
 
 	serveErr := make(chan error, 2)
 	go func() {

@@ -90,7 +90,8 @@ type Addrs struct {
 
 // Env is what the control plane is given to wire itself in: register gRPC
 // services on GRPC and routes on Mux (every error there should be JSON via
-// internal/httpjson; unmatched routes and wrong methods already are).
+// internal/httpjson; master/httpserver makes unmatched routes, wrong methods
+// and panics JSON too).
 type Env struct {
 	GRPC    *grpc.Server
 	Health  *health.Server // set per-service status here

@@ -19,8 +19,9 @@
 // longer matches what it hashed. The *os.File reaches http.ServeContent
 // unwrapped so the kernel sends it (sendfile).
 //
-// Every error is JSON {"error": "..."} (internal/httpjson); Wrap turns the
-// mux's own 404/405 answers and any panic into the same form.
+// Every error is JSON {"error": "..."} (internal/httpjson); the master's
+// HTTP layer (master/httpserver) turns the mux's own 404/405 answers, paths
+// that are not canonical and any panic into the same form.
 package binapi
 
 import (

@@ -16,13 +16,14 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/master/catalog"
+	"github.com/sutragrid/sutra/master/httpserver"
 )
 
 // FuzzBinAPI drives every route (and everything that is not one) with
 // generated methods, targets, Range and other headers and bodies, through
-// Wrap as the master serves them, and checks: no panic, no 5xx, every error
-// is JSON, answers are bounded, and a byte range answered is the right bytes
-// with a valid Content-Range.
+// master/httpserver's handler chain as the master serves them, and checks:
+// no panic, no 5xx, every error is JSON, answers are bounded, and a byte
+// range answered is the right bytes with a valid Content-Range.
 func FuzzBinAPI(f *testing.F) {
 	const name = "storage-server-1.0.0-linux-x86_64"
 	data := []byte("0123456789abcdefghijklmnopqrstuvwxyz")
@@ -46,7 +47,7 @@ func FuzzBinAPI(f *testing.F) {
 	}
 	mux := http.NewServeMux()
 	api.Register(mux)
-	h := Wrap(mux, nil)
+	h := httpserver.Handler(mux, nil)
 	b, _ := cat.ByFilename(name)
 	sum := b.SHA256
 

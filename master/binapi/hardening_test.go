@@ -19,6 +19,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/master/catalog"
+	"github.com/sutragrid/sutra/master/httpserver"
 )
 
 func newServerWith(t testing.TB, opts Options) *httptest.Server {
@@ -29,7 +30,7 @@ func newServerWith(t testing.TB, opts Options) *httptest.Server {
 	}
 	mux := http.NewServeMux()
 	api.Register(mux)
-	srv := httptest.NewServer(Wrap(mux, nil))
+	srv := httptest.NewServer(httpserver.Handler(mux, nil))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -108,7 +109,7 @@ func TestFIFOOverBinaryIsRefused(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	api.Register(mux)
-	srv := httptest.NewServer(Wrap(mux, nil))
+	srv := httptest.NewServer(httpserver.Handler(mux, nil))
 	defer srv.Close()
 	fifo := filepath.Join(c.Dir(), "fifo.tmp")
 	if err := mkfifo(fifo); err != nil {

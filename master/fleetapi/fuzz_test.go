@@ -13,8 +13,8 @@ import (
 
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/limits"
-	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/fleet"
+	"github.com/sutragrid/sutra/master/httpserver"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -26,8 +26,8 @@ var fuzzRoutes = []string{
 }
 
 // FuzzFleetAPI sends generated requests (method, path, query, body) through
-// the master's HTTP handler chain (binapi.Wrap around a mux with the fleet
-// routes, over a real fleet on bbolt) and asserts: no panic, no 5xx, a JSON
+// the master's HTTP handler chain (master/httpserver around a mux with the
+// fleet routes, over a real fleet on bbolt) and asserts: no panic, no 5xx, a JSON
 // {"error": "..."} body on every error, valid JSON on every GET answer, and
 // no answer beyond the message limit.
 func FuzzFleetAPI(f *testing.F) {
@@ -136,5 +136,5 @@ func fuzzHandler(tb testing.TB) http.Handler {
 	}
 	mux := http.NewServeMux()
 	New(fl).Register(mux)
-	return binapi.Wrap(mux, nil)
+	return httpserver.Handler(mux, nil)
 }
