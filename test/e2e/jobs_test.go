@@ -209,7 +209,7 @@ func TestSpawnStopCyclesOnTwoPorts(t *testing.T) {
 	const first = 65534
 	a := g.newAgentWith("agent-cycles", "", agentConfig{portStart: first, maxNodes: 2})
 	a.waitRegistered()
-	const cycles = 8
+	const cycles = 5 // the old agent failed the third: both ports stayed recorded
 	for i := range cycles {
 		id := "node-cycle-" + strconv.Itoa(i)
 		st := runNode(a, id)
