@@ -20,19 +20,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/semver"
 )
-
-type binaryInfo struct {
-	Version    string `json:"version"`
-	Platform   string `json:"platform"`
-	Arch       string `json:"arch"`
-	Checksum   string `json:"checksum"`
-	Size       int64  `json:"size_bytes"`
-	Path       string `json:"path"`
-	UploadedAt int64  `json:"uploaded_at"`
-}
 
 func main() {
 	dir := flag.String("dir", "binaries", "directory of storage-server-{version}-{platform}-{arch} files")
@@ -48,7 +39,7 @@ func run(dir, addr string) error {
 	if err != nil {
 		return err
 	}
-	var bins []binaryInfo
+	var bins []httpapi.BinaryInfo
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), "storage-server-")
 		parts := strings.Split(rest, "-")
@@ -66,11 +57,11 @@ func run(dir, addr string) error {
 			return err
 		}
 		st, _ := e.Info()
-		bins = append(bins, binaryInfo{Version: parts[0], Platform: parts[1], Arch: parts[2],
-			Checksum: hex.EncodeToString(h.Sum(nil)), Size: n, Path: e.Name(), UploadedAt: st.ModTime().Unix()})
+		bins = append(bins, httpapi.BinaryInfo{Version: parts[0], Platform: parts[1], Arch: parts[2],
+			Checksum: hex.EncodeToString(h.Sum(nil)), SizeBytes: n, Path: e.Name(), UploadedAt: st.ModTime().Unix(), Artifact: "storage-server"})
 	}
-	find := func(r *http.Request) *binaryInfo {
-		var best *binaryInfo
+	find := func(r *http.Request) *httpapi.BinaryInfo {
+		var best *httpapi.BinaryInfo
 		for i, b := range bins {
 			if b.Platform != r.PathValue("platform") || b.Arch != r.PathValue("arch") {
 				continue
@@ -97,14 +88,13 @@ func run(dir, addr string) error {
 			httpjson.WriteError(w, 404, "binary not found")
 			return
 		}
-		var req struct {
-			Checksum string `json:"checksum"`
-		}
+		var req httpapi.VerifyRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
 			httpjson.WriteError(w, 400, "invalid JSON body")
 			return
 		}
-		httpjson.Write(w, 200, map[string]any{"valid": strings.EqualFold(req.Checksum, b.Checksum), "expected_checksum": b.Checksum})
+		valid := strings.EqualFold(req.Checksum, b.Checksum)
+		httpjson.Write(w, 200, httpapi.VerifyResponse{Valid: &valid, ExpectedChecksum: b.Checksum})
 	})
 	mux.HandleFunc("GET /binaries/{name}", func(w http.ResponseWriter, r *http.Request) {
 		for _, b := range bins {
