@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -116,7 +118,17 @@ func checkDataDir(path string, logger *slog.Logger) string {
 		} `toml:"agent"`
 	}
 	if _, err := toml.DecodeFile(path, &partial); err == nil && partial.Agent.AgentDataDir != "" {
-		return partial.Agent.AgentDataDir
+		dir := partial.Agent.AgentDataDir
+		if rest, ok := strings.CutPrefix(dir, "~/"); ok {
+			if home, err := os.UserHomeDir(); err == nil {
+				return filepath.Join(home, rest)
+			}
+		}
+		if !filepath.IsAbs(dir) {
+			// Relative to the config file's folder, as config.Load has it.
+			return filepath.Join(filepath.Dir(path), dir)
+		}
+		return dir
 	}
 	if cfg, err := config.Defaults(); err == nil {
 		return cfg.Agent.AgentDataDir
