@@ -72,15 +72,14 @@ func Check(ctx context.Context, opts CheckOptions) (bool, error) {
 	if s.Target == "" || s.OldChecksum == "" || s.NewChecksum == "" {
 		return false, nil
 	}
-	switch s.Phase {
-	case PhaseWatching:
-	case PhaseApplying:
-		// The old agent stopped between installing the new binary and
-		// recording it. Only a new binary in place is on probation.
-		if sum, err := hashFile(s.Target); err == nil && sum != s.NewChecksum {
-			return false, nil
-		}
-	default:
+	if s.Phase != PhaseWatching && s.Phase != PhaseApplying {
+		return false, nil
+	}
+	// Only the new binary (or none) at the executable path is on probation.
+	// Another one (an operator or a package put it there; or, while
+	// applying, the old agent stopped before installing) is left alone:
+	// Begin records what happened when it starts.
+	if sum, err := hashFile(s.Target); err == nil && sum != s.NewChecksum {
 		return false, nil
 	}
 	limit := opts.MaxStarts

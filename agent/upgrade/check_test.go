@@ -25,6 +25,10 @@ func TestCheck(t *testing.T) {
 			s.Phase, s.Deadline = PhaseApplying, 0
 			os.WriteFile(w.target, w.old, 0o755)
 		}, 5, false, PhaseApplying},
+		{"watching, another binary put in place by hand", func(w *watched, s *State) {
+			s.Deadline = time.Now().Add(-time.Second).Unix()
+			os.WriteFile(w.target, []byte("operator's build"), 0o755)
+		}, 5, false, PhaseWatching},
 		{"committed", func(w *watched, s *State) { s.Phase = PhaseCommitted }, 5, false, PhaseCommitted},
 		{"no upgrade", func(w *watched, s *State) { *s = State{} }, 5, false, PhaseNone},
 	}

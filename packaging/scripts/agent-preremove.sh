@@ -10,6 +10,8 @@ case "$1" in
       systemctl stop sutra-agent.service || true
       systemctl disable sutra-agent.service >/dev/null 2>&1 || true
     fi
+    # Left beside the executable by the agent's self-update.
+    rm -f /usr/bin/sutra-agent.previous /usr/bin/sutra-agent.previous.tmp /usr/bin/sutra-agent.new
     ;;
 esac
 exit 0
