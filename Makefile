@@ -71,17 +71,24 @@ bench:
 # Every Fuzz* target in the repository, FUZZTIME each (their seed corpora
 # also run in `make test`). A crasher is saved under the package's
 # testdata/fuzz/ and fails the run; FUZZ=regexp picks targets by name.
+# Go 1.26's fuzz coordinator can report a bare "context deadline exceeded"
+# when -fuzztime ends under CPU contention (golang/go#75804, fixed in Go
+# 1.27): such a run, with no failing input written, counts as a pass.
 FUZZTIME         ?= 20s
 FUZZMINIMIZETIME ?= 2s
 FUZZ             ?= .
 fuzz:
-	@set -euo pipefail; \
+	@set -euo pipefail; out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
 	dirs=$$(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./\.tools/' | xargs -n1 dirname | sort -u); \
 	for d in $$dirs; do \
 	  list=$$($(GO) test -list '^Fuzz' "$$d"); \
 	  for t in $$(echo "$$list" | grep '^Fuzz' | grep -E -- '$(FUZZ)' || true); do \
 	    echo "fuzz $$d $$t ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) "$$d"; \
+	    if ! $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) "$$d" 2>&1 | tee "$$out"; then \
+	      if grep -q '^    context deadline exceeded$$' "$$out" && ! grep -q 'Failing input written to' "$$out"; then \
+	        echo "fuzz $$d $$t: stopped by golang/go#75804 at the end of -fuzztime, no failing input: pass"; \
+	      else exit 1; fi; \
+	    fi; \
 	  done; \
 	done
 
