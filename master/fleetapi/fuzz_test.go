@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -22,7 +24,7 @@ import (
 // every fleet route, and a few near misses.
 var fuzzRoutes = []string{
 	"/api/agents", "/api/agents/", "/api/agents/a1", "/api/nodes", "/api/nodes/", "/api/nodes/n1",
-	"/api/cluster", "/api/events", "/api/agents/a1/x", "/api/", "/",
+	"/api/cluster", "/api/events", "/api/agents/a1/x", "/api/", "/", store.BackupPath,
 }
 
 // FuzzFleetAPI sends generated requests (method, path, query, body) through
@@ -67,6 +69,10 @@ func FuzzFleetAPI(f *testing.F) {
 		{"GET", 8, "/y/z", "", nil},
 		{"GET", 9, "binaries", "", nil},
 		{"GET", 10, "/api//agents", "", nil},
+		{"GET", 11, "", "", nil}, // /api/backup from the master's host
+		{"GET", 23, "", "", nil}, // /api/backup from elsewhere: 403
+		{"GET", 11, "", "x=1", nil},
+		{"POST", 11, "", "", []byte("x")},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.route, s.path, s.query, s.body)
@@ -82,6 +88,11 @@ func FuzzFleetAPI(f *testing.F) {
 		if err != nil {
 			return // the server answers requests it cannot parse itself, before any handler
 		}
+		if int(route)/len(fuzzRoutes)%2 == 0 {
+			req.RemoteAddr = "127.0.0.1:40000" // the master's host: the backup route answers
+		} else {
+			req.RemoteAddr = "192.0.2.1:40000"
+		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		res := rec.Result()
@@ -93,6 +104,12 @@ func FuzzFleetAPI(f *testing.F) {
 			t.Fatalf("%s: answer of %d bytes", what, rec.Body.Len())
 		}
 		if req.Method == http.MethodHead {
+			return
+		}
+		if res.StatusCode == http.StatusOK && req.URL.Path == store.BackupPath {
+			if _, err := store.Verify(writeTemp(t, rec.Body.Bytes())); err != nil {
+				t.Fatalf("%s: the backup is not a sound database: %v", what, err)
+			}
 			return
 		}
 		if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
@@ -136,5 +153,15 @@ func fuzzHandler(tb testing.TB) http.Handler {
 	}
 	mux := http.NewServeMux()
 	New(fl).Register(mux)
+	mux.Handle("GET "+store.BackupPath, store.BackupHandler(st, nil)) // as master/controlplane does
 	return httpserver.Handler(mux, nil)
+}
+
+func writeTemp(t *testing.T, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
