@@ -69,6 +69,9 @@ func BackupHandler(b *Bolt, log *slog.Logger) http.Handler {
 				h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=\"grid-%d.db\"", txid))
 				h.Set("X-Sutra-Txid", strconv.FormatUint(txid, 10))
 				started = true
+				if r.Method == http.MethodHead {
+					return nil
+				}
 				n, err = tx.WriteTo(w)
 				return err
 			})
