@@ -82,17 +82,14 @@ func startMaster(t *testing.T, mod func(*master.Options)) *runningMaster {
 	dir := t.TempDir()
 	logs := &lockedBuffer{}
 	ready := make(chan master.Addrs, 1)
-	cp := controlplane.Starter(controlplane.Options{MaxWatchers: 2})
 	o := master.Options{
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", BinariesDir: dir + "/bin", DataDir: dir + "/data",
 		ShutdownTimeout: 5 * time.Second,
 		Logger:          slog.New(slog.NewTextHandler(logs, nil)),
 		Ready:           func(a master.Addrs) { ready <- a },
-		ControlPlane: func(ctx context.Context, env master.Env) (func(), error) {
-			env.GRPC.RegisterService(&panicker, struct{}{})
-			return cp(ctx, env)
-		},
+		ControlPlane:    controlplane.Options{MaxWatchers: 2},
 	}
+	master.RegisterTestService(&o, &panicker)
 	if mod != nil {
 		mod(&o)
 	}

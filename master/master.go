@@ -1,10 +1,12 @@
 // Package master runs the Sutra Grid master: the HTTP binary distribution
 // server (master/catalog + master/binapi) on HTTP_PORT and the gRPC endpoint
 // on GRPC_PORT, which serves the standard health service and reflection and
-// hosts the control plane wired in through Options.ControlPlane.
+// hosts the control plane (master/controlplane).
 //
-// Run owns the listeners, the *grpc.Server and the *http.ServeMux; everything
-// else registers on them. Shutdown (ctx cancelled) stops accepting, lets
+// Run is the master's composition root: it owns the listeners, the
+// *grpc.Server, the *http.ServeMux and the HTTP layer in front of it
+// (master/httpserver), and hands each part what it needs; no part imports
+// this package. Shutdown (ctx cancelled) stops accepting, lets
 // running downloads and RPCs finish for up to Options.ShutdownTimeout, then
 // cuts what remains.
 package master
@@ -30,6 +32,7 @@ import (
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
+	"github.com/sutragrid/sutra/master/controlplane"
 	"github.com/sutragrid/sutra/master/httpserver"
 )
 
@@ -97,16 +100,26 @@ func Run(ctx context.Context, opts Options) (err error) {
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 	reflection.Register(grpcSrv)
 
-	// The control plane (master/fleet, master/grpcapi, master/fleetapi) wires in here.
-	if opts.ControlPlane != nil {
-		stop, err := opts.ControlPlane(ctx, Env{GRPC: grpcSrv, Health: healthSrv, Mux: mux, Catalog: cat,
-			Logger: log, DataDir: opts.DataDir, Addrs: addrs})
-		if err != nil {
-			return fmt.Errorf("start the control plane: %w", err)
+	// The control plane: the fleet in DataDir with its gRPC service, fleet
+	// routes and backup route. Its sweep runs until both servers have
+	// stopped; then the store is closed.
+	cp, err := controlplane.Open(ctx, opts.DataDir, log, opts.ControlPlane)
+	if err != nil {
+		return fmt.Errorf("start the control plane: %w", err)
+	}
+	cp.Register(grpcSrv, mux, healthSrv)
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	var sweep sync.WaitGroup
+	sweep.Go(func() { _ = cp.Run(sweepCtx) })
+	defer func() {
+		stopSweep()
+		sweep.Wait()
+		if err := cp.Close(); err != nil {
+			log.Error("close fleet store", "err", err)
 		}
-		if stop != nil {
-			defer stop()
-		}
+	}()
+	if opts.testWiring != nil {
+		opts.testWiring(cat, grpcSrv)
 	}
 
 	// One server and one handler chain (panic recovery, canonical paths,

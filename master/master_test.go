@@ -48,12 +48,9 @@ func startMaster(t *testing.T, dir, data string, mod func(*Options)) *testMaster
 	o := Options{
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", BinariesDir: dir, DataDir: data,
 		Settle: 200 * time.Millisecond, ShutdownTimeout: 20 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-		Ready:  func(a Addrs) { ready <- a },
-		ControlPlane: func(ctx context.Context, env Env) (func(), error) {
-			cats <- env.Catalog
-			return nil, nil
-		},
+		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Ready:      func(a Addrs) { ready <- a },
+		testWiring: func(c *catalog.Catalog, _ *grpc.Server) { cats <- c },
 	}
 	if mod != nil {
 		mod(&o)

@@ -1,20 +1,18 @@
 package master
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 
 	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
+	"github.com/sutragrid/sutra/master/controlplane"
 )
 
 // Defaults of Options, as the design document states them.
@@ -76,30 +74,19 @@ type Options struct {
 	// found at start-up are hashed (the API answers 503 Retry-After for those
 	// still being hashed before that).
 	Ready func(Addrs)
-	// ControlPlane, when set, is called before serving starts to register
-	// the control plane's gRPC services and HTTP routes on env (see Env).
-	// The returned stop is called after both servers have stopped.
-	ControlPlane func(ctx context.Context, env Env) (stop func(), err error)
+	// ControlPlane tunes the control plane (fleet limits, liveness timing);
+	// the zero value takes the fleet's defaults.
+	ControlPlane controlplane.Options
+
+	// testWiring, set by this package's tests only, sees the catalog and
+	// may register test services on the gRPC server before serving starts.
+	testWiring func(*catalog.Catalog, *grpc.Server)
 }
 
 // Addrs are the bound listen addresses (host:port).
 type Addrs struct {
 	HTTP string
 	GRPC string
-}
-
-// Env is what the control plane is given to wire itself in: register gRPC
-// services on GRPC and routes on Mux (every error there should be JSON via
-// internal/httpjson; master/httpserver makes unmatched routes, wrong methods
-// and panics JSON too).
-type Env struct {
-	GRPC    *grpc.Server
-	Health  *health.Server // set per-service status here
-	Mux     *http.ServeMux
-	Catalog *catalog.Catalog
-	Logger  *slog.Logger
-	DataDir string
-	Addrs   Addrs
 }
 
 // Validate reports every problem with o at once.

@@ -185,9 +185,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		GRPCMaxConcurrentStreams: uint32(grpcStreams),
 		Logger:                   logger,
 		Console:                  console,
-		ControlPlane: controlplane.Starter(controlplane.Options{
+		ControlPlane: controlplane.Options{
 			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
 			AgentGCThreshold: gcThreshold,
-		}),
+		},
 	})
 }

@@ -1,21 +1,25 @@
-// Package controlplane wires the grid's control plane into a running master:
-// the persistent fleet (bbolt in the data dir), its liveness sweep, the
-// GridMaster gRPC service and the read-only fleet HTTP API.
+// Package controlplane is the grid's control plane as one part of the
+// master: the persistent fleet (bbolt in the data dir), its liveness sweep,
+// the GridMaster gRPC service, the read-only fleet HTTP API and the backup
+// route.
 //
-// It is the composition root of the master's control-plane packages, so that
-// package master itself stays a server shell that knows nothing of fleets.
+// It knows nothing of the master that runs it: Open receives the data dir
+// and the logger, Register the servers to register on, Run the context of
+// the sweep. Package master composes it with the catalog and the servers.
 package controlplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sync"
+	"log/slog"
+	"net/http"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sutragrid/sutra/internal/version"
-	"github.com/sutragrid/sutra/master"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/fleetapi"
 	"github.com/sutragrid/sutra/master/grpcapi"
@@ -37,24 +41,40 @@ type Options struct {
 	AgentGCThreshold time.Duration
 }
 
-// Starter returns a master.Options.ControlPlane function.
-func Starter(opts Options) func(ctx context.Context, env master.Env) (func(), error) {
-	return func(ctx context.Context, env master.Env) (func(), error) {
-		return Start(ctx, env, opts)
-	}
+// ServiceName is the gRPC service Register adds, as the health service
+// reports it.
+const ServiceName = "grid.v1.GridMaster"
+
+// HealthSetter is the part of the gRPC health server the control plane
+// uses (*health.Server implements it).
+type HealthSetter interface {
+	SetServingStatus(service string, status grpc_health_v1.HealthCheckResponse_ServingStatus)
 }
 
-// Start opens the fleet store in env.DataDir, registers the GridMaster
-// service and the fleet routes, and runs the liveness sweep until the
-// returned stop is called.
-func Start(ctx context.Context, env master.Env, opts Options) (stop func(), err error) {
-	st, err := store.OpenDirOptions(env.DataDir, store.Options{Logger: env.Logger.With("component", "store")})
+// ControlPlane is an open fleet with its APIs. Open it, Register it on
+// the servers, Run its sweep, Close it after the servers have stopped.
+type ControlPlane struct {
+	st    *store.Bolt
+	fleet *fleet.Fleet
+	log   *slog.Logger
+}
+
+// Open opens the fleet store in dataDir (grid.db) and the fleet on it.
+// A nil log discards.
+func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (*ControlPlane, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if dataDir == "" {
+		return nil, errors.New("control plane: no data dir")
+	}
+	st, err := store.OpenDirOptions(dataDir, store.Options{Logger: log.With("component", "store")})
 	if err != nil {
 		return nil, fmt.Errorf("control plane store: %w", err)
 	}
 	f, err := fleet.New(ctx, fleet.Options{
 		Store:             st,
-		Logger:            env.Logger.With("component", "fleet"),
+		Logger:            log.With("component", "fleet"),
 		HeartbeatInterval: opts.HeartbeatInterval,
 		DegradedAfter:     opts.DegradedAfter,
 		OfflineAfter:      opts.OfflineAfter,
@@ -68,22 +88,24 @@ func Start(ctx context.Context, env master.Env, opts Options) (stop func(), err 
 		_ = st.Close()
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
-	grpcapi.New(f, env.Logger.With("component", "grpc")).Register(env.GRPC)
-	fleetapi.New(f).Register(env.Mux)
-	// Loopback-only until the API has authentication (see store.BackupHandler).
-	env.Mux.Handle("GET "+store.BackupPath, store.BackupHandler(st, env.Logger.With("component", "backup")))
-	if env.Health != nil {
-		env.Health.SetServingStatus("grid.v1.GridMaster", grpc_health_v1.HealthCheckResponse_SERVING)
-	}
-
-	sweepCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = f.Run(sweepCtx) })
-	return func() {
-		cancel()
-		wg.Wait()
-		if err := st.Close(); err != nil {
-			env.Logger.Error("close fleet store", "err", err)
-		}
-	}, nil
+	return &ControlPlane{st: st, fleet: f, log: log}, nil
 }
+
+// Register adds the GridMaster service to grpcSrv, the fleet routes and
+// the backup route to routes, and reports the service SERVING on health
+// (nil: none).
+func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, health HealthSetter) {
+	grpcapi.New(c.fleet, c.log.With("component", "grpc")).Register(grpcSrv)
+	fleetapi.New(c.fleet).Register(routes)
+	// Loopback-only until the API has authentication (see store.BackupHandler).
+	routes.Handle("GET "+store.BackupPath, store.BackupHandler(c.st, c.log.With("component", "backup")))
+	if health != nil {
+		health.SetServingStatus(ServiceName, grpc_health_v1.HealthCheckResponse_SERVING)
+	}
+}
+
+// Run runs the fleet's liveness sweep until ctx ends.
+func (c *ControlPlane) Run(ctx context.Context) error { return c.fleet.Run(ctx) }
+
+// Close closes the fleet store; call it after Run has returned.
+func (c *ControlPlane) Close() error { return c.st.Close() }
