@@ -29,4 +29,10 @@
 // context. Stop or StopAll stop nodes (SIGTERM to the group, Options.StopGrace,
 // then SIGKILL); Detach leaves them running, for an agent that exits and
 // re-adopts its nodes when it comes back.
+//
+// Files by concern: supervisor.go is the registry (start, adopt, stop,
+// list); node.go is one node's lifecycle (its run loop, restart decisions
+// through policy.go, stopping); health.go probes; process.go and the
+// proc_* and starttime_* files are processes and their identity;
+// events.go delivers events; logfile.go rotates logs.
 package supervisor

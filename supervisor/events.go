@@ -3,7 +3,42 @@ package supervisor
 import (
 	"context"
 	"sync"
+	"time"
 )
+
+// EventKind names an event.
+type EventKind string
+
+// Event kinds.
+const (
+	EventStarted       EventKind = "started"
+	EventAdopted       EventKind = "adopted"
+	EventStartFailed   EventKind = "start_failed"
+	EventHealthy       EventKind = "healthy"
+	EventHealthFailing EventKind = "health_failing" // a running node's probe failed
+	EventUnhealthy     EventKind = "unhealthy"      // unhealthy past the threshold: killed
+	EventExited        EventKind = "exited"
+	EventRestart       EventKind = "restart" // restart scheduled after Delay
+	EventGaveUp        EventKind = "gave_up" // StateFailed
+	EventStopping      EventKind = "stopping"
+	EventStopped       EventKind = "stopped"
+	EventDetached      EventKind = "detached"
+	EventReset         EventKind = "reset"
+)
+
+// Event is one thing that happened to a node, or one decision about it.
+type Event struct {
+	Time      time.Time
+	Node      string
+	Kind      EventKind
+	PID       int
+	StartTime uint64
+	Exit      string
+	Delay     time.Duration
+	Restarts  int
+	Failures  int
+	Message   string
+}
 
 // eventQueue hands events from the node goroutines to Options.OnEvent
 // without ever blocking them: push appends to a bounded FIFO (dropping the

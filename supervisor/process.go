@@ -54,27 +54,6 @@ func Identify(pid int) (Identity, error) {
 	return Identity{PID: pid, StartTime: st, BootID: boot, Exe: exe}, nil
 }
 
-// AdoptIdentity is Adopt on a full identity match: the live process want.PID
-// must have want's start time, have started in the current boot and run
-// want.Exe (or spec.Path). Without a boot id to compare (a record written
-// by an older agent, or a boot id that cannot be read) the process is
-// adopted only where start times are wall-clock times, or when its command
-// line is exactly spec's. Anything else fails with
-// ErrIdentityMismatch (the process is left alone) or ErrNoProcess.
-func (s *Supervisor) AdoptIdentity(spec Spec, want Identity) (*Node, error) {
-	if err := spec.Validate(); err != nil {
-		return nil, fmt.Errorf("adopt: %w", err)
-	}
-	exe := want.Exe
-	if exe == "" {
-		exe = spec.Path
-	}
-	if err := checkIdentity(want, exe, spec.Args); err != nil {
-		return nil, err
-	}
-	return s.Adopt(spec, want.PID, want.StartTime)
-}
-
 // checkIdentity verifies that the live process want.PID is the one want
 // describes, running exe with args (argv[1:], checked only when there is no
 // boot id to compare).

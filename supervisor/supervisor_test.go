@@ -457,15 +457,31 @@ func startDetached(t *testing.T, name string) (Spec, Status) {
 	return spec, st
 }
 
+// identify returns the identity an agent records for the node of st.
+func identify(t *testing.T, st Status) Identity {
+	t.Helper()
+	id, err := Identify(st.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.StartTime != st.StartTime {
+		t.Fatalf("Identify(%d).StartTime = %d, want the status's %d", st.PID, id.StartTime, st.StartTime)
+	}
+	return id
+}
+
 func TestAdoptAcrossSupervisors(t *testing.T) {
 	spec, st := startDetached(t, "adoptee")
 
+	id := identify(t, st)
 	rec := &recorder{}
 	s2 := newSup(t, testOptions(t, rec))
-	if _, err := s2.Adopt(spec, st.PID, st.StartTime+1); !errors.Is(err, ErrIdentityMismatch) {
-		t.Errorf("Adopt with a wrong start time = %v, want ErrIdentityMismatch", err)
+	wrong := id
+	wrong.StartTime++
+	if _, err := s2.AdoptIdentity(spec, wrong); !errors.Is(err, ErrIdentityMismatch) {
+		t.Errorf("AdoptIdentity with a wrong start time = %v, want ErrIdentityMismatch", err)
 	}
-	n, err := s2.Adopt(spec, st.PID, st.StartTime)
+	n, err := s2.AdoptIdentity(spec, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,8 +498,8 @@ func TestAdoptAcrossSupervisors(t *testing.T) {
 		t.Errorf("state after Stop = %s", got.State)
 	}
 	waitFor(t, "the adopted process to exit", func() bool { return !alive(st.PID) })
-	if _, err := s2.Adopt(spec, st.PID, st.StartTime); !errors.Is(err, ErrNoProcess) {
-		t.Errorf("Adopt of a dead pid = %v, want ErrNoProcess", err)
+	if _, err := s2.AdoptIdentity(spec, id); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("AdoptIdentity of a dead pid = %v, want ErrNoProcess", err)
 	}
 	b, _ := os.ReadFile(s2.LogPath("adoptee"))
 	_ = b // the log lives in the first supervisor's log dir in this test
@@ -493,7 +509,7 @@ func TestAdoptedProcessDiesAndIsReplaced(t *testing.T) {
 	spec, st := startDetached(t, "phoenix")
 	rec := &recorder{}
 	s2 := newSup(t, testOptions(t, rec))
-	n, err := s2.Adopt(spec, st.PID, st.StartTime)
+	n, err := s2.AdoptIdentity(spec, identify(t, st))
 	if err != nil {
 		t.Fatal(err)
 	}
