@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 )
 
@@ -159,4 +160,22 @@ func SpawnGuard(exe string, args []string, logPath string) (int, error) {
 	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
 	return pid, nil
+}
+
+// startGuard starts the guard from the previous binary of s and sets
+// s.GuardPID; the caller records s. A guard that cannot start is logged:
+// Begin, Watch and Check still roll back a failing version.
+func (u *Upgrader) startGuard(s *State) bool {
+	if u.opts.NoGuard {
+		return false
+	}
+	args := append(append([]string{}, u.opts.GuardArgs...), "--data-dir", u.opts.DataDir, "--id", s.ID)
+	pid, err := SpawnGuard(s.OldPath, args, filepath.Join(u.opts.DataDir, "upgrade-guard.log"))
+	if err != nil {
+		u.opts.Logger.Warn("start upgrade guard (Begin and Watch still roll back a failing version)", "err", err)
+		return false
+	}
+	s.GuardPID = pid
+	u.opts.Logger.Info("upgrade guard started", "pid", pid, "binary", s.OldPath)
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -160,4 +161,61 @@ func randomID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// errSkip ends an update without writing.
+var errSkip = errors.New("skip")
+
+// core is what the Upgrader and the guard share.
+type core struct {
+	dataDir string
+	log     *slog.Logger
+	now     func() time.Time
+	logTail func(n int) []string
+	// lockWait bounds the wait for the state lock (default 30 s).
+	lockWait time.Duration
+}
+
+// wait is how long to wait for the state lock.
+func (c core) wait() time.Duration {
+	if c.lockWait <= 0 {
+		return defaultLockWait
+	}
+	return c.lockWait
+}
+
+// put writes s under the state lock.
+func (c core) put(s *State) error {
+	unlock, err := lockState(c.dataDir, c.wait())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return c.putLocked(s)
+}
+
+func (c core) putLocked(s *State) error {
+	s.Updated = c.now().Unix()
+	return writeState(c.dataDir, *s, c.now())
+}
+
+// update re-reads the state under the lock, applies fn and writes the result
+// (unless fn returns errSkip).
+func (c core) update(fn func(*State) error) error {
+	unlock, err := lockState(c.dataDir, c.wait())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	s, err := ReadState(c.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := fn(&s); err != nil {
+		if errors.Is(err, errSkip) {
+			return nil
+		}
+		return err
+	}
+	return c.putLocked(&s)
 }

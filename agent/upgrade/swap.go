@@ -3,13 +3,16 @@ package upgrade
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/sutragrid/sutra/internal/atomicfile"
+	"github.com/sutragrid/sutra/internal/platform"
 )
 
 // Steps of Apply and Begin after which Options.StepHook is called. Each is a
@@ -108,4 +111,47 @@ func copyFileSync(from, to string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// previousPath is where the previous binary is kept: beside the executable
+// (a rename must not cross file systems), keeping the .exe suffix so that it
+// can still be started on Windows.
+func previousPath(target string) string { return sidePath(target, ".previous") }
+
+func sidePath(target, tag string) string {
+	ext := platform.ExeSuffix(platformName())
+	base := strings.TrimSuffix(target, ext)
+	return base + tag + ext
+}
+
+func platformName() string {
+	p, _, _ := platform.Current()
+	return p
+}
+
+func hashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// syncFile fsyncs a file and its directory (selfupdate does neither).
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	serr := f.Sync()
+	f.Close()
+	if serr != nil && !errors.Is(serr, os.ErrPermission) {
+		return serr
+	}
+	return atomicfile.SyncDir(filepath.Dir(path))
 }
