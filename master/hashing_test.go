@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,5 +66,33 @@ func TestServerOwnErrorsAreJSON(t *testing.T) {
 			t.Errorf("request %.40q... = %d, want 4xx", req, a.status)
 		}
 		a.errorBody(t)
+	}
+}
+
+// Issue 11 item 10: binaries written just before start-up are registered
+// once they settle, after the start-up count: the start-up line says how
+// many are settling instead of leaving them out silently.
+func TestStartupLinesCountSettling(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	writeBinary(t, dir, "storage-server-1.0.0-linux-x86_64", []byte("old one"))
+	writeBinary(t, dir, "storage-server-1.1.0-linux-x86_64", []byte("old two"))
+	for _, n := range []string{"storage-server-1.2.0-linux-x86_64", "sutra-agent-1.0.0-linux-x86_64"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("just written"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A settle time longer than the test: the fresh files stay settling.
+	settle := func(buf *syncBuffer) func(*Options) {
+		return func(o *Options) { o.Console, o.Settle = buf, time.Hour }
+	}
+	for i, want := range []string{
+		"⏳ Hashing 2 binaries in the background (0 registered from the checksum cache, 2 settling); each is served once hashed",
+		"📦 Auto-registered 2 binaries, 2 settling (written just before start-up; each is registered once it stops changing)",
+	} {
+		var buf syncBuffer
+		startMaster(t, dir, data, settle(&buf)).stop()
+		if out := buf.String(); !strings.Contains(out, want+"\n") {
+			t.Errorf("start %d: console lacks %q:\n%s", i+1, want, out)
+		}
 	}
 }

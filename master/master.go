@@ -78,13 +78,20 @@ func Run(ctx context.Context, opts Options) (err error) {
 	// The design document's "Auto-registered" line comes once every binary
 	// found at start-up is registered: at once when the checksum cache knows
 	// them all, otherwise after hashing, which does not hold serving up.
-	n, hashing := len(cat.List("")), cat.Hashing()
-	if hashing == 0 {
+	// Files written just before start-up are registered once they settle,
+	// after these lines: they say how many, so the count is not a surprise.
+	n, hashing, settling := len(cat.List("")), cat.Hashing(), cat.SettlingAtOpen()
+	switch {
+	case hashing == 0 && settling == 0:
 		fmt.Fprintf(con, "📦 Auto-registered %d binaries\n", n)
-	} else {
+	case hashing == 0:
+		fmt.Fprintf(con, "📦 Auto-registered %d binaries, %d settling (written just before start-up; each is registered once it stops changing)\n", n, settling)
+	case settling == 0:
 		fmt.Fprintf(con, "⏳ Hashing %d binaries in the background (%d registered from the checksum cache); each is served once hashed\n", hashing, n)
+	default:
+		fmt.Fprintf(con, "⏳ Hashing %d binaries in the background (%d registered from the checksum cache, %d settling); each is served once hashed\n", hashing, n, settling)
 	}
-	log.Info("binaries registered", "count", n, "hashing", hashing, "dir", cat.Dir(),
+	log.Info("binaries registered", "count", n, "hashing", hashing, "settling", settling, "dir", cat.Dir(),
 		"from_cache", cat.Stats().CacheHits, "took_ms", sinceMillis(scanStart))
 
 	api, err := binapi.New(binapi.Options{Catalog: cat, Logger: log.With("component", "binapi"),

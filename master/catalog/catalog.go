@@ -223,6 +223,10 @@ type Catalog struct {
 	pending map[string]key    // start-up files not hashed yet
 	hashed  chan struct{}     // closed when start-up hashing is over
 
+	// settlingAtOpen counts the binaries found at start-up that were still
+	// changing (within Settle); set once in Open, before any goroutine starts.
+	settlingAtOpen int
+
 	evMu sync.Mutex // serialises OnEvent calls
 
 	saveMu sync.Mutex
@@ -296,6 +300,7 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		c.Close()
 		return nil, err
 	}
+	c.settlingAtOpen = len(later)
 	if !opts.HashInBackground {
 		later = append(later, c.hashAll(ctx, jobs)...)
 		close(c.hashed)
@@ -354,6 +359,12 @@ func (c *Catalog) Hashing() int {
 	defer c.mu.RUnlock()
 	return len(c.pending)
 }
+
+// SettlingAtOpen returns how many binaries found at start-up had changed
+// within Options.Settle (still being written, or written just before): they
+// are not in the start-up count; the watcher registers each once its size
+// and modification time have settled.
+func (c *Catalog) SettlingAtOpen() int { return c.settlingAtOpen }
 
 // WaitHashed waits until the files found at start-up are hashed and published
 // (or skipped), or ctx ends.
