@@ -158,7 +158,9 @@ func validVersion(field, v string) error {
 // Register records an agent (new, or re-registering: its desired nodes are
 // kept) and returns its desired state. Nodes the agent reports that the master
 // has no record of at all (its database was rebuilt, say) are adopted as
-// desired rather than stopped: stopping is the operator's decision.
+// desired rather than stopped: stopping is the operator's decision. Nodes it
+// reports stopped or stopping are not adopted: they are recorded as not
+// desired and forgotten once the agent applied that.
 func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 	if err := r.validate(); err != nil {
 		return Desired{}, err
@@ -216,9 +218,11 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 		rec.InstanceID = r.InstanceID // an agent that predates instance ids keeps the recorded one
 	}
 
-	// Adopt reported nodes the master never heard of.
+	// Adopt reported nodes the master never heard of — but not those the
+	// agent reports stopped or stopping: someone stopped them, and adopting
+	// them as desired would start them again.
 	for _, ns := range r.Nodes {
-		if _, known := f.nodes[ns.NodeID]; known {
+		if _, known := f.nodes[ns.NodeID]; known || ns.State == NodeStopped || ns.State == NodeStopping {
 			continue
 		}
 		rec.Generation++

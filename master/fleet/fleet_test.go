@@ -619,3 +619,33 @@ func FuzzValidateID(f *testing.F) {
 		}
 	})
 }
+
+// A node the agent reports stopped (or stopping) at registration was stopped
+// by someone: the master must not adopt it as desired and so revive it.
+func TestRegisterDoesNotReviveStoppedNodes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	d, err := e.f.Register(ctx, Registration{
+		AgentID: "a", Hostname: "h-a", Platform: "linux", Arch: "x86_64", AgentVersion: "0.1.0", MaxStorageNodes: 4,
+		Nodes: []NodeStatus{
+			{NodeID: "up", State: NodeRunning, PID: 10},
+			{NodeID: "gone", State: NodeStopped},
+			{NodeID: "going", State: NodeStopping, PID: 11},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var desired []string
+	for _, n := range d.Nodes {
+		desired = append(desired, n.NodeID)
+	}
+	if !slices.Equal(desired, []string{"up"}) {
+		t.Fatalf("desired after registration = %v, want [up] (stopped and stopping nodes must not be adopted)", desired)
+	}
+	for _, id := range []string{"gone", "going"} {
+		if n, err := e.f.Node(id); err == nil && n.Desired {
+			t.Errorf("node %s is desired after its agent reported it %v", id, n.Status.State)
+		}
+	}
+}
