@@ -17,6 +17,9 @@ import (
 
 const module = "github.com/sutragrid/sutra"
 
+// testutil is the module-relative path of the shared test helpers.
+const testutil = "internal/testutil"
+
 // goFile is one parsed Go file: the package directory (module-relative,
 // slash-separated), whether it is a test file, and its imports.
 type goFile struct {
@@ -148,6 +151,9 @@ var rules = []rule{
 		if l, ok := local(imp); ok && under(l, "supervisor") {
 			return "" // its own packages (and its external tests)
 		}
+		if l, ok := local(imp); ok && l == testutil && f.test {
+			return "" // the shared test helpers, themselves standard library only
+		}
 		if !stdlib(imp) {
 			return "supervisor must stay readable and testable alone"
 		}
@@ -165,6 +171,18 @@ var rules = []rule{
 			if under(l, up) {
 				return "internal/ is what both sides share; it cannot depend on " + up + "/"
 			}
+		}
+		return ""
+	}},
+	{"only test files import internal/testutil", func(f goFile, imp string) string {
+		if l, ok := local(imp); ok && l == testutil && !f.test {
+			return "internal/testutil is test-only: import it from _test.go files"
+		}
+		return ""
+	}},
+	{"internal/testutil depends on the standard library only", func(f goFile, imp string) string {
+		if f.dir == testutil && !stdlib(imp) {
+			return "supervisor's tests use it, and supervisor stays on the standard library"
 		}
 		return ""
 	}},
@@ -186,7 +204,8 @@ var rules = []rule{
 // Issue 11 item 2: the import graph runs cmd/ -> agent|master ->
 // supervisor|internal with no import back up and no child importing its
 // parent. Test files count too, except for the protobuf rule (tests may
-// drive the gRPC API directly).
+// drive the gRPC API directly). Issue 11 item 7: internal/testutil is
+// imported from test files only, and stays on the standard library.
 func TestImportGraph(t *testing.T) {
 	files := parseModule(t)
 	for _, r := range rules {
@@ -225,6 +244,10 @@ func TestRulesCatch(t *testing.T) {
 		{"internal/httpapi", "client.go", module + "/master/fleet", true},
 		{"master/fleet", "fleet.go", module + "/proto/grid/v1", true},
 		{"agent", "agent.go", module + "/proto/grid/v1", true},
+		{"master", "master.go", module + "/internal/testutil", true},
+		{"internal/testutil", "net.go", module + "/internal/platform", true},
+		{"internal/testutil", "net.go", "golang.org/x/sys/unix", true},
+		{"supervisor", "supervisor.go", module + "/internal/testutil", true},
 
 		{"master", "master.go", module + "/master/controlplane", false},
 		{"master/controlplane", "controlplane.go", module + "/master/fleet", false},
@@ -234,6 +257,9 @@ func TestRulesCatch(t *testing.T) {
 		{"master/grpcapi", "grpcapi.go", module + "/proto/grid/v1", false},
 		{"master", "grpcserver_test.go", module + "/proto/grid/v1", false},
 		{"cmd/sutra-master", "main.go", module + "/master", false},
+		{"master", "master_test.go", module + "/internal/testutil", false},
+		{"supervisor", "supervisor_test.go", module + "/internal/testutil", false},
+		{"internal/testutil", "net.go", "net", false},
 	} {
 		f := goFile{dir: tt.dir, name: tt.file, test: strings.HasSuffix(tt.file, "_test.go")}
 		var broke []string

@@ -4,5 +4,6 @@
 // package imports its parent (a parent composes its children, never the
 // reverse); agent and master never import each other; supervisor uses the
 // standard library only; internal imports neither side; one adapter package
-// per side imports the generated protobuf code.
+// per side imports the generated protobuf code; only test files import
+// internal/testutil, which uses the standard library only.
 package archtest
