@@ -74,7 +74,7 @@ func (u *Upgrader) Begin(ctx context.Context) (Status, error) {
 			return statusOf(s), err
 		}
 		u.startGuard(&s)
-	case s.Phase.active():
+	case s.Phase.Active():
 		s.Phase = PhaseFailed
 		s.Message = fmt.Sprintf("upgrade to %s interrupted by an agent restart during %s", s.ToVersion, s.Message)
 		s.RetryAfter = 0

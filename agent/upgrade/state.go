@@ -13,41 +13,33 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/internal/atomicfile"
+	"github.com/sutragrid/sutra/internal/upgradephase"
 )
 
-// Phase is a step of a self-update, as the master shows it.
-type Phase string
+// Phase is a step of a self-update, as the master shows it. The names and
+// the legal moves between them are defined once, in internal/upgradephase,
+// which the master uses too.
+type Phase = upgradephase.Phase
 
 // The phases, in order. An upgrade ends committed, rolled_back or failed.
 const (
-	PhaseNone        Phase = ""
-	PhaseRequested   Phase = "requested"
-	PhaseDownloading Phase = "downloading"
-	PhaseVerifying   Phase = "verifying"
-	PhaseApplying    Phase = "applying"
-	PhaseWatching    Phase = "watching"
-	PhaseCommitted   Phase = "committed"
-	PhaseRolledBack  Phase = "rolled_back"
-	PhaseFailed      Phase = "failed"
+	PhaseNone        = upgradephase.None
+	PhaseRequested   = upgradephase.Requested
+	PhaseDownloading = upgradephase.Downloading
+	PhaseVerifying   = upgradephase.Verifying
+	PhaseApplying    = upgradephase.Applying
+	PhaseWatching    = upgradephase.Watching
+	PhaseCommitted   = upgradephase.Committed
+	PhaseRolledBack  = upgradephase.RolledBack
+	PhaseFailed      = upgradephase.Failed
 )
 
-// active reports whether the phase is an upgrade in progress.
-func (p Phase) active() bool {
-	switch p {
-	case PhaseRequested, PhaseDownloading, PhaseVerifying, PhaseApplying, PhaseWatching:
-		return true
-	}
-	return false
-}
+// ErrIllegalTransition is wrapped by a state write whose phase change is not
+// in upgradephase.Transitions (or that would overwrite another upgrade's
+// state): nothing was written.
+var ErrIllegalTransition = upgradephase.ErrIllegal
 
-func validPhase(p Phase) bool {
-	switch p {
-	case PhaseNone, PhaseRequested, PhaseDownloading, PhaseVerifying, PhaseApplying,
-		PhaseWatching, PhaseCommitted, PhaseRolledBack, PhaseFailed:
-		return true
-	}
-	return false
-}
+func validPhase(p Phase) bool { return p == PhaseNone || upgradephase.Valid(p) }
 
 // StateFile is the name of the state file in the agent data dir.
 const StateFile = "upgrade.json"
@@ -194,9 +186,39 @@ func (c core) put(s *State) error {
 	return c.putLocked(s)
 }
 
+// putLocked writes s for a caller holding the state lock. It is the one
+// writer of the state: it re-reads the state on disk and refuses (logged,
+// ErrIllegalTransition, nothing written) a phase change that
+// upgradephase.Transitions does not allow, or a change of upgrade ID other
+// than the start of a new upgrade (requested), so that no party silently
+// overwrites a state it did not read.
 func (c core) putLocked(s *State) error {
+	cur, err := ReadState(c.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := checkMove(cur, *s); err != nil {
+		c.log.Error("refused upgrade state change", "err", err, "from_id", cur.ID, "to_id", s.ID,
+			"from_phase", cur.Phase, "to_phase", s.Phase)
+		return fmt.Errorf("write upgrade state: %w", err)
+	}
 	s.Updated = c.now().Unix()
 	return writeState(c.dataDir, *s, c.now())
+}
+
+// checkMove checks that state next may replace state cur: the phase change
+// is in the table, and a state of another upgrade attempt (another ID) is
+// replaced only by the start of a new one (requested), after the last one
+// ended.
+func checkMove(cur, next State) error {
+	if err := upgradephase.Check(cur.Phase, next.Phase); err != nil {
+		return err
+	}
+	if cur.ID != "" && next.ID != cur.ID && (next.Phase != PhaseRequested || cur.Phase == PhaseRequested) {
+		return fmt.Errorf("%w: upgrade %.32q in phase %s would replace upgrade %.32q in phase %s",
+			ErrIllegalTransition, next.ID, next.Phase, cur.ID, cur.Phase)
+	}
+	return nil
 }
 
 // update re-reads the state under the lock, applies fn and writes the result

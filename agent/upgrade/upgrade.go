@@ -7,6 +7,19 @@
 //	                                                           ↘ rolled_back
 //	(any step before applying may end in failed; the old binary keeps running)
 //
+// The phase names and the legal moves between them are one table,
+// internal/upgradephase.Transitions, shared with the master. The state file
+// has one writer (core.putLocked, state.go): it re-reads the state under the
+// lock and refuses, with ErrIllegalTransition, a move the table does not
+// allow or a write over another upgrade attempt that has not ended; so a new
+// upgrade waits until the one on probation is committed or rolled back.
+//
+// Files: apply.go downloads, verifies and installs (Apply); probation.go
+// counts boots, watches the deadline and records the commit (Begin, Watch,
+// Committed); restore.go rolls back; state.go is the state file and its
+// writer; swap.go the crash-safe swap; guard.go and check.go the two
+// out-of-process restorers; hooks.go drives it all from the agent's loop.
+//
 // Apply downloads the release through the Fetcher (package fetch: streamed
 // SHA-256 checked against the master's metadata and verify endpoint, then
 // cached), runs "<new> --version" and requires it to print the wanted
@@ -313,8 +326,14 @@ func (u *Upgrader) should(s State, desired string) (bool, string) {
 	if s.failed(desired) {
 		return false, fmt.Sprintf("%s failed before and is not retried automatically (run the agent's upgrade reset or publish a newer version)", desired)
 	}
-	if s.Phase.active() && s.ToVersion == desired {
+	switch {
+	case s.Phase.Active() && s.ToVersion == desired:
 		return false, fmt.Sprintf("upgrade to %s already %s", desired, s.Phase)
+	case s.Phase.Active():
+		// Only a finished upgrade may be replaced (upgradephase.Transitions):
+		// a version on probation would otherwise become the "previous"
+		// binary of the next upgrade before it proved healthy.
+		return false, fmt.Sprintf("upgrade to %s is %s; %s waits until it is committed or rolled back", s.ToVersion, s.Phase, desired)
 	}
 	if s.Phase == PhaseFailed && s.ToVersion == desired && s.RetryAfter > u.opts.Now().Unix() {
 		return false, fmt.Sprintf("upgrade to %s failed at %s (%s); retrying after %s", desired,

@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sutragrid/sutra/internal/semver"
+	"github.com/sutragrid/sutra/internal/upgradephase"
 )
 
 // Bounds of the control-plane contract.
@@ -170,18 +171,17 @@ func Labels(labels map[string]string) error {
 }
 
 // UpgradePhases are the phases of an agent self-update, as the agent
-// reports them (empty: no upgrade).
-var UpgradePhases = []string{"requested", "downloading", "verifying", "applying", "watching", "committed", "rolled_back", "failed"}
+// reports them (empty: no upgrade); internal/upgradephase defines them.
+var UpgradePhases = func() []string {
+	names := make([]string, len(upgradephase.All))
+	for i, p := range upgradephase.All {
+		names[i] = string(p)
+	}
+	return names
+}()
 
 // UpgradePhase reports whether p is a known upgrade phase.
-func UpgradePhase(p string) bool {
-	for _, q := range UpgradePhases {
-		if p == q {
-			return true
-		}
-	}
-	return false
-}
+func UpgradePhase(p string) bool { return upgradephase.Valid(upgradephase.Phase(p)) }
 
 // ClipText makes s acceptable to Text with the same max: invalid UTF-8 and
 // control characters become spaces, and a text too long is cut on a rune
