@@ -110,6 +110,8 @@ type Bolt struct {
 	markMu   sync.Mutex
 	markTxID uint64
 	markedAt time.Time
+
+	rs revState // revisions and watchers (revision.go)
 }
 
 var _ Store = (*Bolt)(nil)
@@ -340,45 +342,21 @@ func callback(fn func(k, v []byte) error, k, v []byte) error {
 }
 
 // Apply implements Store. All ops commit in one bbolt transaction (one fsync).
-func (b *Bolt) Apply(ctx context.Context, ops []Op) (err error) {
+func (b *Bolt) Apply(ctx context.Context, ops []Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	defer b.protect(&err, debug.SetPanicOnFault(true))
-	var txid uint64
-	err = b.db.Update(func(tx *bolt.Tx) error {
-		for _, op := range ops {
-			bk := tx.Bucket([]byte(op.Table))
-			if bk == nil || op.Table == string(internalBucket) {
-				return fmt.Errorf("%w %q", ErrUnknownTable, op.Table)
-			}
-			if op.Value == nil {
-				if err := bk.Delete(op.Key); err != nil {
-					return fmt.Errorf("delete %s/%s: %w", op.Table, op.Key, err)
-				}
-				continue
-			}
-			if err := bk.Put(op.Key, op.Value); err != nil {
-				return fmt.Errorf("put %s/%s: %w", op.Table, op.Key, err)
-			}
-		}
-		txid = uint64(tx.ID())
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store apply: %w", err)
-	}
-	b.maybeMark(txid)
-	return nil
+	_, err := b.commit(ctx, nil, ops)
+	return err
 }
 
 // Scan implements Store.
 func (b *Bolt) Scan(ctx context.Context, table string, fn func(key, value []byte) error) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	defer b.protect(&err, debug.SetPanicOnFault(true))
-	return b.db.View(func(tx *bolt.Tx) error {
+	err = b.db.View(func(tx *bolt.Tx) error {
 		bk := tx.Bucket([]byte(table))
 		if bk == nil || table == string(internalBucket) {
 			return fmt.Errorf("%w %q", ErrUnknownTable, table)
@@ -394,6 +372,10 @@ func (b *Bolt) Scan(ctx context.Context, table string, fn func(key, value []byte
 		}
 		return nil
 	})
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("store scan: %w", ErrClosed)
+	}
+	return err
 }
 
 // Close implements Store: it records the last transaction in the mark and
@@ -402,6 +384,7 @@ func (b *Bolt) Close() error {
 	var txid uint64
 	_ = b.db.View(func(tx *bolt.Tx) error { txid = uint64(tx.ID()); return nil })
 	merr := b.writeMark(txid)
+	b.closeWatchers()
 	return errors.Join(b.db.Close(), merr)
 }
 
