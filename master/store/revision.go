@@ -86,8 +86,12 @@ func (b *Bolt) watchers() *watchHub {
 	b.rs.hubOnce.Do(func() {
 		b.rs.wmu.Lock()
 		defer b.rs.wmu.Unlock()
-		rev := baseRevision
-		_ = b.db.View(func(tx *bolt.Tx) error { rev = storeRev(tx); return nil })
+		// A damaged file fails the caller's own read or write; the hub
+		// starts at the base revision then.
+		rev, err := b.Revision(context.Background())
+		if err != nil {
+			rev = baseRevision
+		}
 		b.rs.hub = &watchHub{start: rev, cur: rev, subs: map[*watcher]struct{}{}}
 	})
 	return b.rs.hub
@@ -283,9 +287,10 @@ func (b *Bolt) Watch(ctx context.Context, table string, from Revision) (<-chan C
 	return b.watchers().watch(ctx, table, from)
 }
 
-// closeWatchers ends every watch; Close calls it.
+// closeWatchers ends every watch, and every later one; Close calls it.
 func (b *Bolt) closeWatchers() {
-	b.watchers().close()
+	b.rs.hubOnce.Do(func() { b.rs.hub = &watchHub{subs: map[*watcher]struct{}{}} })
+	b.rs.hub.close()
 }
 
 // watchHub fans committed changes out to watchers and keeps the recent
