@@ -104,6 +104,9 @@ func TestNoUpgradeDuringProbation(t *testing.T) {
 	if ok, why := u.ShouldUpgrade("1.2.0"); ok {
 		t.Errorf("ShouldUpgrade(1.2.0) while 1.1.0 is on probation = true (%s), want false", why)
 	}
+	if ok, why := u.ShouldUpgrade(Latest); ok {
+		t.Errorf("ShouldUpgrade(latest) while 1.1.0 is on probation = true (%s), want false (no resolve either)", why)
+	}
 	if err := u.Apply(t.Context(), "1.2.0"); err != nil {
 		t.Errorf("Apply(1.2.0) while 1.1.0 is on probation = %v, want nil (nothing to do)", err)
 	}

@@ -314,6 +314,8 @@ func (u *Upgrader) should(s State, desired string) (bool, string) {
 	switch {
 	case desired == "":
 		return false, "no agent version requested"
+	case desired == Latest && s.Phase.Active():
+		return false, fmt.Sprintf("upgrade to %s is %s; the latest version waits until it is committed or rolled back", s.ToVersion, s.Phase)
 	case desired == Latest:
 		return true, "tracking the latest version"
 	}
