@@ -1,11 +1,9 @@
 package master_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,27 +13,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master"
 	"github.com/sutragrid/sutra/master/controlplane"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // panicker is a test-only gRPC service whose handlers panic, registered on
 // the master's real server next to the control plane.
@@ -70,7 +52,7 @@ var panicker = grpc.ServiceDesc{
 type runningMaster struct {
 	conn *grpc.ClientConn
 	grid gridv1.GridMasterClient
-	logs *lockedBuffer
+	logs *testutil.SyncBuffer
 	done chan error
 }
 
@@ -80,7 +62,7 @@ func startMaster(t *testing.T, mod func(*master.Options)) *runningMaster {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	ready := make(chan master.Addrs, 1)
 	o := master.Options{
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", BinariesDir: dir + "/bin", DataDir: dir + "/data",

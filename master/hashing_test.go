@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // Issue 9 item 11: the start-up lines say how many binaries are still being
@@ -24,7 +26,7 @@ func TestStartupLinesCountHashing(t *testing.T) {
 		{"⏳ Hashing 2 binaries in the background (0 registered from the checksum cache)", "📦 Auto-registered 2 binaries"},
 		{"📦 Auto-registered 2 binaries"},
 	} {
-		var buf syncBuffer
+		var buf testutil.SyncBuffer
 		startMaster(t, dir, data, func(o *Options) { o.Console = &buf }).stop()
 		out := buf.String()
 		for _, w := range want {
@@ -82,14 +84,14 @@ func TestStartupLinesCountSettling(t *testing.T) {
 		}
 	}
 	// A settle time longer than the test: the fresh files stay settling.
-	settle := func(buf *syncBuffer) func(*Options) {
+	settle := func(buf *testutil.SyncBuffer) func(*Options) {
 		return func(o *Options) { o.Console, o.Settle = buf, time.Hour }
 	}
 	for i, want := range []string{
 		"⏳ Hashing 2 binaries in the background (0 registered from the checksum cache, 2 settling); each is served once hashed",
 		"📦 Auto-registered 2 binaries, 2 settling (written just before start-up; each is registered once it stops changing)",
 	} {
-		var buf syncBuffer
+		var buf testutil.SyncBuffer
 		startMaster(t, dir, data, settle(&buf)).stop()
 		if out := buf.String(); !strings.Contains(out, want+"\n") {
 			t.Errorf("start %d: console lacks %q:\n%s", i+1, want, out)

@@ -27,6 +27,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/catalog"
 )
 
@@ -48,7 +49,7 @@ func startMaster(t *testing.T, dir, data string, mod func(*Options)) *testMaster
 	o := Options{
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", BinariesDir: dir, DataDir: data,
 		Settle: 200 * time.Millisecond, ShutdownTimeout: 20 * time.Second,
-		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Logger:     testutil.Logger(t, slog.LevelInfo),
 		Ready:      func(a Addrs) { ready <- a },
 		testWiring: func(c *catalog.Catalog, _ *grpc.Server) { cats <- c },
 	}
@@ -79,14 +80,6 @@ func (m *testMaster) stop() {
 			m.err = errors.New("Run did not return within 60s of cancel")
 		}
 	})
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func writeBinary(t *testing.T, dir, name string, data []byte) {
@@ -172,17 +165,6 @@ func raw(t *testing.T, base, method, target string) answer {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return answer{resp.StatusCode, resp.Header, b}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // fixture is a binaries dir with a spread of versions and some files that must not be served.
@@ -501,7 +483,7 @@ func TestWatchWhileServing(t *testing.T) {
 		time.Sleep(40 * time.Millisecond)
 	}
 	fh.Close()
-	waitFor(t, name+" to be registered", func() bool { return do(t, "GET", infoURL, "").status == 200 })
+	testutil.WaitFor(t, 60*time.Second, name+" to be registered", func() bool { return do(t, "GET", infoURL, "").status == 200 })
 	var info map[string]any
 	do(t, "GET", infoURL, "").json(t, &info)
 	if info["checksum"] != hexsum(content) || info["size_bytes"] != float64(len(content)) {
@@ -517,7 +499,7 @@ func TestWatchWhileServing(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, name), next, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the rewritten content to be served", func() bool {
+		testutil.WaitFor(t, 60*time.Second, "the rewritten content to be served", func() bool {
 			a := do(t, "GET", m.url+"/binaries/"+name, "")
 			switch a.status {
 			case 503:
@@ -543,7 +525,7 @@ func TestWatchWhileServing(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, name+" to be dropped", func() bool {
+	testutil.WaitFor(t, 60*time.Second, name+" to be dropped", func() bool {
 		return do(t, "GET", infoURL, "").status == 404 && do(t, "GET", m.url+"/binaries/"+name, "").status == 404
 	})
 	var list []any
@@ -610,7 +592,7 @@ func TestConcurrentDownloadCap(t *testing.T) {
 	if err != nil || !bytes.Equal(body, big) {
 		t.Fatalf("first download: %d bytes, %v", len(body), err)
 	}
-	waitFor(t, "the slot to be released", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "the slot to be released", func() bool {
 		return do(t, "HEAD", url, "").status == 200 && do(t, "GET", url, "", "Range", "bytes=0-0").status == 206
 	})
 }
@@ -711,7 +693,7 @@ func TestConsoleOutput(t *testing.T) {
 	dir := t.TempDir()
 	writeBinary(t, dir, "storage-server-1.0.0-linux-x86_64", make([]byte, 3<<20))
 	writeBinary(t, dir, "storage_server-1.0.0-linux-x86_64", []byte("x"))
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	startMaster(t, dir, t.TempDir(), func(o *Options) { o.Console = &buf }).stop()
 	out := buf.String()
 	for _, want := range []string{
@@ -725,15 +707,3 @@ func TestConsoleOutput(t *testing.T) {
 		}
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 var binary string
@@ -30,26 +32,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "storage-server")
-	build := exec.Command("go", "build", "-o", binary,
-		"-ldflags", "-X github.com/sutragrid/sutra/internal/version.Version="+stampedVersion, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := testutil.GoBuild(testutil.Build{Out: binary, LDFlags: testutil.VersionFlag(stampedVersion), Pkgs: []string{"."}}); err != nil {
 		fmt.Fprintln(os.Stderr, "build storage-server:", err)
+		_ = os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 type node struct {
@@ -145,7 +135,7 @@ func TestBadFlagsExitNonZero(t *testing.T) {
 }
 
 func TestFlagsWinOverEnv(t *testing.T) {
-	envPort, flagPort := freePort(t), freePort(t)
+	envPort, flagPort := testutil.FreePort(t), testutil.FreePort(t)
 	dir := t.TempDir()
 	n := start(t, []string{
 		fmt.Sprintf("STORAGE_PORT=%d", envPort), "STORAGE_PATH=" + filepath.Join(dir, "env"), "NODE_ID=from-env",
@@ -164,7 +154,7 @@ func TestFlagsWinOverEnv(t *testing.T) {
 }
 
 func TestSIGTERMExitsZero(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	n := start(t, nil, "--port", fmt.Sprint(port), "--data-dir", t.TempDir(), "--node-id", "t")
 	n.waitHealthy(t, port)
 	req, _ := http.NewRequest(http.MethodPut, n.url("k"), strings.NewReader("v"))
@@ -185,7 +175,7 @@ func TestSIGTERMExitsZero(t *testing.T) {
 }
 
 func TestAcknowledgedWriteSurvivesSIGKILL(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	dir := t.TempDir()
 	n := start(t, nil, "--port", fmt.Sprint(port), "--data-dir", dir, "--node-id", "k")
 	n.waitHealthy(t, port)
@@ -206,7 +196,7 @@ func TestAcknowledgedWriteSurvivesSIGKILL(t *testing.T) {
 	}
 	_ = n.wait(t)
 
-	port2 := freePort(t)
+	port2 := testutil.FreePort(t)
 	n2 := start(t, nil, "--port", fmt.Sprint(port2), "--data-dir", dir, "--node-id", "k")
 	n2.waitHealthy(t, port2)
 	for i := range 20 {
@@ -223,7 +213,7 @@ func TestAcknowledgedWriteSurvivesSIGKILL(t *testing.T) {
 }
 
 func TestCrashKnob(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	n := start(t, []string{"STORAGE_SERVER_CRASH_AFTER=300ms"}, "--port", fmt.Sprint(port), "--data-dir", t.TempDir(), "--node-id", "c")
 	err := n.wait(t)
 	var ee *exec.ExitError

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/supervisor"
 )
 
@@ -27,7 +28,7 @@ func TestUnderSupervisor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	n, err := s.Start(supervisor.Spec{
 		Name: "node-1", Path: binary,
 		Args:      []string{"--port", fmt.Sprint(port), "--data-dir", t.TempDir(), "--bind", "127.0.0.1"},

@@ -4,52 +4,32 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/store"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
-// syncBuf is a bytes.Buffer safe for the master's goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestBackupRunningMaster: `sutra-master backup FILE` against a running
 // master (which holds the file lock) writes a file that opens and holds the
 // fleet; restore puts it back after the master stopped.
 func TestBackupRunningMaster(t *testing.T) {
 	dir := t.TempDir()
-	httpPort, grpcPort := freePort(t), freePort(t)
+	httpPort, grpcPort := strconv.Itoa(testutil.FreePort(t)), strconv.Itoa(testutil.FreePort(t))
 	e := env(map[string]string{"HTTP_PORT": httpPort, "GRPC_PORT": grpcPort, "BIND_ADDRESS": "127.0.0.1",
 		"BINARIES_DIR": filepath.Join(dir, "bin"), "SUTRA_DATA_DIR": filepath.Join(dir, "data")})
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuf
+	var out testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, &out, &out, e) }()
 	stopMaster := func() {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sutragrid/sutra/internal/httpjson"
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/fleetapi"
 	"github.com/sutragrid/sutra/master/grpcapi"
@@ -219,7 +220,7 @@ func TestCLIEventsFollow(t *testing.T) {
 	m.simulateAgent(t, "agent-1", 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pr := &syncBuffer{}
+	pr := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"--master", m.grpcAddr, "events", "-f", "-n", "0"}, pr, &bytes.Buffer{}, func(string) string { return "" })
@@ -239,28 +240,11 @@ func TestCLIEventsFollow(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestCLIErrors(t *testing.T) {
 	m := startMaster(t)
 	m.simulateAgent(t, "agent-1", 1)
 	// A port nothing listens on.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
+	dead := testutil.FreeAddr(t)
 
 	cases := []struct {
 		name   string

@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 
+	"github.com/sutragrid/sutra/internal/testutil"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -81,12 +81,7 @@ func TestCLISetVersion(t *testing.T) {
 		t.Fatalf("agent registering after set-version got storage-server %q agent %q, want 1.3.1 and latest", d.GetStorageServerVersion(), d.GetAgentVersion())
 	}
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
+	dead := testutil.FreeAddr(t)
 	at := map[string]string{"SUTRA_MASTER": m.grpcAddr}
 	cases := []struct {
 		name   string

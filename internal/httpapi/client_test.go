@@ -3,12 +3,13 @@ package httpapi
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 func TestNewClientAddresses(t *testing.T) {
@@ -108,12 +109,7 @@ func TestClientBinaries(t *testing.T) {
 		t.Errorf("cut body: %v, want ErrUnreachable", err)
 	}
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
+	dead := testutil.FreeAddr(t)
 	cl, err := NewClient("http://"+dead, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // testOptions returns fast watcher timings for tests; they only shorten
@@ -66,17 +68,6 @@ func open(t *testing.T, o Options) *Catalog {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestScanRegistersValidAndSkipsTheRest(t *testing.T) {
@@ -217,7 +208,7 @@ func TestDuplicateExe(t *testing.T) {
 	}
 	// Removing the winner publishes the twin.
 	os.Remove(filepath.Join(dir, "storage-server-1.0.0-windows-x86_64"))
-	waitFor(t, "the .exe twin to be published", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the .exe twin to be published", func() bool {
 		b, ok := c.Lookup("storage-server", "1.0.0", "windows", "x86_64")
 		return ok && b.Filename == "storage-server-1.0.0-windows-x86_64.exe"
 	})
@@ -298,7 +289,7 @@ func TestWatchCopyInSlowly(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // shorter than Settle: must not be registered half-written
 	}
 	f.Close()
-	waitFor(t, name+" to appear", func() bool { _, ok := c.ByFilename(name); return ok })
+	testutil.WaitFor(t, 30*time.Second, name+" to appear", func() bool { _, ok := c.ByFilename(name); return ok })
 	b, _ := c.ByFilename(name)
 	if b.SHA256 != sum(all) || b.Size != int64(len(all)) {
 		t.Fatalf("registered with size %d sha %s, want the final content (%d bytes, %s)", b.Size, b.SHA256, len(all), sum(all))
@@ -310,14 +301,14 @@ func TestWatchCopyInSlowly(t *testing.T) {
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the replacement's checksum", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the replacement's checksum", func() bool {
 		b, ok := c.ByFilename(name)
 		return ok && b.SHA256 == sum([]byte("replacement"))
 	})
 
 	// Removed: withdrawn.
 	os.Remove(filepath.Join(dir, name))
-	waitFor(t, name+" to disappear", func() bool { _, _, err := c.Open(name); return errors.Is(err, ErrNotFound) })
+	testutil.WaitFor(t, 30*time.Second, name+" to disappear", func() bool { _, _, err := c.Open(name); return errors.Is(err, ErrNotFound) })
 	if _, ok := c.ByFilename(name); ok {
 		t.Errorf("%s still listed after removal", name)
 	}
@@ -347,7 +338,7 @@ func TestOpenDetectsInPlaceRewrite(t *testing.T) {
 	if _, _, err := c.Open(name); !errors.Is(err, ErrChanged) {
 		t.Fatalf("Open after an in-place rewrite = %v, want ErrChanged", err)
 	}
-	waitFor(t, "the rewritten file to be re-hashed", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the rewritten file to be re-hashed", func() bool {
 		f, b, err := c.Open(name)
 		if err != nil {
 			return false

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/internal/artifact"
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // Issue 9 item 9: a rewrite in place that keeps the size and sets the mtime
@@ -52,7 +53,7 @@ func TestRewriteKeepingSizeAndMtimeIsRehashed(t *testing.T) {
 	if _, _, err := c.Open(name); !errors.Is(err, ErrChanged) {
 		t.Fatalf("Open after a same-size, same-mtime rewrite = %v, want ErrChanged", err)
 	}
-	waitFor(t, "version two to be hashed", func() bool { return checksum(c) == sum([]byte("version two")) })
+	testutil.WaitFor(t, 30*time.Second, "version two to be hashed", func() bool { return checksum(c) == sum([]byte("version two")) })
 	c.Close()
 
 	rewrite("version 3!!")
@@ -96,7 +97,7 @@ func TestFIFOOverBinaryNeverBlocks(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Open blocked on a FIFO for 10s")
 	}
-	waitFor(t, "the FIFO to be skipped", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the FIFO to be skipped", func() bool {
 		r, ok := rec.skipped(name)
 		return ok && strings.Contains(r, "not a regular file")
 	})

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // Issue 11 item 10: SettlingAtOpen counts the binaries found at start-up
@@ -28,6 +30,6 @@ func TestSettlingAtOpen(t *testing.T) {
 		if n, s := len(c.List("")), c.SettlingAtOpen(); n != 1 || s != 2 {
 			t.Errorf("background %v: at open %d registered, %d settling; want 1 and 2", background, n, s)
 		}
-		waitFor(t, "the settling binaries to be registered", func() bool { return len(c.List("")) == 3 })
+		testutil.WaitFor(t, 30*time.Second, "the settling binaries to be registered", func() bool { return len(c.List("")) == 3 })
 	}
 }

@@ -10,9 +10,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // envAsNobody marks the re-executed test process that runs as an
@@ -35,7 +36,7 @@ func TestUnreadableBinaryIsWithdrawnOnce(t *testing.T) {
 	p := writeOld(t, dir, name, []byte("binary"))
 	var (
 		rec  recorder
-		logs lockedBuffer
+		logs testutil.SyncBuffer
 	)
 	o := testOptions(dir, t.TempDir())
 	o.OnEvent = rec.add
@@ -58,7 +59,7 @@ func TestUnreadableBinaryIsWithdrawnOnce(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitFor(t, "the unreadable binary to be withdrawn", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the unreadable binary to be withdrawn", func() bool {
 		_, _, err := c.Open(name)
 		return errors.Is(err, ErrNotFound)
 	})
@@ -92,7 +93,7 @@ func TestUnreadableBinaryIsWithdrawnOnce(t *testing.T) {
 	if err := os.Chmod(p, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the binary to be published again", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the binary to be published again", func() bool {
 		f, _, err := c.Open(name)
 		if err == nil {
 			f.Close()
@@ -155,21 +156,4 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -10,29 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/store"
 )
 
-// fakeClock is a Clock the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newFakeClock is a clock the test moves by hand.
+func newFakeClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 type env struct {
@@ -40,7 +24,7 @@ type env struct {
 	dir   string
 	st    *store.Bolt
 	f     *Fleet
-	clock *fakeClock
+	clock *testutil.Clock
 }
 
 func newEnv(t *testing.T) *env {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -82,9 +83,7 @@ func TestEncodeFailureIsAnErrorNotAPanic(t *testing.T) {
 	if _, err := f.Register(ctx, goodReg("a1")); err != nil {
 		t.Fatal(err)
 	}
-	clock.mu.Lock()
-	clock.now = time.Date(10001, 1, 1, 0, 0, 0, 0, time.UTC)
-	clock.mu.Unlock()
+	clock.Set(time.Date(10001, 1, 1, 0, 0, 0, 0, time.UTC))
 	_, err := f.Spawn(ctx, SpawnRequest{AgentID: "a1", NodeID: "n1"})
 	var fe *Error
 	if !errors.As(err, &fe) || fe.Kind != KindInternal || !strings.Contains(err.Error(), "encode") {
@@ -318,7 +317,7 @@ func TestWatcherCap(t *testing.T) {
 	for range 2 {
 		go func() { done <- f.Watch(ctx, WatchOptions{Follow: true}, func(Event) error { return nil }) }()
 	}
-	waitUntil(t, "two watchers", func() bool { f.mu.RLock(); defer f.mu.RUnlock(); return len(f.subs) == 2 })
+	testutil.WaitFor(t, 30*time.Second, "two watchers", func() bool { f.mu.RLock(); defer f.mu.RUnlock(); return len(f.subs) == 2 })
 	if err := f.Watch(ctx, WatchOptions{Follow: true}, func(Event) error { return nil }); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("third watcher = %v, want ErrExhausted", err)
 	}
@@ -331,22 +330,11 @@ func TestWatcherCap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, "watchers gone", func() bool { f.mu.RLock(); defer f.mu.RUnlock(); return len(f.subs) == 0 })
+	testutil.WaitFor(t, 30*time.Second, "watchers gone", func() bool { f.mu.RLock(); defer f.mu.RUnlock(); return len(f.subs) == 0 })
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel2()
 	if err := f.Watch(ctx2, WatchOptions{Follow: true}, func(Event) error { return nil }); err != nil {
 		t.Fatalf("a watcher after the others left = %v", err)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 30s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/ident"
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/store"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
@@ -29,7 +30,7 @@ func startWith(t *testing.T, opts fleet.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := testutil.NewClock(time.Unix(1_700_000_000, 0))
 	opts.Store, opts.Clock, opts.MasterVersion = st, clock, "9.9.9"
 	f, err := fleet.New(context.Background(), opts)
 	if err != nil {

@@ -1,7 +1,6 @@
 package httpserver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,29 +10,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sutragrid/sutra/internal/httpjson"
+	"github.com/sutragrid/sutra/internal/testutil"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // serve runs New on a real loopback listener, as the master does.
 func serve(t *testing.T, mux *http.ServeMux, log *slog.Logger) string {
@@ -134,7 +116,7 @@ func TestHandlerAnswers(t *testing.T) {
 }
 
 func TestHandlerRecoversPanics(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	url := serve(t, routes(), slog.New(slog.NewTextHandler(logs, nil)))
 	for range 2 {
 		a := get(t, "GET", url+"/boom")
@@ -156,7 +138,7 @@ func TestHandlerRecoversPanics(t *testing.T) {
 // http.ErrAbortHandler keeps its meaning: the connection is cut, no 500
 // is written and nothing is logged as a bug.
 func TestHandlerPassesAbort(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	url := serve(t, routes(), slog.New(slog.NewTextHandler(logs, nil)))
 	resp, err := http.Get(url + "/abort")
 	if err == nil {
