@@ -86,56 +86,49 @@ type Upgrader interface {
 var ErrRestartRequired = errors.New("agent restart required")
 
 // Agent is one running agent. Create it with New, run it with Run.
+//
+// Its state has one owner per concern (owners.go); the reconcile loop's
+// decisions are pure functions (plan.go); what it acts on sits behind small
+// interfaces (seams.go).
 type Agent struct {
 	opts      Options
 	cfg       *config.Config
 	log       *slog.Logger
-	fetcher   *fetch.Fetcher // nil when storage.binary_path is set
+	fetcher   binaryFetcher // nil when storage.binary_path is set
 	store     *state.Store
-	sup       *supervisor.Supervisor
-	cp        *controlplane.Client
-	advertise string // host part of node endpoints
+	sup       nodeSupervisor
+	cp        controlPlane
+	clock     clock
+	portFree  func(port int) bool // whether a port can be bound now
+	advertise string              // host part of node endpoints
 
 	wake chan struct{}
-
-	saveMu sync.Mutex // serialises writes of the node record
-	failMu sync.Mutex // serialises writes of the failed-upgrade record
 
 	// Long operations run as jobs (see job) under jobCtx, which ends with Run.
 	jobCtx     context.Context
 	cancelJobs context.CancelFunc
 	jobs       sync.WaitGroup
 	eventsOff  atomic.Bool // set on the way out: late supervisor events no longer touch the record
-	recovery   recovery    // boot id, node markers, record recovery (recover.go)
+	recovery   recovery    // boot id, node markers, record recovery (recover.go); set by New
 
-	mu            sync.Mutex
-	rec           state.Record
-	desired       *controlplane.Desired
-	applied       uint64
-	binary        *cache.Entry           // what new nodes start from
-	binaryVersion string                 // the desired version binary was resolved for ("latest" or exact)
-	binaryGen     uint64                 // the generation binary was resolved at
-	pending       map[string]string      // desired node -> why it is not running yet
-	stopped       map[string]stoppedNode // recently stopped nodes, reported for a while
-	failures      state.Failures         // storage-server checksum -> the node upgrade it failed (persisted)
-	nodeNotes     map[string]string      // node -> outcome of its last upgrade attempt, reported to the master
-
-	restartErr error           // set by the self-update job: Run must return it
-	selfJob    *job            // the agent's self-update (key: desired agent version)
-	fetchJob   *job            // storage-server download (key: desired version, and generation for latest)
-	pruneJob   *job            // cache pruning
-	upgrades   map[string]*job // node -> its upgrade job (key: target checksum); one runs at a time
-	stopping   map[string]*job // node -> its stop job
-}
-
-type stoppedNode struct {
-	status controlplane.NodeStatus
-	until  time.Time
-	sent   bool // in a report a successful heartbeat carried: the master has seen it
+	rec      nodeRecord     // the nodes the agent started, persisted
+	failures failureBook    // storage-server checksum -> the node upgrade it failed, persisted
+	desired  desiredState   // the master's desired state and the applied generation
+	binary   binarySource   // what new nodes start from, its download and the cache pruning
+	pending  pendingNodes   // desired node -> why it is not running yet
+	stopped  stoppedReports // recently stopped nodes, reported for a while
+	notes    upgradeNotes   // node -> outcome of its last upgrade attempt, reported to the master
+	nodeJobs nodeJobs       // node -> its upgrade or stop job
+	self     selfUpdateJob  // the agent's self-update
 }
 
 // New prepares an agent from opts without starting anything.
 func New(opts Options) (*Agent, error) {
+	return newAgent(opts, seams{})
+}
+
+// newAgent is New with some parts replaced (tests).
+func newAgent(opts Options, with seams) (*Agent, error) {
 	cfg := opts.Config
 	if cfg == nil {
 		return nil, errors.New("agent: Config is required")
@@ -150,55 +143,77 @@ func New(opts Options) (*Agent, error) {
 		opts.UpgradeWindow = 60 * time.Second
 	}
 	a := &Agent{
-		opts:      opts,
-		cfg:       cfg,
-		log:       opts.Logger,
-		wake:      make(chan struct{}, 1),
-		pending:   map[string]string{},
-		stopped:   map[string]stoppedNode{},
-		nodeNotes: map[string]string{},
-		upgrades:  map[string]*job{},
-		stopping:  map[string]*job{},
+		opts:     opts,
+		cfg:      cfg,
+		log:      opts.Logger,
+		clock:    with.clock,
+		portFree: with.portFree,
+		wake:     make(chan struct{}, 1),
+		pending:  pendingNodes{m: map[string]string{}},
+		stopped:  stoppedReports{m: map[string]stoppedNode{}},
+		notes:    upgradeNotes{m: map[string]string{}},
+		nodeJobs: nodeJobs{upgrades: map[string]*job{}, stopping: map[string]*job{}},
+	}
+	if a.clock == nil {
+		a.clock = systemClock{}
+	}
+	if a.portFree == nil {
+		a.portFree = bindable
 	}
 	a.jobCtx, a.cancelJobs = context.WithCancel(context.Background())
 	var err error
 	if a.store, err = state.Open(cfg.Agent.AgentDataDir); err != nil {
 		return nil, err
 	}
+	a.rec = nodeRecord{store: a.store, log: a.log, nodes: map[string]state.Node{}}
 	if err := a.loadRecord(); err != nil {
 		return nil, err
 	}
-	a.failures = a.loadFailures()
+	a.failures = failureBook{store: a.store, log: a.log, m: a.loadFailures()}
 	if cfg.Storage.BinaryPath == "" {
 		if !cfg.Agent.AutoDownloadBinary {
 			return nil, errors.New("storage.binary_path is empty and agent.auto_download_binary is false: set one of them")
 		}
-		a.fetcher, err = fetch.New(fetch.Options{
-			BaseURL:     cfg.Storage.MasterBinaryURL,
-			CacheDir:    cfg.Agent.CacheDir,
-			Logger:      a.log,
-			ProgressBar: opts.ProgressBar,
+		if with.fetcher != nil {
+			a.fetcher = with.fetcher
+		} else {
+			f, err := fetch.New(fetch.Options{
+				BaseURL:     cfg.Storage.MasterBinaryURL,
+				CacheDir:    cfg.Agent.CacheDir,
+				Logger:      a.log,
+				ProgressBar: opts.ProgressBar,
+			})
+			if err != nil {
+				return nil, err
+			}
+			a.fetcher = realFetcher{f}
+		}
+	}
+	if with.sup != nil {
+		a.sup = with.sup
+	} else {
+		sup, err := supervisor.New(supervisor.Options{
+			Logger:    a.log,
+			LogDir:    filepath.Join(cfg.Agent.AgentDataDir, "logs"),
+			StopGrace: opts.StopGrace,
+			Health: supervisor.HealthOptions{
+				Interval:  cfg.Monitoring.HealthCheckInterval(),
+				Timeout:   cfg.Monitoring.HealthCheckTimeout(),
+				Threshold: cfg.Monitoring.UnhealthyThreshold(),
+			},
+			Restart: a.restartPolicy(),
+			OnEvent: a.onNodeEvent,
 		})
 		if err != nil {
 			return nil, err
 		}
-	}
-	a.sup, err = supervisor.New(supervisor.Options{
-		Logger:    a.log,
-		LogDir:    filepath.Join(cfg.Agent.AgentDataDir, "logs"),
-		StopGrace: opts.StopGrace,
-		Health: supervisor.HealthOptions{
-			Interval:  cfg.Monitoring.HealthCheckInterval(),
-			Timeout:   cfg.Monitoring.HealthCheckTimeout(),
-			Threshold: cfg.Monitoring.UnhealthyThreshold(),
-		},
-		Restart: a.restartPolicy(),
-		OnEvent: a.onNodeEvent,
-	})
-	if err != nil {
-		return nil, err
+		a.sup = realSupervisor{sup}
 	}
 	a.advertise = advertiseHost(cfg.Agent.MasterHost)
+	if with.cp != nil {
+		a.cp = with.cp
+		return a, nil
+	}
 	plat, arch, err := platform.Current()
 	if err != nil {
 		return nil, err
@@ -319,17 +334,12 @@ func (a *Agent) shutdown(stopNodes bool) {
 		if err := a.sup.StopAll(ctx); err != nil {
 			a.log.Error("stop nodes", "err", err)
 		}
-		a.mu.Lock()
-		for id, n := range a.rec.Nodes {
-			n.PID, n.StartTime = 0, 0
-			a.rec.Nodes[id] = n
-		}
-		a.mu.Unlock()
+		a.rec.clearProcesses()
 	} else {
 		a.log.Info("leaving nodes running for the next agent to re-adopt", "nodes", len(a.sup.Status()))
 		a.sup.Detach()
 	}
-	a.saveRecord()
+	a.rec.save()
 	a.log.Info("sutra-agent stopped")
 }
 
@@ -342,25 +352,13 @@ func (a *Agent) nudge() {
 }
 
 func (a *Agent) onDesired(d controlplane.Desired) {
-	a.mu.Lock()
-	changed := a.desired == nil || a.desired.Generation != d.Generation
-	a.desired = &d
-	a.mu.Unlock()
-	if changed {
+	if a.desired.set(d) {
 		a.nudge()
 	}
 }
 
 func (a *Agent) onHeartbeat() {
-	// The master dropped the stopped nodes this heartbeat reported; reporting
-	// them again would make it record (and announce) them anew.
-	a.mu.Lock()
-	for id, s := range a.stopped {
-		if s.sent {
-			delete(a.stopped, id)
-		}
-	}
-	a.mu.Unlock()
+	a.stopped.heartbeatDone()
 	if a.opts.Upgrader != nil {
 		a.opts.Upgrader.Committed()
 	}
@@ -382,37 +380,19 @@ func (a *Agent) onNodeEvent(ev supervisor.Event) {
 	}
 	var pid int
 	var start uint64
-	if n := a.sup.Node(ev.Node); n != nil {
-		if st := n.Status(); st.Supervised {
-			pid, start = st.PID, st.StartTime
+	if st, ok := a.sup.NodeStatus(ev.Node); ok && st.Supervised {
+		pid, start = st.PID, st.StartTime
+	}
+	boot := a.recovery.bootID
+	changed := a.rec.update(ev.Node, func(n *state.Node) bool {
+		if n.PID == pid && n.StartTime == start && (pid == 0 || n.BootID == boot) {
+			return false
 		}
-	}
-	a.mu.Lock()
-	n, ok := a.rec.Nodes[ev.Node]
-	changed := ok && (n.PID != pid || n.StartTime != start || (pid != 0 && n.BootID != a.recovery.bootID))
+		n.PID, n.StartTime, n.BootID = pid, start, boot
+		return true
+	})
 	if changed {
-		n.PID, n.StartTime, n.BootID = pid, start, a.recovery.bootID
-		a.rec.Nodes[ev.Node] = n
-	}
-	a.mu.Unlock()
-	if changed {
-		a.saveRecord()
-	}
-}
-
-func (a *Agent) saveRecord() {
-	// One writer at a time, copying under it, so that an older snapshot can
-	// never overwrite a newer one on disk.
-	a.saveMu.Lock()
-	defer a.saveMu.Unlock()
-	a.mu.Lock()
-	rec := state.Record{Nodes: make(map[string]state.Node, len(a.rec.Nodes))}
-	for k, v := range a.rec.Nodes {
-		rec.Nodes[k] = v
-	}
-	a.mu.Unlock()
-	if err := a.store.Save(rec); err != nil {
-		a.log.Error("save node record", "err", err)
+		a.rec.save()
 	}
 }
 
@@ -443,11 +423,7 @@ func (a *Agent) preStart(entry cache.Entry) func(context.Context) error {
 		if err != nil {
 			a.log.Error("cached storage-server failed verification before start; it will be fetched again",
 				"version", entry.Version, "err", err)
-			a.mu.Lock()
-			if a.binary != nil && a.binary.Version == entry.Version {
-				a.binary = nil
-			}
-			a.mu.Unlock()
+			a.binary.drop(entry.Version)
 			a.nudge()
 			return fmt.Errorf("verify cached storage-server %s: %w", entry.Version, err)
 		}

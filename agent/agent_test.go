@@ -285,13 +285,12 @@ func (u *stuckUpgrader) count(v string) (calls, cancelled int) {
 }
 
 func runningOn(a *Agent, id, version string) bool {
-	n := a.sup.Node(id)
-	if n == nil || n.Status().State != supervisor.StateRunning {
+	st, ok := a.sup.NodeStatus(id)
+	if !ok || st.State != supervisor.StateRunning {
 		return false
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.rec.Nodes[id].Version == version
+	rec, _ := a.rec.get(id)
+	return rec.Version == version
 }
 
 // Issue 10 item 2: a storage-server download that drips bytes and an agent
@@ -336,7 +335,8 @@ func TestSpawnAndStopWhileDownloadsAreStuck(t *testing.T) {
 	d.AgentVersion = "2.0.0"
 	a.onDesired(d)
 	waitFor(t, "node-b running on the cached 1.0.0 and node-a stopped, while the downloads are stuck", func() bool {
-		return runningOn(a, "node-b", "1.0.0") && a.sup.Node("node-a") == nil
+		_, nodeA := a.sup.NodeStatus("node-a")
+		return runningOn(a, "node-b", "1.0.0") && !nodeA
 	})
 	if n, _ := m.downloads(); n != 1 {
 		t.Fatalf("%d downloads of 1.1.0 dripping, want the one still in progress (the test must overlap it)", n)
@@ -345,10 +345,7 @@ func TestSpawnAndStopWhileDownloadsAreStuck(t *testing.T) {
 		t.Errorf("self-update to 2.0.0 called %d times, want 1 (still in progress)", calls)
 	}
 	waitFor(t, "generation 3 applied", func() bool { return a.report().AppliedGeneration == 3 })
-	a.mu.Lock()
-	_, recorded := a.rec.Nodes["node-a"]
-	a.mu.Unlock()
-	if recorded {
+	if _, recorded := a.rec.get("node-a"); recorded {
 		t.Errorf("node-a still recorded after it stopped and is no longer desired")
 	}
 	if rep := a.report(); !reportHas(rep, "node-a", supervisor.StateStopped) {
@@ -378,17 +375,15 @@ func reportHas(rep controlplane.Report, id string, st supervisor.State) bool {
 // Issue 10 item 3: thousands of spawn/stop cycles of distinct nodes on a
 // one-port range: each stopped, no longer desired node's record is removed
 // (its port is free again), nothing stays pending, and a node stopped
-// before it ever started is reported stopped.
+// before it ever started is reported stopped. The port probe says the port
+// is free (the nodes never bind it: they fail to start), so another
+// process of the machine holding port 65535 cannot fail the test.
 func TestSpawnStopCyclesOnATinyPortRange(t *testing.T) {
 	const port = 65535
-	if l, err := net.Listen("tcp", ":"+strconv.Itoa(port)); err != nil {
-		t.Skipf("port %d is taken on this machine: %v", port, err)
-	} else {
-		l.Close()
-	}
 	self, _ := os.Executable()
 	cfg := testConfig(t, self, "", port, 1)
-	a, err := New(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), StopGrace: time.Second})
+	a, err := newAgent(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), StopGrace: time.Second},
+		seams{portFree: func(int) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,8 +392,8 @@ func TestSpawnStopCyclesOnATinyPortRange(t *testing.T) {
 	// No processes: the nodes start from a missing file, fail to start and
 	// wait in backoff; what is under test is the agent's bookkeeping. (The
 	// e2e suite cycles real nodes.)
-	a.binary = &cache.Entry{Path: filepath.Join(t.TempDir(), "missing"), Checksum: strings.Repeat("0", 64)}
-	a.binaryVersion, a.binaryGen = "latest", 1
+	a.binary.entry = &cache.Entry{Path: filepath.Join(t.TempDir(), "missing"), Checksum: strings.Repeat("0", 64)}
+	a.binary.version, a.binary.gen = "latest", 1
 
 	cycles := 2000
 	if testing.Short() {
@@ -410,10 +405,8 @@ func TestSpawnStopCyclesOnATinyPortRange(t *testing.T) {
 		if err := a.reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
-		a.mu.Lock()
-		rec, ok := a.rec.Nodes[id]
-		why := a.pending[id]
-		a.mu.Unlock()
+		rec, ok := a.rec.get(id)
+		why := a.pending.snapshot()[id]
 		if !ok || rec.Port != port {
 			t.Fatalf("cycle %d: %s recorded %v port %d (pending: %q), want port %d", i, id, ok, rec.Port, why, port)
 		}
@@ -421,9 +414,7 @@ func TestSpawnStopCyclesOnATinyPortRange(t *testing.T) {
 		if err := a.reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
-		a.mu.Lock()
-		j := a.stopping[id]
-		a.mu.Unlock()
+		j := a.nodeJobs.stopJob(id)
 		if j == nil {
 			t.Fatalf("cycle %d: no stop job for %s", i, id)
 		}
@@ -431,9 +422,7 @@ func TestSpawnStopCyclesOnATinyPortRange(t *testing.T) {
 		if err := a.reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
-		a.mu.Lock()
-		n, p := len(a.rec.Nodes), len(a.pending)
-		a.mu.Unlock()
+		n, p := a.rec.len(), len(a.pending.snapshot())
 		if n != 0 || p != 0 {
 			t.Fatalf("cycle %d: %d records and %d pending nodes after the stop, want none", i, n, p)
 		}
@@ -444,7 +433,7 @@ func TestSpawnStopCyclesOnATinyPortRange(t *testing.T) {
 	}
 
 	// A node stopped before it ever started: reported stopped, not pending.
-	a.binary = nil
+	a.binary.entry = nil
 	a.onDesired(desired(2, "", "never"))
 	if err := a.reconcile(ctx); err != nil {
 		t.Fatal(err)
@@ -464,17 +453,19 @@ func TestSpawnStopCyclesOnATinyPortRange(t *testing.T) {
 // Issue 10 item 3: the port scan never goes past 65535, nor does its error.
 func TestFreePortErrorStaysWithinPorts(t *testing.T) {
 	const port = 65535
-	l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
-	if err != nil {
-		t.Skipf("port %d is taken on this machine: %v", port, err)
-	}
-	defer l.Close()
 	self, _ := os.Executable()
-	a, err := New(Options{Config: testConfig(t, self, "", port, 1)})
+	probed := map[int]bool{}
+	a, err := newAgent(Options{Config: testConfig(t, self, "", port, 1)},
+		seams{portFree: func(p int) bool { probed[p] = true; return false }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = a.freePort()
+	for p := range probed {
+		if p > 65535 {
+			t.Errorf("freePort probed port %d, above the last port 65535", p)
+		}
+	}
 	if err == nil {
 		t.Fatal("freePort with the only port taken = nil error")
 	}
@@ -530,16 +521,15 @@ func TestFailedUpgradeIsRememberedAcrossRestarts(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "the binary job", func() bool {
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			return !a.fetchJob.running() && !a.pruneJob.running()
+			a.binary.mu.Lock()
+			defer a.binary.mu.Unlock()
+			return !a.binary.fetch.running() && !a.binary.prune.running()
 		})
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		if a.binary == nil {
+		b := a.binary.current()
+		if b == nil {
 			return ""
 		}
-		return a.binary.Version
+		return b.Version
 	}
 	if v := binaryAfter(a2, desired(5, "1.1.0")); v != "1.0.0" {
 		t.Errorf("after restart, desired 1.1.0 (failed at generation 5): new nodes start from %q, want 1.0.0", v)

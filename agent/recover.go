@@ -66,7 +66,7 @@ func (a *Agent) loadRecord() error {
 	rec, err := a.store.Load()
 	switch {
 	case err == nil:
-		a.rec = rec
+		a.setRecord(rec)
 		return nil
 	case errors.Is(err, state.ErrCorrupt):
 		moved, merr := a.store.MoveAside(time.Now())
@@ -75,12 +75,22 @@ func (a *Agent) loadRecord() error {
 		}
 		a.log.Error("node record is corrupt: moved it aside and rebuilding it from the running nodes",
 			"err", err, "moved_to", moved)
-		a.rec = rec
+		a.setRecord(rec)
 		a.recovery.movedTo = moved
 		return nil
 	default:
 		return fmt.Errorf("node record: %w (the agent does not overwrite a record it cannot read: fix its permissions or move it aside)", err)
 	}
+}
+
+// setRecord makes rec the node record held in memory.
+func (a *Agent) setRecord(rec state.Record) {
+	if rec.Nodes == nil {
+		rec.Nodes = map[string]state.Node{}
+	}
+	a.rec.mu.Lock()
+	defer a.rec.mu.Unlock()
+	a.rec.nodes = rec.Nodes
 }
 
 // markerEnv is the environment that marks node n, started from entry, as
@@ -98,19 +108,15 @@ func (a *Agent) markerEnv(n state.Node, entry cache.Entry) []string {
 // match), then to the running nodes marked as this agent's that the record
 // lacks.
 func (a *Agent) adopt() {
-	a.mu.Lock()
-	recorded := make([]state.Node, 0, len(a.rec.Nodes))
-	for _, id := range sortedKeys(a.rec.Nodes) {
-		recorded = append(recorded, a.rec.Nodes[id])
-	}
-	a.mu.Unlock()
-	for _, n := range recorded {
+	nodes := a.rec.snapshot()
+	for _, id := range sortedKeys(nodes) {
+		n := nodes[id]
 		if n.PID == 0 {
 			continue
 		}
 		entry := cache.Entry{Path: n.BinaryPath, Checksum: n.Checksum, Version: n.Version}
 		id := supervisor.Identity{PID: n.PID, StartTime: n.StartTime, BootID: n.BootID}
-		if _, err := a.sup.AdoptIdentity(a.spec(n, entry), id); err != nil {
+		if err := a.sup.AdoptIdentity(a.spec(n, entry), id); err != nil {
 			a.log.Info("recorded node is not running (or its pid is another process now); it will be started again if desired",
 				"node", n.NodeID, "pid", n.PID, "err", err)
 			continue
@@ -153,14 +159,14 @@ func (a *Agent) recoverMarked() {
 			a.log.Warn("process carries this agent's marker but is not adopted", "pid", m.PID, "err", err)
 			continue
 		}
-		if sn := a.sup.Node(n.NodeID); sn != nil {
-			if sn.Status().PID != m.PID {
-				a.log.Warn("another process carries a running node's marker; left alone", "node", n.NodeID, "pid", m.PID, "node_pid", sn.Status().PID)
+		if st, ok := a.sup.NodeStatus(n.NodeID); ok {
+			if st.PID != m.PID {
+				a.log.Warn("another process carries a running node's marker; left alone", "node", n.NodeID, "pid", m.PID, "node_pid", st.PID)
 			}
 			continue
 		}
 		entry := cache.Entry{Path: n.BinaryPath, Checksum: n.Checksum, Version: n.Version}
-		if _, err := a.sup.AdoptIdentity(a.spec(n, entry), m.Identity); err != nil {
+		if err := a.sup.AdoptIdentity(a.spec(n, entry), m.Identity); err != nil {
 			a.log.Warn("cannot adopt marked node process", "node", n.NodeID, "pid", m.PID, "err", err)
 			continue
 		}
@@ -168,19 +174,17 @@ func (a *Agent) recoverMarked() {
 		if moved != "" {
 			note = fmt.Sprintf("re-adopted running process %d after the corrupt node record was moved aside to %s", m.PID, moved)
 		}
-		a.mu.Lock()
-		if old, ok := a.rec.Nodes[n.NodeID]; ok && n.Checksum == "" {
+		if old, ok := a.rec.get(n.NodeID); ok && n.Checksum == "" {
 			n.Checksum, n.Version = old.Checksum, old.Version
 		}
-		a.rec.Nodes[n.NodeID] = n
-		a.nodeNotes[n.NodeID] = note
-		a.mu.Unlock()
+		a.rec.put(n)
+		a.notes.set(n.NodeID, note)
 		recovered = append(recovered, n.NodeID)
 		a.log.Warn("recovered running node missing from the node record", "node", n.NodeID, "pid", m.PID,
 			"port", n.Port, "version", n.Version, "data", n.DataDir)
 	}
 	if len(recovered) > 0 {
-		a.saveRecord()
+		a.rec.save()
 	}
 	if moved != "" || len(recovered) > 0 {
 		a.log.Warn("node record rebuilt from running nodes", "recovered", recovered, "corrupt_record_kept_at", moved)

@@ -95,7 +95,7 @@ func TestMarkedNodeRejectsHostileMarkers(t *testing.T) {
 // unreadable stops the agent instead of being replaced.
 func TestLoadRecordKeepsACorruptRecordAside(t *testing.T) {
 	cfg := testConfig(t, "", "", 20000, 4)
-	a := &Agent{cfg: cfg, log: testLogger(t), nodeNotes: map[string]string{}}
+	a := &Agent{cfg: cfg, log: testLogger(t)}
 	var err error
 	if a.store, err = state.Open(cfg.Agent.AgentDataDir); err != nil {
 		t.Fatal(err)
@@ -106,8 +106,8 @@ func TestLoadRecordKeepsACorruptRecordAside(t *testing.T) {
 	if err := a.loadRecord(); err != nil {
 		t.Fatalf("loadRecord(corrupt) = %v", err)
 	}
-	if a.recovery.movedTo == "" || len(a.rec.Nodes) != 0 {
-		t.Fatalf("after loadRecord(corrupt): moved to %q, %d nodes", a.recovery.movedTo, len(a.rec.Nodes))
+	if a.recovery.movedTo == "" || a.rec.len() != 0 {
+		t.Fatalf("after loadRecord(corrupt): moved to %q, %d nodes", a.recovery.movedTo, a.rec.len())
 	}
 	if b, _ := os.ReadFile(a.recovery.movedTo); string(b) != `{"version":1,"nodes":{"n1":` {
 		t.Errorf("kept copy holds %q", b)
