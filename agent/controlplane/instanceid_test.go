@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/testutil"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -154,23 +154,6 @@ func startFakeMaster(t *testing.T, m *fakeMaster) string {
 	return ln.Addr().String()
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The instance id goes with every registration. A refusal (another machine
 // holds the agent_id) is logged as such and retried with backoff; once the
 // clash is resolved the agent registers.
@@ -181,7 +164,7 @@ func TestRegistrationSendsInstanceIDAndRetriesARefusal(t *testing.T) {
 	}
 	m := &fakeMaster{refuse: status.Error(codes.AlreadyExists, `agent id "a1" is already registered by host "other" (instance 0123)`)}
 	addr := startFakeMaster(t, m)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	registered := make(chan struct{}, 1)
 	c, err := New(Options{
 		MasterAddr: addr, AgentID: "a1", InstanceID: id, Hostname: "here",

@@ -20,6 +20,7 @@ import (
 	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // testMaster is a real HTTP server implementing the design document's binary
@@ -221,7 +222,7 @@ func (m *testMaster) options(t *testing.T, cacheDir string) Options {
 		ResponseHeaderTimeout: 10 * time.Second,
 		StallTimeout:          300 * time.Millisecond,
 		Timeout:               60 * time.Second,
-		Logger:                testLogger(t),
+		Logger:                testutil.Logger(t, slog.LevelDebug),
 	}
 }
 
@@ -236,17 +237,6 @@ func (m *testMaster) fetcher(t *testing.T, cacheDir string, edit ...func(*Option
 		t.Fatalf("New: %v", err)
 	}
 	return f
-}
-
-type tlogWriter struct{ t *testing.T }
-
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // assertNothingUnverified walks the cache: every executable file, and every

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // The real-systemd integration test boots Debian bookworm with systemd under
@@ -72,10 +73,10 @@ func TestSystemdIntegration(t *testing.T) {
 
 	var master *hostMaster
 	if real {
-		goBuild(t, bins, "-X github.com/sutragrid/sutra/internal/version.Version="+itVersion,
+		goBuild(t, bins, testutil.VersionFlag(itVersion),
 			"./cmd/sutra-agent", "./cmd/sutra-master", "./cmd/storage-server", "./cmd/sutra")
 		// A release that passes "--version" but crashes at start-up.
-		goBuild(t, bins, "-X github.com/sutragrid/sutra/internal/version.Version="+brokenVersion, "./test/selfupdate/testdata/brokenagent")
+		goBuild(t, bins, testutil.VersionFlag(brokenVersion), "./test/selfupdate/testdata/brokenagent")
 		master = startHostMaster(t, bins)
 		// Fixed directories (no HOME under systemd); the first node port is a
 		// free one of the host's, whose network the container shares.
@@ -84,7 +85,7 @@ func TestSystemdIntegration(t *testing.T) {
 				"upgrade_window_secs = "+strconv.Itoa(int(itUpgradeWindow/time.Second))+"\n"+
 				"[storage]\nmaster_binary_url = %q\ndata_path = \"/var/lib/sutra/nodes\"\nport_range_start = %s\n"+
 				"[monitoring]\nheartbeat_interval_secs = 1\n",
-			itAgentID, master.grpcAddr, "http://"+master.httpAddr, portOf(freeAddr(t))))
+			itAgentID, master.grpcAddr, "http://"+master.httpAddr, portOf(testutil.FreeAddr(t))))
 		copyFile(t, filepath.Join(bins, "sutra-agent"), filepath.Join(host, "sutra-agent"))
 	} else {
 		goBuild(t, bins, "", "./agent/service/testdata/standin")
@@ -589,7 +590,7 @@ func startHostMaster(t *testing.T, bins string) *hostMaster {
 		t.Fatal(err)
 	}
 	copyFile(t, filepath.Join(bins, "storage-server"), filepath.Join(binaries, "storage-server-"+itVersion+"-"+plat+"-"+arch))
-	m := &hostMaster{grpcAddr: freeAddr(t), httpAddr: freeAddr(t), binariesDir: binaries}
+	m := &hostMaster{grpcAddr: testutil.FreeAddr(t), httpAddr: testutil.FreeAddr(t), binariesDir: binaries}
 	cmd := exec.Command(filepath.Join(bins, "sutra-master"))
 	cmd.Env = append(os.Environ(), "BIND_ADDRESS=127.0.0.1",
 		"GRPC_PORT="+portOf(m.grpcAddr), "HTTP_PORT="+portOf(m.httpAddr),
@@ -677,20 +678,14 @@ func (m *hostMaster) waitNodePIDs(t *testing.T, agentID string, want []int, when
 	t.Fatalf("%s: the master reports node pids %v for %s, want %v", when, got, agentID, want)
 }
 
-// goBuild builds pkgs (relative to the module root) into dir, with ldflags
-// when not empty.
+// goBuild builds pkgs (relative to the module root) into dir with
+// CGO_ENABLED=0, with ldflags when not empty.
 func goBuild(t *testing.T, dir, ldflags string, pkgs ...string) {
 	t.Helper()
-	args := []string{"build", "-o", dir + string(os.PathSeparator)}
-	if ldflags != "" {
-		args = append(args, "-ldflags", ldflags)
-	}
-	args = append(args, pkgs...)
-	cmd := exec.Command("go", args...)
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	err := testutil.GoBuild(testutil.Build{Dir: filepath.Join("..", ".."), Out: dir + string(os.PathSeparator),
+		LDFlags: ldflags, Env: []string{"CGO_ENABLED=0"}, Pkgs: pkgs})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -710,16 +705,6 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func portOf(addr string) string {

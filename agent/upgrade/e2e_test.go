@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // 1.0.0 under a service manager is told to run 1.1.0: it applies it and
@@ -18,7 +20,7 @@ func TestUpgradeAppliedRestartedCommitted(t *testing.T) {
 	f := install(t, "1.0.0")
 	svc := startService(t, f.target, f.args(m, "--window", "60s")...)
 
-	waitFor(t, "phase committed", 60*time.Second, func() bool { return f.state(t).Phase == PhaseCommitted })
+	testutil.WaitFor(t, 60*time.Second, "phase committed", func() bool { return f.state(t).Phase == PhaseCommitted })
 	s := f.state(t)
 	if s.FromVersion != "1.0.0" || s.ToVersion != "1.1.0" || s.Boots != 1 {
 		t.Errorf("state = from %s to %s boots %d, want 1.0.0 → 1.1.0 boots 1", s.FromVersion, s.ToVersion, s.Boots)
@@ -57,7 +59,7 @@ func TestBrokenVersionRolledBackByGuard(t *testing.T) {
 	f := install(t, "1.1.0")
 	startService(t, f.target, f.args(m, "--window", "2s", "--guard-grace", "1s")...)
 
-	waitFor(t, "phase rolled_back", 60*time.Second, func() bool { return f.state(t).Phase == PhaseRolledBack })
+	testutil.WaitFor(t, 60*time.Second, "phase rolled_back", func() bool { return f.state(t).Phase == PhaseRolledBack })
 	s := f.state(t)
 	if s.RolledBackBy != "guard" {
 		t.Errorf("rolled_back_by = %q, want guard", s.RolledBackBy)
@@ -73,7 +75,7 @@ func TestBrokenVersionRolledBackByGuard(t *testing.T) {
 	}
 	// 1.1.0 runs again, keeps polling the desired 1.2.0, and does not retry it.
 	_, polls0, _ := m.snapshot()
-	waitFor(t, "1.1.0 to register again and poll 5 more times", 60*time.Second, func() bool {
+	testutil.WaitFor(t, 60*time.Second, "1.1.0 to register again and poll 5 more times", func() bool {
 		regs, polls, _ := m.snapshot()
 		n := 0
 		for _, r := range regs {
@@ -106,7 +108,7 @@ func TestNeverCommittedRolledBackByWatch(t *testing.T) {
 	// The guard waits 30 s past the deadline, so Watch acts first.
 	svc := startService(t, f.target, f.args(m, "--window", "2s", "--guard-grace", "30s")...)
 
-	waitFor(t, "phase rolled_back", 60*time.Second, func() bool { return f.state(t).Phase == PhaseRolledBack })
+	testutil.WaitFor(t, 60*time.Second, "phase rolled_back", func() bool { return f.state(t).Phase == PhaseRolledBack })
 	s := f.state(t)
 	if s.RolledBackBy != "watch" || !slices.Contains(s.FailedVersions, "1.3.0") {
 		t.Errorf("rolled_back_by = %q, failed_versions = %v; want watch and 1.3.0", s.RolledBackBy, s.FailedVersions)
@@ -117,7 +119,7 @@ func TestNeverCommittedRolledBackByWatch(t *testing.T) {
 	if got := versionOf(t, f.target); got != "1.0.0" {
 		t.Errorf("%s --version = %s after rollback, want 1.0.0", f.target, got)
 	}
-	waitFor(t, "1.0.0 to register again", 60*time.Second, func() bool {
+	testutil.WaitFor(t, 60*time.Second, "1.0.0 to register again", func() bool {
 		regs, _, _ := m.snapshot()
 		return len(regs) >= 2 && regs[len(regs)-1] == "1.0.0"
 	})

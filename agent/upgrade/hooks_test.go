@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // startHooks runs Start for the watched upgrade w as version current and
@@ -63,7 +65,7 @@ func TestCommitWhileLockBusyEndsCommitted(t *testing.T) {
 	}
 	_ = holder.Wait()
 
-	waitFor(t, "phase committed", 30*time.Second, func() bool { return w.read(t).Phase == PhaseCommitted })
+	testutil.WaitFor(t, 30*time.Second, "phase committed", func() bool { return w.read(t).Phase == PhaseCommitted })
 	// Give a wrongly running Watch time to act after the commit.
 	time.Sleep(500 * time.Millisecond)
 	s := w.read(t)
@@ -98,7 +100,7 @@ func TestHooksHeartbeatNeverWaitsForLock(t *testing.T) {
 	}
 	_ = holder.Process.Signal(syscall.SIGKILL)
 	_ = holder.Wait()
-	waitFor(t, "phase committed", 30*time.Second, func() bool { return w.read(t).Phase == PhaseCommitted })
+	testutil.WaitFor(t, 30*time.Second, "phase committed", func() bool { return w.read(t).Phase == PhaseCommitted })
 }
 
 // Without a heartbeat, Watch still rolls back at the deadline and the hooks

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // builds are the test program's binaries by label, built in TestMain.
@@ -45,16 +45,11 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
-	}
 	for _, b := range buildSpecs {
 		out := filepath.Join(dir, "testagent-"+b.label)
-		cmd := exec.Command(gobin, "build", "-o", out, "-ldflags",
-			"-X github.com/sutragrid/sutra/internal/version.Version="+b.version+" -X main.mode="+b.mode, "./testdata/testagent")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
+		err := testutil.GoBuild(testutil.Build{Out: out, LDFlags: testutil.VersionFlag(b.version) + " -X main.mode=" + b.mode,
+			Pkgs: []string{"./testdata/testagent"}})
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "build testagent:", err)
 			os.RemoveAll(dir)
 			os.Exit(1)
@@ -186,31 +181,13 @@ func clone(in map[string]int) map[string]int {
 	return out
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serviceManager stands in for systemd's Restart=always: it runs the
 // executable path, and starts it again whenever it exits, a bounded number
 // of times.
 type serviceManager struct {
 	target string
 	args   []string
-	log    syncBuffer
+	log    testutil.SyncBuffer
 
 	mu      sync.Mutex
 	cur     *exec.Cmd
@@ -278,18 +255,6 @@ func (s *serviceManager) stop() {
 	}
 }
 
-// waitFor polls cond until it holds or a generous timeout passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // waitGone waits for a detached guard process to end, so that it does not
 // outlive the test's temporary directory.
 func waitGone(t *testing.T, pid int) {
@@ -297,7 +262,7 @@ func waitGone(t *testing.T, pid int) {
 	if pid <= 0 {
 		return
 	}
-	waitFor(t, fmt.Sprintf("guard pid %d to exit", pid), 60*time.Second, func() bool {
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("guard pid %d to exit", pid), func() bool {
 		return syscall.Kill(pid, 0) != nil || isZombie(pid)
 	})
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // bootLoop stands in for systemd across a power cut: before each start it
@@ -28,7 +30,7 @@ import (
 type bootLoop struct {
 	target, data string
 	args         []string
-	log          syncBuffer
+	log          testutil.SyncBuffer
 
 	mu      sync.Mutex
 	stopped bool
@@ -184,7 +186,7 @@ func TestUpdateSurvivesRebootAtEveryStep(t *testing.T) {
 			// probation here is the pre-start check counting its starts.
 			l := startBootLoop(t, f, f.args(m, "--window", "60s", "--guard-grace", "60s", "--crash-at", tc.step)...)
 
-			waitFor(t, "an update that ends on a good, running binary", 90*time.Second, func() bool {
+			testutil.WaitFor(t, 90*time.Second, "an update that ends on a good, running binary", func() bool {
 				s, err := ReadState(f.data)
 				if err != nil || s.Phase != tc.wantPhase || !l.running() {
 					return false
