@@ -130,7 +130,7 @@ func (a *Agent) adopt() {
 // did not find through the record, and records them.
 func (a *Agent) recoverMarked() {
 	moved := a.recovery.movedTo
-	found, err := supervisor.FindMarked(envAgentData, a.recovery.markerDir)
+	found, err := a.sup.FindMarked(envAgentData, a.recovery.markerDir)
 	if errors.Is(err, supervisor.ErrUnsupported) {
 		if moved != "" {
 			a.log.Error("cannot rebuild the node record from running processes on this OS; nodes still running from before are not re-adopted: stop them before their copies start",

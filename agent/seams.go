@@ -36,6 +36,9 @@ type nodeSupervisor interface {
 	Detach()
 	// WaitEvents returns once the events queued so far were delivered.
 	WaitEvents(ctx context.Context) error
+	// FindMarked is the running processes of this user whose environment
+	// has key=value (supervisor.FindMarked).
+	FindMarked(key, value string) ([]supervisor.Marked, error)
 }
 
 // binaryFetcher resolves, downloads and verifies storage-server binaries
@@ -126,6 +129,10 @@ func (s realSupervisor) Live(id string) bool {
 	default:
 		return true
 	}
+}
+
+func (realSupervisor) FindMarked(key, value string) ([]supervisor.Marked, error) {
+	return supervisor.FindMarked(key, value)
 }
 
 // realFetcher adapts *fetch.Fetcher.
