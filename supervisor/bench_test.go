@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // BenchmarkStartToHealthy measures Start → first healthy probe → Stop of a
@@ -17,7 +19,7 @@ func BenchmarkStartToHealthy(b *testing.B) {
 		b.Fatal(err)
 	}
 	for i := 0; b.Loop(); i++ {
-		ln := freePortB(b)
+		ln := testutil.FreePort(b)
 		spec := Spec{Name: "bench", Path: helperPath(b), Env: []string{helperEnv + "=serve", "HELPER_PORT=" + strconv.Itoa(ln)}, HealthURL: HealthURL(ln)}
 		n, err := s.Start(spec)
 		if err != nil {

@@ -3,10 +3,10 @@ package supervisor
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // TestStandardLibraryOnly: the supervisor depends on the standard library
@@ -14,13 +14,9 @@ import (
 // tested alone. `go list -deps` names every package the supervisor's
 // non-test code imports, directly or not.
 func TestStandardLibraryOnly(t *testing.T) {
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		p, err := exec.LookPath("go")
-		if err != nil {
-			t.Skip("no go command to list the dependencies with")
-		}
-		goTool = p
+	goTool, err := exec.LookPath(testutil.GoTool())
+	if err != nil {
+		t.Skip("no go command to list the dependencies with")
 	}
 	const self = "github.com/sutragrid/sutra/supervisor"
 	for _, goos := range []string{"linux", "darwin", "windows", "freebsd"} {

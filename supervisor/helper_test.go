@@ -103,15 +103,3 @@ func helperPath(t testing.TB) string {
 	}
 	return exe
 }
-
-func freePort(t *testing.T) int { return freePortB(t) }
-
-func freePortB(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 func TestIdentifySelf(t *testing.T) {
@@ -112,7 +114,7 @@ func TestFindMarked(t *testing.T) {
 	start("SUTRA_TEST_OTHER=" + mark)
 
 	var found []Marked
-	waitFor(t, "the marked process to be found", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the marked process to be found", func() bool {
 		var err error
 		found, err = FindMarked("SUTRA_TEST_MARK", mark)
 		if err != nil {

@@ -4,17 +4,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
-// fakeClock is a settable clock for the policy (the only seam it has).
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) Now() time.Time          { return c.t }
-func (c *fakeClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
-
-func newTestPolicy(t *testing.T, o PolicyOptions, r float64) (*Policy, *fakeClock) {
+func newTestPolicy(t *testing.T, o PolicyOptions, r float64) (*Policy, *testutil.Clock) {
 	t.Helper()
-	c := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := testutil.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	o.Now = c.Now
 	o.Rand = func() float64 { return r }
 	p, err := NewPolicy(o)

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 type recorder struct {
@@ -54,7 +56,7 @@ func (r *recorder) String() string {
 // testOptions: fast probes and restarts, deterministic backoff (no jitter).
 func testOptions(t *testing.T, rec *recorder) Options {
 	return Options{
-		Logger:           slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Logger:           testutil.Logger(t, slog.LevelInfo),
 		LogDir:           t.TempDir(),
 		LogCheckInterval: 20 * time.Millisecond,
 		StopGrace:        5 * time.Second,
@@ -64,13 +66,6 @@ func testOptions(t *testing.T, rec *recorder) Options {
 			Rand: func() float64 { return 0 }},
 		OnEvent: rec.add,
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func newSup(t *testing.T, o Options) *Supervisor {
@@ -100,22 +95,10 @@ func settle(t *testing.T, s *Supervisor) {
 	}
 }
 
-// waitFor polls cond until it holds (generous timeout for a loaded machine).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func waitState(t *testing.T, n *Node, want State) Status {
 	t.Helper()
 	var st Status
-	waitFor(t, fmt.Sprintf("node %s to be %s", n.Name(), want), func() bool {
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("node %s to be %s", n.Name(), want), func() bool {
 		st = n.Status()
 		return st.State == want
 	})
@@ -139,7 +122,7 @@ func stop(t *testing.T, n *Node) {
 func TestStartStopGraceful(t *testing.T) {
 	rec := &recorder{}
 	s := newSup(t, testOptions(t, rec))
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	spec := helperSpec(t, "graceful", "serve", "HELPER_PORT="+strconv.Itoa(port))
 	spec.HealthURL = HealthURL(port)
 	n, err := s.Start(spec)
@@ -186,7 +169,7 @@ func TestStopForceful(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitState(t, n, StateRunning) // no HealthURL: running once started
-	waitFor(t, "the helper to ignore SIGTERM", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the helper to ignore SIGTERM", func() bool {
 		b, _ := os.ReadFile(s.LogPath("stubborn"))
 		return strings.Contains(string(b), "ignoring SIGTERM")
 	})
@@ -211,7 +194,7 @@ func TestProcessGroupDiesWithNode(t *testing.T) {
 			}
 			st := waitState(t, n, StateRunning)
 			var gpid int
-			waitFor(t, "the grandchild pid", func() bool {
+			testutil.WaitFor(t, 30*time.Second, "the grandchild pid", func() bool {
 				b, err := os.ReadFile(pidfile)
 				gpid, _ = strconv.Atoi(string(b))
 				return err == nil && gpid > 0
@@ -226,9 +209,9 @@ func TestProcessGroupDiesWithNode(t *testing.T) {
 				if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
-				waitFor(t, "the restart after the crash", func() bool { return len(rec.of(EventRestart)) > 0 })
+				testutil.WaitFor(t, 30*time.Second, "the restart after the crash", func() bool { return len(rec.of(EventRestart)) > 0 })
 			}
-			waitFor(t, fmt.Sprintf("grandchild %d to die", gpid), func() bool { return !alive(gpid) })
+			testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("grandchild %d to die", gpid), func() bool { return !alive(gpid) })
 		})
 	}
 }
@@ -274,7 +257,7 @@ func TestLogRotationCapsSize(t *testing.T) {
 func TestCrashRestartsWithBackoff(t *testing.T) {
 	rec := &recorder{}
 	s := newSup(t, testOptions(t, rec))
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	spec := helperSpec(t, "crashy", "serve", "HELPER_PORT="+strconv.Itoa(port))
 	spec.HealthURL = HealthURL(port)
 	n, err := s.Start(spec)
@@ -286,7 +269,7 @@ func TestCrashRestartsWithBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st Status
-	waitFor(t, "a new healthy process", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "a new healthy process", func() bool {
 		st = n.Status()
 		return st.State == StateRunning && st.PID != 0 && st.PID != first.PID
 	})
@@ -343,7 +326,7 @@ func TestExitAtOnceBacksOffThenFails(t *testing.T) {
 	if err := n.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the second give-up", func() bool { return len(rec.of(EventGaveUp)) == 2 })
+	testutil.WaitFor(t, 30*time.Second, "the second give-up", func() bool { return len(rec.of(EventGaveUp)) == 2 })
 	settle(t, s)
 	if got := len(rec.of(EventStarted)); got != 6 {
 		t.Errorf("%d starts after Reset, want 6", got)
@@ -375,7 +358,7 @@ func TestUnhealthyButAliveIsRestarted(t *testing.T) {
 	o := testOptions(t, rec)
 	o.Health.Threshold = 1500 * time.Millisecond
 	s := newSup(t, o)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	healthFile := filepath.Join(t.TempDir(), "healthy")
 	if err := os.WriteFile(healthFile, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -390,7 +373,7 @@ func TestUnhealthyButAliveIsRestarted(t *testing.T) {
 	if err := os.Remove(healthFile); err != nil { // alive, but /healthz now answers 503
 		t.Fatal(err)
 	}
-	waitFor(t, "the unhealthy node to be killed", func() bool { return len(rec.of(EventUnhealthy)) == 1 })
+	testutil.WaitFor(t, 30*time.Second, "the unhealthy node to be killed", func() bool { return len(rec.of(EventUnhealthy)) == 1 })
 	if len(rec.of(EventHealthFailing)) == 0 {
 		t.Errorf("no health_failing event before the kill; events:\n%s", rec)
 	}
@@ -398,7 +381,7 @@ func TestUnhealthyButAliveIsRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st Status
-	waitFor(t, "a new healthy process", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "a new healthy process", func() bool {
 		st = n.Status()
 		return st.State == StateRunning && st.PID != first.PID && st.PID != 0
 	})
@@ -416,7 +399,7 @@ func TestNeverHealthyIsRestarted(t *testing.T) {
 	o.Health.StartTimeout = 500 * time.Millisecond
 	o.Restart.MaxFailures = 2
 	s := newSup(t, o)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	spec := helperSpec(t, "never", "serve", "HELPER_PORT="+strconv.Itoa(port), "HELPER_HEALTHFILE=/nonexistent/file")
 	spec.HealthURL = HealthURL(port)
 	n, err := s.Start(spec)
@@ -436,7 +419,7 @@ func startDetached(t *testing.T, name string) (Spec, Status) {
 	t.Helper()
 	rec := &recorder{}
 	s1 := newSup(t, testOptions(t, rec))
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	spec := helperSpec(t, name, "serve", "HELPER_PORT="+strconv.Itoa(port))
 	spec.HealthURL = HealthURL(port)
 	n, err := s1.Start(spec)
@@ -497,7 +480,7 @@ func TestAdoptAcrossSupervisors(t *testing.T) {
 	if got := n.Status(); got.State != StateStopped {
 		t.Errorf("state after Stop = %s", got.State)
 	}
-	waitFor(t, "the adopted process to exit", func() bool { return !alive(st.PID) })
+	testutil.WaitFor(t, 30*time.Second, "the adopted process to exit", func() bool { return !alive(st.PID) })
 	if _, err := s2.AdoptIdentity(spec, id); !errors.Is(err, ErrNoProcess) {
 		t.Errorf("AdoptIdentity of a dead pid = %v, want ErrNoProcess", err)
 	}
@@ -518,7 +501,7 @@ func TestAdoptedProcessDiesAndIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got Status
-	waitFor(t, "a fresh child replacing the adopted process", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "a fresh child replacing the adopted process", func() bool {
 		got = n.Status()
 		return got.State == StateRunning && got.PID != 0 && got.PID != st.PID
 	})
@@ -642,7 +625,7 @@ func TestBlockedEventConsumerDoesNotDelayRestarts(t *testing.T) {
 	}
 	// Each crash is a start, an exit and a restart decision: 5 restarts
 	// are far more events than the queue holds.
-	waitFor(t, "5 restarts while the event consumer is blocked", func() bool { return n.Status().Restarts >= 5 })
+	testutil.WaitFor(t, 30*time.Second, "5 restarts while the event consumer is blocked", func() bool { return n.Status().Restarts >= 5 })
 	if d := s.DroppedEvents(); d == 0 {
 		t.Errorf("DroppedEvents = 0 after %d restarts with a queue of 8 and a blocked consumer, want > 0", n.Status().Restarts)
 	}
