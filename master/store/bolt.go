@@ -261,11 +261,18 @@ func (b *Bolt) init(mk mark, accept bool) (err error) {
 	var txid uint64
 	if err := b.db.View(func(tx *bolt.Tx) error {
 		txid = uint64(tx.ID())
+		if err := checkSchema(tx); err != nil {
+			return &FileError{Path: b.path, Err: ErrDamaged, Detail: "the fleet database is damaged (" + err.Error() + ")", Fix: fixDamaged(b.path)}
+		}
 		if bk := tx.Bucket(internalBucket); bk != nil {
 			id = string(bk.Get(idKey))
 		}
 		return nil
 	}); err != nil {
+		var fe *FileError
+		if errors.As(err, &fe) {
+			return err
+		}
 		return fmt.Errorf("open store %s: %w", b.path, err)
 	}
 	log := b.opts.Logger.With("file", b.path)
@@ -308,11 +315,79 @@ func (b *Bolt) init(mk mark, accept bool) (err error) {
 		txid = uint64(tx.ID())
 		return nil
 	})
+	if errors.Is(err, berrors.ErrIncompatibleValue) { // a value where a bucket belongs, or the reverse
+		return &FileError{Path: b.path, Err: ErrDamaged, Detail: "the fleet database is damaged (" + err.Error() + ")", Fix: fixDamaged(b.path)}
+	}
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", b.path, err)
 	}
 	b.id = id
 	return b.writeMark(txid)
+}
+
+// checkSchema checks the layout the store writes, which a structurally
+// sound file can still break (a flipped bucket flag): the root holds only
+// buckets (the tables and the internal bucket), tables hold only values, and
+// in the internal bucket revsBucket holds one bucket of values per table
+// while every other key is a value. A cursor returns a nil value for a bucket.
+func checkSchema(tx *bolt.Tx) error {
+	c := tx.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v != nil {
+			return fmt.Errorf("top-level key %q is a value, not a table", k)
+		}
+		bk := tx.Bucket(k)
+		if bk == nil {
+			return fmt.Errorf("table %q cannot be opened", k)
+		}
+		if string(k) == string(internalBucket) {
+			if err := checkInternal(bk); err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+			continue
+		}
+		if err := onlyValues(bk); err != nil {
+			return fmt.Errorf("table %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func checkInternal(in *bolt.Bucket) error {
+	c := in.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if string(k) != string(revsBucket) {
+			if v == nil {
+				return fmt.Errorf("key %q is a bucket, not a value", k)
+			}
+			continue
+		}
+		revs := in.Bucket(k)
+		if v != nil || revs == nil {
+			return fmt.Errorf("%q is not a bucket", k)
+		}
+		rc := revs.Cursor()
+		for t, tv := rc.First(); t != nil; t, tv = rc.Next() {
+			tb := revs.Bucket(t)
+			if tv != nil || tb == nil {
+				return fmt.Errorf("%s/%q is not a bucket", k, t)
+			}
+			if err := onlyValues(tb); err != nil {
+				return fmt.Errorf("%s/%q: %w", k, t, err)
+			}
+		}
+	}
+	return nil
+}
+
+func onlyValues(bk *bolt.Bucket) error {
+	c := bk.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v == nil {
+			return fmt.Errorf("key %q is a bucket, not a value", k)
+		}
+	}
+	return nil
 }
 
 // protect is guard for methods; it also logs the stack. Use as
