@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/sutragrid/sutra/agent/cache"
@@ -74,10 +75,10 @@ type startNode struct {
 	Port int
 }
 
-// upgradeStep moves node ID from binary From onto the current binary.
+// upgradeStep moves node ID from binary From onto binary To.
 type upgradeStep struct {
-	ID   string
-	From cache.Entry
+	ID       string
+	From, To cache.Entry
 }
 
 // waitingForBinary is the pending reason of a node that waits for its binary.
@@ -174,7 +175,7 @@ func planUpgrade(w world, want map[string]int, act *actions) *upgradeStep {
 	running := false
 	for _, id := range sortedKeys(w.Upgrading) {
 		running = true
-		if w.Upgrading[id] != w.Binary.Checksum && !contains(act.CancelUpgrades, id) {
+		if w.Upgrading[id] != w.Binary.Checksum && !slices.Contains(act.CancelUpgrades, id) {
 			act.CancelUpgrades = append(act.CancelUpgrades, id)
 		}
 	}
@@ -189,7 +190,7 @@ func planUpgrade(w world, want map[string]int, act *actions) *upgradeStep {
 		if !w.Live[id] || w.Stopping[id] {
 			continue
 		}
-		return &upgradeStep{ID: id, From: cache.Entry{Path: rec.BinaryPath, Checksum: rec.Checksum, Version: rec.Version}}
+		return &upgradeStep{ID: id, From: cache.Entry{Path: rec.BinaryPath, Checksum: rec.Checksum, Version: rec.Version}, To: *w.Binary}
 	}
 	return nil
 }
@@ -246,13 +247,4 @@ func sortedUnique(ids []string) []string {
 		}
 	}
 	return out[:j]
-}
-
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }

@@ -118,7 +118,7 @@ func TestPlan(t *testing.T) {
 		w: world{Desired: wantNodes(4, "2.0.0", "b", "a"), Binary: binV2,
 			Record: record(onBinary("a", 7000, 10, binV1), onBinary("b", 7001, 11, binV1)), Supervised: supAB, Live: liveAB},
 		want: actions{Want: map[string]int{"a": 0, "b": 0}, NeedBinary: true,
-			Upgrade: &upgradeStep{ID: "a", From: *binV1}},
+			Upgrade: &upgradeStep{ID: "a", From: *binV1, To: *binV2}},
 	}, {
 		name: "while an upgrade towards the binary runs, no other node starts one",
 		w: world{Desired: wantNodes(4, "2.0.0", "a", "b"), Binary: binV2,

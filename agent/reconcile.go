@@ -73,7 +73,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		a.pending.set(s.ID, "")
 	}
-	if up := act.Upgrade; up != nil && binary != nil {
+	// The upgrade was planned towards the binary plan saw; a download job
+	// may have replaced it since (the next round plans anew).
+	if up := act.Upgrade; up != nil && binary != nil && binary.Checksum == up.To.Checksum {
 		a.upgradeNode(up.ID, up.From, *binary)
 	}
 
