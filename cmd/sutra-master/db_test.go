@@ -126,6 +126,7 @@ func TestStartOnDamagedDB(t *testing.T) {
 		"truncated to half": {orig[:len(orig)/2], "damaged"},
 		"zeroed pages":      {append(bytes.Clone(orig[:8192]), make([]byte, len(orig)-8192)...), "damaged"},
 		"0 bytes":           {nil, "empty (0 bytes)"},
+		"undecodable agent": {undecodable(t), "cannot read"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -151,4 +152,23 @@ func TestStartOnDamagedDB(t *testing.T) {
 			}
 		})
 	}
+}
+
+// undecodable returns a sound database file holding an agent record that is
+// not JSON.
+func undecodable(t *testing.T) []byte {
+	dir := t.TempDir()
+	b, err := store.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Apply(context.Background(), []store.Op{store.Put(store.TableAgents, []byte("a1"), []byte("\x00not json"))}); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Close()
+	data, err := os.ReadFile(filepath.Join(dir, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -72,7 +72,7 @@ func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (
 	if err != nil {
 		return nil, fmt.Errorf("control plane store: %w", err)
 	}
-	f, err := fleet.New(ctx, fleet.Options{
+	fo := fleet.Options{
 		Store:             st,
 		Logger:            log.With("component", "fleet"),
 		HeartbeatInterval: opts.HeartbeatInterval,
@@ -83,9 +83,19 @@ func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (
 		MaxWatchers:       opts.MaxWatchers,
 		AgentGCThreshold:  opts.AgentGCThreshold,
 		MasterVersion:     version.Version,
-	})
+	}
+	if err := fo.Validate(); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	f, err := fleet.New(ctx, fo)
 	if err != nil {
 		_ = st.Close()
+		// Options are valid: the fleet failed to load what the file holds.
+		var fe *store.FileError
+		if ctx.Err() == nil && !errors.As(err, &fe) {
+			err = store.Unreadable(st.Path(), err)
+		}
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
 	return &ControlPlane{st: st, fleet: f, log: log}, nil

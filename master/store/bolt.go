@@ -52,6 +52,13 @@ func (e *FileError) Error() string {
 
 func (e *FileError) Unwrap() error { return e.Err }
 
+// Unreadable is the *FileError (ErrDamaged) for a database whose records
+// its reader cannot decode (cause), with what to do.
+func Unreadable(path string, cause error) error {
+	return &FileError{Path: path, Err: ErrDamaged,
+		Detail: "the fleet database holds records the master cannot read (" + cause.Error() + ")", Fix: fixDamaged(path)}
+}
+
 // fixDamaged and fixRolledBack say what to run, on the file's data directory.
 func fixDamaged(path string) string {
 	d := quoteArg(filepath.Dir(path))
