@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/agent/cache"
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 func TestEnsureLatestDownloadsVerifiesCaches(t *testing.T) {
@@ -143,7 +144,7 @@ func TestBadInput(t *testing.T) {
 		{
 			name: "wrong checksum in metadata",
 			setup: func(m *testMaster, b *testBin) {
-				b.info.Checksum = sha([]byte("something else"))
+				b.info.Checksum = testutil.SHA256([]byte("something else"))
 			},
 			check: wantErr(ErrChecksum, "metadata says"),
 			after: func(t *testing.T, m *testMaster) {
@@ -168,7 +169,7 @@ func TestBadInput(t *testing.T) {
 			name: "master's verify endpoint disagrees",
 			setup: func(m *testMaster, b *testBin) {
 				m.onVerify = func(w http.ResponseWriter, r *http.Request, b *testBin) bool {
-					fmt.Fprintf(w, `{"valid": false, "expected_checksum": "%s"}`, sha([]byte("x")))
+					fmt.Fprintf(w, `{"valid": false, "expected_checksum": "%s"}`, testutil.SHA256([]byte("x")))
 					return true
 				}
 			},
@@ -181,7 +182,7 @@ func TestBadInput(t *testing.T) {
 					if n > 1 {
 						return false
 					}
-					w.Header().Set("ETag", `"`+sha(b.data)+`"`)
+					w.Header().Set("ETag", `"`+testutil.SHA256(b.data)+`"`)
 					w.Header().Set("Content-Length", strconv.Itoa(len(b.data)))
 					w.Write(b.data[:half])
 					w.(http.Flusher).Flush()
@@ -338,7 +339,7 @@ func TestBadInput(t *testing.T) {
 					if n > 1 {
 						return false
 					}
-					w.Header().Set("ETag", `"`+sha(b.data)+`"`)
+					w.Header().Set("ETag", `"`+testutil.SHA256(b.data)+`"`)
 					w.Header().Set("Content-Length", strconv.Itoa(len(b.data)))
 					w.Write(b.data[:half])
 					w.(http.Flusher).Flush()
@@ -358,7 +359,7 @@ func TestBadInput(t *testing.T) {
 			name: "200 answer to a Range request restarts from zero",
 			setup: func(m *testMaster, b *testBin) {
 				m.onDownload = func(w http.ResponseWriter, r *http.Request, b *testBin, n int) bool {
-					w.Header().Set("ETag", `"`+sha(b.data)+`"`)
+					w.Header().Set("ETag", `"`+testutil.SHA256(b.data)+`"`)
 					w.Header().Set("Content-Length", strconv.Itoa(len(b.data)))
 					if n == 1 {
 						w.Write(b.data[:half])
@@ -509,7 +510,7 @@ func TestResumeAfterRestart(t *testing.T) {
 		if n > 1 {
 			return false
 		}
-		w.Header().Set("ETag", `"`+sha(b.data)+`"`)
+		w.Header().Set("ETag", `"`+testutil.SHA256(b.data)+`"`)
 		w.Header().Set("Content-Length", strconv.Itoa(len(b.data)))
 		w.Write(b.data[:cut])
 		w.(http.Flusher).Flush()
@@ -548,7 +549,7 @@ func TestResumeAfterRestart(t *testing.T) {
 		t.Error("resumed file differs")
 	}
 	d := m.downloads()
-	if last := d[len(d)-1]; last.Range != fmt.Sprintf("bytes=%d-", cut) || last.IfRange != `"`+sha(b.data)+`"` {
+	if last := d[len(d)-1]; last.Range != fmt.Sprintf("bytes=%d-", cut) || last.IfRange != `"`+testutil.SHA256(b.data)+`"` {
 		t.Errorf("resume request = %+v, want Range bytes=%d- with If-Range the ETag", last, cut)
 	}
 }
@@ -584,7 +585,7 @@ func TestLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, err := Local(context.Background(), good)
-	if err != nil || e.Path != good || e.Checksum != sha([]byte("#!/bin/sh\n")) {
+	if err != nil || e.Path != good || e.Checksum != testutil.SHA256([]byte("#!/bin/sh\n")) {
 		t.Errorf("Local(good) = %+v, %v", e, err)
 	}
 	for name, path := range map[string]string{"missing": filepath.Join(dir, "nope"), "dir": dir} {

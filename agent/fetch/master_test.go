@@ -2,8 +2,6 @@ package fetch
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -51,11 +49,6 @@ type testReq struct {
 	Method, Path, Range, IfRange string
 }
 
-func sha(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
 func newTestMaster(t *testing.T) *testMaster {
 	t.Helper()
 	m := &testMaster{t: t, bins: map[string]*testBin{}}
@@ -80,7 +73,7 @@ func (m *testMaster) publish(version string, data []byte) *testBin {
 		m.t.Fatal(err)
 	}
 	b := &testBin{data: data, info: httpapi.BinaryInfo{
-		Version: version, Platform: p, Arch: a, Checksum: sha(data), SizeBytes: int64(len(data)),
+		Version: version, Platform: p, Arch: a, Checksum: testutil.SHA256(data), SizeBytes: int64(len(data)),
 		Path: fmt.Sprintf("storage-server-%s-%s-%s", version, p, a), UploadedAt: time.Now().Unix(),
 	}}
 	m.mu.Lock()
@@ -159,7 +152,7 @@ func (m *testMaster) verify(w http.ResponseWriter, r *http.Request) {
 		httpjson.WriteError(w, http.StatusBadRequest, "invalid JSON")
 		return
 	}
-	want := sha(b.data) // the master's truth is the file it serves
+	want := testutil.SHA256(b.data) // the master's truth is the file it serves
 	httpjson.Write(w, http.StatusOK, map[string]any{"valid": req.Checksum == want, "expected_checksum": want})
 }
 
@@ -187,7 +180,7 @@ func (m *testMaster) download(w http.ResponseWriter, r *http.Request) {
 
 // serve answers like a correct master: ETag, Range support, octet-stream.
 func serve(w http.ResponseWriter, r *http.Request, b *testBin) {
-	w.Header().Set("ETag", `"`+sha(b.data)+`"`)
+	w.Header().Set("ETag", `"`+testutil.SHA256(b.data)+`"`)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, b.info.Path, time.Unix(1729218000, 0), bytes.NewReader(b.data))
 }
@@ -270,7 +263,7 @@ func assertNothingUnverified(t *testing.T, cacheDir string) {
 			var meta struct {
 				Checksum string `json:"checksum"`
 			}
-			if json.Unmarshal(metaData, &meta) != nil || meta.Checksum != sha(data) {
+			if json.Unmarshal(metaData, &meta) != nil || meta.Checksum != testutil.SHA256(data) {
 				t.Errorf("%s at the final path does not match its recorded checksum", path)
 			}
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 func TestSaveLoadRoundTrip(t *testing.T) {
@@ -154,7 +156,7 @@ func TestLoadNonRegularIsCorrupt(t *testing.T) {
 	if _, err := s.MoveAside(time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := mkfifo(s.Path()); err != nil {
+	if err := testutil.Mkfifo(s.Path(), 0o600); err != nil {
 		t.Skip("no FIFOs here:", err)
 	}
 	if _, err := s.Load(); !errors.Is(err, ErrCorrupt) {

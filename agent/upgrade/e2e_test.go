@@ -138,7 +138,7 @@ func TestVersionMismatchNeverApplied(t *testing.T) {
 	m := newTestMaster(t)
 	m.publish(t, "1.4.0")
 	f := install(t, "1.0.0")
-	before := sha(mustRead(t, f.target))
+	before := testutil.SHA256(mustRead(t, f.target))
 	u := mustNewFetch(t, f, m, "1.0.0")
 	err := u.Apply(t.Context(), "1.4.0")
 	if err == nil {
@@ -148,7 +148,7 @@ func TestVersionMismatchNeverApplied(t *testing.T) {
 	if s.Phase != PhaseFailed || !slices.Contains(s.FailedVersions, "1.4.0") {
 		t.Errorf("state = %s, failed %v; want failed with 1.4.0 recorded", s.Phase, s.FailedVersions)
 	}
-	if got := sha(mustRead(t, f.target)); got != before {
+	if got := testutil.SHA256(mustRead(t, f.target)); got != before {
 		t.Error("the executable changed although the new binary's --version did not match")
 	}
 	if _, err := os.Stat(previousPath(f.target)); !os.IsNotExist(err) {

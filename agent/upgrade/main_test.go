@@ -106,7 +106,7 @@ func newTestMaster(t *testing.T) *testMaster {
 			return
 		}
 		body, _ := io.ReadAll(r.Body)
-		want := sha(b)
+		want := testutil.SHA256(b)
 		httpjson.Write(w, http.StatusOK, map[string]any{"valid": bytes.Contains(body, []byte(want)), "expected_checksum": want})
 	})
 	mux.HandleFunc("GET /binaries/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -151,7 +151,7 @@ func (m *testMaster) filename(v string) string {
 func (m *testMaster) info(v string, b []byte) map[string]any {
 	p, a, _ := platform.Current()
 	return map[string]any{"artifact": "sutra-agent", "version": v, "platform": p, "arch": a,
-		"checksum": sha(b), "size_bytes": len(b), "path": m.filename(v), "uploaded_at": 1}
+		"checksum": testutil.SHA256(b), "size_bytes": len(b), "path": m.filename(v), "uploaded_at": 1}
 }
 
 func (m *testMaster) publish(t *testing.T, label string) {

@@ -200,7 +200,7 @@ func TestUpdateSurvivesRebootAtEveryStep(t *testing.T) {
 			if reboots != 1 {
 				t.Errorf("%d simulated reboots, want 1 (the crash at %s did not happen?)", reboots, tc.step)
 			}
-			if got := sha(mustRead(t, f.target)); got != sha(mustRead(t, builds[tc.wantVersion])) {
+			if got := testutil.SHA256(mustRead(t, f.target)); got != testutil.SHA256(mustRead(t, builds[tc.wantVersion])) {
 				t.Errorf("%s is not the %s build", f.target, tc.wantVersion)
 			}
 			s := f.state(t)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/testutil"
 )
 
 // watched lays out an upgrade 1.0.0 → 1.1.0 in the watching phase, with real
@@ -31,7 +33,7 @@ func newWatched(t *testing.T, deadline time.Time) *watched {
 		t.Fatal(err)
 	}
 	w.state = State{ID: "u1", Phase: PhaseWatching, FromVersion: "1.0.0", ToVersion: "1.1.0", Target: w.target,
-		OldPath: previousPath(w.target), OldChecksum: sha(w.old), NewChecksum: sha(w.new),
+		OldPath: previousPath(w.target), OldChecksum: testutil.SHA256(w.old), NewChecksum: testutil.SHA256(w.new),
 		Deadline: deadline.Unix(), GuardGraceSeconds: 1, MaxBoots: 3}
 	if err := writeState(w.data, w.state, time.Now()); err != nil {
 		t.Fatal(err)

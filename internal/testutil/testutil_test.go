@@ -1,9 +1,12 @@
 package testutil
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -107,5 +110,29 @@ func TestGoBuildReportsGoOutput(t *testing.T) {
 	err := GoBuild(Build{Out: t.TempDir() + "/x", Pkgs: []string{"./no/such/package"}})
 	if err == nil || !strings.Contains(err.Error(), "go build -o") || !strings.Contains(err.Error(), "no/such/package") {
 		t.Fatalf("GoBuild of a missing package = %v, want an error naming the command and carrying go's output", err)
+	}
+}
+
+func TestSHA256(t *testing.T) {
+	if got, want := SHA256([]byte("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; got != want {
+		t.Fatalf(`SHA256("abc") = %s, want %s`, got, want)
+	}
+}
+
+func TestMkfifo(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fifo")
+	err := Mkfifo(p, 0o600)
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip("no FIFOs here")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeNamedPipe == 0 || fi.Mode().Perm()&^0o600 != 0 {
+		t.Fatalf("Mkfifo made mode %v, want a named pipe with at most 0600", fi.Mode())
 	}
 }

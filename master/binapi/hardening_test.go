@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/internal/httpapi"
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/httpserver"
 )
@@ -112,7 +113,7 @@ func TestFIFOOverBinaryIsRefused(t *testing.T) {
 	srv := httptest.NewServer(httpserver.Handler(mux, nil))
 	defer srv.Close()
 	fifo := filepath.Join(c.Dir(), "fifo.tmp")
-	if err := mkfifo(fifo); err != nil {
+	if err := testutil.Mkfifo(fifo, 0o644); err != nil {
 		t.Skip(err)
 	}
 	if err := os.Rename(fifo, filepath.Join(c.Dir(), name)); err != nil {

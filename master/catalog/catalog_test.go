@@ -2,8 +2,6 @@ package catalog
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -58,8 +56,6 @@ func writeOld(t *testing.T, dir, name string, data []byte) string {
 	return p
 }
 
-func sum(data []byte) string { s := sha256.Sum256(data); return hex.EncodeToString(s[:]) }
-
 func open(t *testing.T, o Options) *Catalog {
 	t.Helper()
 	c, err := Open(context.Background(), o)
@@ -108,8 +104,8 @@ func TestScanRegistersValidAndSkipsTheRest(t *testing.T) {
 	if !ok {
 		t.Fatalf("Lookup(storage-server 1.0.0 linux x86_64) not found; events %+v", rec.all())
 	}
-	if b.SHA256 != sum(a) || b.Size != int64(len(a)) || b.Filename != "storage-server-1.0.0-linux-x86_64" {
-		t.Errorf("Lookup = %+v, want sha %s size %d", b, sum(a), len(a))
+	if b.SHA256 != testutil.SHA256(a) || b.Size != int64(len(a)) || b.Filename != "storage-server-1.0.0-linux-x86_64" {
+		t.Errorf("Lookup = %+v, want sha %s size %d", b, testutil.SHA256(a), len(a))
 	}
 	if b.UploadedAt.IsZero() {
 		t.Error("UploadedAt is zero")
@@ -250,7 +246,7 @@ func TestRestartUsesCacheAndKeepsUploadedAt(t *testing.T) {
 	if s := c3.Stats(); s.HashedFiles != 1 || s.HashedBytes != 4 {
 		t.Errorf("after a change Stats = %+v, want 1 file / 4 bytes hashed", s)
 	}
-	if b, _ := c3.Lookup("storage-server", "2.0.0", "linux", "x86_64"); b.SHA256 != sum([]byte("TWO!")) {
+	if b, _ := c3.Lookup("storage-server", "2.0.0", "linux", "x86_64"); b.SHA256 != testutil.SHA256([]byte("TWO!")) {
 		t.Errorf("changed file has checksum %s, want the new content's", b.SHA256)
 	}
 }
@@ -291,8 +287,8 @@ func TestWatchCopyInSlowly(t *testing.T) {
 	f.Close()
 	testutil.WaitFor(t, 30*time.Second, name+" to appear", func() bool { _, ok := c.ByFilename(name); return ok })
 	b, _ := c.ByFilename(name)
-	if b.SHA256 != sum(all) || b.Size != int64(len(all)) {
-		t.Fatalf("registered with size %d sha %s, want the final content (%d bytes, %s)", b.Size, b.SHA256, len(all), sum(all))
+	if b.SHA256 != testutil.SHA256(all) || b.Size != int64(len(all)) {
+		t.Fatalf("registered with size %d sha %s, want the final content (%d bytes, %s)", b.Size, b.SHA256, len(all), testutil.SHA256(all))
 	}
 
 	// Replaced by rename: re-registered with the new checksum.
@@ -303,7 +299,7 @@ func TestWatchCopyInSlowly(t *testing.T) {
 	}
 	testutil.WaitFor(t, 30*time.Second, "the replacement's checksum", func() bool {
 		b, ok := c.ByFilename(name)
-		return ok && b.SHA256 == sum([]byte("replacement"))
+		return ok && b.SHA256 == testutil.SHA256([]byte("replacement"))
 	})
 
 	// Removed: withdrawn.
@@ -326,7 +322,7 @@ func TestOpenDetectsInPlaceRewrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if b.SHA256 != sum([]byte("original")) {
+	if b.SHA256 != testutil.SHA256([]byte("original")) {
 		t.Fatal("wrong checksum")
 	}
 	// Same size, new content, written in place.
@@ -345,7 +341,7 @@ func TestOpenDetectsInPlaceRewrite(t *testing.T) {
 		}
 		defer f.Close()
 		data, _ := io.ReadAll(f)
-		return b.SHA256 == sum([]byte("ORIGINAL")) && sum(data) == b.SHA256
+		return b.SHA256 == testutil.SHA256([]byte("ORIGINAL")) && testutil.SHA256(data) == b.SHA256
 	})
 }
 

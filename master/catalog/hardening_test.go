@@ -46,19 +46,19 @@ func TestRewriteKeepingSizeAndMtimeIsRehashed(t *testing.T) {
 	o := testOptions(dir, data)
 	o.NoWatch = true
 	c := open(t, o)
-	if got := checksum(c); got != sum([]byte("version one")) {
+	if got := checksum(c); got != testutil.SHA256([]byte("version one")) {
 		t.Fatalf("checksum = %s, want the one of version one", got)
 	}
 	rewrite("version two")
 	if _, _, err := c.Open(name); !errors.Is(err, ErrChanged) {
 		t.Fatalf("Open after a same-size, same-mtime rewrite = %v, want ErrChanged", err)
 	}
-	testutil.WaitFor(t, 30*time.Second, "version two to be hashed", func() bool { return checksum(c) == sum([]byte("version two")) })
+	testutil.WaitFor(t, 30*time.Second, "version two to be hashed", func() bool { return checksum(c) == testutil.SHA256([]byte("version two")) })
 	c.Close()
 
 	rewrite("version 3!!")
 	c2 := open(t, o)
-	if got, want := checksum(c2), sum([]byte("version 3!!")); got != want {
+	if got, want := checksum(c2), testutil.SHA256([]byte("version 3!!")); got != want {
 		t.Fatalf("after restart checksum = %s, want %s (the cache kept the old checksum)", got, want)
 	}
 }
@@ -75,7 +75,7 @@ func TestFIFOOverBinaryNeverBlocks(t *testing.T) {
 	o.OnEvent = rec.add
 	c := open(t, o)
 	fifo := filepath.Join(dir, "tmp-fifo")
-	if err := mkfifo(fifo); err != nil {
+	if err := testutil.Mkfifo(fifo, 0o644); err != nil {
 		t.Skipf("no FIFOs here: %v", err)
 	}
 	if err := os.Rename(fifo, filepath.Join(dir, name)); err != nil {
