@@ -36,7 +36,15 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, opts); err != nil {
+	err := run(ctx, opts)
+	if ctx.Err() != nil {
+		// Ctrl-C (or SIGTERM) is how a demo ends, at any stage: everything it
+		// started is stopped by now, so it is a clean exit, not a failure
+		// (`make demo` then ends without "Error 1").
+		fmt.Println("==> Stopped.")
+		return
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "sutra-demo:", err)
 		os.Exit(1)
 	}
