@@ -41,10 +41,12 @@ const (
 	TableNodes  = "nodes"
 	TableEvents = "events"
 	TableMeta   = "meta"
+	// TableTokens holds the join tokens (master/tokens): hashes, never secrets.
+	TableTokens = "tokens"
 )
 
 // Tables lists every table a backend creates when it opens.
-var Tables = []string{TableAgents, TableNodes, TableEvents, TableMeta}
+var Tables = []string{TableAgents, TableNodes, TableEvents, TableMeta, TableTokens}
 
 // Op is one write in a batch: Value != nil puts Key=Value, Value == nil deletes Key.
 type Op struct {
