@@ -174,14 +174,15 @@ func (c *Client) registerWithBackoff(ctx context.Context) error {
 		delay := c.backoff(attempt)
 		level := slog.LevelWarn
 		msg := "cannot register with master; retrying"
+		if attempt > 0 && attempt%10 != 0 {
+			level = slog.LevelDebug // an unreachable master: every 10th attempt is enough
+		}
 		if status.Code(err) == codes.AlreadyExists {
 			// Another machine holds this agent_id: nothing changes until an
-			// operator acts, so say it loudly; nodes keep running meanwhile.
+			// operator acts, so say it loudly on every attempt (the backoff
+			// bounds how often); nodes keep running meanwhile.
 			level = slog.LevelError
 			msg = "master refused registration: another agent instance holds this agent_id; set a unique agent_id in agent-config.toml (retrying; nodes keep running)"
-		}
-		if attempt > 0 && attempt%10 != 0 {
-			level = slog.LevelDebug
 		}
 		log.Log(ctx, level, msg, "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "instance", c.opts.InstanceID,
 			"attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
