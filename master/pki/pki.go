@@ -50,11 +50,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -73,6 +71,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/atomicfile"
 	"github.com/sutragrid/sutra/internal/ident"
+	"github.com/sutragrid/sutra/internal/mtls"
 )
 
 // File names in Options.Dir.
@@ -103,18 +102,13 @@ const (
 	maxNames = 64
 )
 
-// URIScheme and uriHost make an agent's identity URI: sutra://agent/<id>.
-const (
-	URIScheme = "sutra"
-	uriHost   = "agent"
-)
-
 // Errors callers act on.
 var (
 	// ErrBadCSR: the CSR is malformed, its signature is wrong, or its key is weak or unsupported.
 	ErrBadCSR = errors.New("bad certificate signing request")
-	// ErrNotAgent: a certificate that does not name exactly one valid agent.
-	ErrNotAgent = errors.New("not an agent certificate")
+	// ErrNotAgent: a certificate that does not name exactly one valid
+	// agent (internal/mtls.ErrNotAgent).
+	ErrNotAgent = mtls.ErrNotAgent
 	// ErrCannotIssue: no CA key to issue client certificates with.
 	ErrCannotIssue = errors.New("cannot issue client certificates")
 )
@@ -549,6 +543,10 @@ func (p *PKI) loadOperator() error {
 		return fmt.Errorf("pki: the server certificate %s does not verify against the CA file %s: %w", o.CertFile, o.CAFile, err)
 	}
 	p.server = &c
+	if left := c.Leaf.NotAfter.Sub(p.opts.Now()); left < ServerRenewBefore {
+		p.log.Warn("the operator's server certificate expires soon: replace it and restart", "file", o.CertFile,
+			"expires", c.Leaf.NotAfter.UTC())
+	}
 	if o.CAKeyFile != "" {
 		key, err := readKey(o.CAKeyFile)
 		if err != nil {
@@ -584,11 +582,8 @@ func (p *PKI) Roots() *x509.CertPool { return p.roots }
 func (p *PKI) Fingerprint() string { return Fingerprint(p.ca) }
 
 // Fingerprint is the lowercase hex SHA-256 of cert's DER, the pin a join
-// token carries.
-func Fingerprint(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.Raw)
-	return hex.EncodeToString(sum[:])
-}
+// token carries (internal/mtls.Fingerprint, which agents use).
+func Fingerprint(cert *x509.Certificate) string { return mtls.Fingerprint(cert.Raw) }
 
 // ServerCertificate is the certificate the server presents now.
 func (p *PKI) ServerCertificate() *tls.Certificate {
@@ -613,23 +608,11 @@ func (p *PKI) ServerTLSConfig() *tls.Config {
 	}
 }
 
-// ClientTLSConfig is the client side: TLS 1.3, the server verified against
-// roots only (never the system roots), cert presented when not nil, and a
-// session cache for resumption. The caller sets ServerName when it dials
-// by something other than the name in its address.
+// ClientTLSConfig is internal/mtls.ClientConfig: TLS 1.3, the server
+// verified against roots only (nil: trust nothing, never the system
+// roots), cert presented when not nil, a session cache for resumption.
 func ClientTLSConfig(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
-	if roots == nil {
-		roots = x509.NewCertPool() // trust nothing rather than the system
-	}
-	c := &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		RootCAs:            roots,
-		ClientSessionCache: tls.NewLRUClientSessionCache(16),
-	}
-	if cert != nil {
-		c.Certificates = []tls.Certificate{*cert}
-	}
-	return c
+	return mtls.ClientConfig(roots, cert)
 }
 
 // IssueClient issues the client certificate of agent agentID for the key
@@ -716,38 +699,14 @@ func checkKey(pub crypto.PublicKey) error {
 }
 
 // AgentURI is the identity URI of agent id: sutra://agent/<id>.
-func AgentURI(id string) *url.URL { return &url.URL{Scheme: URIScheme, Host: uriHost, Path: "/" + id} }
+func AgentURI(id string) *url.URL { return mtls.AgentURI(id) }
 
 // AgentIDFromCert returns the agent id a verified client certificate
 // names: its only URI SAN sutra://agent/<id>, with a valid id equal to its
-// common name. Call it only on a certificate the TLS handshake verified
-// (tls.ConnectionState.VerifiedChains), never on an unverified one.
-func AgentIDFromCert(cert *x509.Certificate) (string, error) {
-	if cert == nil {
-		return "", fmt.Errorf("%w: no certificate", ErrNotAgent)
-	}
-	if cert.IsCA {
-		return "", fmt.Errorf("%w: a CA certificate", ErrNotAgent)
-	}
-	if len(cert.URIs) != 1 {
-		return "", fmt.Errorf("%w: %d URI names, want one %s://%s/<id>", ErrNotAgent, len(cert.URIs), URIScheme, uriHost)
-	}
-	u := cert.URIs[0]
-	id, ok := strings.CutPrefix(u.Path, "/")
-	if u.Scheme != URIScheme || u.Host != uriHost || !ok || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || u.RawPath != "" {
-		return "", fmt.Errorf("%w: URI name is not %s://%s/<id>", ErrNotAgent, URIScheme, uriHost)
-	}
-	if err := ident.Validate("agent", id); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrNotAgent, err)
-	}
-	if cert.Subject.CommonName != id {
-		return "", fmt.Errorf("%w: common name %q differs from the URI name %q", ErrNotAgent, cert.Subject.CommonName, id)
-	}
-	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
-		return "", fmt.Errorf("%w: not for client authentication", ErrNotAgent)
-	}
-	return id, nil
-}
+// common name (internal/mtls.AgentID). Call it only on a certificate the
+// TLS handshake verified (tls.ConnectionState.VerifiedChains), never on an
+// unverified one.
+func AgentIDFromCert(cert *x509.Certificate) (string, error) { return mtls.AgentID(cert) }
 
 // serial is a random 128-bit positive serial number.
 func serial() *big.Int {

@@ -22,9 +22,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/mtls"
 	"github.com/sutragrid/sutra/internal/testutil"
 )
 
@@ -740,4 +742,72 @@ func TestClientCertificateIsPEMRoundTrippable(t *testing.T) {
 	if _, err := tls.X509KeyPair(pemCert(der), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestAgentEnrollmentSide walks what the agent will do, with the helpers it
+// can import (internal/mtls): check the master's CA bundle against the pin,
+// make a key and a CSR, and connect with the certificate the master issued.
+func TestAgentEnrollmentSide(t *testing.T) {
+	p := open(t, t.TempDir())
+	impostor := open(t, t.TempDir())
+
+	// A second master (or a man in the middle) serving its own bundle is
+	// refused before anything secret is sent, naming both fingerprints.
+	_, _, err := mtls.PinnedRoots(impostor.CAPEM(), p.Fingerprint())
+	if !errors.Is(err, mtls.ErrPinMismatch) || !strings.Contains(err.Error(), p.Fingerprint()) || !strings.Contains(err.Error(), impostor.Fingerprint()) {
+		t.Fatalf("PinnedRoots(impostor bundle) = %v, want ErrPinMismatch naming both fingerprints", err)
+	}
+	roots, _, err := mtls.PinnedRoots(p.CAPEM(), p.Fingerprint())
+	if err != nil {
+		t.Fatalf("PinnedRoots(master bundle) = %v", err)
+	}
+	// The pinned pool does not trust the impostor's server.
+	cfg := mtls.ClientConfig(roots, nil)
+	cfg.ServerName = "localhost"
+	if _, _, cerr := handshake(t, impostor.ServerTLSConfig(), tlsDial(cfg)); cerr == nil {
+		t.Fatal("the pinned roots accepted the impostor's server")
+	}
+
+	key, err := mtls.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := mtls.NewCSR(key, "agent-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := p.IssueClient(csr, "agent-9", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = mtls.ClientConfig(roots, &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key})
+	cfg.ServerName = "localhost"
+	st, serr, cerr := handshake(t, p.ServerTLSConfig(), tlsDial(cfg))
+	if serr != nil || cerr != nil {
+		t.Fatalf("server %v, client %v", serr, cerr)
+	}
+	if id, err := AgentIDFromCert(st.VerifiedChains[0][0]); err != nil || id != "agent-9" {
+		t.Fatalf("AgentIDFromCert = %q, %v; want agent-9", id, err)
+	}
+}
+
+func FuzzParseCSR(f *testing.F) {
+	key, _ := mtls.NewKey()
+	good, _ := mtls.NewCSR(key, "a")
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte{0x30, 0x82, 0xff, 0xff})
+	f.Add(good[:len(good)/2])
+	f.Fuzz(func(t *testing.T, der []byte) {
+		pub, err := ParseCSR(der)
+		if err != nil {
+			if !errors.Is(err, ErrBadCSR) {
+				t.Fatalf("ParseCSR error %v does not wrap ErrBadCSR", err)
+			}
+			return
+		}
+		if checkKey(pub) != nil {
+			t.Fatal("ParseCSR accepted a weak key")
+		}
+	})
 }
