@@ -582,7 +582,8 @@ func (p *PKI) Roots() *x509.CertPool { return p.roots }
 func (p *PKI) Fingerprint() string { return Fingerprint(p.ca) }
 
 // Fingerprint is the lowercase hex SHA-256 of cert's DER, the pin a join
-// token carries (internal/mtls.Fingerprint, which agents use).
+// token carries (internal/mtls.Fingerprint, which agents use). An operator
+// can check it by hand: openssl x509 -in ca.crt -outform DER | sha256sum.
 func Fingerprint(cert *x509.Certificate) string { return mtls.Fingerprint(cert.Raw) }
 
 // ServerCertificate is the certificate the server presents now.
