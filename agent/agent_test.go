@@ -4,8 +4,6 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +27,7 @@ import (
 	"github.com/sutragrid/sutra/agent/controlplane"
 	"github.com/sutragrid/sutra/agent/state"
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/supervisor"
 )
 
@@ -90,26 +89,11 @@ health_check_interval_secs = 1
 	return cfg
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t *testing.T) *slog.Logger { return testutil.Logger(t, slog.LevelInfo) }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 30*time.Second, what, cond)
 }
 
 func desired(gen uint64, version string, nodes ...string) controlplane.Desired {
@@ -234,10 +218,7 @@ func (m *binMaster) downloads() (dripping, dripped int) {
 	return m.dripping, m.dripped
 }
 
-func sum(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
+func sum(b []byte) string { return testutil.SHA256(b) }
 
 // selfExe is this test binary, which serves as a storage node (TestMain).
 func selfExe(t *testing.T) []byte {

@@ -17,6 +17,7 @@ import (
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/agent/config"
 	"github.com/sutragrid/sutra/agent/controlplane"
+	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/supervisor"
 )
 
@@ -250,23 +251,6 @@ type fakeControlPlane struct{}
 func (fakeControlPlane) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 func (fakeControlPlane) Close() error                  { return nil }
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // fakeUpgrader is the agent's self-update; Desired returns err.
 type fakeUpgrader struct{ err error }
 
@@ -284,7 +268,7 @@ type core struct {
 	*Agent
 	sup     *fakeSupervisor
 	fetcher *fakeFetcher
-	clock   *fakeClock
+	clock   *testutil.Clock
 	cfg     *config.Config
 }
 
@@ -316,7 +300,7 @@ port_range_start = 20000
 // before New runs (re-adoption happens in Run, see adopt).
 func newCore(t *testing.T, cfg *config.Config, opts Options, prepare func(*fakeSupervisor, *fakeFetcher)) *core {
 	t.Helper()
-	c := &core{sup: newFakeSupervisor(), fetcher: newFakeFetcher(), clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}, cfg: cfg}
+	c := &core{sup: newFakeSupervisor(), fetcher: newFakeFetcher(), clock: testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), cfg: cfg}
 	if prepare != nil {
 		prepare(c.sup, c.fetcher)
 	}
@@ -335,16 +319,7 @@ func newCore(t *testing.T, cfg *config.Config, opts Options, prepare func(*fakeS
 	return c
 }
 
-func coreLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(coreWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type coreWriter struct{ t *testing.T }
-
-func (w coreWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func coreLogger(t *testing.T) *slog.Logger { return testutil.Logger(t, slog.LevelInfo) }
 
 // settle reconciles until the jobs it starts have ended and a round starts
 // none (at most 20 rounds).
