@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"time"
-	"unicode/utf8"
 
 	"github.com/sutragrid/sutra/internal/ident"
 	"github.com/sutragrid/sutra/internal/limits"
@@ -22,18 +21,9 @@ const (
 	maxMessageLen = limits.MaxMessageLen
 )
 
-// clip shortens s to at most n bytes on a UTF-8 boundary, marking the cut.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const mark = "…"
-	cut := n - len(mark)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
-}
+// clip shortens s to at most n bytes on a UTF-8 boundary, marking the cut
+// (the limits package's rule, so agent and master clip alike).
+func clip(s string, n int) string { return limits.ClipMessage(s, n) }
 
 // unixOrZero is t in Unix seconds, 0 for an unset time or one the master
 // cannot store (a clock set to before 1970 or beyond year 9999).
