@@ -61,6 +61,24 @@ func (r *Registration) validate() error {
 	return validateReport(r.Nodes, r.Upgrade)
 }
 
+// nodeChecks are the text, version, time and log checks of one reported node.
+var nodeChecks = []struct {
+	name  string
+	check func(field string, n *NodeStatus) error
+}{
+	{"endpoint", func(f string, n *NodeStatus) error { return validateText(f, n.Endpoint) }},
+	{"version", func(f string, n *NodeStatus) error { return validateExactVersion(f, n.Version) }},
+	{"last exit", func(f string, n *NodeStatus) error { return validateText(f, n.LastExit) }},
+	{"message", func(f string, n *NodeStatus) error {
+		return invalid(limits.Message(f, n.Message, limits.MaxMessageLen))
+	}},
+	{"since", func(f string, n *NodeStatus) error { return invalid(limits.Time(f, n.Since)) }},
+	{"log", func(f string, n *NodeStatus) error {
+		_, err := limits.LogLines(f, n.LastLogLines)
+		return invalid(err)
+	}},
+}
+
 func validateReport(nodes []NodeStatus, up *UpgradeStatus) error {
 	if len(nodes) > limits.MaxNodesPerAgent {
 		return newErr(KindInvalid, "%d node statuses in one report: at most %d are accepted", len(nodes), limits.MaxNodesPerAgent)
@@ -84,23 +102,12 @@ func validateReport(nodes []NodeStatus, up *UpgradeStatus) error {
 		if n.RestartCount > limits.MaxRestartCount {
 			return newErr(KindInvalid, "node %q has restart count %d: at most %d is accepted", n.NodeID, n.RestartCount, limits.MaxRestartCount)
 		}
-		if err := validateText("node "+n.NodeID+" endpoint", n.Endpoint); err != nil {
-			return err
-		}
-		if err := validateExactVersion("node "+n.NodeID+" version", n.Version); err != nil {
-			return err
-		}
-		if err := validateText("node "+n.NodeID+" last exit", n.LastExit); err != nil {
-			return err
-		}
-		if err := invalid(limits.Message("node "+n.NodeID+" message", n.Message, limits.MaxMessageLen)); err != nil {
-			return err
-		}
-		if err := invalid(limits.Time("node "+n.NodeID+" since", n.Since)); err != nil {
-			return err
-		}
-		if _, err := limits.LogLines("node "+n.NodeID+" log", n.LastLogLines); err != nil {
-			return invalid(err)
+		for _, c := range nodeChecks {
+			// The valid path builds no field names; a failure is checked
+			// again with the node's id in the name, for the message.
+			if c.check(c.name, n) != nil {
+				return c.check("node "+n.NodeID+" "+c.name, n)
+			}
 		}
 	}
 	if up != nil {
