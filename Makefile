@@ -24,8 +24,11 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
+# The demo runs as its own binary (not `go run`, which turns a Ctrl-C into
+# exit status 1): Ctrl-C stops the grid and ends the demo with status 0.
 demo: build
-	$(GO) run ./cmd/sutra-demo
+	$(GO) build -o $(BIN)/ ./cmd/sutra-demo
+	@$(BIN)/sutra-demo
 
 test: vet unit cross
 
