@@ -2,6 +2,8 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -98,6 +100,8 @@ type Client struct {
 	rpc  gridv1.GridMasterClient
 
 	mu        sync.Mutex
+	cert      *tls.Certificate // presented on new handshakes
+	renewDue  time.Time        // when cert is to be renewed
 	interval  time.Duration
 	connected bool
 	lastOK    time.Time
@@ -139,6 +143,16 @@ func (c *Client) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// New handshakes present the current certificate, which renewal
+	// replaces (enroll.go).
+	cert := cfg.Certificates[0]
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("controlplane: agent certificate: %w", err)
+	}
+	cfg.Certificates = nil
+	cfg.GetClientCertificate = c.clientCert
+	c.setCert(&cert, leaf)
 	conn, err := grpc.NewClient(c.opts.MasterAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		return fmt.Errorf("controlplane: master address %q: %w", c.opts.MasterAddr, err)
@@ -191,6 +205,7 @@ func (c *Client) Run(ctx context.Context) error {
 				return nil
 			case <-time.After(wait):
 			}
+			c.maybeRenew(ctx)
 			err := c.heartbeat(ctx)
 			if err == nil {
 				wait = c.jitter(c.currentInterval(), 0.1)

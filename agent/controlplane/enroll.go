@@ -16,6 +16,7 @@ import (
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/internal/mtls"
+	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
 // Enrollment (issue 12). The agent's identity is a client certificate
@@ -52,7 +53,19 @@ func hasCredentials(dir string) bool {
 
 // loadCredentials reads the identity in dir into a client TLS config.
 func loadCredentials(dir string) (*tls.Config, *x509.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		// A renewal interrupted between its two renames leaves the new key
+		// beside the old certificate: the new certificate is still in
+		// agent.crt.next; finish the renewal.
+		if next, nerr := tls.LoadX509KeyPair(certPath+nextSuffix, keyPath); nerr == nil {
+			if rerr := os.Rename(certPath+nextSuffix, certPath); rerr == nil {
+				_ = atomicfile.SyncDir(dir)
+				cert, err = next, nil
+			}
+		}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("load agent certificate: %w (remove %s and enroll again with a new join token)", err, dir)
 	}
@@ -164,5 +177,111 @@ func (c *Client) enroll(ctx context.Context, tok jointoken.Token) error {
 		}
 	}
 	c.opts.Logger.Info("enrolled with master", "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "token", tok, "dir", dir)
+	return nil
+}
+
+// Renewal. The agent renews its certificate over its mutual-TLS connection
+// (RenewCertificate: a CSR for a new key, no token) once two thirds of its
+// lifetime have passed, plus up to a tenth of it as jitter so a fleet
+// enrolled at once does not renew at once (client-go's certificate manager
+// rotates at 70–90 %). A failed renewal is retried a minute later; an agent
+// whose certificate expired while it was off enrolls again with a new token.
+//
+// The new key and certificate are written as agent.key.next and
+// agent.crt.next, then renamed over agent.key and agent.crt in that order;
+// loadCredentials completes a renewal cut between the two renames, so a
+// crash at any point leaves a usable pair.
+const nextSuffix = ".next"
+
+// renewRetry is how long a failed renewal waits before the next attempt.
+const renewRetry = time.Minute
+
+// renewAt is when the certificate leaf should be renewed.
+func (c *Client) renewAt(leaf *x509.Certificate) time.Time {
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	jitter := time.Duration(c.opts.Rand.Int64N(int64(life/10) + 1))
+	return leaf.NotBefore.Add(life*2/3 + jitter)
+}
+
+// setCert makes cert the one new handshakes present and schedules its renewal.
+func (c *Client) setCert(cert *tls.Certificate, leaf *x509.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cert = cert
+	c.renewDue = c.renewAt(leaf)
+}
+
+// clientCert is tls.Config.GetClientCertificate: the current certificate.
+func (c *Client) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cert, nil
+}
+
+// maybeRenew renews the certificate when it is due.
+func (c *Client) maybeRenew(ctx context.Context) {
+	c.mu.Lock()
+	due := !c.renewDue.IsZero() && !time.Now().Before(c.renewDue)
+	c.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := c.renew(ctx); err != nil {
+		c.opts.Logger.Warn("certificate renewal failed; retrying", "master", c.opts.MasterAddr, "retry_in", renewRetry, "err", err)
+		c.mu.Lock()
+		c.renewDue = time.Now().Add(renewRetry)
+		c.mu.Unlock()
+	}
+}
+
+func (c *Client) renew(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RPCTimeout)
+	defer cancel()
+	key, err := mtls.NewKey()
+	if err != nil {
+		return err
+	}
+	csr, err := mtls.NewCSR(key, c.opts.AgentID)
+	if err != nil {
+		return err
+	}
+	resp, err := c.rpc.RenewCertificate(ctx, &gridv1.RenewCertificateRequest{AgentId: c.opts.AgentID, CsrDer: csr})
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	if len(resp.GetCertChainDer()) == 0 {
+		return errors.New("renew: the master answered no certificate")
+	}
+	leaf, err := x509.ParseCertificate(resp.GetCertChainDer()[0])
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	var certPEM []byte
+	for _, der := range resp.GetCertChainDer() {
+		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	dir := c.opts.TLSDir
+	keyPath, certPath := filepath.Join(dir, KeyFile), filepath.Join(dir, CertFile)
+	if err := atomicfile.Write(keyPath+nextSuffix, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return fmt.Errorf("store renewed certificate: %w", err)
+	}
+	if err := atomicfile.Write(certPath+nextSuffix, certPEM, 0o600); err != nil {
+		return fmt.Errorf("store renewed certificate: %w", err)
+	}
+	if err := os.Rename(keyPath+nextSuffix, keyPath); err != nil {
+		return fmt.Errorf("store renewed certificate: %w", err)
+	}
+	if err := os.Rename(certPath+nextSuffix, certPath); err != nil {
+		return fmt.Errorf("store renewed certificate: %w", err)
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("store renewed certificate: %w", err)
+	}
+	c.setCert(&tls.Certificate{Certificate: resp.GetCertChainDer(), PrivateKey: key, Leaf: leaf}, leaf)
+	c.opts.Logger.Info("certificate renewed", "agent", c.opts.AgentID, "expires", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return nil
 }

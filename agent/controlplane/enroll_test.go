@@ -55,10 +55,14 @@ func newTestCA(t *testing.T) *testCA {
 }
 
 func (ca *testCA) issue(t *testing.T, pub any, serial int64, server bool, agentID string) []byte {
+	return ca.issueValid(t, pub, serial, server, agentID, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+func (ca *testCA) issueValid(t *testing.T, pub any, serial int64, server bool, agentID string, notBefore, notAfter time.Time) []byte {
 	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: agentID},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature,
 	}
 	if server {
@@ -88,8 +92,13 @@ func (ca *testCA) serverTLS(t *testing.T) *tls.Config {
 // writeAgent puts an enrolled agent's files in dir.
 func (ca *testCA) writeAgent(t *testing.T, dir, agentID string) {
 	t.Helper()
+	ca.writeAgentValid(t, dir, agentID, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+func (ca *testCA) writeAgentValid(t *testing.T, dir, agentID string, notBefore, notAfter time.Time) {
+	t.Helper()
 	key, _ := mtls.NewKey()
-	der := ca.issue(t, key.Public(), 3, false, agentID)
+	der := ca.issueValid(t, key.Public(), 3, false, agentID, notBefore, notAfter)
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -264,5 +273,117 @@ func TestAgentWithoutCredentials(t *testing.T) {
 	_, err := New(enrollOptions("127.0.0.1:1", filepath.Join(t.TempDir(), "tls"), "", nil))
 	if !errors.Is(err, ErrNoCredentials) || !strings.Contains(err.Error(), "sutra tokens create") {
 		t.Fatalf("New without credentials = %v, want ErrNoCredentials naming 'sutra tokens create'", err)
+	}
+}
+
+// renewMaster is a fake master that renews certificates (for a day).
+type renewMaster struct {
+	fakeMaster
+	ca     *testCA
+	t      *testing.T
+	mu     sync.Mutex
+	renews []*gridv1.RenewCertificateRequest
+}
+
+func (m *renewMaster) RenewCertificate(_ context.Context, r *gridv1.RenewCertificateRequest) (*gridv1.RenewCertificateResponse, error) {
+	m.mu.Lock()
+	m.renews = append(m.renews, r)
+	m.mu.Unlock()
+	csr, err := x509.ParseCertificateRequest(r.GetCsrDer())
+	if err != nil {
+		return nil, err
+	}
+	der := m.ca.issueValid(m.t, csr.PublicKey, 5, false, r.GetAgentId(), time.Now().Add(-time.Minute), time.Now().Add(24*time.Hour))
+	return &gridv1.RenewCertificateResponse{CertChainDer: [][]byte{der}, CaBundlePem: m.ca.pem}, nil
+}
+
+func (m *renewMaster) renewCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.renews)
+}
+
+// Issue 12: past two thirds of its certificate's lifetime the agent renews
+// it over its mutual-TLS connection (no token), stores the new pair and
+// keeps going; the next start loads the renewed pair.
+func TestAgentRenewsItsCertificate(t *testing.T) {
+	ca := newTestCA(t)
+	m := &renewMaster{ca: ca, t: t}
+	addr := startTLSFakeMaster(t, ca, m)
+	dir := filepath.Join(t.TempDir(), "tls")
+	// Valid for 10 minutes, 9 of them gone: due for renewal at once.
+	ca.writeAgentValid(t, dir, "a1", time.Now().Add(-9*time.Minute), time.Now().Add(time.Minute))
+	before, err := os.ReadFile(filepath.Join(dir, CertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(enrollOptions(addr, dir, "", make(chan struct{}, 16)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for m.renewCount() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no renewal within 30s of a certificate past 2/3 of its lifetime")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Wait until the pair is stored (the renewal logs after the renames).
+	var after []byte
+	for {
+		after, _ = os.ReadFile(filepath.Join(dir, CertFile))
+		if string(after) != string(before) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed certificate was not stored")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	_ = c.Close()
+	if r := m.renews[0]; r.GetAgentId() != "a1" {
+		t.Fatalf("RenewCertificate for %q, want a1", r.GetAgentId())
+	}
+	if n := m.renewCount(); n != 1 {
+		t.Errorf("%d renewals, want 1 (the new certificate is good for a day)", n)
+	}
+	_, leaf, err := loadCredentials(dir)
+	if err != nil {
+		t.Fatalf("load the renewed pair: %v", err)
+	}
+	if leaf.NotAfter.Before(time.Now().Add(time.Hour)) {
+		t.Fatalf("stored certificate expires %s, want the renewed one (a day)", leaf.NotAfter)
+	}
+}
+
+// A renewal cut between its two renames (new key, old certificate, new
+// certificate still in agent.crt.next) is completed at the next load.
+func TestInterruptedRenewalIsCompleted(t *testing.T) {
+	ca := newTestCA(t)
+	dir := filepath.Join(t.TempDir(), "tls")
+	ca.writeAgent(t, dir, "a1")
+	key, _ := mtls.NewKey()
+	der := ca.issueValid(t, key.Public(), 9, false, "a1", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour))
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	if err := os.WriteFile(filepath.Join(dir, KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, CertFile+nextSuffix), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, leaf, err := loadCredentials(dir)
+	if err != nil {
+		t.Fatalf("loadCredentials after an interrupted renewal: %v", err)
+	}
+	if leaf.NotAfter.Before(time.Now().Add(24 * time.Hour)) {
+		t.Fatalf("loaded certificate expires %s, want the renewed one", leaf.NotAfter)
+	}
+	if _, err := os.Stat(filepath.Join(dir, CertFile+nextSuffix)); err == nil {
+		t.Error("agent.crt.next is still there")
 	}
 }
