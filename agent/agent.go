@@ -228,6 +228,8 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 	}
 	a.cp, err = controlplane.New(controlplane.Options{
 		MasterAddr:        cfg.Agent.MasterHost,
+		TLSDir:            filepath.Join(cfg.Agent.AgentDataDir, "tls"),
+		JoinToken:         cfg.Agent.JoinToken,
 		AgentID:           cfg.Agent.AgentID,
 		InstanceID:        instanceID,
 		Hostname:          hostname,
@@ -282,12 +284,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.adopt()
 
 	cpCtx, cancelCP := context.WithCancel(ctx)
+	// The control plane fails only when enrollment is refused (a bad token,
+	// a master whose CA does not match the token's pin): the agent stops.
+	loopCtx, stopLoop := context.WithCancelCause(ctx)
+	defer stopLoop(nil)
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = a.cp.Run(cpCtx) })
-	stopJobs := context.AfterFunc(ctx, a.cancelJobs)
+	wg.Go(func() {
+		if err := a.cp.Run(cpCtx); err != nil {
+			stopLoop(err)
+		}
+	})
+	stopJobs := context.AfterFunc(loopCtx, a.cancelJobs)
 	defer stopJobs()
 
-	runErr := a.loop(ctx)
+	runErr := a.loop(loopCtx)
+	if cause := context.Cause(loopCtx); runErr == nil && ctx.Err() == nil && cause != nil {
+		runErr = cause
+	}
 	cancelCP()
 	a.cancelJobs()
 	wg.Wait()

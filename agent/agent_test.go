@@ -70,6 +70,7 @@ func testConfig(t *testing.T, binaryPath, binURL string, portStart, maxNodes int
 [agent]
 agent_id = "test-agent"
 master_host = "127.0.0.1:1"
+join_token = "`+testJoinToken+`"
 cache_dir = %q
 agent_data_dir = %q
 max_storage_nodes = %d

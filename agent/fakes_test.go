@@ -272,6 +272,10 @@ type core struct {
 	cfg     *config.Config
 }
 
+// testJoinToken is a well-formed join token: the tests' master is never
+// reachable, so the agent only retries its enrollment in the background.
+const testJoinToken = "SUTRA1." + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" + ".90qqhiruldnq.45mhbadrgxvaxzwmefcqt6kwcnjxzmboe2i34uqnhwq442uc5w7a"
+
 // coreConfig is a validated agent config in fresh directories (port range
 // from 20000, storage-server downloaded).
 func coreConfig(t *testing.T) *config.Config {
@@ -281,6 +285,7 @@ func coreConfig(t *testing.T) *config.Config {
 [agent]
 agent_id = "core-agent"
 master_host = "127.0.0.1:1"
+join_token = "`+testJoinToken+`"
 cache_dir = %q
 agent_data_dir = %q
 max_storage_nodes = 8

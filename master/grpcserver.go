@@ -9,10 +9,12 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/master/auth"
 )
 
 // gRPC connection policy. Agents keep one connection and call at least
@@ -31,11 +33,12 @@ const (
 	grpcMaxConnectionIdle = 15 * time.Minute
 )
 
-// newGRPCServer builds the master's one *grpc.Server: bounded messages and
-// streams, the keepalive policy above, and panic recovery composed for every
-// service registered on it, so that a bug in a handler answers INTERNAL
-// (with the stack in the log) instead of taking the master down.
-func newGRPCServer(opts Options, log *slog.Logger) *grpc.Server {
+// newGRPCServer builds the master's one *grpc.Server: TLS only (creds),
+// bounded messages and streams, the keepalive policy above, and, composed
+// for every service registered on it, panic recovery (so that a bug in a
+// handler answers INTERNAL with the stack in the log instead of taking the
+// master down) and then authorization (master/auth: who may call what).
+func newGRPCServer(opts Options, log *slog.Logger, creds credentials.TransportCredentials, policy *auth.Policy) *grpc.Server {
 	rec := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		method, _ := grpc.Method(ctx)
 		log.Error("panic in gRPC handler: answered INTERNAL; this is a bug, please report it with this log",
@@ -43,8 +46,9 @@ func newGRPCServer(opts Options, log *slog.Logger) *grpc.Server {
 		return status.Errorf(codes.Internal, "internal error in %s: the master recovered and logged it; retry, and report it if it happens again", method)
 	})
 	return grpc.NewServer(
-		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(rec)),
-		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(rec)),
+		grpc.Creds(creds),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(rec), policy.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(rec), policy.StreamServerInterceptor()),
 		grpc.MaxRecvMsgSize(opts.GRPCMaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(opts.GRPCMaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{

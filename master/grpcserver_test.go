@@ -9,10 +9,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/sutragrid/sutra/internal/enroll"
+	"github.com/sutragrid/sutra/internal/jointoken"
+	"github.com/sutragrid/sutra/internal/mtls"
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master"
 	"github.com/sutragrid/sutra/master/controlplane"
@@ -50,6 +54,7 @@ var panicker = grpc.ServiceDesc{
 }
 
 type runningMaster struct {
+	addr string
 	conn *grpc.ClientConn
 	grid gridv1.GridMasterClient
 	logs *testutil.SyncBuffer
@@ -85,11 +90,15 @@ func startMaster(t *testing.T, mod func(*master.Options)) *runningMaster {
 	case <-time.After(60 * time.Second):
 		t.Fatal("master not ready within 60s")
 	}
-	conn, err := grpc.NewClient(addrs.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := opauth.Load(o.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.conn, m.grid = conn, gridv1.NewGridMasterClient(conn)
+	conn, err := creds.Dial(addrs.GRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.conn, m.grid, m.addr = conn, gridv1.NewGridMasterClient(conn), addrs.GRPC
 	t.Cleanup(func() {
 		_ = conn.Close()
 		cancel()
@@ -103,6 +112,35 @@ func startMaster(t *testing.T, mod func(*master.Options)) *runningMaster {
 		}
 	})
 	return m
+}
+
+// agent enrolls agent id with a new join token and returns its client.
+func (m *runningMaster) agent(t *testing.T, id string) gridv1.GridMasterClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	created, err := m.grid.CreateJoinToken(ctx, &gridv1.CreateJoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jointoken.Parse(created.GetToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := mtls.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := enroll.Enroll(ctx, enroll.Request{Addr: m.addr, Token: tok, AgentID: id, Hostname: "host-" + id, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(m.addr, grpc.WithTransportCredentials(credentials.NewTLS(res.TLSConfig(key))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return gridv1.NewGridMasterClient(conn)
 }
 
 func (m *runningMaster) alive(t *testing.T) {
@@ -159,6 +197,7 @@ func TestHandlerPanicAnswersInternal(t *testing.T) {
 // Heartbeat with a time in year 10000 used to kill the process.
 func TestYear10000DoesNotKillTheMaster(t *testing.T) {
 	m := startMaster(t, nil)
+	a1 := m.agent(t, "a1")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reg := func(n *gridv1.NodeStatus, u *gridv1.UpgradeStatus) error {
@@ -166,7 +205,7 @@ func TestYear10000DoesNotKillTheMaster(t *testing.T) {
 		if n != nil {
 			req.Nodes = []*gridv1.NodeStatus{n}
 		}
-		_, err := m.grid.RegisterAgent(ctx, req)
+		_, err := a1.RegisterAgent(ctx, req)
 		return err
 	}
 	const year10000 = 253402300800
@@ -177,7 +216,7 @@ func TestYear10000DoesNotKillTheMaster(t *testing.T) {
 	if err := reg(nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, err := m.grid.Heartbeat(ctx, &gridv1.HeartbeatRequest{AgentId: "a1", Nodes: []*gridv1.NodeStatus{{NodeId: "n1", State: gridv1.NodeState_NODE_STATE_RUNNING, SinceUnix: year10000}}})
+	_, err := a1.Heartbeat(ctx, &gridv1.HeartbeatRequest{AgentId: "a1", Nodes: []*gridv1.NodeStatus{{NodeId: "n1", State: gridv1.NodeState_NODE_STATE_RUNNING, SinceUnix: year10000}}})
 	wantCode(t, "Heartbeat with node since year 10000", err, codes.InvalidArgument)
 	m.alive(t)
 }

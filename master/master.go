@@ -18,22 +18,26 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/version"
+	"github.com/sutragrid/sutra/master/auth"
 	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/controlplane"
 	"github.com/sutragrid/sutra/master/httpserver"
+	"github.com/sutragrid/sutra/master/pki"
 )
 
 // Run serves until ctx ends, then shuts down gracefully. It returns nil
@@ -102,7 +106,33 @@ func Run(ctx context.Context, opts Options) (err error) {
 	mux := http.NewServeMux()
 	api.Register(mux)
 
-	grpcSrv := newGRPCServer(opts, log.With("component", "grpc"))
+	// Trust (issue 12): the CA and server certificate in {DataDir}/tls, the
+	// operator token in {DataDir}/admin.token; gRPC is TLS only.
+	ca, err := pki.Open(pki.Options{Dir: filepath.Join(opts.DataDir, "tls"), AdvertiseNames: opts.Advertise, Logger: log.With("component", "pki")})
+	if err != nil {
+		return fmt.Errorf("master certificates: %w", err)
+	}
+	tokenPath := filepath.Join(opts.DataDir, auth.TokenFile)
+	opToken, created, err := auth.LoadOrCreateToken(tokenPath)
+	if err != nil {
+		return err
+	}
+	policy, err := auth.NewPolicy(opToken)
+	if err != nil {
+		return fmt.Errorf("operator token %s: %w", tokenPath, err)
+	}
+	if abs, err := filepath.Abs(tokenPath); err == nil {
+		tokenPath = abs
+	}
+	if created {
+		fmt.Fprintf(con, "  🔑 Operator token created: %s (0600; the sutra CLI reads it from there)\n", tokenPath)
+	} else {
+		fmt.Fprintf(con, "  🔑 Operator token: %s\n", tokenPath)
+	}
+	fmt.Fprintf(con, "  🔒 CA fingerprint: %s (join tokens pin it)\n", ca.Fingerprint())
+	log.Info("trust ready", "operator_token_file", tokenPath, "token_created", created, "ca_fingerprint", ca.Fingerprint())
+
+	grpcSrv := newGRPCServer(opts, log.With("component", "grpc"), credentials.NewTLS(ca.ServerTLSConfig()), policy)
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 	reflection.Register(grpcSrv)
@@ -114,7 +144,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("start the control plane: %w", err)
 	}
-	cp.Register(grpcSrv, mux, healthSrv)
+	if err := cp.Register(grpcSrv, mux, healthSrv, controlplane.Trust{PKI: ca, Operator: policy, ClientLifetime: opts.ClientCertLifetime}); err != nil {
+		_ = cp.Close()
+		return err
+	}
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	var sweep sync.WaitGroup
 	sweep.Go(func() { _ = cp.Run(sweepCtx) })

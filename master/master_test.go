@@ -23,22 +23,22 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/catalog"
 )
 
 // testMaster is the real master on loopback ports.
 type testMaster struct {
-	url, grpc string
-	cat       *catalog.Catalog
-	cancel    context.CancelFunc
-	done      chan error
-	stopOnce  sync.Once
-	err       error // what Run returned, after stop
+	url, grpc, data string
+	cat             *catalog.Catalog
+	cancel          context.CancelFunc
+	done            chan error
+	stopOnce        sync.Once
+	err             error // what Run returned, after stop
 }
 
 func startMaster(t *testing.T, dir, data string, mod func(*Options)) *testMaster {
@@ -60,7 +60,7 @@ func startMaster(t *testing.T, dir, data string, mod func(*Options)) *testMaster
 	go func() { m.done <- Run(ctx, o) }()
 	select {
 	case a := <-ready:
-		m.url, m.grpc = "http://"+a.HTTP, a.GRPC
+		m.url, m.grpc, m.data = "http://"+a.HTTP, a.GRPC, data
 	case err := <-m.done:
 		t.Fatalf("Run returned before Ready: %v", err)
 	case <-time.After(60 * time.Second):
@@ -429,7 +429,11 @@ func TestBinariesAPI(t *testing.T) {
 	})
 
 	t.Run("grpc health and reflection", func(t *testing.T) {
-		conn, err := grpc.NewClient(m.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		creds, err := opauth.Load(m.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := creds.Dial(m.grpc)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -77,6 +77,12 @@ type Options struct {
 	// ControlPlane tunes the control plane (fleet limits, liveness timing);
 	// the zero value takes the fleet's defaults.
 	ControlPlane controlplane.Options
+	// Advertise lists extra names (DNS names or IP addresses) agents and
+	// operators use to reach the master (--advertise, SUTRA_ADVERTISE),
+	// added to the server certificate in {DataDir}/tls.
+	Advertise []string
+	// ClientCertLifetime is the lifetime of agent certificates; zero: 30 days.
+	ClientCertLifetime time.Duration
 
 	// testWiring, set by this package's tests only, sees the catalog and
 	// may register test services on the gRPC server before serving starts.

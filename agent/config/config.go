@@ -65,6 +65,10 @@ type Agent struct {
 	AgentID string `toml:"agent_id"`
 	// MasterHost is the master's gRPC address, host:port (default localhost:7000).
 	MasterHost string `toml:"master_host"`
+	// JoinToken enrolls the agent with the master when it has no
+	// certificate yet ({agent_data_dir}/tls); afterwards it is not needed.
+	// It is a secret: never logged (SUTRA_JOIN_TOKEN, --join-token).
+	JoinToken string `toml:"join_token"`
 	// Platform is how nodes run; only "process" is supported.
 	Platform string `toml:"platform"`
 	// AutoDownloadBinary fetches storage-server from the master when

@@ -54,6 +54,7 @@ const (
 	EnvAgentID         = "SUTRA_AGENT_ID"          // agent.agent_id
 	EnvCacheDir        = "SUTRA_CACHE_DIR"         // agent.cache_dir
 	EnvMasterBinaryURL = "SUTRA_MASTER_BINARY_URL" // storage.master_binary_url
+	EnvJoinToken       = "SUTRA_JOIN_TOKEN"        // agent.join_token
 )
 
 // Load reads, decodes and validates the file at path, with overrides from the

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sutragrid/sutra/internal/ident"
+	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
 )
 
@@ -36,6 +37,10 @@ func applyEnv(cfg *Config, d *decoder, env Env) {
 			strings.TrimSuffix(u, "/") == BinaryURLFor(fileMaster) {
 			cfg.Storage.MasterBinaryURL = ""
 		}
+	}
+	if v := env.Getenv(EnvJoinToken); v != "" {
+		cfg.Agent.JoinToken = v
+		d.envKeys["agent.join_token"] = EnvJoinToken
 	}
 	if v := env.Getenv(EnvAgentID); v != "" {
 		cfg.Agent.AgentID = v
@@ -127,6 +132,12 @@ func (d *decoder) validate(cfg *Config) {
 		// The master applies the same rule (internal/ident).
 		if err := ident.Validate("agent", a.AgentID); err != nil {
 			d.problem("agent.agent_id", "%.140q is not a valid agent id (accepted: %s)", a.AgentID, ident.Charset)
+		}
+	}
+	if a.JoinToken != "" {
+		// jointoken.Parse never quotes the secret in its errors.
+		if _, err := jointoken.Parse(a.JoinToken); err != nil {
+			d.problem("agent.join_token", "%v (copy the whole token 'sutra tokens create' printed on the master)", err)
 		}
 	}
 	if msg := checkHostPort(a.MasterHost); msg != "" {

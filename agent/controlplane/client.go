@@ -2,6 +2,8 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,11 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
@@ -21,6 +24,12 @@ import (
 type Options struct {
 	// MasterAddr is the master's gRPC address, host:port. Required.
 	MasterAddr string
+	// TLSDir holds the agent's identity (agent.key, agent.crt, ca.crt; see
+	// enroll.go), usually {agent_data_dir}/tls. Required.
+	TLSDir string
+	// JoinToken enrolls the agent when TLSDir holds no identity yet (or an
+	// expired one). A secret: never logged.
+	JoinToken string
 	// AgentID, Hostname, Platform, Arch and AgentVersion identify the agent. AgentID is required.
 	AgentID, Hostname, Platform, Arch, AgentVersion string
 	// InstanceID is this installation's persistent random id (LoadInstanceID),
@@ -61,6 +70,14 @@ func (o Options) Validate() error {
 	if o.AgentID == "" {
 		errs = append(errs, errors.New("controlplane: AgentID is required"))
 	}
+	if o.TLSDir == "" {
+		errs = append(errs, errors.New("controlplane: TLSDir is required"))
+	}
+	if o.JoinToken != "" {
+		if _, err := jointoken.Parse(o.JoinToken); err != nil {
+			errs = append(errs, fmt.Errorf("controlplane: join token: %w", err))
+		}
+	}
 	if o.InstanceID != "" && !validInstanceID(o.InstanceID) {
 		errs = append(errs, fmt.Errorf("controlplane: InstanceID %q is not 32 lowercase hex digits", o.InstanceID))
 	}
@@ -83,6 +100,8 @@ type Client struct {
 	rpc  gridv1.GridMasterClient
 
 	mu        sync.Mutex
+	cert      *tls.Certificate // presented on new handshakes
+	renewDue  time.Time        // when cert is to be renewed
 	interval  time.Duration
 	connected bool
 	lastOK    time.Time
@@ -111,11 +130,37 @@ func New(opts Options) (*Client, error) {
 	if opts.Rand == nil {
 		opts.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
-	conn, err := grpc.NewClient(opts.MasterAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("controlplane: master address %q: %w", opts.MasterAddr, err)
+	if opts.JoinToken == "" && !hasCredentials(opts.TLSDir) {
+		return nil, ErrNoCredentials
 	}
-	return &Client{opts: opts, conn: conn, rpc: gridv1.NewGridMasterClient(conn), interval: opts.HeartbeatInterval}, nil
+	return &Client{opts: opts, interval: opts.HeartbeatInterval}, nil
+}
+
+// connect loads the agent's identity, enrolling first if it has none, and
+// prepares the mutual-TLS connection to the master.
+func (c *Client) connect(ctx context.Context) error {
+	cfg, err := c.credentials(ctx)
+	if err != nil {
+		return err
+	}
+	// New handshakes present the current certificate, which renewal
+	// replaces (enroll.go).
+	cert := cfg.Certificates[0]
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("controlplane: agent certificate: %w", err)
+	}
+	cfg.Certificates = nil
+	cfg.GetClientCertificate = c.clientCert
+	c.setCert(&cert, leaf)
+	conn, err := grpc.NewClient(c.opts.MasterAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		return fmt.Errorf("controlplane: master address %q: %w", c.opts.MasterAddr, err)
+	}
+	c.mu.Lock()
+	c.conn, c.rpc = conn, gridv1.NewGridMasterClient(conn)
+	c.mu.Unlock()
+	return nil
 }
 
 // Connected reports whether the last call to the master succeeded, and when.
@@ -126,12 +171,28 @@ func (c *Client) Connected() (bool, time.Time) {
 }
 
 // Close releases the connection. Run must have returned.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	return conn.Close()
+}
 
-// Run registers and heartbeats until ctx ends. It returns nil on ctx's end and
-// never gives up because the master is unreachable.
+// Run enrolls if needed, then registers and heartbeats until ctx ends. It
+// returns nil on ctx's end and never gives up because the master is
+// unreachable; it returns an error when enrollment is refused or the
+// master's CA does not match the join token's pin.
 func (c *Client) Run(ctx context.Context) error {
 	log := c.opts.Logger
+	if err := c.connect(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	for {
 		if err := c.registerWithBackoff(ctx); err != nil {
 			return nil // ctx ended
@@ -144,6 +205,7 @@ func (c *Client) Run(ctx context.Context) error {
 				return nil
 			case <-time.After(wait):
 			}
+			c.maybeRenew(ctx)
 			err := c.heartbeat(ctx)
 			if err == nil {
 				wait = c.jitter(c.currentInterval(), 0.1)

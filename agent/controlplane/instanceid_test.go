@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/sutragrid/sutra/internal/testutil"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -141,19 +139,6 @@ func (m *fakeMaster) registrations() []*gridv1.RegisterAgentRequest {
 	return append([]*gridv1.RegisterAgentRequest(nil), m.reqs...)
 }
 
-func startFakeMaster(t *testing.T, m *fakeMaster) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	gridv1.RegisterGridMasterServer(srv, m)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	return ln.Addr().String()
-}
-
 // The instance id goes with every registration. A refusal (another machine
 // holds the agent_id) is logged as such and retried with backoff; once the
 // clash is resolved the agent registers.
@@ -163,11 +148,14 @@ func TestRegistrationSendsInstanceIDAndRetriesARefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := &fakeMaster{refuse: status.Error(codes.AlreadyExists, `agent id "a1" is already registered by host "other" (instance 0123)`)}
-	addr := startFakeMaster(t, m)
+	ca := newTestCA(t)
+	addr := startTLSFakeMaster(t, ca, m)
+	tlsDir := filepath.Join(t.TempDir(), "tls")
+	ca.writeAgent(t, tlsDir, "a1")
 	var logs testutil.SyncBuffer
 	registered := make(chan struct{}, 1)
 	c, err := New(Options{
-		MasterAddr: addr, AgentID: "a1", InstanceID: id, Hostname: "here",
+		MasterAddr: addr, AgentID: "a1", InstanceID: id, Hostname: "here", TLSDir: tlsDir,
 		Report:       func() Report { return Report{} },
 		OnDesired:    func(Desired) {},
 		OnRegistered: func() { registered <- struct{}{} },

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/platform"
 	"github.com/sutragrid/sutra/internal/testutil"
 )
@@ -81,11 +82,11 @@ func TestSystemdIntegration(t *testing.T) {
 		// Fixed directories (no HOME under systemd); the first node port is a
 		// free one of the host's, whose network the container shares.
 		writeFile(t, filepath.Join(host, "agent-config.toml"), fmt.Sprintf(
-			"version = 1\n[agent]\nagent_id = %q\nmaster_host = %q\ncache_dir = \"/var/cache/sutra\"\nagent_data_dir = \"/var/lib/sutra/agent\"\n"+
+			"version = 1\n[agent]\nagent_id = %q\nmaster_host = %q\njoin_token = %q\ncache_dir = \"/var/cache/sutra\"\nagent_data_dir = \"/var/lib/sutra/agent\"\n"+
 				"upgrade_window_secs = "+strconv.Itoa(int(itUpgradeWindow/time.Second))+"\n"+
 				"[storage]\nmaster_binary_url = %q\ndata_path = \"/var/lib/sutra/nodes\"\nport_range_start = %s\n"+
 				"[monitoring]\nheartbeat_interval_secs = 1\n",
-			itAgentID, master.grpcAddr, "http://"+master.httpAddr, portOf(testutil.FreeAddr(t))))
+			itAgentID, master.grpcAddr, master.joinToken(t, filepath.Join(bins, "sutra")), "http://"+master.httpAddr, portOf(testutil.FreeAddr(t))))
 		copyFile(t, filepath.Join(bins, "sutra-agent"), filepath.Join(host, "sutra-agent"))
 	} else {
 		goBuild(t, bins, "", "./agent/service/testdata/standin")
@@ -532,6 +533,28 @@ func (c *container) powerOff(t *testing.T) {
 type hostMaster struct {
 	grpcAddr, httpAddr string
 	binariesDir        string
+	dataDir            string // holds admin.token and tls/ca.crt (issue 12)
+	token              string // the operator token
+}
+
+// get is GET path on the master's HTTP API with the operator token.
+func (m *hostMaster) get(path string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", "http://"+m.httpAddr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+m.token)
+	return http.DefaultClient.Do(req)
+}
+
+// joinToken makes a join token with the sutra CLI, as an operator does.
+func (m *hostMaster) joinToken(t *testing.T, cli string) string {
+	t.Helper()
+	out, err := m.sutra(t, cli, "tokens", "create", "--uses", "5")
+	if err != nil {
+		t.Fatalf("sutra tokens create: %v\n%s", err, out)
+	}
+	return strings.Fields(out)[0]
 }
 
 // agentJSON is the part of GET /api/agents/{id} (master/fleetapi) the test reads.
@@ -551,7 +574,7 @@ type agentJSON struct {
 func (m *hostMaster) agent(t *testing.T, id string) agentJSON {
 	t.Helper()
 	var a agentJSON
-	resp, err := http.Get("http://" + m.httpAddr + "/api/agents/" + id)
+	resp, err := m.get("/api/agents/" + id)
 	if err != nil {
 		return a
 	}
@@ -567,7 +590,7 @@ func (m *hostMaster) waitServed(t *testing.T, path string) {
 	t.Helper()
 	deadline := time.Now().Add(itWaitLong)
 	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + m.httpAddr + path); err == nil {
+		if resp, err := m.get(path); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
@@ -590,7 +613,7 @@ func startHostMaster(t *testing.T, bins string) *hostMaster {
 		t.Fatal(err)
 	}
 	copyFile(t, filepath.Join(bins, "storage-server"), filepath.Join(binaries, "storage-server-"+itVersion+"-"+plat+"-"+arch))
-	m := &hostMaster{grpcAddr: testutil.FreeAddr(t), httpAddr: testutil.FreeAddr(t), binariesDir: binaries}
+	m := &hostMaster{grpcAddr: testutil.FreeAddr(t), httpAddr: testutil.FreeAddr(t), binariesDir: binaries, dataDir: filepath.Join(dir, "data")}
 	cmd := exec.Command(filepath.Join(bins, "sutra-master"))
 	cmd.Env = append(os.Environ(), "BIND_ADDRESS=127.0.0.1",
 		"GRPC_PORT="+portOf(m.grpcAddr), "HTTP_PORT="+portOf(m.httpAddr),
@@ -600,6 +623,18 @@ func startHostMaster(t *testing.T, bins string) *hostMaster {
 		t.Fatalf("start sutra-master: %v", err)
 	}
 	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	// The master writes the operator's credentials before it serves.
+	for deadline := time.Now().Add(itWaitLong); ; {
+		creds, err := opauth.Load(m.dataDir)
+		if err == nil {
+			m.token = creds.Token
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the master's operator credentials: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	return m
 }
 
@@ -626,6 +661,7 @@ func (m *hostMaster) sutra(t *testing.T, bin string, args ...string) (string, er
 	ctx, cancel := context.WithTimeout(context.Background(), itWaitLong+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--master", m.grpcAddr, "--http", "http://" + m.httpAddr}, args...)...)
+	cmd.Env = append(os.Environ(), "SUTRA_DATA_DIR="+m.dataDir) // admin.token and tls/ca.crt
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -634,7 +670,7 @@ func (m *hostMaster) sutra(t *testing.T, bin string, args ...string) (string, er
 // (master/fleetapi: a JSON array of fleet.Node).
 func (m *hostMaster) nodePIDs(t *testing.T, agentID string) []int {
 	t.Helper()
-	resp, err := http.Get("http://" + m.httpAddr + "/api/nodes?agent=" + agentID)
+	resp, err := m.get("/api/nodes?agent=" + agentID)
 	if err != nil {
 		t.Fatalf("GET /api/nodes: %v", err)
 	}

@@ -39,9 +39,7 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/platform"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
@@ -77,6 +75,7 @@ func main() {
 }
 
 type bench struct {
+	joinToken           string // enrolls the bench's agents
 	o                   options
 	dir, binDir         string
 	binariesDir, server string
@@ -246,11 +245,24 @@ func (b *bench) startMaster(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("master did not come up and publish storage-server: %w", err)
 	}
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", b.grpcPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The operator's credentials the master wrote at start, and one join
+	// token that enrolls the bench's agents.
+	creds, err := opauth.Load(filepath.Join(b.dir, "master"))
+	if err != nil {
+		return err
+	}
+	conn, err := creds.Dial(fmt.Sprintf("127.0.0.1:%d", b.grpcPort))
 	if err != nil {
 		return err
 	}
 	b.rpc = gridv1.NewGridMasterClient(conn)
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	jt, err := b.rpc.CreateJoinToken(tctx, &gridv1.CreateJoinTokenRequest{Uses: 100, TtlSecs: 24 * 3600})
+	if err != nil {
+		return fmt.Errorf("create a join token: %w", err)
+	}
+	b.joinToken = jt.GetToken()
 	return nil
 }
 
@@ -264,6 +276,7 @@ func (b *bench) agentConfig(id string, portStart, maxNodes int) (string, error) 
 [agent]
 agent_id = %q
 master_host = "127.0.0.1:%d"
+join_token = %q
 cache_dir = %q
 agent_data_dir = %q
 max_storage_nodes = %d
@@ -271,7 +284,7 @@ max_storage_nodes = %d
 master_binary_url = "http://127.0.0.1:%d"
 data_path = %q
 port_range_start = %d
-`, id, b.grpcPort, filepath.Join(home, "cache"), filepath.Join(home, "state"), maxNodes, b.httpPort, filepath.Join(home, "nodes"), portStart)
+`, id, b.grpcPort, b.joinToken, filepath.Join(home, "cache"), filepath.Join(home, "state"), maxNodes, b.httpPort, filepath.Join(home, "nodes"), portStart)
 	p := filepath.Join(home, "agent-config.toml")
 	return p, os.WriteFile(p, []byte(cfg), 0o644)
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/sutragrid/sutra/agent/agentlog"
 	"github.com/sutragrid/sutra/agent/config"
+	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/version"
 )
 
@@ -43,7 +44,8 @@ const usage = `usage:
   sutra-agent fetch [--config FILE] [--version V] [--offline]
                                                   fetch, verify and cache storage-server; print its path
                                                   (--offline: the newest verified cached one, no master)
-  sutra-agent run [--config FILE] [--service]       run the agent until SIGINT/SIGTERM
+  sutra-agent run [--config FILE] [--service] [--join-token TOKEN]
+                                                  run the agent until SIGINT/SIGTERM; enrolls with TOKEN first if it has no certificate
   sutra-agent service install|uninstall|start|stop|restart|status [--config FILE]
 `
 
@@ -99,6 +101,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("run", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfgPath := fl.String("config", defaultConfig, "agent config file")
+	joinToken := fl.String("join-token", "", "join token to enroll with when the agent has no certificate yet (else SUTRA_JOIN_TOKEN or agent.join_token; make one with `sutra tokens create` on the master)")
 	asService := fl.Bool("service", false, "run under the OS service manager (set by `sutra-agent service install`; nodes are left running on exit unless storage.stop_nodes_on_exit = true)")
 	if err := fl.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -109,6 +112,13 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, logger, err := setup(*cfgPath, flagSet(fl, "config"), stderr)
 	if err != nil {
 		return err
+	}
+	if *joinToken != "" {
+		// Parse errors never quote the secret.
+		if _, err := jointoken.Parse(*joinToken); err != nil {
+			return fmt.Errorf("--join-token: %w (copy the whole token 'sutra tokens create' printed)", err)
+		}
+		cfg.Agent.JoinToken = *joinToken
 	}
 	// The agent's own log also goes to {agent_data_dir}/logs/agent.log, whose
 	// last lines a self-update rollback reports to the master.

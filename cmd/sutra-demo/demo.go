@@ -16,10 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/platform"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 type demoOptions struct {
@@ -74,9 +73,10 @@ func run(ctx context.Context, o demoOptions) error {
 	masterAddr := fmt.Sprintf("localhost:%d", o.GRPCPort)
 	httpURL := fmt.Sprintf("http://localhost:%d", o.HTTPPort)
 	step("Starting the master (gRPC %d, HTTP %d)", o.GRPCPort, o.HTTPPort)
+	masterData := filepath.Join(dir, "master")
 	master, err := start(ctx, "master", filepath.Join(bin, "sutra-master"), nil, []string{
 		"BINARIES_DIR=" + binaries,
-		"SUTRA_DATA_DIR=" + filepath.Join(dir, "master"),
+		"SUTRA_DATA_DIR=" + masterData,
 		fmt.Sprintf("GRPC_PORT=%d", o.GRPCPort),
 		fmt.Sprintf("HTTP_PORT=%d", o.HTTPPort),
 	}, filepath.Join(logs, "master.log"), true)
@@ -88,12 +88,30 @@ func run(ctx context.Context, o demoOptions) error {
 		return fmt.Errorf("master did not come up (see %s): %w", rel(filepath.Join(logs, "master.log")), err)
 	}
 
-	conn, err := grpc.NewClient(masterAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The operator's credentials, which the master wrote at its first start
+	// (the same files `sutra` finds when run in the master's directory).
+	creds, err := opauth.Load(masterData)
+	if err != nil {
+		return fmt.Errorf("operator credentials of the master: %w", err)
+	}
+	conn, err := creds.Dial(masterAddr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	grid := gridv1.NewGridMasterClient(conn)
+	caFile := filepath.Join(masterData, filepath.FromSlash(opauth.CAFile))
+	cliEnv := []string{"SUTRA_MASTER=" + masterAddr, "SUTRA_TOKEN=" + creds.Token, "SUTRA_CACERT=" + caFile}
+
+	// One join token enrolls every demo agent (they get it through
+	// SUTRA_JOIN_TOKEN, so it is not written in their config files).
+	tctx, tcancel := context.WithTimeout(ctx, 10*time.Second)
+	joined, err := grid.CreateJoinToken(tctx, &gridv1.CreateJoinTokenRequest{Uses: uint32(max(o.Agents, 1)), TtlSecs: 3600, Labels: map[string]string{"demo": "true"}})
+	tcancel()
+	if err != nil {
+		return fmt.Errorf("create a join token: %w", err)
+	}
+	step("Created join token %s for %d agents (sutra tokens create)", joined.GetInfo().GetId(), o.Agents)
 
 	var agentIDs []string
 	for i := 1; i <= o.Agents; i++ {
@@ -104,7 +122,7 @@ func run(ctx context.Context, o demoOptions) error {
 			return err
 		}
 		step("Starting %s (config %s)", id, rel(cfg))
-		a, err := start(ctx, id, filepath.Join(bin, "sutra-agent"), []string{"run", "--config", cfg}, nil,
+		a, err := start(ctx, id, filepath.Join(bin, "sutra-agent"), []string{"run", "--config", cfg}, []string{"SUTRA_JOIN_TOKEN=" + joined.GetToken()},
 			filepath.Join(logs, id+".log"), false)
 		if err != nil {
 			return err
@@ -112,7 +130,7 @@ func run(ctx context.Context, o demoOptions) error {
 		children = append(children, a)
 	}
 	if err := waitAgents(ctx, grid, agentIDs, 60*time.Second); err != nil {
-		return fmt.Errorf("agents did not register (see %s): %w", rel(logs), err)
+		return fmt.Errorf("agents did not enroll and register (see %s): %w", rel(logs), err)
 	}
 
 	var nodeIDs []string
@@ -137,10 +155,10 @@ func run(ctx context.Context, o demoOptions) error {
 	}
 
 	fmt.Println()
-	showCommand(ctx, filepath.Join(bin, "sutra"), "--master", masterAddr, "status")
-	showCommand(ctx, filepath.Join(bin, "sutra"), "--master", masterAddr, "agents")
-	showCommand(ctx, filepath.Join(bin, "sutra"), "--master", masterAddr, "nodes")
-	printTryThis(bin, masterAddr, httpURL, o.Version, endpoints, logs)
+	showCommand(ctx, cliEnv, filepath.Join(bin, "sutra"), "--master", masterAddr, "status")
+	showCommand(ctx, cliEnv, filepath.Join(bin, "sutra"), "--master", masterAddr, "agents")
+	showCommand(ctx, cliEnv, filepath.Join(bin, "sutra"), "--master", masterAddr, "nodes")
+	printTryThis(bin, masterAddr, httpURL, o.Version, endpoints, logs, creds.Token, caFile)
 
 	if o.Exit {
 		step("--exit given: stopping the grid")
@@ -387,15 +405,16 @@ func putAndGet(ctx context.Context, endpoint string) error {
 	return nil
 }
 
-func showCommand(ctx context.Context, path string, args ...string) {
+func showCommand(ctx context.Context, env []string, path string, args ...string) {
 	fmt.Printf("$ sutra %s\n", strings.Join(args[2:], " "))
 	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
 	_ = cmd.Run()
 	fmt.Println()
 }
 
-func printTryThis(bin, masterAddr, httpURL, version string, endpoints []string, logs string) {
+func printTryThis(bin, masterAddr, httpURL, version string, endpoints []string, logs, token, caFile string) {
 	plat, arch, _ := platform.Current()
 	node := "<node-endpoint>"
 	if len(endpoints) > 0 {
@@ -403,6 +422,7 @@ func printTryThis(bin, masterAddr, httpURL, version string, endpoints []string, 
 	}
 	fmt.Printf(`Try it (in another terminal):
   export PATH=%s:$PATH SUTRA_MASTER=%s
+  export SUTRA_TOKEN=%s SUTRA_CACERT=%s
   sutra status
   sutra agents
   sutra nodes
@@ -412,10 +432,11 @@ func printTryThis(bin, masterAddr, httpURL, version string, endpoints []string, 
   curl %s/api/binaries/latest/%s/%s
   curl %s/api/binaries/%s/linux/x86_64
   curl -O %s/binaries/storage-server-%s-linux-x86_64
-  curl %s/api/agents
+  curl -H "Authorization: Bearer $SUTRA_TOKEN" %s/api/agents
   curl -X PUT --data 'bar' http://%s/kv/foo && curl http://%s/kv/foo
-  grpcurl -plaintext %s list
+  grpcurl -cacert $SUTRA_CACERT -H "authorization: Bearer $SUTRA_TOKEN" %s list
+  sutra tokens create --uses 1    (a join token for one more agent: sutra-agent run --join-token ...)
 
 Logs: %s
-`, bin, masterAddr, httpURL, httpURL, plat, arch, httpURL, version, httpURL, version, httpURL, node, node, masterAddr, rel(logs))
+`, bin, masterAddr, token, caFile, httpURL, httpURL, plat, arch, httpURL, version, httpURL, version, httpURL, node, node, masterAddr, rel(logs))
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/master"
 	"github.com/sutragrid/sutra/master/store"
 )
@@ -116,6 +117,11 @@ func backup(ctx context.Context, dbPath, url, dst string, stdout io.Writer) erro
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+store.BackupPath, nil)
 		if err != nil {
 			return err
+		}
+		// The backup route needs the operator token, which the master
+		// keeps next to its database.
+		if tok, err := opauth.ReadToken(filepath.Join(filepath.Dir(dbPath), opauth.TokenFile)); err == nil {
+			req.Header.Set("Authorization", "Bearer "+tok)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

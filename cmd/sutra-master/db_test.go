@@ -13,8 +13,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/sutragrid/sutra/internal/enroll"
+	"github.com/sutragrid/sutra/internal/jointoken"
+	"github.com/sutragrid/sutra/internal/mtls"
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/store"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
@@ -45,13 +49,39 @@ func TestBackupRunningMaster(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	conn, err := grpc.NewClient("127.0.0.1:"+grpcPort, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// An enrolled agent registers (issue 12: TLS, its own certificate).
+	creds, err := opauth.Load(filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := creds.Dial("127.0.0.1:" + grpcPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer rcancel()
+	jt, err := gridv1.NewGridMasterClient(op).CreateJoinToken(rctx, &gridv1.CreateJoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jointoken.Parse(jt.GetToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := mtls.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := enroll.Enroll(rctx, enroll.Request{Addr: "127.0.0.1:" + grpcPort, Token: tok, AgentID: "backup-agent-1", Hostname: "h1", Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("127.0.0.1:"+grpcPort, grpc.WithTransportCredentials(credentials.NewTLS(res.TLSConfig(key))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer rcancel()
 	if _, err := gridv1.NewGridMasterClient(conn).RegisterAgent(rctx, &gridv1.RegisterAgentRequest{
 		AgentId: "backup-agent-1", Hostname: "h1", Platform: "linux", Arch: "x86_64", AgentVersion: "1.0.0", MaxStorageNodes: 2,
 	}); err != nil {
@@ -72,10 +102,18 @@ func TestBackupRunningMaster(t *testing.T) {
 	if _, err := store.Verify(dst); err != nil {
 		t.Fatalf("backup is not a sound database: %v", err)
 	}
-	// The route answers a client on the master's host.
-	resp, err := http.Get("http://127.0.0.1:" + httpPort + store.BackupPath)
+	// The route answers an operator on the master's host, and nobody
+	// without the operator token.
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:"+httpPort+store.BackupPath, nil)
+	req.Header.Set("Authorization", "Bearer "+creds.Token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /api/backup from loopback = %v %v", resp, err)
+		t.Fatalf("GET /api/backup from loopback with the token = %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get("http://127.0.0.1:" + httpPort + store.BackupPath)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /api/backup without the token = %v %v, want 401", resp, err)
 	}
 	resp.Body.Close()
 	if err := run(context.Background(), []string{"restore", dst}, &bout, &bout, e); !errors.Is(err, store.ErrLocked) {

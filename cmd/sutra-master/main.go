@@ -76,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "grpc-max-streams", env: "GRPC_MAX_STREAMS", arg: "N", def: strconv.Itoa(master.DefaultGRPCMaxConcurrentStreams), help: "concurrent gRPC calls on one client connection"},
 		{flag: "agent-gc-threshold", env: "AGENT_GC_THRESHOLD", arg: "DURATION", def: "24h", help: "remove offline agents without a heartbeat for longer (with their node records; event AgentRemoved); 0 never removes them"},
 		{flag: "download-stall-timeout", env: "DOWNLOAD_STALL_TIMEOUT", arg: "DURATION", def: "30s", help: "close a download whose client reads nothing for this long, freeing its slot"},
+		{flag: "advertise", env: "SUTRA_ADVERTISE", arg: "NAMES", def: "", help: "comma-separated extra DNS names or IP addresses agents use to reach this master, added to its TLS certificate in {data-dir}/tls"},
+		{flag: "client-cert-lifetime", env: "CLIENT_CERT_LIFETIME", arg: "DURATION", def: "720h", help: "lifetime of the agent certificates issued at enrollment and renewal"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
@@ -156,6 +158,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err != nil || stall <= 0 {
 		errs = append(errs, fmt.Errorf("%s=%q is not a positive duration (like 30s or 2m)", source["download-stall-timeout"], val["download-stall-timeout"]))
 	}
+	var advertise []string
+	for _, n := range strings.Split(val["advertise"], ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			advertise = append(advertise, n)
+		}
+	}
+	certLifetime, err := time.ParseDuration(val["client-cert-lifetime"])
+	if err != nil || certLifetime < time.Hour || certLifetime > 365*24*time.Hour {
+		errs = append(errs, fmt.Errorf("%s=%q: want a duration from 1h to 8760h (one year), like 720h", source["client-cert-lifetime"], val["client-cert-lifetime"]))
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
 		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
@@ -185,6 +197,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		GRPCMaxConcurrentStreams: uint32(grpcStreams),
 		Logger:                   logger,
 		Console:                  console,
+		Advertise:                advertise,
+		ClientCertLifetime:       certLifetime,
 		ControlPlane: controlplane.Options{
 			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
 			AgentGCThreshold: gcThreshold,

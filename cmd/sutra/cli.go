@@ -7,24 +7,26 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/sutragrid/sutra/internal/opauth"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
 // Exit codes, documented in usage.
 const (
-	exitOK          = 0
-	exitError       = 1
-	exitUsage       = 2
-	exitNotFound    = 3
-	exitUnavailable = 4
+	exitOK           = 0
+	exitError        = 1
+	exitUsage        = 2
+	exitNotFound     = 3
+	exitUnavailable  = 4
+	exitUnauthorized = 5
 )
 
 const usage = `Usage: sutra [global flags] <command> [flags] [args]
@@ -52,12 +54,22 @@ Commands:
   events [-f] [--since N] [-n N]
                               the fleet's event log; -f follows new events
   version                     versions of this CLI and of the master
+  tokens                      list join tokens (never their secrets)
+  tokens create [--ttl 24h] [--uses 1] [--label k=v ...]
+                              make a join token for enrolling agents; it is
+                              printed once (sutra-agent run --join-token ...)
+  tokens rm ID                remove a join token
 
 Global flags (also accepted after the command):
   --master HOST:PORT   master gRPC address (env SUTRA_MASTER, default localhost:7000)
   --http URL           master HTTP API (env SUTRA_HTTP, default http://<master host>:7001)
   -o, --output FORMAT  table (default) or json
   --timeout DURATION   per-request timeout (default 10s)
+  --token TOKEN        operator token (env SUTRA_TOKEN; default: the master's
+                       <data dir>/admin.token when run on the master host)
+  --ca-cert FILE       the master's CA certificate (env SUTRA_CACERT; default:
+                       <data dir>/tls/ca.crt); the data dir is SUTRA_DATA_DIR
+                       or ./data
 
 Exit codes:
   0  success
@@ -65,6 +77,8 @@ Exit codes:
   2  usage error (unknown command or flag, bad argument)
   3  not found (unknown agent or node)
   4  master unreachable or unavailable
+  5  unauthorized (no or wrong operator token, or the master's certificate
+     is not signed by the CA given)
 `
 
 // cliError carries an exit code and a one-line message.
@@ -85,6 +99,9 @@ type globals struct {
 	http    string
 	output  string
 	timeout time.Duration
+	token   string
+	caCert  string
+	dataDir string
 }
 
 type cli struct {
@@ -102,6 +119,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		c.g.master = "localhost:7000"
 	}
 	c.g.http = getenv("SUTRA_HTTP")
+	c.g.token = getenv("SUTRA_TOKEN")
+	c.g.caCert = getenv("SUTRA_CACERT")
+	c.g.dataDir = getenv("SUTRA_DATA_DIR")
+	if c.g.dataDir == "" {
+		c.g.dataDir = "data"
+	}
 	c.g.output = "table"
 	c.g.timeout = 10 * time.Second
 
@@ -132,6 +155,8 @@ func (c *cli) flagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.g.output, "o", c.g.output, "output format: table or json")
 	fs.StringVar(&c.g.output, "output", c.g.output, "output format: table or json")
 	fs.DurationVar(&c.g.timeout, "timeout", c.g.timeout, "per-request timeout")
+	fs.StringVar(&c.g.token, "token", c.g.token, "operator token")
+	fs.StringVar(&c.g.caCert, "ca-cert", c.g.caCert, "the master's CA certificate file")
 	return fs
 }
 
@@ -213,6 +238,16 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.events(ctx, rest)
 	case "version":
 		return c.version(ctx, rest)
+	case "tokens":
+		if len(rest) > 0 {
+			switch rest[0] {
+			case "create":
+				return c.createToken(ctx, rest[1:])
+			case "rm":
+				return c.removeToken(ctx, rest[1:])
+			}
+		}
+		return c.tokens(ctx, rest)
 	}
 	return usageErr("unknown command %q", cmd)
 }
@@ -225,12 +260,43 @@ func (c *cli) client() (gridv1.GridMasterClient, error) {
 	if _, _, err := net.SplitHostPort(c.g.master); err != nil {
 		return nil, usageErr("master address %q is not host:port: set --master or SUTRA_MASTER", c.g.master)
 	}
-	conn, err := grpc.NewClient(c.g.master, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := c.credentials()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := creds.Dial(c.g.master)
 	if err != nil {
 		return nil, usageErr("master address %q: %v", c.g.master, err)
 	}
 	c.conn, c.grid = conn, gridv1.NewGridMasterClient(conn)
 	return c.grid, nil
+}
+
+// hintAuth says where the operator's credentials come from.
+const hintAuth = "set --token/SUTRA_TOKEN and --ca-cert/SUTRA_CACERT, or run sutra in the master's directory (it reads data/admin.token and data/tls/ca.crt, or those in SUTRA_DATA_DIR)"
+
+// credentials are the operator token and the master's CA: the flags or
+// environment, else the files in the master's data dir.
+func (c *cli) credentials() (opauth.Credentials, error) {
+	var creds opauth.Credentials
+	caPath := c.g.caCert
+	if caPath == "" {
+		caPath = filepath.Join(c.g.dataDir, filepath.FromSlash(opauth.CAFile))
+	}
+	roots, err := opauth.ReadCA(caPath)
+	if err != nil {
+		return creds, &cliError{code: exitUnauthorized, msg: fmt.Sprintf("no CA certificate to verify the master with (%v): %s", err, hintAuth)}
+	}
+	creds.Roots = roots
+	creds.Token = c.g.token
+	if creds.Token == "" {
+		tok, err := opauth.ReadToken(filepath.Join(c.g.dataDir, opauth.TokenFile))
+		if err != nil {
+			return creds, &cliError{code: exitUnauthorized, msg: fmt.Sprintf("no operator token (%v): %s", err, hintAuth)}
+		}
+		creds.Token = tok
+	}
+	return creds, nil
 }
 
 // call runs one RPC with the request timeout.
@@ -254,7 +320,12 @@ func (c *cli) rpcErr(err error) error {
 		return err
 	}
 	switch st.Code() {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return &cliError{code: exitUnauthorized, msg: fmt.Sprintf("unauthorized: %s (%s)", st.Message(), hintAuth)}
 	case codes.Unavailable:
+		if m := st.Message(); strings.Contains(m, "certificate") || strings.Contains(m, "handshake") {
+			return &cliError{code: exitUnauthorized, msg: fmt.Sprintf("the master at %s is not the one the CA certificate names (%s): check --ca-cert/SUTRA_CACERT", c.g.master, m)}
+		}
 		if m := st.Message(); strings.Contains(m, "connection") || strings.Contains(m, "dial") || strings.Contains(m, "transport") || strings.Contains(m, "resolver") {
 			return &cliError{code: exitUnavailable, msg: fmt.Sprintf("cannot reach master at %s: is sutra-master running? (set --master or SUTRA_MASTER)", c.g.master)}
 		}

@@ -4,23 +4,33 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/sutragrid/sutra/internal/enroll"
 	"github.com/sutragrid/sutra/internal/httpjson"
+	"github.com/sutragrid/sutra/internal/jointoken"
+	"github.com/sutragrid/sutra/internal/mtls"
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/testutil"
+	"github.com/sutragrid/sutra/master/auth"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/fleetapi"
 	"github.com/sutragrid/sutra/master/grpcapi"
+	"github.com/sutragrid/sutra/master/pki"
 	"github.com/sutragrid/sutra/master/store"
+	"github.com/sutragrid/sutra/master/tokens"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -28,6 +38,7 @@ import (
 // parts: bbolt store, fleet, gRPC on a loopback port, fleet HTTP API. The
 // /api/binaries route is a stand-in answering in the design document's format.
 type testMaster struct {
+	dataDir  string
 	grpcAddr string
 	httpURL  string
 	f        *fleet.Fleet
@@ -36,7 +47,24 @@ type testMaster struct {
 
 func startMaster(t *testing.T) *testMaster {
 	t.Helper()
-	st, err := store.OpenDir(t.TempDir())
+	dataDir := t.TempDir()
+	st, err := store.OpenDir(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.Open(pki.Options{Dir: filepath.Join(dataDir, "tls")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opToken, _, err := auth.LoadOrCreateToken(filepath.Join(dataDir, auth.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := auth.NewPolicy(opToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := tokens.New(tokens.Options{Store: st, Fingerprint: ca.Fingerprint()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,8 +76,9 @@ func startMaster(t *testing.T) *testMaster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
-	grpcapi.New(f, nil).Register(g)
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerTLSConfig())),
+		grpc.ChainUnaryInterceptor(policy.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(policy.StreamServerInterceptor()))
+	grpcapi.New(f, nil).WithTrust(grpcapi.Trust{PKI: ca, Tokens: tk}).Register(g)
 	go func() { _ = g.Serve(lis) }()
 
 	mux := http.NewServeMux()
@@ -61,7 +90,11 @@ func startMaster(t *testing.T) *testMaster {
 	})
 	hs := httptest.NewServer(mux)
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := opauth.Load(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := creds.Dial(lis.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +104,7 @@ func startMaster(t *testing.T) *testMaster {
 		g.Stop()
 		_ = st.Close()
 	})
-	return &testMaster{grpcAddr: lis.Addr().String(), httpURL: hs.URL, f: f, grid: gridv1.NewGridMasterClient(conn)}
+	return &testMaster{dataDir: dataDir, grpcAddr: lis.Addr().String(), httpURL: hs.URL, f: f, grid: gridv1.NewGridMasterClient(conn)}
 }
 
 // simulateAgent registers an agent and, until the test ends, heartbeats
@@ -81,7 +114,8 @@ func (m *testMaster) simulateAgent(t *testing.T, id string, maxNodes uint32) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	resp, err := m.grid.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{AgentId: id, Hostname: id + ".lan", Platform: "linux", Arch: "x86_64", AgentVersion: "0.3.0", MaxStorageNodes: maxNodes})
+	agent := m.enroll(t, id)
+	resp, err := agent.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{AgentId: id, Hostname: id + ".lan", Platform: "linux", Arch: "x86_64", AgentVersion: "0.3.0", MaxStorageNodes: maxNodes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +128,7 @@ func (m *testMaster) simulateAgent(t *testing.T, id string, maxNodes uint32) {
 			for i, n := range desired.GetNodes() {
 				nodes = append(nodes, &gridv1.NodeStatus{NodeId: n.GetNodeId(), State: gridv1.NodeState_NODE_STATE_RUNNING, Pid: int64(1000 + i), Endpoint: "127.0.0.1:71" + string(rune('0'+i%10)) + "0", Version: "1.0.0"})
 			}
-			hb, err := m.grid.Heartbeat(ctx, &gridv1.HeartbeatRequest{AgentId: id, AppliedGeneration: desired.GetGeneration(), Nodes: nodes})
+			hb, err := agent.Heartbeat(ctx, &gridv1.HeartbeatRequest{AgentId: id, AppliedGeneration: desired.GetGeneration(), Nodes: nodes})
 			if err == nil {
 				desired = hb.GetDesired()
 			}
@@ -106,6 +140,35 @@ func (m *testMaster) simulateAgent(t *testing.T, id string, maxNodes uint32) {
 	}()
 }
 
+// enroll enrolls agent id with a new join token, as sutra-agent does.
+func (m *testMaster) enroll(t *testing.T, id string) gridv1.GridMasterClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	created, err := m.grid.CreateJoinToken(ctx, &gridv1.CreateJoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jointoken.Parse(created.GetToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := mtls.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := enroll.Enroll(ctx, enroll.Request{Addr: m.grpcAddr, Token: tok, AgentID: id, Hostname: id + ".lan", Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(m.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(res.TLSConfig(key))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return gridv1.NewGridMasterClient(conn)
+}
+
 type result struct {
 	code           int
 	stdout, stderr string
@@ -113,7 +176,7 @@ type result struct {
 
 func (m *testMaster) sutra(t *testing.T, args ...string) result {
 	t.Helper()
-	return sutraEnv(t, map[string]string{"SUTRA_MASTER": m.grpcAddr, "SUTRA_HTTP": m.httpURL}, args...)
+	return sutraEnv(t, map[string]string{"SUTRA_MASTER": m.grpcAddr, "SUTRA_HTTP": m.httpURL, "SUTRA_DATA_DIR": m.dataDir}, args...)
 }
 
 func sutraEnv(t *testing.T, env map[string]string, args ...string) result {
@@ -223,7 +286,12 @@ func TestCLIEventsFollow(t *testing.T) {
 	pr := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"--master", m.grpcAddr, "events", "-f", "-n", "0"}, pr, &bytes.Buffer{}, func(string) string { return "" })
+		done <- run(ctx, []string{"--master", m.grpcAddr, "events", "-f", "-n", "0"}, pr, &bytes.Buffer{}, func(k string) string {
+			if k == "SUTRA_DATA_DIR" {
+				return m.dataDir
+			}
+			return ""
+		})
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(pr.String(), "NodeSpawnRequested") {
@@ -273,7 +341,9 @@ func TestCLIErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := sutraEnv(t, c.env, c.args...)
+			env := map[string]string{"SUTRA_DATA_DIR": m.dataDir}
+			maps.Copy(env, c.env)
+			r := sutraEnv(t, env, c.args...)
 			if r.code != c.code || !strings.Contains(r.stderr, c.stderr) {
 				t.Fatalf("sutra %v: exit %d stderr %q; want exit %d and stderr containing %q", c.args, r.code, r.stderr, c.code, c.stderr)
 			}
@@ -284,4 +354,68 @@ func TestCLIErrors(t *testing.T) {
 	}
 	r := sutraEnv(t, nil, "help")
 	r.want(t, 0, "Exit codes:", "4  master unreachable")
+}
+
+// Issue 12: the CLI finds the operator's credentials in the master's data
+// dir or takes them from flags/environment; without valid ones it exits 5
+// with a one-line hint. Join tokens are created, listed (never the secret)
+// and removed.
+func TestCLIAuthAndTokens(t *testing.T) {
+	m := startMaster(t)
+	other, err := pki.Open(pki.Options{Dir: filepath.Join(t.TempDir(), "tls")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(otherCA, other.CAPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(m.dataDir, "tls", "ca.crt")
+	tokBytes, err := os.ReadFile(filepath.Join(m.dataDir, auth.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tokBytes))
+	for _, c := range []struct {
+		name   string
+		env    map[string]string
+		code   int
+		stderr string
+	}{
+		{"no credentials", map[string]string{"SUTRA_DATA_DIR": t.TempDir()}, exitUnauthorized, "SUTRA_TOKEN"},
+		{"wrong token", map[string]string{"SUTRA_DATA_DIR": m.dataDir, "SUTRA_TOKEN": "not-the-operator-token-123456"}, exitUnauthorized, "unauthorized"},
+		{"another master's CA", map[string]string{"SUTRA_TOKEN": token, "SUTRA_CACERT": otherCA}, exitUnauthorized, "SUTRA_CACERT"},
+		{"flags and environment", map[string]string{"SUTRA_TOKEN": token, "SUTRA_CACERT": caFile, "SUTRA_DATA_DIR": t.TempDir()}, 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := map[string]string{"SUTRA_MASTER": m.grpcAddr}
+			maps.Copy(env, c.env)
+			r := sutraEnv(t, env, "status")
+			if r.code != c.code || !strings.Contains(r.stderr, c.stderr) {
+				t.Fatalf("sutra status: exit %d stderr %q; want exit %d and stderr containing %q", r.code, r.stderr, c.code, c.stderr)
+			}
+			if strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+				t.Fatalf("error is not one line: %q", r.stderr)
+			}
+		})
+	}
+
+	r := m.sutra(t, "tokens", "create", "--ttl", "1h", "--uses", "2", "--label", "zone=a")
+	r.want(t, 0, "SUTRA1.", "2 use(s)")
+	whole := strings.Fields(r.stdout)[0]
+	tok, err := jointoken.Parse(whole)
+	if err != nil {
+		t.Fatalf("tokens create printed %q: %v", whole, err)
+	}
+	r = m.sutra(t, "tokens")
+	r.want(t, 0, tok.ID, "active", "0/2", "zone=a")
+	if strings.Contains(r.stdout, whole[strings.LastIndexByte(whole, '.')+1:]) {
+		t.Fatal("tokens shows a secret")
+	}
+	r = m.sutra(t, "tokens", "rm", tok.ID)
+	r.want(t, 0, "removed")
+	r = m.sutra(t, "tokens", "rm", tok.ID)
+	if r.code != exitNotFound {
+		t.Fatalf("tokens rm of a removed token: exit %d, want %d (%s)", r.code, exitNotFound, r.stderr)
+	}
 }

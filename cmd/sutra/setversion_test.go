@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"strings"
 	"testing"
 
@@ -73,7 +74,7 @@ func TestCLISetVersion(t *testing.T) {
 	r.want(t, 0, "agent-1", "agent-2", "1.3.1", "agents registering later get storage-server 1.3.1, agent latest")
 
 	// An agent registering later gets the fleet-wide versions.
-	resp, err := m.grid.RegisterAgent(context.Background(), &gridv1.RegisterAgentRequest{AgentId: "agent-3", Platform: "linux", Arch: "x86_64", AgentVersion: "1.0.0", MaxStorageNodes: 1})
+	resp, err := m.enroll(t, "agent-3").RegisterAgent(context.Background(), &gridv1.RegisterAgentRequest{AgentId: "agent-3", Platform: "linux", Arch: "x86_64", AgentVersion: "1.0.0", MaxStorageNodes: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,9 @@ func TestCLISetVersion(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := sutraEnv(t, c.env, c.args...)
+			env := map[string]string{"SUTRA_DATA_DIR": m.dataDir}
+			maps.Copy(env, c.env)
+			r := sutraEnv(t, env, c.args...)
 			if r.code != c.code || !strings.Contains(r.stderr, c.stderr) {
 				t.Fatalf("sutra %v: exit %d stderr %q; want exit %d and stderr containing %q", c.args, r.code, r.stderr, c.code, c.stderr)
 			}
@@ -118,10 +121,10 @@ func TestCLIAgentsUpgradeColumn(t *testing.T) {
 	m := startMaster(t)
 	ctx := context.Background()
 	up := &gridv1.UpgradeStatus{Phase: "rolled_back", FromVersion: "1.1.0", ToVersion: "1.2.0", Message: "rolled back to 1.1.0"}
-	if _, err := m.grid.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{AgentId: "agent-u", Platform: "linux", Arch: "x86_64", AgentVersion: "1.1.0", MaxStorageNodes: 1, Upgrade: up}); err != nil {
+	if _, err := m.enroll(t, "agent-u").RegisterAgent(ctx, &gridv1.RegisterAgentRequest{AgentId: "agent-u", Platform: "linux", Arch: "x86_64", AgentVersion: "1.1.0", MaxStorageNodes: 1, Upgrade: up}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.grid.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{AgentId: "agent-v", Platform: "linux", Arch: "x86_64", AgentVersion: "1.0.0", MaxStorageNodes: 1}); err != nil {
+	if _, err := m.enroll(t, "agent-v").RegisterAgent(ctx, &gridv1.RegisterAgentRequest{AgentId: "agent-v", Platform: "linux", Arch: "x86_64", AgentVersion: "1.0.0", MaxStorageNodes: 1}); err != nil {
 		t.Fatal(err)
 	}
 	r := m.sutra(t, "agents")

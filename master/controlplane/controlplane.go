@@ -20,10 +20,13 @@ import (
 	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sutragrid/sutra/internal/version"
+	"github.com/sutragrid/sutra/master/auth"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/fleetapi"
 	"github.com/sutragrid/sutra/master/grpcapi"
+	"github.com/sutragrid/sutra/master/pki"
 	"github.com/sutragrid/sutra/master/store"
+	"github.com/sutragrid/sutra/master/tokens"
 )
 
 // Options tune the control plane; zero values take the fleet's defaults.
@@ -101,17 +104,49 @@ func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (
 	return &ControlPlane{st: st, fleet: f, log: log}, nil
 }
 
-// Register adds the GridMaster service to grpcSrv, the fleet routes and
-// the backup route to routes, and reports the service SERVING on health
-// (nil: none).
-func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, health HealthSetter) {
-	grpcapi.New(c.fleet, c.log.With("component", "grpc")).Register(grpcSrv)
-	fleetapi.New(c.fleet).Register(routes)
-	// Loopback-only until the API has authentication (see store.BackupHandler).
-	routes.Handle("GET "+store.BackupPath, store.BackupHandler(c.st, c.log.With("component", "backup")))
+// Trust is what the control plane's trust RPCs and guarded routes need
+// (issue 12).
+type Trust struct {
+	// PKI issues agent certificates at enrollment and renewal. Required.
+	PKI *pki.PKI
+	// Operator guards the fleet routes and the backup route (the gRPC
+	// methods are guarded by its interceptors where the server is built).
+	// Required.
+	Operator *auth.Policy
+	// ClientLifetime of agent certificates; 0: pki.DefaultClientLifetime.
+	ClientLifetime time.Duration
+}
+
+// fleetRoutes are the paths of the fleet API and the backup route, which
+// need the operator token.
+var fleetRoutes = []string{"/api/agents", "/api/agents/", "/api/nodes", "/api/nodes/", "/api/cluster", "/api/events", store.BackupPath}
+
+// Register adds the GridMaster service (with the trust RPCs) to grpcSrv,
+// the fleet routes and the backup route to routes behind the operator
+// token, and reports the service SERVING on health (nil: none).
+func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, health HealthSetter, trust Trust) error {
+	if trust.PKI == nil || trust.Operator == nil {
+		return errors.New("control plane: Trust.PKI and Trust.Operator are required")
+	}
+	tk, err := tokens.New(tokens.Options{Store: c.st, Fingerprint: trust.PKI.Fingerprint(), Logger: c.log.With("component", "tokens")})
+	if err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	grpcapi.New(c.fleet, c.log.With("component", "grpc")).
+		WithTrust(grpcapi.Trust{PKI: trust.PKI, Tokens: tk, ClientLifetime: trust.ClientLifetime}).
+		Register(grpcSrv)
+	fm := http.NewServeMux()
+	fleetapi.New(c.fleet).Register(fm)
+	// Loopback-only as well (see store.BackupHandler).
+	fm.Handle("GET "+store.BackupPath, store.BackupHandler(c.st, c.log.With("component", "backup")))
+	guarded := trust.Operator.RequireOperator(fm)
+	for _, p := range fleetRoutes {
+		routes.Handle(p, guarded)
+	}
 	if health != nil {
 		health.SetServingStatus(ServiceName, grpc_health_v1.HealthCheckResponse_SERVING)
 	}
+	return nil
 }
 
 // Run runs the fleet's liveness sweep until ctx ends.

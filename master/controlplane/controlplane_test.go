@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sutragrid/sutra/master/auth"
+	"github.com/sutragrid/sutra/master/pki"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -30,7 +32,18 @@ func TestOpenRegisterRunClose(t *testing.T) {
 		t.Errorf("Open did not create the fleet database in the data dir: %v", err)
 	}
 	grpcSrv, mux, hs := grpc.NewServer(), http.NewServeMux(), health.NewServer()
-	cp.Register(grpcSrv, mux, hs)
+	ca, err := pki.Open(pki.Options{Dir: filepath.Join(dir, "tls")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "operator-token-0123456789abcdef"
+	policy, err := auth.NewPolicy(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Register(grpcSrv, mux, hs, Trust{PKI: ca, Operator: policy}); err != nil {
+		t.Fatal(err)
+	}
 
 	if _, ok := grpcSrv.GetServiceInfo()[ServiceName]; !ok {
 		t.Errorf("gRPC services after Register = %v, want %s", grpcSrv.GetServiceInfo(), ServiceName)
@@ -43,14 +56,25 @@ func TestOpenRegisterRunClose(t *testing.T) {
 		path, remote string
 		status       int
 		body         string
+		noToken      bool
 	}{
-		{"/api/agents", "127.0.0.1:1", 200, "["},
-		{"/api/cluster", "127.0.0.1:1", 200, "{"},
-		{store.BackupPath, "127.0.0.1:1", 200, ""},
-		{store.BackupPath, "192.0.2.1:1", 403, `"error"`},
+		{"/api/agents", "127.0.0.1:1", 200, "[", false},
+		{"/api/cluster", "127.0.0.1:1", 200, "{", false},
+		{store.BackupPath, "127.0.0.1:1", 200, "", false},
+		{store.BackupPath, "192.0.2.1:1", 403, `"error"`, false},
+		// Issue 12: the fleet routes need the operator token.
+		{"/api/agents", "127.0.0.1:1", 401, `"error"`, true},
+		{"/api/agents/a1", "127.0.0.1:1", 401, `"error"`, true},
+		{"/api/nodes", "127.0.0.1:1", 401, `"error"`, true},
+		{"/api/cluster", "127.0.0.1:1", 401, `"error"`, true},
+		{"/api/events", "127.0.0.1:1", 401, `"error"`, true},
+		{store.BackupPath, "127.0.0.1:1", 401, `"error"`, true},
 	} {
 		req := httptest.NewRequest("GET", tt.path, nil)
 		req.RemoteAddr = tt.remote
+		if !tt.noToken {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
 		rec := httptest.NewRecorder()
 		mux.ServeHTTP(rec, req)
 		if rec.Code != tt.status || !strings.Contains(rec.Body.String(), tt.body) {

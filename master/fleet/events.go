@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sutragrid/sutra/master/store"
@@ -35,6 +36,27 @@ func (f *Fleet) emit(tx *txn, now time.Time, typ, agentID, nodeID, msg string) {
 			close(s.ch)
 		}
 	}
+}
+
+// Record appends an event that happened outside the fleet's own state
+// (an enrollment, a join token change) to the persisted log, and returns
+// once it is committed. typ is one of the Event… constants; msg is bounded
+// like every event message.
+func (f *Fleet) Record(ctx context.Context, typ, agentID, msg string) error {
+	if typ == "" {
+		return newErr(KindInvalid, "event type is empty")
+	}
+	const maxMsg = 1024
+	if len(msg) > maxMsg {
+		msg = strings.ToValidUTF8(msg[:maxMsg], "") // proto strings must be UTF-8
+	}
+	now := f.clock.Now()
+	var tx txn
+	f.mu.Lock()
+	f.emit(&tx, now, typ, agentID, "", msg)
+	t := f.enqueue(&tx)
+	f.mu.Unlock()
+	return f.wait(ctx, t)
 }
 
 // Events returns up to limit events with Seq > since, oldest first

@@ -173,6 +173,14 @@ const (
 	EventNodeBackoff        = "NodeBackoff"
 	EventNodeFailed         = "NodeFailed"
 	EventNodeStopped        = "NodeStopped"
+
+	// Trust events (issue 12), recorded by the enrollment service through
+	// Record; their messages name who did it (a token id, an operator).
+	EventAgentEnrolled     = "AgentEnrolled"
+	EventCertRenewed       = "CertificateRenewed"
+	EventJoinTokenCreated  = "JoinTokenCreated"
+	EventJoinTokenRemoved  = "JoinTokenRemoved"
+	EventEnrollmentRefused = "EnrollmentRefused"
 )
 
 // Registration is what an agent announces in RegisterAgent.

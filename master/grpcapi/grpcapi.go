@@ -36,8 +36,9 @@ import (
 // Server implements gridv1.GridMasterServer.
 type Server struct {
 	gridv1.UnimplementedGridMasterServer
-	f   *fleet.Fleet
-	log *slog.Logger
+	f     *fleet.Fleet
+	log   *slog.Logger
+	trust *Trust // nil: the trust RPCs are UNIMPLEMENTED
 }
 
 // New returns the GridMaster service over f (logger may be nil).

@@ -24,8 +24,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/sutragrid/sutra/internal/opauth"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -133,6 +133,9 @@ type grid struct {
 	conn               *grpc.ClientConn
 	rpc                gridv1.GridMasterClient
 	logs               []string
+	// token and caFile are the operator's credentials (the master's
+	// admin.token and tls/ca.crt); joinToken enrolls every agent of the grid.
+	token, caFile, joinToken string
 }
 
 // newGrid stages the given storage-server versions and starts a master.
@@ -158,13 +161,29 @@ func newGrid(t *testing.T, versions ...string) *grid {
 		g.stage(v)
 	}
 	g.startMaster()
-	conn, err := grpc.NewClient(g.grpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The operator's credentials, as the master wrote them at first start;
+	// every call goes over TLS verified against the master's CA.
+	creds, err := opauth.Load(g.masterData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.token, g.caFile = creds.Token, filepath.Join(g.masterData, filepath.FromSlash(opauth.CAFile))
+	conn, err := creds.Dial(g.grpcAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	g.conn, g.rpc = conn, gridv1.NewGridMasterClient(conn)
 	t.Cleanup(g.dumpLogsOnFailure)
+	// One join token for the grid's agents, as an operator makes with
+	// `sutra tokens create --uses 100`.
+	ctx, cancel := context.WithTimeout(context.Background(), long)
+	defer cancel()
+	jt, err := g.rpc.CreateJoinToken(ctx, &gridv1.CreateJoinTokenRequest{Uses: 100, TtlSecs: 3600})
+	if err != nil {
+		t.Fatalf("create the grid's join token: %v", err)
+	}
+	g.joinToken = jt.GetToken()
 	return g
 }
 
@@ -292,7 +311,9 @@ health_check_interval_secs = 1
 // start runs `sutra-agent run --config F` (again, after a kill).
 func (a *agent) start() {
 	a.g.t.Helper()
-	a.proc = startProc(a.g.t, a.id, bins.agent, []string{"run", "--config", a.cfgPath}, nil, a.logPath)
+	// The join token enrolls the agent on its first start; later starts use
+	// the certificate in its data dir and ignore the token.
+	a.proc = startProc(a.g.t, a.id, bins.agent, []string{"run", "--config", a.cfgPath}, []string{"SUTRA_JOIN_TOKEN=" + a.g.joinToken}, a.logPath)
 }
 
 // kill9 kills the agent process alone (its nodes run in their own process groups).
@@ -416,7 +437,7 @@ func (g *grid) waitAgent(id, what string, cond func(*gridv1.Agent) bool) *gridv1
 // events returns the master's event log (GET /api/events).
 func (g *grid) events() []event {
 	g.t.Helper()
-	code, body, err := httpGet(g.httpURL() + "/api/events?limit=1000")
+	code, body, err := httpGetAuth(g.httpURL()+"/api/events?limit=1000", g.token)
 	if err != nil || code != 200 {
 		g.t.Fatalf("GET /api/events = %d %s %v", code, body, err)
 	}
@@ -441,6 +462,7 @@ func (g *grid) runCLI(args ...string) (string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins.cli, append([]string{"--master", g.grpcAddr(), "--http", g.httpURL()}, args...)...)
+	cmd.Env = append(os.Environ(), "SUTRA_TOKEN="+g.token, "SUTRA_CACERT="+g.caFile)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -494,8 +516,18 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (ok b
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
-func httpGet(url string) (int, string, error) {
-	resp, err := httpClient.Get(url)
+func httpGet(url string) (int, string, error) { return httpGetAuth(url, "") }
+
+// httpGetAuth is httpGet with the operator token (the fleet routes need it).
+func httpGetAuth(url, token string) (int, string, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		return 0, "", err
 	}

@@ -11,8 +11,9 @@ import (
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
-// Issue 10 item 11: two machines configured with one agent_id. The second
-// agent's registration is refused while the first is alive (each keeps its
+// Issue 10 item 11 (with issue 12's enrollment): two machines configured
+// with one agent_id. The second agent's enrollment is refused
+// (ALREADY_EXISTS, the token not spent) while the first is alive (each keeps its
 // own instance id in its data dir); it says so in its log, starts nothing
 // and keeps retrying; once the first is gone for good it takes over.
 func TestSecondAgentWithTheSameAgentIDIsRefused(t *testing.T) {
@@ -37,12 +38,17 @@ func TestSecondAgentWithTheSameAgentIDIsRefused(t *testing.T) {
 	if err := os.WriteFile(b.cfgPath, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A fresh machine: no certificate yet (the one it got as agent-twin-b
+	// names that id), so it enrolls with the join token as agent-twin.
+	if err := os.RemoveAll(filepath.Join(b.dataDir, "tls")); err != nil {
+		t.Fatal(err)
+	}
 	b.start()
 	waitFor(t, long, "the twin to log the master's refusal", func() (bool, string) {
-		return b.logCount("master refused registration", "unique agent_id", "agent-twin") >= 1, tail(b.logPath, 5)
+		return b.logCount("master refused enrollment", "unique agent_id", "agent-twin") >= 1, tail(b.logPath, 5)
 	})
 	waitFor(t, long, "the twin to retry", func() (bool, string) {
-		return b.logCount("master refused registration") >= 2 || b.logCount("attempt=2") >= 1, tail(b.logPath, 5)
+		return b.logCount("master refused enrollment") >= 2 || b.logCount("attempt=2") >= 1, tail(b.logPath, 5)
 	})
 	idB, err := os.ReadFile(filepath.Join(b.dataDir, "instance-id"))
 	if err != nil || string(idB) == string(idA) {

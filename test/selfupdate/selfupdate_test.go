@@ -23,9 +23,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sutragrid/sutra/agent/upgrade"
+	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/platform"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
@@ -113,6 +113,7 @@ func TestAgentSelfUpdate(t *testing.T) {
 [agent]
 agent_id = %q
 master_host = %q
+join_token = %q
 cache_dir = %q
 agent_data_dir = %q
 upgrade_window_secs = %d
@@ -124,7 +125,7 @@ port_range_start = %s
 heartbeat_interval_secs = 1
 [logging]
 level = "debug"
-`, agentID, m.grpcAddr, filepath.Join(agentDir, "cache"), dataDir, int(window/time.Second),
+`, agentID, m.grpcAddr, m.joinToken, filepath.Join(agentDir, "cache"), dataDir, int(window/time.Second),
 		"http://"+m.httpAddr, filepath.Join(agentDir, "nodes"), port(freeAddr(t))))
 
 	// Runs after the loop has stopped the agent (which stops its node).
@@ -266,6 +267,7 @@ level = "debug"
 // master is a real sutra-master on loopback.
 type master struct {
 	grpcAddr, httpAddr string
+	joinToken          string // enrolls the test's agent
 	grid               gridv1.GridMasterClient
 	loop               *loop
 }
@@ -289,12 +291,32 @@ func startMaster(t *testing.T, binDir, dataDir string) *master {
 			t.Logf("sutra-master output (tail):\n%s", tail(out.String(), 30))
 		}
 	})
-	conn, err := grpc.NewClient(m.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The master writes the operator's credentials before it serves.
+	var creds opauth.Credentials
+	deadline := time.Now().Add(waitLong)
+	for {
+		var err error
+		if creds, err = opauth.Load(dataDir); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the master's operator credentials: %v\n%s", err, tail(out.String(), 30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	conn, err := creds.Dial(m.grpcAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	m.grid = gridv1.NewGridMasterClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	jt, err := m.grid.CreateJoinToken(ctx, &gridv1.CreateJoinTokenRequest{Uses: 1, TtlSecs: 3600}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("create a join token: %v", err)
+	}
+	m.joinToken = jt.GetToken()
 	return m
 }
 

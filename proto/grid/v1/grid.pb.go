@@ -2015,6 +2015,721 @@ func (x *Event) GetMessage() string {
 	return ""
 }
 
+type CABundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CABundleRequest) Reset() {
+	*x = CABundleRequest{}
+	mi := &file_grid_v1_grid_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CABundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CABundleRequest) ProtoMessage() {}
+
+func (x *CABundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CABundleRequest.ProtoReflect.Descriptor instead.
+func (*CABundleRequest) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{27}
+}
+
+type CABundleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM certificates; the first is the CA a join token pins.
+	CaBundlePem   []byte `protobuf:"bytes,1,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CABundleResponse) Reset() {
+	*x = CABundleResponse{}
+	mi := &file_grid_v1_grid_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CABundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CABundleResponse) ProtoMessage() {}
+
+func (x *CABundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CABundleResponse.ProtoReflect.Descriptor instead.
+func (*CABundleResponse) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CABundleResponse) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
+
+type EnrollRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The join token's id (not secret).
+	TokenId string `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// The join token's secret, as in the token (base64url). Sent only over a
+	// connection verified against the pinned CA.
+	TokenSecret string `protobuf:"bytes,2,opt,name=token_secret,json=tokenSecret,proto3" json:"token_secret,omitempty"`
+	// DER certificate signing request for the agent's key (made on the agent;
+	// the private key never leaves it). Only its public key is used.
+	CsrDer        []byte `protobuf:"bytes,3,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	AgentId       string `protobuf:"bytes,4,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Hostname      string `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollRequest) Reset() {
+	*x = EnrollRequest{}
+	mi := &file_grid_v1_grid_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollRequest) ProtoMessage() {}
+
+func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
+func (*EnrollRequest) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *EnrollRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetTokenSecret() string {
+	if x != nil {
+		return x.TokenSecret
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+func (x *EnrollRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+type EnrollResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's client certificate (DER), first of the chain.
+	CertChainDer [][]byte `protobuf:"bytes,1,rep,name=cert_chain_der,json=certChainDer,proto3" json:"cert_chain_der,omitempty"`
+	// The CA bundle (PEM) the agent trusts from now on.
+	CaBundlePem []byte `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	// Labels the token gives the agent.
+	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollResponse) Reset() {
+	*x = EnrollResponse{}
+	mi := &file_grid_v1_grid_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollResponse) ProtoMessage() {}
+
+func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
+func (*EnrollResponse) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *EnrollResponse) GetCertChainDer() [][]byte {
+	if x != nil {
+		return x.CertChainDer
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type RenewCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Must equal the agent id of the caller's certificate.
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	CsrDer        []byte `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateRequest) Reset() {
+	*x = RenewCertificateRequest{}
+	mi := &file_grid_v1_grid_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateRequest) ProtoMessage() {}
+
+func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RenewCertificateRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *RenewCertificateRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+type RenewCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertChainDer  [][]byte               `protobuf:"bytes,1,rep,name=cert_chain_der,json=certChainDer,proto3" json:"cert_chain_der,omitempty"`
+	CaBundlePem   []byte                 `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateResponse) Reset() {
+	*x = RenewCertificateResponse{}
+	mi := &file_grid_v1_grid_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateResponse) ProtoMessage() {}
+
+func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RenewCertificateResponse) GetCertChainDer() [][]byte {
+	if x != nil {
+		return x.CertChainDer
+	}
+	return nil
+}
+
+func (x *RenewCertificateResponse) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
+
+type CreateJoinTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: the master's default (24 h).
+	TtlSecs int64 `protobuf:"varint,1,opt,name=ttl_secs,json=ttlSecs,proto3" json:"ttl_secs,omitempty"`
+	// 0: the master's default (1).
+	Uses          uint32            `protobuf:"varint,2,opt,name=uses,proto3" json:"uses,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenRequest) Reset() {
+	*x = CreateJoinTokenRequest{}
+	mi := &file_grid_v1_grid_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenRequest) ProtoMessage() {}
+
+func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CreateJoinTokenRequest) GetTtlSecs() int64 {
+	if x != nil {
+		return x.TtlSecs
+	}
+	return 0
+}
+
+func (x *CreateJoinTokenRequest) GetUses() uint32 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *CreateJoinTokenRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type CreateJoinTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The whole token, secret included: shown once, never stored by the master.
+	Token         string     `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Info          *JoinToken `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenResponse) Reset() {
+	*x = CreateJoinTokenResponse{}
+	mi := &file_grid_v1_grid_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenResponse) ProtoMessage() {}
+
+func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CreateJoinTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenResponse) GetInfo() *JoinToken {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type ListJoinTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensRequest) Reset() {
+	*x = ListJoinTokensRequest{}
+	mi := &file_grid_v1_grid_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensRequest) ProtoMessage() {}
+
+func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{35}
+}
+
+type ListJoinTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*JoinToken           `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensResponse) Reset() {
+	*x = ListJoinTokensResponse{}
+	mi := &file_grid_v1_grid_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensResponse) ProtoMessage() {}
+
+func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RemoveJoinTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveJoinTokenRequest) Reset() {
+	*x = RemoveJoinTokenRequest{}
+	mi := &file_grid_v1_grid_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveJoinTokenRequest) ProtoMessage() {}
+
+func (x *RemoveJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*RemoveJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RemoveJoinTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveJoinTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveJoinTokenResponse) Reset() {
+	*x = RemoveJoinTokenResponse{}
+	mi := &file_grid_v1_grid_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveJoinTokenResponse) ProtoMessage() {}
+
+func (x *RemoveJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*RemoveJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{38}
+}
+
+// JoinToken describes a token; it never holds the secret.
+type JoinToken struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	CreatedUnix  int64                  `protobuf:"varint,2,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
+	ExpiresUnix  int64                  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	Uses         uint32                 `protobuf:"varint,4,opt,name=uses,proto3" json:"uses,omitempty"`
+	Used         uint32                 `protobuf:"varint,5,opt,name=used,proto3" json:"used,omitempty"`
+	LastUsedUnix int64                  `protobuf:"varint,6,opt,name=last_used_unix,json=lastUsedUnix,proto3" json:"last_used_unix,omitempty"`
+	Labels       map[string]string      `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CreatedBy    string                 `protobuf:"bytes,8,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// active, expired, exhausted.
+	State         string `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *JoinToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinToken) GetCreatedUnix() int64 {
+	if x != nil {
+		return x.CreatedUnix
+	}
+	return 0
+}
+
+func (x *JoinToken) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *JoinToken) GetUses() uint32 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *JoinToken) GetUsed() uint32 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *JoinToken) GetLastUsedUnix() int64 {
+	if x != nil {
+		return x.LastUsedUnix
+	}
+	return 0
+}
+
+func (x *JoinToken) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *JoinToken) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *JoinToken) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
 var File_grid_v1_grid_proto protoreflect.FileDescriptor
 
 const file_grid_v1_grid_proto_rawDesc = "" +
@@ -2166,7 +2881,59 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x19\n" +
 	"\bagent_id\x18\x04 \x01(\tR\aagentId\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessage*\xb8\x01\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"\x11\n" +
+	"\x0fCABundleRequest\"6\n" +
+	"\x10CABundleResponse\x12\"\n" +
+	"\rca_bundle_pem\x18\x01 \x01(\fR\vcaBundlePem\"\x9d\x01\n" +
+	"\rEnrollRequest\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12!\n" +
+	"\ftoken_secret\x18\x02 \x01(\tR\vtokenSecret\x12\x17\n" +
+	"\acsr_der\x18\x03 \x01(\fR\x06csrDer\x12\x19\n" +
+	"\bagent_id\x18\x04 \x01(\tR\aagentId\x12\x1a\n" +
+	"\bhostname\x18\x05 \x01(\tR\bhostname\"\xd2\x01\n" +
+	"\x0eEnrollResponse\x12$\n" +
+	"\x0ecert_chain_der\x18\x01 \x03(\fR\fcertChainDer\x12\"\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\x12;\n" +
+	"\x06labels\x18\x03 \x03(\v2#.grid.v1.EnrollResponse.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\x17RenewCertificateRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
+	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\"d\n" +
+	"\x18RenewCertificateResponse\x12$\n" +
+	"\x0ecert_chain_der\x18\x01 \x03(\fR\fcertChainDer\x12\"\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\"\xc7\x01\n" +
+	"\x16CreateJoinTokenRequest\x12\x19\n" +
+	"\bttl_secs\x18\x01 \x01(\x03R\attlSecs\x12\x12\n" +
+	"\x04uses\x18\x02 \x01(\rR\x04uses\x12C\n" +
+	"\x06labels\x18\x03 \x03(\v2+.grid.v1.CreateJoinTokenRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
+	"\x17CreateJoinTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
+	"\x04info\x18\x02 \x01(\v2\x12.grid.v1.JoinTokenR\x04info\"\x17\n" +
+	"\x15ListJoinTokensRequest\"D\n" +
+	"\x16ListJoinTokensResponse\x12*\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x12.grid.v1.JoinTokenR\x06tokens\"(\n" +
+	"\x16RemoveJoinTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
+	"\x17RemoveJoinTokenResponse\"\xd7\x02\n" +
+	"\tJoinToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fcreated_unix\x18\x02 \x01(\x03R\vcreatedUnix\x12!\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\x12\x12\n" +
+	"\x04uses\x18\x04 \x01(\rR\x04uses\x12\x12\n" +
+	"\x04used\x18\x05 \x01(\rR\x04used\x12$\n" +
+	"\x0elast_used_unix\x18\x06 \x01(\x03R\flastUsedUnix\x126\n" +
+	"\x06labels\x18\a \x03(\v2\x1e.grid.v1.JoinToken.LabelsEntryR\x06labels\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\b \x01(\tR\tcreatedBy\x12\x14\n" +
+	"\x05state\x18\t \x01(\tR\x05state\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb8\x01\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13NODE_STATE_STARTING\x10\x01\x12\x16\n" +
@@ -2184,7 +2951,8 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x1aCLUSTER_HEALTH_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CLUSTER_HEALTH_HEALTHY\x10\x01\x12\x1b\n" +
 	"\x17CLUSTER_HEALTH_DEGRADED\x10\x02\x12\x1b\n" +
-	"\x17CLUSTER_HEALTH_CRITICAL\x10\x032\xa3\a\n" +
+	"\x17CLUSTER_HEALTH_CRITICAL\x10\x032\xf7\n" +
+	"\n" +
 	"\n" +
 	"GridMaster\x12N\n" +
 	"\rRegisterAgent\x12\x1d.grid.v1.RegisterAgentRequest\x1a\x1e.grid.v1.RegisterAgentResponse\x12B\n" +
@@ -2199,7 +2967,13 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\bGetAgent\x12\x18.grid.v1.GetAgentRequest\x1a\x0e.grid.v1.Agent\x12F\n" +
 	"\x11SetDesiredVersion\x12!.grid.v1.SetDesiredVersionRequest\x1a\x0e.grid.v1.Agent\x12L\n" +
 	"\x10GetClusterStatus\x12 .grid.v1.GetClusterStatusRequest\x1a\x16.grid.v1.ClusterStatus\x12<\n" +
-	"\vWatchEvents\x12\x1b.grid.v1.WatchEventsRequest\x1a\x0e.grid.v1.Event0\x01B1Z/github.com/sutragrid/sutra/proto/grid/v1;gridv1b\x06proto3"
+	"\vWatchEvents\x12\x1b.grid.v1.WatchEventsRequest\x1a\x0e.grid.v1.Event0\x01\x12?\n" +
+	"\bCABundle\x12\x18.grid.v1.CABundleRequest\x1a\x19.grid.v1.CABundleResponse\x129\n" +
+	"\x06Enroll\x12\x16.grid.v1.EnrollRequest\x1a\x17.grid.v1.EnrollResponse\x12W\n" +
+	"\x10RenewCertificate\x12 .grid.v1.RenewCertificateRequest\x1a!.grid.v1.RenewCertificateResponse\x12T\n" +
+	"\x0fCreateJoinToken\x12\x1f.grid.v1.CreateJoinTokenRequest\x1a .grid.v1.CreateJoinTokenResponse\x12Q\n" +
+	"\x0eListJoinTokens\x12\x1e.grid.v1.ListJoinTokensRequest\x1a\x1f.grid.v1.ListJoinTokensResponse\x12T\n" +
+	"\x0fRemoveJoinToken\x12\x1f.grid.v1.RemoveJoinTokenRequest\x1a .grid.v1.RemoveJoinTokenResponseB1Z/github.com/sutragrid/sutra/proto/grid/v1;gridv1b\x06proto3"
 
 var (
 	file_grid_v1_grid_proto_rawDescOnce sync.Once
@@ -2214,7 +2988,7 @@ func file_grid_v1_grid_proto_rawDescGZIP() []byte {
 }
 
 var file_grid_v1_grid_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_grid_v1_grid_proto_goTypes = []any{
 	(NodeState)(0),                      // 0: grid.v1.NodeState
 	(AgentHealth)(0),                    // 1: grid.v1.AgentHealth
@@ -2246,11 +3020,27 @@ var file_grid_v1_grid_proto_goTypes = []any{
 	(*ClusterStatus)(nil),               // 27: grid.v1.ClusterStatus
 	(*WatchEventsRequest)(nil),          // 28: grid.v1.WatchEventsRequest
 	(*Event)(nil),                       // 29: grid.v1.Event
-	nil,                                 // 30: grid.v1.RegisterAgentRequest.LabelsEntry
-	nil,                                 // 31: grid.v1.Agent.LabelsEntry
+	(*CABundleRequest)(nil),             // 30: grid.v1.CABundleRequest
+	(*CABundleResponse)(nil),            // 31: grid.v1.CABundleResponse
+	(*EnrollRequest)(nil),               // 32: grid.v1.EnrollRequest
+	(*EnrollResponse)(nil),              // 33: grid.v1.EnrollResponse
+	(*RenewCertificateRequest)(nil),     // 34: grid.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),    // 35: grid.v1.RenewCertificateResponse
+	(*CreateJoinTokenRequest)(nil),      // 36: grid.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 37: grid.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),       // 38: grid.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),      // 39: grid.v1.ListJoinTokensResponse
+	(*RemoveJoinTokenRequest)(nil),      // 40: grid.v1.RemoveJoinTokenRequest
+	(*RemoveJoinTokenResponse)(nil),     // 41: grid.v1.RemoveJoinTokenResponse
+	(*JoinToken)(nil),                   // 42: grid.v1.JoinToken
+	nil,                                 // 43: grid.v1.RegisterAgentRequest.LabelsEntry
+	nil,                                 // 44: grid.v1.Agent.LabelsEntry
+	nil,                                 // 45: grid.v1.EnrollResponse.LabelsEntry
+	nil,                                 // 46: grid.v1.CreateJoinTokenRequest.LabelsEntry
+	nil,                                 // 47: grid.v1.JoinToken.LabelsEntry
 }
 var file_grid_v1_grid_proto_depIdxs = []int32{
-	30, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
+	43, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
 	9,  // 1: grid.v1.RegisterAgentRequest.nodes:type_name -> grid.v1.NodeStatus
 	10, // 2: grid.v1.RegisterAgentRequest.upgrade:type_name -> grid.v1.UpgradeStatus
 	7,  // 3: grid.v1.RegisterAgentResponse.desired:type_name -> grid.v1.DesiredState
@@ -2259,7 +3049,7 @@ var file_grid_v1_grid_proto_depIdxs = []int32{
 	7,  // 6: grid.v1.HeartbeatResponse.desired:type_name -> grid.v1.DesiredState
 	8,  // 7: grid.v1.DesiredState.nodes:type_name -> grid.v1.DesiredNode
 	0,  // 8: grid.v1.NodeStatus.state:type_name -> grid.v1.NodeState
-	31, // 9: grid.v1.Agent.labels:type_name -> grid.v1.Agent.LabelsEntry
+	44, // 9: grid.v1.Agent.labels:type_name -> grid.v1.Agent.LabelsEntry
 	1,  // 10: grid.v1.Agent.health:type_name -> grid.v1.AgentHealth
 	7,  // 11: grid.v1.Agent.desired:type_name -> grid.v1.DesiredState
 	9,  // 12: grid.v1.Agent.nodes:type_name -> grid.v1.NodeStatus
@@ -2270,35 +3060,52 @@ var file_grid_v1_grid_proto_depIdxs = []int32{
 	25, // 17: grid.v1.ListStorageNodesResponse.nodes:type_name -> grid.v1.StorageNode
 	9,  // 18: grid.v1.StorageNode.status:type_name -> grid.v1.NodeStatus
 	2,  // 19: grid.v1.ClusterStatus.status:type_name -> grid.v1.ClusterHealth
-	3,  // 20: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
-	5,  // 21: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
-	12, // 22: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
-	18, // 23: grid.v1.GridMaster.SpawnStorageNode:input_type -> grid.v1.SpawnStorageNodeRequest
-	20, // 24: grid.v1.GridMaster.StopStorageNode:input_type -> grid.v1.StopStorageNodeRequest
-	22, // 25: grid.v1.GridMaster.GetStorageNodeStatus:input_type -> grid.v1.GetStorageNodeStatusRequest
-	23, // 26: grid.v1.GridMaster.ListStorageNodes:input_type -> grid.v1.ListStorageNodesRequest
-	14, // 27: grid.v1.GridMaster.ListAgents:input_type -> grid.v1.ListAgentsRequest
-	16, // 28: grid.v1.GridMaster.GetAgent:input_type -> grid.v1.GetAgentRequest
-	17, // 29: grid.v1.GridMaster.SetDesiredVersion:input_type -> grid.v1.SetDesiredVersionRequest
-	26, // 30: grid.v1.GridMaster.GetClusterStatus:input_type -> grid.v1.GetClusterStatusRequest
-	28, // 31: grid.v1.GridMaster.WatchEvents:input_type -> grid.v1.WatchEventsRequest
-	4,  // 32: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
-	6,  // 33: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
-	13, // 34: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
-	19, // 35: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
-	21, // 36: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
-	25, // 37: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
-	24, // 38: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
-	15, // 39: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
-	11, // 40: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
-	11, // 41: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
-	27, // 42: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
-	29, // 43: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
-	32, // [32:44] is the sub-list for method output_type
-	20, // [20:32] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	45, // 20: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
+	46, // 21: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
+	42, // 22: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
+	42, // 23: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
+	47, // 24: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
+	3,  // 25: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
+	5,  // 26: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
+	12, // 27: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
+	18, // 28: grid.v1.GridMaster.SpawnStorageNode:input_type -> grid.v1.SpawnStorageNodeRequest
+	20, // 29: grid.v1.GridMaster.StopStorageNode:input_type -> grid.v1.StopStorageNodeRequest
+	22, // 30: grid.v1.GridMaster.GetStorageNodeStatus:input_type -> grid.v1.GetStorageNodeStatusRequest
+	23, // 31: grid.v1.GridMaster.ListStorageNodes:input_type -> grid.v1.ListStorageNodesRequest
+	14, // 32: grid.v1.GridMaster.ListAgents:input_type -> grid.v1.ListAgentsRequest
+	16, // 33: grid.v1.GridMaster.GetAgent:input_type -> grid.v1.GetAgentRequest
+	17, // 34: grid.v1.GridMaster.SetDesiredVersion:input_type -> grid.v1.SetDesiredVersionRequest
+	26, // 35: grid.v1.GridMaster.GetClusterStatus:input_type -> grid.v1.GetClusterStatusRequest
+	28, // 36: grid.v1.GridMaster.WatchEvents:input_type -> grid.v1.WatchEventsRequest
+	30, // 37: grid.v1.GridMaster.CABundle:input_type -> grid.v1.CABundleRequest
+	32, // 38: grid.v1.GridMaster.Enroll:input_type -> grid.v1.EnrollRequest
+	34, // 39: grid.v1.GridMaster.RenewCertificate:input_type -> grid.v1.RenewCertificateRequest
+	36, // 40: grid.v1.GridMaster.CreateJoinToken:input_type -> grid.v1.CreateJoinTokenRequest
+	38, // 41: grid.v1.GridMaster.ListJoinTokens:input_type -> grid.v1.ListJoinTokensRequest
+	40, // 42: grid.v1.GridMaster.RemoveJoinToken:input_type -> grid.v1.RemoveJoinTokenRequest
+	4,  // 43: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
+	6,  // 44: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
+	13, // 45: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
+	19, // 46: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
+	21, // 47: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
+	25, // 48: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
+	24, // 49: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
+	15, // 50: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
+	11, // 51: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
+	11, // 52: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
+	27, // 53: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
+	29, // 54: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
+	31, // 55: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
+	33, // 56: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
+	35, // 57: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
+	37, // 58: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
+	39, // 59: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
+	41, // 60: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
+	43, // [43:61] is the sub-list for method output_type
+	25, // [25:43] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_grid_v1_grid_proto_init() }
@@ -2312,7 +3119,7 @@ func file_grid_v1_grid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grid_v1_grid_proto_rawDesc), len(file_grid_v1_grid_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

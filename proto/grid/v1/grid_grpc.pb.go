@@ -39,6 +39,12 @@ const (
 	GridMaster_SetDesiredVersion_FullMethodName    = "/grid.v1.GridMaster/SetDesiredVersion"
 	GridMaster_GetClusterStatus_FullMethodName     = "/grid.v1.GridMaster/GetClusterStatus"
 	GridMaster_WatchEvents_FullMethodName          = "/grid.v1.GridMaster/WatchEvents"
+	GridMaster_CABundle_FullMethodName             = "/grid.v1.GridMaster/CABundle"
+	GridMaster_Enroll_FullMethodName               = "/grid.v1.GridMaster/Enroll"
+	GridMaster_RenewCertificate_FullMethodName     = "/grid.v1.GridMaster/RenewCertificate"
+	GridMaster_CreateJoinToken_FullMethodName      = "/grid.v1.GridMaster/CreateJoinToken"
+	GridMaster_ListJoinTokens_FullMethodName       = "/grid.v1.GridMaster/ListJoinTokens"
+	GridMaster_RemoveJoinToken_FullMethodName      = "/grid.v1.GridMaster/RemoveJoinToken"
 )
 
 // GridMasterClient is the client API for GridMaster service.
@@ -67,6 +73,22 @@ type GridMasterClient interface {
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatus, error)
 	// WatchEvents streams events, first those after since_seq (0: only new ones).
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
+	// CABundle returns the master's CA bundle. An enrolling agent fetches it
+	// over TLS without verifying the server (it has no trust anchor yet) and
+	// accepts it only if its first certificate matches the pin in its join
+	// token, before it sends the token's secret (in Enroll, over a connection
+	// verified against that CA).
+	CABundle(ctx context.Context, in *CABundleRequest, opts ...grpc.CallOption) (*CABundleResponse, error)
+	// Enroll spends one use of a join token and issues the agent's client
+	// certificate for the key in the CSR.
+	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
+	// RenewCertificate issues a new certificate for the caller's agent (the
+	// one its current certificate names) for the key in the CSR.
+	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
+	// Join tokens (operator).
+	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
+	RemoveJoinToken(ctx context.Context, in *RemoveJoinTokenRequest, opts ...grpc.CallOption) (*RemoveJoinTokenResponse, error)
 }
 
 type gridMasterClient struct {
@@ -206,6 +228,66 @@ func (c *gridMasterClient) WatchEvents(ctx context.Context, in *WatchEventsReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type GridMaster_WatchEventsClient = grpc.ServerStreamingClient[Event]
 
+func (c *gridMasterClient) CABundle(ctx context.Context, in *CABundleRequest, opts ...grpc.CallOption) (*CABundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CABundleResponse)
+	err := c.cc.Invoke(ctx, GridMaster_CABundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gridMasterClient) Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollResponse)
+	err := c.cc.Invoke(ctx, GridMaster_Enroll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gridMasterClient) RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, GridMaster_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gridMasterClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateJoinTokenResponse)
+	err := c.cc.Invoke(ctx, GridMaster_CreateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gridMasterClient) ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJoinTokensResponse)
+	err := c.cc.Invoke(ctx, GridMaster_ListJoinTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gridMasterClient) RemoveJoinToken(ctx context.Context, in *RemoveJoinTokenRequest, opts ...grpc.CallOption) (*RemoveJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveJoinTokenResponse)
+	err := c.cc.Invoke(ctx, GridMaster_RemoveJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GridMasterServer is the server API for GridMaster service.
 // All implementations must embed UnimplementedGridMasterServer
 // for forward compatibility.
@@ -232,6 +314,22 @@ type GridMasterServer interface {
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*ClusterStatus, error)
 	// WatchEvents streams events, first those after since_seq (0: only new ones).
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error
+	// CABundle returns the master's CA bundle. An enrolling agent fetches it
+	// over TLS without verifying the server (it has no trust anchor yet) and
+	// accepts it only if its first certificate matches the pin in its join
+	// token, before it sends the token's secret (in Enroll, over a connection
+	// verified against that CA).
+	CABundle(context.Context, *CABundleRequest) (*CABundleResponse, error)
+	// Enroll spends one use of a join token and issues the agent's client
+	// certificate for the key in the CSR.
+	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
+	// RenewCertificate issues a new certificate for the caller's agent (the
+	// one its current certificate names) for the key in the CSR.
+	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
+	// Join tokens (operator).
+	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
+	RemoveJoinToken(context.Context, *RemoveJoinTokenRequest) (*RemoveJoinTokenResponse, error)
 	mustEmbedUnimplementedGridMasterServer()
 }
 
@@ -277,6 +375,24 @@ func (UnimplementedGridMasterServer) GetClusterStatus(context.Context, *GetClust
 }
 func (UnimplementedGridMasterServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedGridMasterServer) CABundle(context.Context, *CABundleRequest) (*CABundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CABundle not implemented")
+}
+func (UnimplementedGridMasterServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Enroll not implemented")
+}
+func (UnimplementedGridMasterServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
+}
+func (UnimplementedGridMasterServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedGridMasterServer) ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJoinTokens not implemented")
+}
+func (UnimplementedGridMasterServer) RemoveJoinToken(context.Context, *RemoveJoinTokenRequest) (*RemoveJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveJoinToken not implemented")
 }
 func (UnimplementedGridMasterServer) mustEmbedUnimplementedGridMasterServer() {}
 func (UnimplementedGridMasterServer) testEmbeddedByValue()                    {}
@@ -508,6 +624,114 @@ func _GridMaster_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type GridMaster_WatchEventsServer = grpc.ServerStreamingServer[Event]
 
+func _GridMaster_CABundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CABundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GridMasterServer).CABundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GridMaster_CABundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GridMasterServer).CABundle(ctx, req.(*CABundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GridMaster_Enroll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnrollRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GridMasterServer).Enroll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GridMaster_Enroll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GridMasterServer).Enroll(ctx, req.(*EnrollRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GridMaster_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GridMasterServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GridMaster_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GridMasterServer).RenewCertificate(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GridMaster_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GridMasterServer).CreateJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GridMaster_CreateJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GridMasterServer).CreateJoinToken(ctx, req.(*CreateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GridMaster_ListJoinTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJoinTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GridMasterServer).ListJoinTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GridMaster_ListJoinTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GridMasterServer).ListJoinTokens(ctx, req.(*ListJoinTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GridMaster_RemoveJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GridMasterServer).RemoveJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GridMaster_RemoveJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GridMasterServer).RemoveJoinToken(ctx, req.(*RemoveJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GridMaster_ServiceDesc is the grpc.ServiceDesc for GridMaster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -558,6 +782,30 @@ var GridMaster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetClusterStatus",
 			Handler:    _GridMaster_GetClusterStatus_Handler,
+		},
+		{
+			MethodName: "CABundle",
+			Handler:    _GridMaster_CABundle_Handler,
+		},
+		{
+			MethodName: "Enroll",
+			Handler:    _GridMaster_Enroll_Handler,
+		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _GridMaster_RenewCertificate_Handler,
+		},
+		{
+			MethodName: "CreateJoinToken",
+			Handler:    _GridMaster_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "ListJoinTokens",
+			Handler:    _GridMaster_ListJoinTokens_Handler,
+		},
+		{
+			MethodName: "RemoveJoinToken",
+			Handler:    _GridMaster_RemoveJoinToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
