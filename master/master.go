@@ -84,7 +84,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	// them all, otherwise after hashing, which does not hold serving up.
 	// Files written just before start-up are registered once they settle,
 	// after these lines: they say how many, so the count is not a surprise.
-	n, hashing, settling := len(cat.List("")), cat.Hashing(), cat.SettlingAtOpen()
+	at := cat.AtOpen()
+	n, hashing, settling := at.Registered, at.Hashing, at.Settling
 	switch {
 	case hashing == 0 && settling == 0:
 		fmt.Fprintf(con, "📦 Auto-registered %d binaries\n", n)

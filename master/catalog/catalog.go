@@ -223,6 +223,8 @@ type Catalog struct {
 	pending map[string]key    // start-up files not hashed yet
 	hashed  chan struct{}     // closed when start-up hashing is over
 
+	// atOpen is what Open found, counted before background hashing starts.
+	atOpen OpenCounts
 	// settlingAtOpen counts the binaries found at start-up that were still
 	// changing (within Settle); set once in Open, before any goroutine starts.
 	settlingAtOpen int
@@ -310,6 +312,7 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		}
 		jobs = nil
 	}
+	c.atOpen = OpenCounts{Registered: len(c.List("")), Hashing: len(jobs), Settling: c.settlingAtOpen}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
 	c.wg.Add(1)
@@ -359,6 +362,21 @@ func (c *Catalog) Hashing() int {
 	defer c.mu.RUnlock()
 	return len(c.pending)
 }
+
+// OpenCounts is what Open found in the binaries dir.
+type OpenCounts struct {
+	// Registered were published by Open itself: from the checksum cache, or
+	// hashed by Open when it does not hash in the background.
+	Registered int
+	// Hashing were left to hash in the background (Options.HashInBackground).
+	Hashing int
+	// Settling had changed within Options.Settle (see SettlingAtOpen).
+	Settling int
+}
+
+// AtOpen returns the counts of Open, taken before background hashing began,
+// so that they add up however fast the hashing is.
+func (c *Catalog) AtOpen() OpenCounts { return c.atOpen }
 
 // SettlingAtOpen returns how many binaries found at start-up had changed
 // within Options.Settle (still being written, or written just before): they
