@@ -23,7 +23,7 @@ import (
 	"github.com/sutragrid/sutra/master/httpserver"
 )
 
-func newServerWith(t testing.TB, opts Options) *httptest.Server {
+func newServerWith(t testing.TB, opts Options) (*httptest.Server, *API) {
 	t.Helper()
 	api, err := New(opts)
 	if err != nil {
@@ -33,7 +33,7 @@ func newServerWith(t testing.TB, opts Options) *httptest.Server {
 	api.Register(mux)
 	srv := httptest.NewServer(httpserver.Handler(mux, nil))
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, api
 }
 
 // Issue 9 item 2: clients that send a GET and never read hold their download
@@ -42,8 +42,8 @@ func TestStalledDownloadsReleaseTheirSlots(t *testing.T) {
 	name := "storage-server-1.0.0-linux-x86_64"
 	big := make([]byte, 64<<20) // far more than socket buffers hold
 	c := newCatalog(t, map[string][]byte{name: big})
-	const stall = time.Second
-	srv := newServerWith(t, Options{Catalog: c, MaxConcurrentDownloads: 2, StallTimeout: stall})
+	const stall = 2 * time.Second
+	srv, api := newServerWith(t, Options{Catalog: c, MaxConcurrentDownloads: 2, StallTimeout: stall})
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
 	for range 2 {
@@ -56,21 +56,23 @@ func TestStalledDownloadsReleaseTheirSlots(t *testing.T) {
 		fmt.Fprintf(conn, "GET /binaries/%s HTTP/1.1\r\nHost: x\r\n\r\n", name)
 		// and never read
 	}
-	// Both slots taken (the server got both requests).
+	// Both slots taken by the two stalled clients. Wait on the server's own
+	// count rather than probing with GETs: a probe that won a slot first
+	// would make one stalled client's request answer 503 and leave.
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(srv.URL + "/binaries/" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			break
-		}
+	for api.ActiveDownloads() < 2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the two non-reading clients never filled the 2 slots (last answer %d)", resp.StatusCode)
+			t.Fatalf("the two non-reading clients never filled the 2 slots (%d in use)", api.ActiveDownloads())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, err := http.Get(srv.URL + "/binaries/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("with both slots held, a third client got %d, want 503", resp.StatusCode)
 	}
 	start := time.Now()
 	limit := stall + 10*time.Second
