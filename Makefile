@@ -57,7 +57,7 @@ proto: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	PATH=$(TOOLS):$$PATH protoc -I proto \
 	  --go_out=proto --go_opt=paths=source_relative \
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
-	  proto/grid/v1/grid.proto
+	  proto/grid/v1/*.proto
 
 # Regenerates the protobuf code and fails when it differs from what is committed.
 proto-check: proto

@@ -43,10 +43,18 @@ const (
 	TableMeta   = "meta"
 	// TableTokens holds the join tokens (master/tokens): hashes, never secrets.
 	TableTokens = "tokens"
+	// TableRevoked is the agent certificate denylist (master/auth): agent
+	// ids revoked by an operator, checked on every call.
+	TableRevoked = "revoked"
+	// TableRollouts holds fleet rollouts (master/rollout).
+	TableRollouts = "rollouts"
+	// TableReleases holds release metadata the operator sets: yanked
+	// versions.
+	TableReleases = "releases"
 )
 
 // Tables lists every table a backend creates when it opens.
-var Tables = []string{TableAgents, TableNodes, TableEvents, TableMeta, TableTokens}
+var Tables = []string{TableAgents, TableNodes, TableEvents, TableMeta, TableTokens, TableRevoked, TableRollouts, TableReleases}
 
 // Op is one write in a batch: Value != nil puts Key=Value, Value == nil deletes Key.
 type Op struct {
