@@ -15,6 +15,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/master/auth"
+	"github.com/sutragrid/sutra/master/ratelimit"
 )
 
 // gRPC connection policy. Agents keep one connection and call at least
@@ -37,18 +38,24 @@ const (
 // bounded messages and streams, the keepalive policy above, and, composed
 // for every service registered on it, panic recovery (so that a bug in a
 // handler answers INTERNAL with the stack in the log instead of taking the
-// master down) and then authorization (master/auth: who may call what).
-func newGRPCServer(opts Options, log *slog.Logger, creds credentials.TransportCredentials, policy *auth.Policy) *grpc.Server {
+// master down), the per-address rate limit, authorization (master/auth: who
+// may call what), then the per-identity and enrollment rate limits
+// (master/ratelimit). The address limit runs before authorization so that a
+// flood of unauthenticated calls is cut before any token check or handler
+// work; the identity limit runs after it because only then is the identity
+// known and trusted (nobody can drain an agent's bucket by claiming its id).
+func newGRPCServer(opts Options, log *slog.Logger, creds credentials.TransportCredentials, policy *auth.Policy, lim *ratelimit.Limits) *grpc.Server {
 	rec := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		method, _ := grpc.Method(ctx)
 		log.Error("panic in gRPC handler: answered INTERNAL; this is a bug, please report it with this log",
 			"method", method, "panic", p, "stack", string(debug.Stack()))
 		return status.Errorf(codes.Internal, "internal error in %s: the master recovered and logged it; retry, and report it if it happens again", method)
 	})
+	rl := &ratelimit.GRPC{Limits: lim, Identity: callerIdentity, EnrollMethod: enrollMethod, Logger: log}
 	return grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(rec), policy.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(rec), policy.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(rec), rl.Before(), policy.UnaryServerInterceptor(), rl.After()),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(rec), rl.BeforeStream(), policy.StreamServerInterceptor(), rl.AfterStream()),
 		grpc.MaxRecvMsgSize(opts.GRPCMaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(opts.GRPCMaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -61,6 +68,25 @@ func newGRPCServer(opts Options, log *slog.Logger, creds credentials.TransportCr
 			Timeout:           grpcKeepaliveTimeout,
 		}),
 	)
+}
+
+// enrollMethod is the enrollment RPC (proto/grid/v1), whose failed
+// attempts are rate limited per address.
+const enrollMethod = "/grid.v1.GridMaster/Enroll"
+
+// callerIdentity is the rate-limit identity of a call that passed
+// authorization: its agent, or the operator; "" for public calls.
+func callerIdentity(ctx context.Context, method string) string {
+	switch auth.MethodRole(method) {
+	case auth.RoleAgent:
+		if id, ok := auth.Agent(ctx); ok {
+			return "agent " + id
+		}
+		return ""
+	case auth.RoleOperator:
+		return "operator"
+	}
+	return ""
 }
 
 // DefaultGRPCMaxConcurrentStreams is Options.GRPCMaxConcurrentStreams' default.

@@ -38,6 +38,7 @@ import (
 	"github.com/sutragrid/sutra/master/controlplane"
 	"github.com/sutragrid/sutra/master/httpserver"
 	"github.com/sutragrid/sutra/master/pki"
+	"github.com/sutragrid/sutra/master/ratelimit"
 )
 
 // Run serves until ctx ends, then shuts down gracefully. It returns nil
@@ -133,7 +134,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 	fmt.Fprintf(con, "  🔒 CA fingerprint: %s (join tokens pin it)\n", ca.Fingerprint())
 	log.Info("trust ready", "operator_token_file", tokenPath, "token_created", created, "ca_fingerprint", ca.Fingerprint())
 
-	grpcSrv := newGRPCServer(opts, log.With("component", "grpc"), credentials.NewTLS(ca.ServerTLSConfig()), policy)
+	// One set of rate limit buckets for both servers: an address's budget
+	// is one budget.
+	limits, err := ratelimit.New(opts.RateLimits)
+	if err != nil {
+		return err
+	}
+	grpcSrv := newGRPCServer(opts, log.With("component", "grpc"), credentials.NewTLS(ca.ServerTLSConfig()), policy, limits)
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 	reflection.Register(grpcSrv)
@@ -172,6 +179,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		BaseContext:       context.WithoutCancel(ctx),
+		Limits:            limits,
 	})
 
 	serveErr := make(chan error, 2)

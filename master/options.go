@@ -13,6 +13,7 @@ import (
 	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/controlplane"
+	"github.com/sutragrid/sutra/master/ratelimit"
 )
 
 // Defaults of Options, as the design document states them.
@@ -83,6 +84,10 @@ type Options struct {
 	Advertise []string
 	// ClientCertLifetime is the lifetime of agent certificates; zero: 30 days.
 	ClientCertLifetime time.Duration
+	// RateLimits are the request rate limits of both servers, per identity,
+	// per source address and for failed enrollments per address
+	// (--rate-limit-*); zero Rates take ratelimit's defaults, Off disables.
+	RateLimits ratelimit.Config
 
 	// testWiring, set by this package's tests only, sees the catalog and
 	// may register test services on the gRPC server before serving starts.
@@ -119,6 +124,9 @@ func (o Options) Validate() error {
 	}
 	if o.HashWorkers < 0 {
 		errs = append(errs, fmt.Errorf("master: HashWorkers %d is negative", o.HashWorkers))
+	}
+	if err := o.RateLimits.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("master: %w", err))
 	}
 	if o.GRPCMaxRecvMsgSize < 0 || o.GRPCMaxRecvMsgSize > 64<<20 {
 		errs = append(errs, fmt.Errorf("master: GRPCMaxRecvMsgSize %d is out of range (0 for the default, at most 64 MiB)", o.GRPCMaxRecvMsgSize))

@@ -22,6 +22,7 @@ import (
 	"github.com/sutragrid/sutra/master"
 	"github.com/sutragrid/sutra/master/controlplane"
 	"github.com/sutragrid/sutra/master/fleet"
+	"github.com/sutragrid/sutra/master/ratelimit"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -78,6 +79,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "download-stall-timeout", env: "DOWNLOAD_STALL_TIMEOUT", arg: "DURATION", def: "30s", help: "close a download whose client reads nothing for this long, freeing its slot"},
 		{flag: "advertise", env: "SUTRA_ADVERTISE", arg: "NAMES", def: "", help: "comma-separated extra DNS names or IP addresses agents use to reach this master, added to its TLS certificate in {data-dir}/tls"},
 		{flag: "client-cert-lifetime", env: "CLIENT_CERT_LIFETIME", arg: "DURATION", def: "720h", help: "lifetime of the agent certificates issued at enrollment and renewal"},
+		{flag: "rate-limit-identity", env: "SUTRA_RATE_LIMIT_IDENTITY", arg: "RATE", def: ratelimit.DefaultIdentity.String(), help: "calls per agent (its certificate) or operator (the token), as N/s|m|h:BURST, or off; over it gRPC answers RESOURCE_EXHAUSTED with retry info, HTTP 429 with Retry-After"},
+		{flag: "rate-limit-address", env: "SUTRA_RATE_LIMIT_ADDRESS", arg: "RATE", def: ratelimit.DefaultAddress.String(), help: "calls per source address (IPv6: per /64), both servers together, or off; leave room for every agent behind one NAT address (10,000 agents heartbeating every 5 s make 2000/s)"},
+		{flag: "rate-limit-enroll", env: "SUTRA_RATE_LIMIT_ENROLL", arg: "RATE", def: ratelimit.DefaultEnroll.String(), help: fmt.Sprintf("failed enrollment attempts per source address (a refused join token counts %d), or off; beyond it every attempt from that address is refused until the bucket refills, even with a correct token", ratelimit.FailureCost)},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
@@ -168,6 +172,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err != nil || certLifetime < time.Hour || certLifetime > 365*24*time.Hour {
 		errs = append(errs, fmt.Errorf("%s=%q: want a duration from 1h to 8760h (one year), like 720h", source["client-cert-lifetime"], val["client-cert-lifetime"]))
 	}
+	rateOf := func(name string) ratelimit.Rate {
+		r, err := ratelimit.Parse(val[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", source[name], err))
+		}
+		return r
+	}
+	rateLimits := ratelimit.Config{Identity: rateOf("rate-limit-identity"), Address: rateOf("rate-limit-address"), Enroll: rateOf("rate-limit-enroll")}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
 		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
@@ -199,6 +211,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		Console:                  console,
 		Advertise:                advertise,
 		ClientCertLifetime:       certLifetime,
+		RateLimits:               rateLimits,
 		ControlPlane: controlplane.Options{
 			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
 			AgentGCThreshold: gcThreshold,

@@ -8,7 +8,13 @@
 //   - a path that is not canonical ("..", ".", "//", NUL) is refused 400
 //     instead of redirected;
 //   - the mux's own "404 page not found" and "405 method not allowed" become
-//     JSON {"error": ...}, keeping the Allow header.
+//     JSON {"error": ...}, keeping the Allow header;
+//   - request rate limits (master/ratelimit): every request takes a token
+//     from its source address's bucket, and one that carries a credential
+//     (the operator token, a client certificate) also from that credential's
+//     bucket; over the limit the answer is 429 JSON with Retry-After. This
+//     counts requests, not bytes: downloads are also capped in number
+//     (the binary API's 503) and in bandwidth elsewhere.
 //
 // Net/http's own answers before any handler runs (400, 431, 501) are made
 // JSON by internal/httpjson.Listener, which the caller serves on.
@@ -16,8 +22,11 @@ package httpserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"path"
@@ -26,6 +35,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/internal/httpjson"
+	"github.com/sutragrid/sutra/master/ratelimit"
 )
 
 // MaxHeaderBytes bounds one request's headers (net/http answers 431 beyond).
@@ -45,6 +55,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// BaseContext is every request's parent context. Nil: context.Background().
 	BaseContext context.Context
+	// Limits are the request rate limits (their Address and Identity
+	// stores). Nil: none.
+	Limits *ratelimit.Limits
 }
 
 // New builds the master's HTTP server: Handler(o.Routes) with bounded
@@ -61,7 +74,7 @@ func New(o Options) *http.Server {
 		base = context.Background()
 	}
 	return &http.Server{
-		Handler:           Handler(o.Routes, log),
+		Handler:           handler(o.Routes, log, o.Limits),
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
@@ -71,12 +84,67 @@ func New(o Options) *http.Server {
 }
 
 // Handler is the chain in front of mux, outermost first: panic recovery,
-// canonical paths, JSON answers for unmatched routes and wrong methods.
+// canonical paths, JSON answers for unmatched routes and wrong methods (New
+// adds the rate limits of its Options after panic recovery).
 func Handler(mux *http.ServeMux, log *slog.Logger) http.Handler {
+	return handler(mux, log, nil)
+}
+
+func handler(mux *http.ServeMux, log *slog.Logger, lim *ratelimit.Limits) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return recoverPanics(log, canonicalPaths(jsonFallbacks(mux)))
+	return recoverPanics(log, rateLimit(lim, log, canonicalPaths(jsonFallbacks(mux))))
+}
+
+// rateLimit answers 429 JSON with Retry-After (whole seconds, rounded up)
+// when the request's source address, or the credential it carries, is over
+// its limit. The address is the connection's (X-Forwarded-For and the like
+// are not trusted). The credential's bucket is keyed by a hash of the
+// credential, checked or not: a wrong token only spends its own bucket (and
+// its address's), never the operator's.
+func rateLimit(lim *ratelimit.Limits, log *slog.Logger, next http.Handler) http.Handler {
+	if lim == nil || (lim.Address == nil && lim.Identity == nil) {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr := ratelimit.AddrKey(r.RemoteAddr)
+		if d := lim.Address.Allow(addr); !d.OK {
+			log.Debug("request refused: address over its rate limit", "addr", addr, "path", r.URL.Path, "retry_after", d.RetryAfter)
+			tooMany(w, d.RetryAfter, fmt.Sprintf("too many requests from %s (limit %s per address)", addr, lim.Address.Rate()))
+			return
+		}
+		if id, what := credential(r); id != "" {
+			if d := lim.Identity.Allow(id); !d.OK {
+				log.Debug("request refused: credential over its rate limit", "credential", what, "path", r.URL.Path, "retry_after", d.RetryAfter)
+				tooMany(w, d.RetryAfter, fmt.Sprintf("too many requests with this %s (limit %s per identity)", what, lim.Identity.Rate()))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// tooMany writes the 429 answer.
+func tooMany(w http.ResponseWriter, retry time.Duration, msg string) {
+	secs := int64(math.Ceil(max(retry, time.Second).Seconds()))
+	w.Header().Set("Retry-After", fmt.Sprint(secs))
+	httpjson.WriteError(w, http.StatusTooManyRequests, fmt.Sprintf("rate limited: %s; retry in %d s", msg, secs))
+}
+
+// credential is the rate-limit key of the credential r carries (a hash,
+// never the secret): its verified client certificate, else its bearer token.
+func credential(r *http.Request) (key, what string) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		sum := sha256.Sum256(r.TLS.VerifiedChains[0][0].Raw)
+		return "cert:" + hex.EncodeToString(sum[:12]), "client certificate"
+	}
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		sum := sha256.Sum256([]byte(strings.TrimSpace(h[7:])))
+		return "bearer:" + hex.EncodeToString(sum[:12]), "token"
+	}
+	return "", ""
 }
 
 // recoverPanics answers a panicking handler 500 JSON and logs the panic
