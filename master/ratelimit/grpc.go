@@ -4,17 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sutragrid/sutra/internal/retryinfo"
 )
 
 // GRPC applies Limits to a gRPC server. Compose its two halves around the
@@ -131,37 +130,10 @@ func (g *GRPC) identity(ctx context.Context, method string) error {
 	return nil
 }
 
-// Exhausted is the RESOURCE_EXHAUSTED status of a refused call: msg, the
-// retry delay in words, and a RetryInfo detail carrying it.
+// Exhausted is the RESOURCE_EXHAUSTED status of a refused call
+// (internal/retryinfo: msg, the delay in words and a RetryInfo detail).
 func Exhausted(retry time.Duration, msg string) error {
-	st := status.New(codes.ResourceExhausted, fmt.Sprintf("rate limited: %s; retry in %s", msg, roundUp(retry)))
-	if ds, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)}); err == nil {
-		st = ds
-	}
-	return st.Err()
-}
-
-// RetryDelay is the RetryInfo delay of a RESOURCE_EXHAUSTED (or
-// UNAVAILABLE) error; ok is false without one.
-func RetryDelay(err error) (time.Duration, bool) {
-	st, ok := status.FromError(err)
-	if !ok || (st.Code() != codes.ResourceExhausted && st.Code() != codes.Unavailable) {
-		return 0, false
-	}
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			if err := ri.GetRetryDelay().CheckValid(); err != nil {
-				return 0, false
-			}
-			return max(ri.GetRetryDelay().AsDuration(), 0), true
-		}
-	}
-	return 0, false
-}
-
-// roundUp shows d in whole seconds (at least 1 s) or in minutes beyond.
-func roundUp(d time.Duration) time.Duration {
-	return time.Duration(math.Ceil(max(d, time.Second).Seconds())) * time.Second
+	return retryinfo.Error(retry, "rate limited: "+msg)
 }
 
 // PeerKey is the address key of a gRPC call's peer (AddrKey).
