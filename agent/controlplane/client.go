@@ -13,6 +13,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/internal/retryinfo"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -219,8 +220,8 @@ func (c *Client) Run(ctx context.Context) error {
 				break
 			}
 			c.setConnected(false)
-			log.Warn("heartbeat failed; nodes keep running, retrying", "master", c.opts.MasterAddr, "err", err)
-			wait = c.jitter(c.currentInterval(), 0.1)
+			wait = c.retryDelay(err, c.jitter(c.currentInterval(), 0.1))
+			log.Warn("heartbeat failed; nodes keep running, retrying", "master", c.opts.MasterAddr, "retry_in", wait.Round(time.Millisecond), "err", err)
 		}
 	}
 }
@@ -233,7 +234,7 @@ func (c *Client) registerWithBackoff(ctx context.Context) error {
 			return nil
 		}
 		c.setConnected(false)
-		delay := c.backoff(attempt)
+		delay := c.retryDelay(err, c.backoff(attempt))
 		level := slog.LevelWarn
 		msg := "cannot register with master; retrying"
 		if attempt > 0 && attempt%10 != 0 {
@@ -311,6 +312,22 @@ func (c *Client) heartbeat(ctx context.Context) error {
 		c.opts.OnHeartbeat()
 	}
 	return nil
+}
+
+// retryDelay is how long to wait before the next call after err: fallback
+// (the caller's backoff or interval), or, when the master asked for longer
+// (RESOURCE_EXHAUSTED with RetryInfo: its rate limits, internal/retryinfo,
+// believed up to retryinfo.MaxDelay), that delay plus up to a tenth more as
+// jitter, so that a throttled fleet does not come back in the same instant.
+func (c *Client) retryDelay(err error, fallback time.Duration) time.Duration {
+	d, ok := retryinfo.Delay(err)
+	if !ok {
+		return fallback
+	}
+	c.mu.Lock()
+	d += time.Duration(c.opts.Rand.Int64N(int64(d/10) + 1))
+	c.mu.Unlock()
+	return max(fallback, d)
 }
 
 // backoff is exponential with full jitter: uniform in [0, min(max, min*2^attempt)],

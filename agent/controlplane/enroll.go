@@ -117,7 +117,7 @@ func (c *Client) credentials(ctx context.Context) (*tls.Config, error) {
 		if errors.Is(err, mtls.ErrPinMismatch) || errors.Is(err, enroll.ErrRefused) {
 			return nil, err
 		}
-		delay := c.backoff(attempt)
+		delay := c.retryDelay(err, c.backoff(attempt))
 		if errors.Is(err, enroll.ErrIDInUse) {
 			// Like a refused registration: nothing changes until the other
 			// machine is gone or an operator acts, so say it on every attempt.
@@ -227,9 +227,10 @@ func (c *Client) maybeRenew(ctx context.Context) {
 		return
 	}
 	if err := c.renew(ctx); err != nil {
-		c.opts.Logger.Warn("certificate renewal failed; retrying", "master", c.opts.MasterAddr, "retry_in", renewRetry, "err", err)
+		retry := c.retryDelay(err, renewRetry)
+		c.opts.Logger.Warn("certificate renewal failed; retrying", "master", c.opts.MasterAddr, "retry_in", retry.Round(time.Millisecond), "err", err)
 		c.mu.Lock()
-		c.renewDue = time.Now().Add(renewRetry)
+		c.renewDue = time.Now().Add(retry)
 		c.mu.Unlock()
 	}
 }
