@@ -152,6 +152,29 @@ func (f *Fetcher) backoff(attempt int) time.Duration {
 	return f.retryDelay(f.opts.BackoffMin, f.opts.BackoffMax, attempt, nil, time.Time{})
 }
 
+// attemptDelay is Ensure's wait before whole attempt number attempt+1 after
+// err: the backoff, or longer when the last answer was a 429 or 503 whose
+// Retry-After asked for more (clamped to BackoffMax, like the transport's):
+// a master that rate-limits the agent is not asked again sooner than it said.
+func (f *Fetcher) attemptDelay(attempt int, err error) time.Duration {
+	d := f.backoff(attempt)
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		d = max(d, min(ra.after, f.opts.BackoffMax))
+	}
+	return d
+}
+
+// retryAfterError is the error of a 429 or 503 answer that carried a
+// Retry-After header.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
 // leveledLogger adapts slog to retryablehttp.LeveledLogger. retryablehttp
 // logs every failed try at error level although most are retried; they are
 // logged as warnings, and the final failure is returned to the caller.
@@ -299,7 +322,13 @@ func statusError(method, u string, resp *http.Response) error {
 	default:
 		kind = ErrBadResponse
 	}
-	return fmt.Errorf("%s %s: %s%s: %w", method, u, resp.Status, msg, kind)
+	err := fmt.Errorf("%s %s: %s%s: %w", method, u, resp.Status, msg, kind)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		if d, ok := RetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			return &retryAfterError{err: err, after: d}
+		}
+	}
+	return err
 }
 
 func isHTML(contentType string) bool {

@@ -331,7 +331,7 @@ func (f *Fetcher) Ensure(ctx context.Context, ver string) (cache.Entry, error) {
 			return cache.Entry{}, fmt.Errorf("fetch %s %s for %s/%s (attempt %d of %d): %w",
 				f.opts.Artifact, ver, f.opts.Platform, f.opts.Arch, attempt, f.opts.Attempts, err)
 		}
-		d := f.backoff(attempt - 1)
+		d := f.attemptDelay(attempt-1, err)
 		f.log.Warn("fetch failed; retrying", "artifact", f.opts.Artifact, "version", ver,
 			"attempt", attempt, "attempts", f.opts.Attempts, "retry_in", d.Round(time.Millisecond), "err", err)
 		t := time.NewTimer(d)
