@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sutragrid/sutra/internal/opauth"
+	"github.com/sutragrid/sutra/internal/retryinfo"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -76,7 +77,8 @@ Exit codes:
   1  error (request rejected, node failed, wait timed out, ...)
   2  usage error (unknown command or flag, bad argument)
   3  not found (unknown agent or node)
-  4  master unreachable or unavailable
+  4  master unreachable or unavailable, or rate limiting this client
+     (the message says when to retry)
   5  unauthorized (no or wrong operator token, or the master's certificate
      is not signed by the CA given)
 `
@@ -340,6 +342,11 @@ func (c *cli) rpcErr(err error) error {
 		return &cliError{code: exitUsage, msg: st.Message()}
 	case codes.Unimplemented:
 		return &cliError{code: exitError, msg: fmt.Sprintf("the master at %s does not support this request (%s): upgrade sutra-master", c.g.master, st.Message())}
+	case codes.ResourceExhausted:
+		if d, ok := retryinfo.Requested(err); ok {
+			why, _, _ := strings.Cut(st.Message(), "; retry in ")
+			return &cliError{code: exitUnavailable, msg: fmt.Sprintf("the master at %s is rate limiting this client: retry in %s (%s)", c.g.master, retryinfo.Round(d), why)}
+		}
 	}
 	return &cliError{code: exitError, msg: st.Message()}
 }

@@ -449,7 +449,7 @@ func httpErr(hc *httpapi.Client, err error) error {
 		code := exitError
 		if se.StatusCode == http.StatusNotFound {
 			code = exitNotFound
-		} else if se.StatusCode >= 500 {
+		} else if se.StatusCode >= 500 || se.StatusCode == http.StatusTooManyRequests {
 			code = exitUnavailable
 		}
 		return &cliError{code: code, msg: fmt.Sprintf("%s %s: %s: %s", se.Method, se.URL, se.Status, dash(se.Message))}

@@ -33,9 +33,17 @@ func Error(delay time.Duration, msg string) error {
 }
 
 // Delay is the RetryInfo delay of a RESOURCE_EXHAUSTED or UNAVAILABLE
-// error (which may be wrapped), capped at MaxDelay; ok is false when err
-// carries none (or an invalid one).
+// error (which may be wrapped), capped at MaxDelay: what a program that
+// retries by itself waits. ok is false when err carries none (or an invalid
+// one).
 func Delay(err error) (d time.Duration, ok bool) {
+	d, ok = Requested(err)
+	return min(d, MaxDelay), ok
+}
+
+// Requested is Delay without the cap: what the server asked for, for
+// telling a person.
+func Requested(err error) (d time.Duration, ok bool) {
 	st, isStatus := status.FromError(err)
 	if err == nil || !isStatus || (st.Code() != codes.ResourceExhausted && st.Code() != codes.Unavailable) {
 		return 0, false
@@ -45,7 +53,7 @@ func Delay(err error) (d time.Duration, ok bool) {
 		if !isRI || ri.GetRetryDelay() == nil || ri.GetRetryDelay().CheckValid() != nil {
 			continue
 		}
-		return min(max(ri.GetRetryDelay().AsDuration(), 0), MaxDelay), true
+		return max(ri.GetRetryDelay().AsDuration(), 0), true
 	}
 	return 0, false
 }

@@ -25,6 +25,9 @@ func TestDelay(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "too many calls; retry in 2s") {
 		t.Fatalf("Error = %v", err)
 	}
+	if d, ok := Requested(withDetail(codes.ResourceExhausted, durationpb.New(100*time.Hour))); d != 100*time.Hour || !ok {
+		t.Errorf("Requested(100h) = %s, %v, want 100h uncapped", d, ok)
+	}
 	for _, tc := range []struct {
 		name string
 		err  error
