@@ -91,3 +91,23 @@ func TestRateLimitCredential(t *testing.T) {
 		t.Fatalf("no token (address limit off): %d, want 418", code)
 	}
 }
+
+func FuzzCredential(f *testing.F) {
+	for _, s := range []string{"Bearer abc", "bearer  x ", "Bearer", "Basic Zm9v", "", "BEARER \x00", "Bearer " + strings.Repeat("t", 5000)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		r, _ := http.NewRequest("GET", "http://m/x", nil)
+		r.Header.Set("Authorization", h)
+		key, what := credential(r)
+		if key == "" {
+			return
+		}
+		if len(key) > 40 || what == "" {
+			t.Fatalf("credential(%q) = %q, %q", h, key, what)
+		}
+		if tok := strings.TrimSpace(h[min(7, len(h)):]); len(tok) >= 4 && strings.Contains(key, tok) {
+			t.Fatalf("credential(%q) = %q contains the token", h, key)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -216,4 +217,20 @@ func TestAddrKey(t *testing.T) {
 			t.Errorf("AddrKey(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func FuzzAddrKey(f *testing.F) {
+	for _, s := range []string{"192.0.2.7:5000", "[::1]:1", "[2001:db8::1%eth0]:443", "[::ffff:10.0.0.1]:0", "@", "", ":", "[", "1.2.3.4", "2001:db8::1", "[fe80::1%25%00]:1", strings.Repeat("[", 300)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k := AddrKey(s)
+		if len(k) > 64 {
+			t.Fatalf("AddrKey(%q) = %q: longer than 64 bytes", s, k)
+		}
+		// An IPv4 key is stable: the same host on another port has the same key.
+		if ip, err := netip.ParseAddr(k); err == nil && ip.Is4() && AddrKey(k+":1") != k {
+			t.Fatalf("AddrKey(%q) = %q, but AddrKey(%q) = %q", s, k, k+":1", AddrKey(k+":1"))
+		}
+	})
 }
