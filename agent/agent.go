@@ -180,6 +180,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 			f, err := fetch.New(fetch.Options{
 				BaseURL:     cfg.Storage.MasterBinaryURL,
 				CacheDir:    cfg.Agent.CacheDir,
+				TLSDir:      filepath.Join(cfg.Agent.AgentDataDir, "tls"),
 				Logger:      a.log,
 				ProgressBar: opts.ProgressBar,
 			})

@@ -13,6 +13,7 @@ package master
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -64,9 +65,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 	addrs := Addrs{HTTP: httpLn.Addr().String(), GRPC: grpcLn.Addr().String()}
 
 	showGRPC, showHTTP := display(opts.GRPCAddr, addrs.GRPC), display(opts.HTTPAddr, addrs.HTTP)
+	httpName := "HTTP"
+	if opts.HTTPTLS {
+		httpName, showHTTP = "HTTPS", "https://"+showHTTP
+	}
 	fmt.Fprintf(con, "🚀 Sutra Grid Master v%s starting\n", version.Version)
 	fmt.Fprintf(con, "  📡 gRPC: %s\n", showGRPC)
-	fmt.Fprintf(con, "  🌐 HTTP: %s\n", showHTTP)
+	fmt.Fprintf(con, "  🌐 %s: %s\n", httpName, showHTTP)
 	log.Info("master starting", "version", version.Version, "grpc", addrs.GRPC, "http", addrs.HTTP,
 		"binaries_dir", opts.BinariesDir, "data_dir", opts.DataDir)
 
@@ -106,7 +111,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	mux := http.NewServeMux()
-	api.Register(mux)
+	// --private-downloads: the binary routes live on their own mux, mounted
+	// on mux behind the agent-or-operator check once the trust is loaded.
+	binMux := mux
+	if opts.PrivateDownloads {
+		binMux = http.NewServeMux()
+	}
+	api.Register(binMux)
 
 	// Trust (issue 12): the CA and server certificate in {DataDir}/tls, the
 	// operator token in {DataDir}/admin.token; gRPC is TLS only.
@@ -133,6 +144,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	fmt.Fprintf(con, "  🔒 CA fingerprint: %s (join tokens pin it)\n", ca.Fingerprint())
 	log.Info("trust ready", "operator_token_file", tokenPath, "token_created", created, "ca_fingerprint", ca.Fingerprint())
+	if opts.PrivateDownloads {
+		guarded := policy.RequireAgentOrOperator(httpserver.Handler(binMux, log.With("component", "binapi")), opts.AgentCheck)
+		for _, p := range binaryRoutes {
+			mux.Handle(p, guarded)
+		}
+		fmt.Fprintf(con, "  🔐 Private downloads: binaries only for enrolled agents (their certificate) and the operator token\n")
+	}
 
 	// One set of rate limit buckets for both servers: an address's budget
 	// is one budget.
@@ -182,10 +200,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 		Limits:            limits,
 	})
 
+	if opts.HTTPTLS {
+		httpSrv.TLSConfig = httpTLSConfig(ca)
+	}
 	serveErr := make(chan error, 2)
 	go func() {
-		// httpjson.Listener: net/http's own 400/431/501 answers are JSON too.
-		if err := httpSrv.Serve(httpjson.Listener(httpLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// httpjson.Listener: net/http's own 400/431/501 answers are JSON too
+		// (over TLS only those before the handshake, like a plain HTTP
+		// request to the HTTPS port).
+		serve := httpSrv.Serve
+		if opts.HTTPTLS {
+			serve = func(ln net.Listener) error { return httpSrv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(httpjson.Listener(httpLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- fmt.Errorf("HTTP server: %w", err)
 		}
 	}()
@@ -196,8 +223,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	fmt.Fprintf(con, "📡 Listening for agent connections on %s\n", showGRPC)
-	fmt.Fprintf(con, "🌐 HTTP binary server started on %s\n", showHTTP)
-	log.Info("master serving", "grpc", addrs.GRPC, "http", addrs.HTTP)
+	fmt.Fprintf(con, "🌐 %s binary server started on %s\n", httpName, showHTTP)
+	log.Info("master serving", "grpc", addrs.GRPC, "http", addrs.HTTP, "http_tls", opts.HTTPTLS, "private_downloads", opts.PrivateDownloads)
 	hashed := make(chan struct{})
 	hctx, hcancel := context.WithCancel(ctx)
 	defer func() { hcancel(); <-hashed }()
@@ -240,6 +267,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	log.Info("master stopped")
 	return err
+}
+
+// binaryRoutes are the paths of the binary API, which --private-downloads
+// guards.
+var binaryRoutes = []string{"/api/binaries", "/api/binaries/", "/api/artifacts", "/api/artifacts/", "/binaries/"}
+
+// httpTLSConfig is --http-tls: the gRPC server's certificate and client CA
+// (a client certificate is verified when given, so agents can present
+// theirs), TLS 1.2 or later for HTTP clients such as curl.
+func httpTLSConfig(ca *pki.PKI) *tls.Config {
+	c := ca.ServerTLSConfig()
+	c.MinVersion = tls.VersionTLS12
+	return c
 }
 
 // listen binds addr, turning "address in use" into one line that says what to change.

@@ -88,11 +88,26 @@ type Options struct {
 	// per source address and for failed enrollments per address
 	// (--rate-limit-*); zero Rates take ratelimit's defaults, Off disables.
 	RateLimits ratelimit.Config
+	// HTTPTLS serves the HTTP port over HTTPS (--http-tls) with the same
+	// server certificate as gRPC ({DataDir}/tls or the operator's), TLS 1.2
+	// or later, verifying an agent's client certificate when it presents one.
+	HTTPTLS bool
+	// PrivateDownloads makes the binary routes (/api/binaries…,
+	// /api/artifacts…, /binaries/…) need a verified agent client certificate
+	// or the operator token (--private-downloads); 401 JSON otherwise. It
+	// needs HTTPTLS: without it agents could not download at all.
+	PrivateDownloads bool
+	// AgentCheck, when set, refuses agents (revoked ones) on the private
+	// binary routes.
+	AgentCheck func(agentID string) error
 
 	// testWiring, set by this package's tests only, sees the catalog and
 	// may register test services on the gRPC server before serving starts.
 	testWiring func(*catalog.Catalog, *grpc.Server)
 }
+
+// ErrPrivateDownloadsNeedTLS: --private-downloads without --http-tls.
+var ErrPrivateDownloadsNeedTLS = errors.New("master: --private-downloads needs --http-tls: over plain HTTP agents cannot present their certificates, so they could not download (only the operator token would work)")
 
 // Addrs are the bound listen addresses (host:port).
 type Addrs struct {
@@ -127,6 +142,9 @@ func (o Options) Validate() error {
 	}
 	if err := o.RateLimits.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("master: %w", err))
+	}
+	if o.PrivateDownloads && !o.HTTPTLS {
+		errs = append(errs, ErrPrivateDownloadsNeedTLS)
 	}
 	if o.GRPCMaxRecvMsgSize < 0 || o.GRPCMaxRecvMsgSize > 64<<20 {
 		errs = append(errs, fmt.Errorf("master: GRPCMaxRecvMsgSize %d is out of range (0 for the default, at most 64 MiB)", o.GRPCMaxRecvMsgSize))

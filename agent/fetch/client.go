@@ -42,11 +42,15 @@ func (f *Fetcher) newHTTPClient() *retryablehttp.Client {
 		DisableCompression: true,
 		ReadBufferSize:     256 << 10,
 	}
+	var rt http.RoundTripper = transport
+	if f.opts.TLSDir != "" {
+		rt = newAgentTransport(f.opts.TLSDir, transport) // tls.go
+	}
 	return &retryablehttp.Client{
 		// No http.Client.Timeout: it would cap the body read of large
 		// binaries. The per-fetch context deadline and the stall timer bound
 		// each request instead.
-		HTTPClient:   &http.Client{Transport: transport},
+		HTTPClient:   &http.Client{Transport: rt},
 		Logger:       leveledLogger{f.log},
 		RetryWaitMin: f.opts.BackoffMin,
 		RetryWaitMax: f.opts.BackoffMax,
@@ -311,6 +315,7 @@ func statusError(method, u string, resp *http.Response) error {
 	if m := httpapi.ErrorMessage(data); m != "" {
 		msg = ": " + m
 	}
+	msg += httpsHint(resp.StatusCode, data)
 	var kind error
 	switch {
 	case resp.StatusCode == http.StatusNotFound:

@@ -137,6 +137,12 @@ type Options struct {
 	// Keep is how many newest versions Prune keeps (default 3).
 	Keep int
 
+	// TLSDir is the agent's {agent_data_dir}/tls. With it, an https
+	// BaseURL is verified against TLSDir/ca.crt (the CA pinned at
+	// enrollment) only, and TLSDir/agent.crt is presented as the client
+	// certificate, read again after a renewal (see tls.go). Empty: the
+	// system roots and no client certificate.
+	TLSDir string
 	// Proxy selects a proxy per request (default http.ProxyFromEnvironment).
 	Proxy func(*http.Request) (*url.URL, error)
 	// Logger receives progress and every retry (default: discard).

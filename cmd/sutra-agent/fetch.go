@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/agent/config"
@@ -74,6 +75,7 @@ func fetchOnce(ctx context.Context, cfg *config.Config, req fetchRequest, logger
 	opts := fetch.Options{
 		BaseURL:     cfg.Storage.MasterBinaryURL,
 		CacheDir:    cfg.Agent.CacheDir,
+		TLSDir:      filepath.Join(cfg.Agent.AgentDataDir, "tls"),
 		Logger:      logger,
 		ProgressBar: progressWriter(stderr),
 		Failed:      failed,

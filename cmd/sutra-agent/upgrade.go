@@ -30,6 +30,7 @@ func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, r
 	af, err := fetch.New(fetch.Options{
 		BaseURL:  cfg.Storage.MasterBinaryURL,
 		CacheDir: cfg.Agent.CacheDir,
+		TLSDir:   filepath.Join(cfg.Agent.AgentDataDir, "tls"),
 		Artifact: "sutra-agent",
 		Logger:   logger,
 	})

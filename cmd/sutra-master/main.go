@@ -56,7 +56,20 @@ type setting struct {
 	flag, env, arg, help string
 	def                  string
 	value                *string
+	isBool               bool // --flag alone means true
 }
+
+// boolValue is a string flag that may be given without a value (true).
+type boolValue struct{ p *string }
+
+func (b boolValue) String() string {
+	if b.p == nil {
+		return ""
+	}
+	return *b.p
+}
+func (b boolValue) Set(v string) error { *b.p = v; return nil }
+func (b boolValue) IsBoolFlag() bool   { return true }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) > 0 && dbCommands[args[0]] != "" {
@@ -82,9 +95,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "rate-limit-identity", env: "SUTRA_RATE_LIMIT_IDENTITY", arg: "RATE", def: ratelimit.DefaultIdentity.String(), help: "calls per agent (its certificate) or operator (the token), as N/s|m|h:BURST, or off; over it gRPC answers RESOURCE_EXHAUSTED with retry info, HTTP 429 with Retry-After"},
 		{flag: "rate-limit-address", env: "SUTRA_RATE_LIMIT_ADDRESS", arg: "RATE", def: ratelimit.DefaultAddress.String(), help: "calls per source address (IPv6: per /64), both servers together, or off; leave room for every agent behind one NAT address (10,000 agents heartbeating every 5 s make 2000/s)"},
 		{flag: "rate-limit-enroll", env: "SUTRA_RATE_LIMIT_ENROLL", arg: "RATE", def: ratelimit.DefaultEnroll.String(), help: fmt.Sprintf("failed enrollment attempts per source address (a refused join token counts %d), or off; beyond it every attempt from that address is refused until the bucket refills, even with a correct token", ratelimit.FailureCost)},
+		{flag: "http-tls", env: "SUTRA_HTTP_TLS", arg: "BOOL", def: "false", isBool: true, help: "serve the HTTP port over HTTPS with the master's server certificate in {data-dir}/tls (the one gRPC uses); agents trust it through the CA they pinned at enrollment and present their certificate"},
+		{flag: "private-downloads", env: "SUTRA_PRIVATE_DOWNLOADS", arg: "BOOL", def: "false", isBool: true, help: "binary routes (/api/binaries, /api/artifacts, /binaries/) need an enrolled agent's certificate or the operator token (401 JSON otherwise); needs --http-tls"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
+		if s.isBool {
+			v := s.def
+			s.value = &v
+			fs.Var(boolValue{&v}, s.flag, s.help)
+			continue
+		}
 		s.value = fs.String(s.flag, s.def, s.help)
 	}
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -94,7 +115,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "(GET /api/binaries, /binaries/{filename}, ...) and the control plane over gRPC.\n")
 		fmt.Fprintf(stderr, "Each flag can also be set by its environment variable; the flag wins.\n\n")
 		for _, s := range settings {
-			fmt.Fprintf(stderr, "  --%s %s\n      %s (env %s, default %s)\n", s.flag, s.arg, s.help, s.env, s.def)
+			arg := s.arg
+			if s.isBool {
+				arg = "[=" + arg + "]"
+			}
+			fmt.Fprintf(stderr, "  --%s %s\n      %s (env %s, default %s)\n", s.flag, arg, s.help, s.env, s.def)
 		}
 		fmt.Fprintf(stderr, "  --version\n      print the version and exit\n")
 		fmt.Fprintf(stderr, "\nFleet database commands (see `sutra-master COMMAND --help`):\n")
@@ -180,6 +205,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return r
 	}
 	rateLimits := ratelimit.Config{Identity: rateOf("rate-limit-identity"), Address: rateOf("rate-limit-address"), Enroll: rateOf("rate-limit-enroll")}
+	boolOf := func(name string) bool {
+		b, err := strconv.ParseBool(val[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false (1 or 0)", source[name], val[name]))
+		}
+		return b
+	}
+	httpTLS, privateDownloads := boolOf("http-tls"), boolOf("private-downloads")
+	if privateDownloads && !httpTLS && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("%s needs --http-tls (or SUTRA_HTTP_TLS=1): over plain HTTP agents cannot present their certificates and could not download", source["private-downloads"]))
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
 		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
@@ -212,6 +248,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		Advertise:                advertise,
 		ClientCertLifetime:       certLifetime,
 		RateLimits:               rateLimits,
+		HTTPTLS:                  httpTLS,
+		PrivateDownloads:         privateDownloads,
 		ControlPlane: controlplane.Options{
 			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
 			AgentGCThreshold: gcThreshold,
