@@ -231,6 +231,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 		MasterAddr:        cfg.Agent.MasterHost,
 		TLSDir:            filepath.Join(cfg.Agent.AgentDataDir, "tls"),
 		JoinToken:         cfg.Agent.JoinToken,
+		JoinTokenFile:     filepath.Join(cfg.Agent.AgentDataDir, controlplane.JoinTokenFile),
 		AgentID:           cfg.Agent.AgentID,
 		InstanceID:        instanceID,
 		Hostname:          hostname,

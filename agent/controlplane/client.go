@@ -31,6 +31,11 @@ type Options struct {
 	// JoinToken enrolls the agent when TLSDir holds no identity yet (or an
 	// expired one). A secret: never logged.
 	JoinToken string
+	// JoinTokenFile is where `sutra-agent service install --join-token`
+	// left a token ({agent_data_dir}/join-token, see jointokenfile.go): read
+	// at New when JoinToken is empty, deleted after a successful enrollment.
+	// Empty: none.
+	JoinTokenFile string
 	// AgentID, Hostname, Platform, Arch and AgentVersion identify the agent. AgentID is required.
 	AgentID, Hostname, Platform, Arch, AgentVersion string
 	// InstanceID is this installation's persistent random id (LoadInstanceID),
@@ -130,6 +135,18 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.Rand == nil {
 		opts.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if opts.JoinToken == "" && opts.JoinTokenFile != "" {
+		tok, err := ReadJoinTokenFile(opts.JoinTokenFile)
+		switch {
+		case err == nil:
+			opts.JoinToken = tok
+		case hasCredentials(opts.TLSDir):
+			// Enrolled already: the token is not needed now.
+			opts.Logger.Warn("ignoring the join token file", "err", err)
+		default:
+			return nil, err
+		}
 	}
 	if opts.JoinToken == "" && !hasCredentials(opts.TLSDir) {
 		return nil, ErrNoCredentials

@@ -112,6 +112,9 @@ func (c *Client) credentials(ctx context.Context) (*tls.Config, error) {
 		err := c.enroll(ctx, tok)
 		if err == nil {
 			cfg, _, err := loadCredentials(dir)
+			if err == nil {
+				c.forgetJoinTokenFile()
+			}
 			return cfg, err
 		}
 		if errors.Is(err, mtls.ErrPinMismatch) || errors.Is(err, enroll.ErrRefused) {

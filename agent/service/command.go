@@ -13,6 +13,9 @@ import (
 	"strings"
 
 	"github.com/kardianos/service"
+
+	"github.com/sutragrid/sutra/agent/controlplane"
+	"github.com/sutragrid/sutra/internal/jointoken"
 )
 
 // Exit codes of Command. The status codes follow LSB init scripts and
@@ -31,12 +34,20 @@ const DefaultConfig = "agent-config.toml"
 
 // Usage is the help text of "sutra-agent service".
 const Usage = `usage: sutra-agent service install|uninstall|start|stop|restart|status [--config FILE]
+       sutra-agent service install [--config FILE] [--join-token TOKEN | --join-token-file FILE]
 
   install     register the agent with the OS service manager (systemd, launchd,
               Windows service manager) to run "sutra-agent run --config FILE
               --service" at boot, restarting it 2 s after any exit; FILE
               (default ./agent-config.toml) must exist and is stored as an
               absolute path. Does not start it: run "service start".
+              --join-token TOKEN (or --join-token-file FILE, which keeps the
+              token out of ps and the shell history, or SUTRA_JOIN_TOKEN)
+              stores a join token from "sutra tokens create" in
+              {agent_data_dir}/join-token (0600), never in the service
+              definition or the config; the agent enrolls with it at its
+              first start and deletes it. Zero-touch on a fresh node:
+                sudo sutra-agent service install --join-token-file tok && sudo sutra-agent service start
   uninstall   stop the agent and remove the service definition; storage nodes
               it started keep running
   start       start the agent service
@@ -62,6 +73,12 @@ type Options struct {
 	// (e.g. by loading it), so a broken file fails now rather than in a
 	// restart loop.
 	CheckConfig func(path string) error
+	// AgentDataDir returns the agent_data_dir the service will use with the
+	// config at path; install --join-token stores the token there. Nil:
+	// install refuses a join token.
+	AgentDataDir func(path string) (string, error)
+	// Getenv reads SUTRA_JOIN_TOKEN. Default os.Getenv.
+	Getenv func(string) string
 
 	// Seams for tests; nil means the real OS.
 	newManager func(*service.Config) (manager, error)
@@ -125,6 +142,9 @@ func Command(ctx context.Context, args []string, opts Options) int {
 	if opts.privileged == nil {
 		opts.privileged = privileged
 	}
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
 	if len(args) == 0 {
 		fmt.Fprint(opts.Stderr, Usage)
 		return ExitUsage
@@ -142,6 +162,8 @@ func Command(ctx context.Context, args []string, opts Options) int {
 	fl := flag.NewFlagSet("sutra-agent service "+action, flag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	cfgPath := fl.String("config", DefaultConfig, "agent config file")
+	joinToken := fl.String("join-token", "", "join token to store for the agent's first start (install)")
+	joinTokenFile := fl.String("join-token-file", "", "file holding the join token (install)")
 	if err := fl.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(opts.Stdout, Usage)
@@ -155,7 +177,25 @@ func Command(ctx context.Context, args []string, opts Options) int {
 		return ExitUsage
 	}
 
+	set := map[string]bool{}
+	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if (set["join-token"] || set["join-token-file"]) && action != "install" {
+		fmt.Fprintf(opts.Stderr, "sutra-agent service %s: --join-token and --join-token-file are for install only\n%s", action, Usage)
+		return ExitUsage
+	}
+	if set["join-token"] && set["join-token-file"] {
+		fmt.Fprintf(opts.Stderr, "sutra-agent service install: give --join-token or --join-token-file, not both\n%s", Usage)
+		return ExitUsage
+	}
 	c := &commander{opts: opts, action: action}
+	if action == "install" {
+		tok, err := joinTokenArg(*joinToken, *joinTokenFile, opts.Getenv)
+		if err != nil {
+			fmt.Fprintf(opts.Stderr, "sutra-agent service install: %v\n", err)
+			return ExitUsage
+		}
+		c.joinToken = tok
+	}
 	if action == "status" {
 		st, err := c.status(*cfgPath)
 		fmt.Fprintln(opts.Stdout, st)
@@ -174,9 +214,49 @@ func Command(ctx context.Context, args []string, opts Options) int {
 }
 
 type commander struct {
-	opts   Options
-	action string
+	opts      Options
+	action    string
+	joinToken string // install: the token to store ("" for none); a secret
 }
+
+// maxTokenFile bounds what --join-token-file reads.
+const maxTokenFile = 4096
+
+// joinTokenArg is the join token install stores: --join-token, else the
+// contents of --join-token-file, else SUTRA_JOIN_TOKEN; "" for none. Its
+// syntax is checked (internal/jointoken); errors never quote it.
+func joinTokenArg(flagTok, file string, getenv func(string) string) (string, error) {
+	tok, from := flagTok, "--join-token"
+	switch {
+	case file != "":
+		f, err := os.Open(file)
+		if err != nil {
+			return "", fmt.Errorf("--join-token-file: %w", err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+		if err != nil {
+			return "", fmt.Errorf("--join-token-file: %w", err)
+		}
+		if len(b) > maxTokenFile {
+			return "", fmt.Errorf("--join-token-file %s is larger than %d bytes: it holds no join token", file, maxTokenFile)
+		}
+		tok, from = strings.TrimSpace(string(b)), "--join-token-file "+file
+	case tok == "":
+		tok, from = getenv(EnvJoinToken), EnvJoinToken
+	}
+	if tok == "" {
+		return "", nil
+	}
+	if _, err := jointoken.Parse(tok); err != nil {
+		return "", fmt.Errorf("%s: %w (copy the whole token 'sutra tokens create' printed)", from, err)
+	}
+	return tok, nil
+}
+
+// EnvJoinToken is the environment variable install reads a join token from
+// when no flag gives one (the agent's own SUTRA_JOIN_TOKEN).
+const EnvJoinToken = "SUTRA_JOIN_TOKEN"
 
 // explain turns a permission failure into the one line that says what to do.
 func (c *commander) explain(err error) error {
@@ -301,14 +381,22 @@ func (c *commander) run(ctx context.Context, cfgPath string) (string, error) {
 		if st != StateNotInstalled {
 			return "", fmt.Errorf("%s is already installed (%s): run \"sutra-agent service uninstall\" first", Name, st)
 		}
+		stored, err := c.storeJoinToken(d.ConfigPath)
+		if err != nil {
+			return "", err
+		}
 		if err := m.Install(); err != nil {
+			removeToken(stored)
 			return "", err
 		}
 		if err := afterInstall(); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("installed %s: %s\nstart it with: sutra-agent service start", Name,
-			windowsCommandLine(d.Executable, d.Arguments())), nil
+		msg := fmt.Sprintf("installed %s: %s\n", Name, windowsCommandLine(d.Executable, d.Arguments()))
+		if stored != "" {
+			msg += fmt.Sprintf("join token stored in %s (0600): the agent enrolls with it at its first start, then deletes it\n", stored)
+		}
+		return msg + "start it with: sutra-agent service start", nil
 	case "uninstall":
 		if st == StateNotInstalled {
 			return Name + " is not installed", nil
@@ -348,6 +436,30 @@ func (c *commander) run(ctx context.Context, cfgPath string) (string, error) {
 		return "", err
 	}
 	return map[string]string{"start": "started ", "stop": "stopped ", "restart": "restarted "}[c.action] + Name, nil
+}
+
+// storeJoinToken writes the install's join token, if any, where the agent
+// reads it at its next start (controlplane.WriteJoinTokenFile) and returns
+// the file's path ("" for no token).
+func (c *commander) storeJoinToken(cfgPath string) (string, error) {
+	if c.joinToken == "" {
+		return "", nil
+	}
+	if c.opts.AgentDataDir == nil {
+		return "", errors.New("this build cannot store a join token (no agent_data_dir resolver)")
+	}
+	dir, err := c.opts.AgentDataDir(cfgPath)
+	if err != nil {
+		return "", fmt.Errorf("config %s: agent_data_dir: %w", cfgPath, err)
+	}
+	return controlplane.WriteJoinTokenFile(dir, c.joinToken)
+}
+
+// removeToken deletes a stored join token after a failed install.
+func removeToken(path string) {
+	if path != "" {
+		_ = os.Remove(path)
+	}
 }
 
 func (c *commander) checkConfig(path string) error {

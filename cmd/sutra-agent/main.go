@@ -101,7 +101,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("run", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfgPath := fl.String("config", defaultConfig, "agent config file")
-	joinToken := fl.String("join-token", "", "join token to enroll with when the agent has no certificate yet (else SUTRA_JOIN_TOKEN or agent.join_token; make one with `sutra tokens create` on the master)")
+	joinToken := fl.String("join-token", "", "join token to enroll with when the agent has no certificate yet (else SUTRA_JOIN_TOKEN, agent.join_token, or {agent_data_dir}/join-token left by `service install --join-token`, deleted after enrollment; make one with `sutra tokens create` on the master)")
 	asService := fl.Bool("service", false, "run under the OS service manager (set by `sutra-agent service install`; nodes are left running on exit unless storage.stop_nodes_on_exit = true)")
 	if err := fl.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
