@@ -45,6 +45,8 @@ const (
 	unitPath   = "/etc/systemd/system/sutra-agent.service"
 	itAgentID  = "it-agent"
 	itWaitLong = 120 * time.Second
+	// itTokenFile is where install --join-token leaves the token.
+	itTokenFile = "/var/lib/sutra/agent/join-token"
 )
 
 // realAgentDefault: install the real agent unless SUTRA_IT_REAL_AGENT=0.
@@ -73,6 +75,7 @@ func TestSystemdIntegration(t *testing.T) {
 	bins := filepath.Join(host, "bin")
 
 	var master *hostMaster
+	var joinToken string // the real agent's, given to service install --join-token
 	if real {
 		goBuild(t, bins, testutil.VersionFlag(itVersion),
 			"./cmd/sutra-agent", "./cmd/sutra-master", "./cmd/storage-server", "./cmd/sutra")
@@ -80,13 +83,15 @@ func TestSystemdIntegration(t *testing.T) {
 		goBuild(t, bins, testutil.VersionFlag(brokenVersion), "./test/selfupdate/testdata/brokenagent")
 		master = startHostMaster(t, bins)
 		// Fixed directories (no HOME under systemd); the first node port is a
-		// free one of the host's, whose network the container shares.
+		// free one of the host's, whose network the container shares. No
+		// join_token in the config: service install --join-token brings it.
+		joinToken = master.joinToken(t, filepath.Join(bins, "sutra"))
 		writeFile(t, filepath.Join(host, "agent-config.toml"), fmt.Sprintf(
-			"version = 1\n[agent]\nagent_id = %q\nmaster_host = %q\njoin_token = %q\ncache_dir = \"/var/cache/sutra\"\nagent_data_dir = \"/var/lib/sutra/agent\"\n"+
+			"version = 1\n[agent]\nagent_id = %q\nmaster_host = %q\ncache_dir = \"/var/cache/sutra\"\nagent_data_dir = \"/var/lib/sutra/agent\"\n"+
 				"upgrade_window_secs = "+strconv.Itoa(int(itUpgradeWindow/time.Second))+"\n"+
 				"[storage]\nmaster_binary_url = %q\ndata_path = \"/var/lib/sutra/nodes\"\nport_range_start = %s\n"+
 				"[monitoring]\nheartbeat_interval_secs = 1\n",
-			itAgentID, master.grpcAddr, master.joinToken(t, filepath.Join(bins, "sutra")), "http://"+master.httpAddr, portOf(testutil.FreeAddr(t))))
+			itAgentID, master.grpcAddr, "http://"+master.httpAddr, portOf(testutil.FreeAddr(t))))
 		copyFile(t, filepath.Join(bins, "sutra-agent"), filepath.Join(host, "sutra-agent"))
 	} else {
 		goBuild(t, bins, "", "./agent/service/testdata/standin")
@@ -106,7 +111,22 @@ func TestSystemdIntegration(t *testing.T) {
 	}
 
 	c.status(t, StateNotInstalled)
-	c.mustRun(t, agentBin, "service", "install", "--config", agentConf)
+	if real {
+		// Zero-touch: one command on a fresh node. The token goes to
+		// {agent_data_dir}/join-token (0600), not into the unit.
+		c.mustRun(t, agentBin, "service", "install", "--config", agentConf, "--join-token", joinToken)
+		if got := strings.TrimSpace(c.mustRun(t, "stat", "-c", "%a", itTokenFile)); got != "600" {
+			t.Errorf("%s mode %s, want 600", itTokenFile, got)
+		}
+		secret := joinToken[strings.LastIndex(joinToken, ".")+1:]
+		for _, where := range [][]string{{"systemctl", "show", "sutra-agent"}, {"cat", unitPath}, {"cat", agentConf}} {
+			if out := c.mustRun(t, where...); strings.Contains(out, secret) {
+				t.Errorf("the join token's secret is in %s", strings.Join(where, " "))
+			}
+		}
+	} else {
+		c.mustRun(t, agentBin, "service", "install", "--config", agentConf)
+	}
 	// What systemd got is exactly our rendered unit, and it reads it as meant.
 	wantUnit, err := renderSystemd(Definition{Executable: agentBin, ConfigPath: agentConf})
 	if err != nil {
@@ -153,6 +173,11 @@ func TestSystemdIntegration(t *testing.T) {
 		start := time.Now()
 		master.waitRegistered(t, itAgentID)
 		t.Logf("agent registered and healthy %v after start", time.Since(start).Round(10*time.Millisecond))
+		// Enrolled: the token file is gone, the identity is in tls/.
+		if out, code := c.run("test", "-e", itTokenFile); code == 0 {
+			t.Errorf("%s still exists after the agent enrolled: %s", itTokenFile, out)
+		}
+		c.mustRun(t, "test", "-s", "/var/lib/sutra/agent/tls/agent.crt")
 		// The operator's way: the sutra CLI on the host asks the master for a
 		// node on this agent and waits until the agent runs it.
 		start = time.Now()
