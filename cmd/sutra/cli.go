@@ -63,7 +63,9 @@ Commands:
 
 Global flags (also accepted after the command):
   --master HOST:PORT   master gRPC address (env SUTRA_MASTER, default localhost:7000)
-  --http URL           master HTTP API (env SUTRA_HTTP, default http://<master host>:7001)
+  --http URL           master HTTP API (env SUTRA_HTTP, default http://<master host>:7001);
+                       https://… (sutra-master --http-tls) verifies the master
+                       with --ca-cert and sends the operator token
   -o, --output FORMAT  table (default) or json
   --timeout DURATION   per-request timeout (default 10s)
   --token TOKEN        operator token (env SUTRA_TOKEN; default: the master's

@@ -434,7 +434,15 @@ func (c *cli) httpClient() (*httpapi.Client, error) {
 		}
 		base = "http://" + net.JoinHostPort(host, "7001")
 	}
-	hc, err := httpapi.NewClient(base, nil)
+	var client *http.Client // plain http: the default client, no token
+	if strings.HasPrefix(strings.ToLower(base), "https://") {
+		creds, err := c.credentials()
+		if err != nil {
+			return nil, err
+		}
+		client = httpsClient(creds) // httptls.go
+	}
+	hc, err := httpapi.NewClient(base, client)
 	if err != nil {
 		return nil, usageErr("%v: set --http or SUTRA_HTTP", err)
 	}
@@ -449,6 +457,8 @@ func httpErr(hc *httpapi.Client, err error) error {
 		code := exitError
 		if se.StatusCode == http.StatusNotFound {
 			code = exitNotFound
+		} else if se.StatusCode == http.StatusUnauthorized {
+			return &cliError{code: exitUnauthorized, msg: fmt.Sprintf("%s %s: %s: %s: use --http https://… with the operator token: %s", se.Method, se.URL, se.Status, dash(se.Message), hintAuth)}
 		} else if se.StatusCode >= 500 || se.StatusCode == http.StatusTooManyRequests {
 			code = exitUnavailable
 		}
