@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sutragrid/sutra/agent/fetch"
 	"github.com/sutragrid/sutra/internal/enroll"
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/mtls"
@@ -168,14 +167,15 @@ func setupBinary(t *testing.T, root string) (name string, data []byte) {
 }
 
 // Issue 12, --http-tls and --private-downloads: the HTTP port serves HTTPS
-// with the master's certificate; the real agent download client (its
-// enrolled certificate, the CA it pinned) downloads; a client that does not
-// trust the CA, a certificate from another CA, and plain http:// fail; every
+// with the master's certificate; an enrolled agent's certificate downloads
+// (the real agent client: cmd/sutra-agent's TestAgentDownloadsOverHTTPS); a
+// client that does not trust the CA, a certificate from another CA, and
+// plain http:// fail; every
 // binary route needs an agent certificate or the operator token (401 JSON
 // otherwise); an agent the AgentCheck refuses (revoked) gets 403.
 func TestHTTPTLSPrivateDownloads(t *testing.T) {
 	root := t.TempDir()
-	name, data := setupBinary(t, root)
+	name, _ := setupBinary(t, root)
 	var console testutil.SyncBuffer
 	addrs := runMasterOpts(t, root, &console, master.Options{
 		HTTPTLS: true, PrivateDownloads: true,
@@ -198,23 +198,6 @@ func TestHTTPTLSPrivateDownloads(t *testing.T) {
 	agentTLS := filepath.Join(root, "agent", "tls")
 	agentCert := enrollAgent(t, ctx, creds, addrs.GRPC, "a1", agentTLS)
 	revokedCert := enrollAgent(t, ctx, creds, addrs.GRPC, "revoked", filepath.Join(root, "revoked", "tls"))
-
-	// The real agent fetch client downloads over HTTPS with its identity.
-	f, err := fetch.New(fetch.Options{
-		BaseURL: "https://" + addrs.HTTP, CacheDir: filepath.Join(root, "agent", "cache"), TLSDir: agentTLS,
-		Platform: tlsTestPlat, Arch: tlsTestArch, Attempts: 1, Retries: 1, BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
-		Logger: testutil.Logger(t, 0),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := f.Ensure(ctx, tlsTestVersion)
-	if err != nil {
-		t.Fatalf("agent download over https: %v", err)
-	}
-	if got, _ := os.ReadFile(e.Path); string(got) != string(data) {
-		t.Fatalf("downloaded %q, want %q", got, data)
-	}
 
 	base := "https://" + addrs.HTTP
 	routes := []struct{ method, path string }{
@@ -282,36 +265,11 @@ func TestHTTPTLSPrivateDownloads(t *testing.T) {
 	if _, err := call(t, httpsClient(x509.NewCertPool(), &agentCert), "GET", base+"/api/binaries", ""); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("a client without the master's CA: err = %v, want a certificate error", err)
 	}
-	// The agent trusts only the pinned CA: another master's CA in its
-	// ca.crt makes the same master untrusted.
-	strangerTLS := filepath.Join(root, "stranger", "tls")
-	writeIdentity(t, strangerTLS, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.CA().Raw}), agentCert.Certificate, agentCert.PrivateKey.(*ecdsa.PrivateKey))
-	fs, err := fetch.New(fetch.Options{
-		BaseURL: "https://" + addrs.HTTP, CacheDir: filepath.Join(root, "stranger", "cache"), TLSDir: strangerTLS,
-		Platform: tlsTestPlat, Arch: tlsTestArch, Attempts: 1, Retries: 1, BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fs.Resolve(ctx, tlsTestVersion); err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Errorf("agent with another CA pinned: err = %v, want a certificate error", err)
-	}
-
-	// Plain http:// to the HTTPS port: net/http's clear 400, and the agent's
-	// error says what to change.
+	// Plain http:// to the HTTPS port: net/http's clear 400 (the agent's
+	// error then says what to change: cmd/sutra-agent's TestAgentDownloadsOverHTTPS).
 	a, err := call(t, &http.Client{Timeout: 10 * time.Second}, "GET", "http://"+addrs.HTTP+"/api/binaries", "")
 	if err != nil || a.code != http.StatusBadRequest || !strings.Contains(a.body, "HTTPS") {
 		t.Errorf("plain http to the https port = %d %q %v, want 400 naming HTTPS", a.code, a.body, err)
-	}
-	fp, err := fetch.New(fetch.Options{
-		BaseURL: "http://" + addrs.HTTP, CacheDir: filepath.Join(root, "plain", "cache"), TLSDir: agentTLS,
-		Platform: tlsTestPlat, Arch: tlsTestArch, Attempts: 1, Retries: 1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fp.Resolve(ctx, tlsTestVersion); err == nil || !strings.Contains(err.Error(), "--http-tls") || !strings.Contains(err.Error(), "https://") {
-		t.Errorf("agent with an http:// URL against --http-tls: err = %v, want a hint to use https://", err)
 	}
 }
 

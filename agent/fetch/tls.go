@@ -53,7 +53,8 @@ type agentTransport struct {
 	base *http.Transport
 
 	mu      sync.Mutex
-	caStamp stamp
+	caStamp stamp           // of ca.crt when pinned was built
+	crStamp stamp           // of agent.crt when pinned was built
 	pinned  *http.Transport // nil until ca.crt was read
 
 	certMu    sync.Mutex
@@ -90,10 +91,14 @@ func (t *agentTransport) CloseIdleConnections() {
 	}
 }
 
-// transport returns the https transport for the current ca.crt.
+// transport returns the https transport for the current ca.crt. It is
+// built again when ca.crt or agent.crt changed (a renewal): its connections
+// and TLS sessions, which would resume with the old certificate, go with
+// the old one.
 func (t *agentTransport) transport() (*http.Transport, error) {
 	caPath := filepath.Join(t.dir, tlsCAFile)
 	st, err := statStamp(caPath)
+	cr, _ := statStamp(filepath.Join(t.dir, tlsCertFile))
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if errors.Is(err, fs.ErrNotExist) {
@@ -103,7 +108,7 @@ func (t *agentTransport) transport() (*http.Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master CA %s: %w", caPath, err)
 	}
-	if t.pinned != nil && st == t.caStamp {
+	if t.pinned != nil && st == t.caStamp && cr == t.crStamp {
 		return t.pinned, nil
 	}
 	pem, err := os.ReadFile(caPath)
@@ -124,7 +129,7 @@ func (t *agentTransport) transport() (*http.Transport, error) {
 	if t.pinned != nil {
 		t.pinned.CloseIdleConnections()
 	}
-	t.pinned, t.caStamp = tr, st
+	t.pinned, t.caStamp, t.crStamp = tr, st, cr
 	return tr, nil
 }
 
