@@ -40,7 +40,9 @@
 // the master then never writes them, and client certificates are issued by
 // the CA key in Options.CAKeyFile if given (it must belong to the first
 // certificate of CAFile), or else by the master's own CA in Dir, which then
-// only verifies clients.
+// only verifies clients. ticket.keys (0600) holds the TLS session ticket
+// keys, rotated daily, so that agents resume their sessions after a
+// restart instead of all repeating full handshakes (tickets.go).
 package pki
 
 import (
@@ -213,6 +215,9 @@ type PKI struct {
 
 	mu     sync.RWMutex
 	server *tls.Certificate
+
+	// tickets are the persisted session ticket keys (tickets.go).
+	tickets *tickets
 }
 
 // Open loads the CA and server certificate, creating or renewing them as
@@ -245,6 +250,9 @@ func Open(o Options) (*PKI, error) {
 		if err := p.loadOperator(); err != nil {
 			return nil, err
 		}
+		if err := p.openTickets(); err != nil {
+			return nil, err
+		}
 		return p, nil
 	}
 	p.own = true
@@ -260,7 +268,17 @@ func Open(o Options) (*PKI, error) {
 	if _, err := p.RenewServer(); err != nil {
 		return nil, err
 	}
+	if err := p.openTickets(); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// openTickets loads the session ticket keys, bound to the CAs.
+func (p *PKI) openTickets() error {
+	t, err := openTickets(p.path(TicketKeysFile), Fingerprint(p.ca)+" "+Fingerprint(p.issuer), p.opts.Now, p.log)
+	p.tickets = t
+	return err
 }
 
 func ensureDir(dir string) error {
@@ -606,6 +624,10 @@ func (p *PKI) ServerTLSConfig() *tls.Config {
 		},
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  p.clients,
+		// Tickets under the keys in ticket.keys, so that they survive a
+		// restart (tickets.go).
+		WrapSession:   p.tickets.wrap,
+		UnwrapSession: p.tickets.unwrap,
 	}
 }
 

@@ -83,12 +83,12 @@ func issue(t *testing.T, p *PKI, id string) *tls.Certificate {
 func TestOpenCreatesCAAndServerFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tls")
 	p := open(t, dir)
-	for _, f := range []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile} {
+	for _, f := range []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, TicketKeysFile} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		if runtime.GOOS != "windows" && (f == CAKeyFile || f == ServerKeyFile) && fi.Mode().Perm() != 0o600 {
+		if runtime.GOOS != "windows" && (f == CAKeyFile || f == ServerKeyFile || f == TicketKeysFile) && fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s mode = %v, want 0600", f, fi.Mode().Perm())
 		}
 	}
@@ -96,8 +96,8 @@ func TestOpenCreatesCAAndServerFiles(t *testing.T) {
 		t.Errorf("tls dir mode = %v, want 0700", fi.Mode().Perm())
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 4 {
-		t.Errorf("tls dir holds %d entries, want the 4 files (no temp files left)", len(entries))
+	if len(entries) != 5 {
+		t.Errorf("tls dir holds %d entries, want the 5 files (no temp files left)", len(entries))
 	}
 	ca := p.CA()
 	if !ca.IsCA || ca.PublicKeyAlgorithm != x509.ECDSA || ca.PublicKey.(*ecdsa.PublicKey).Curve != elliptic.P256() {
@@ -657,7 +657,8 @@ func TestOperatorSuppliedCertificates(t *testing.T) {
 		if p.Fingerprint() != op.Fingerprint() {
 			t.Fatal("the pin is not the operator's CA")
 		}
-		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		// Only its session ticket keys: state, not trust material.
+		if entries, _ := os.ReadDir(dir); len(entries) != 1 || entries[0].Name() != TicketKeysFile {
 			t.Fatalf("the master wrote %d files though the operator supplied everything", len(entries))
 		}
 		cfg := ClientTLSConfig(op.Roots(), issue(t, p, "agent-1"))
