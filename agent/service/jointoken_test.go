@@ -156,3 +156,42 @@ func TestInstallJoinTokenErrors(t *testing.T) {
 		t.Error("Usage does not document --join-token and --join-token-file")
 	}
 }
+
+// FuzzJoinTokenArg: whatever the flag, file or environment holds, install
+// either refuses it without quoting it or stores a token that parses.
+func FuzzJoinTokenArg(f *testing.F) {
+	tok, _ := jointoken.Generate(strings.Repeat("0f", 32))
+	for _, s := range []string{tok.String(), tok.String() + "\n", "\t" + tok.String() + " \r\n", "", "\x00", "SUTRA1....", "SUTRA1." + strings.Repeat("g", 64) + ".x.y", strings.Repeat("A", 5000), tok.String() + " " + tok.String()} {
+		f.Add(s, uint8(0))
+		f.Add(s, uint8(1))
+		f.Add(s, uint8(2))
+	}
+	f.Fuzz(func(t *testing.T, s string, how uint8) {
+		var flagTok, file string
+		env := map[string]string{}
+		switch how % 3 {
+		case 0:
+			flagTok = s
+		case 1:
+			file = filepath.Join(t.TempDir(), "tok")
+			if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		case 2:
+			env[EnvJoinToken] = s
+		}
+		got, err := joinTokenArg(flagTok, file, func(k string) string { return env[k] })
+		if err != nil {
+			if len(s) >= 8 && strings.Contains(err.Error(), s) {
+				t.Fatalf("the error quotes the input: %v", err)
+			}
+			return
+		}
+		if got == "" {
+			return
+		}
+		if _, perr := jointoken.Parse(got); perr != nil {
+			t.Fatalf("accepted %q, which does not parse: %v", got, perr)
+		}
+	})
+}
