@@ -24,7 +24,17 @@
 // An agent certificate on an operator RPC, or the operator token on an agent
 // RPC, is PERMISSION_DENIED. RolePublic methods (the CA bundle, enrollment,
 // which a join token authorizes, and the health service) need nothing.
-// Revocation and rate limits are not implemented yet.
+//
+// Revocation (revoke.go): a certificate whose agent an operator revoked
+// (sutra agents revoke) is refused on every call, whatever the method's
+// role, except CABundle and Enroll (a re-enrolling machine may still hold
+// it); the check (SetCertCheck, the fleet's denylist) runs on every call,
+// and the streams a revoked agent holds open are closed at once
+// (CloseAgent).
+//
+// Every call that passes carries its actor (master/actor, Actor):
+// "operator@<ip>" for the operator token, "agent:<id>" for an agent
+// certificate; the fleet records it in the events the call causes.
 package auth
 
 import (
@@ -32,6 +42,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -39,6 +50,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -49,6 +61,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/atomicfile"
 	"github.com/sutragrid/sutra/internal/httpjson"
+	"github.com/sutragrid/sutra/master/actor"
 	"github.com/sutragrid/sutra/master/pki"
 )
 
@@ -143,6 +156,9 @@ func MethodRole(fullMethod string) Role {
 // Policy checks callers against the operator token and agent certificates.
 type Policy struct {
 	tokenSum [sha256.Size]byte
+	// certCheck is the revocation check (SetCertCheck); nil: none.
+	certCheck atomic.Pointer[CertCheck]
+	streams   streamRegistry
 }
 
 // NewPolicy returns the policy for operator token token (LoadOrCreateToken).
@@ -170,18 +186,27 @@ func Agent(ctx context.Context) (string, bool) {
 }
 
 // peerAgent returns the agent id of the connection's verified client
-// certificate; hasCert is false for a connection without one.
-func peerAgent(ctx context.Context) (id string, hasCert bool, err error) {
+// certificate; cert is nil for a connection without one.
+func peerAgent(ctx context.Context) (id string, cert *x509.Certificate, err error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.AuthInfo == nil {
-		return "", false, nil
+		return "", nil, nil
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return "", false, nil
+		return "", nil, nil
 	}
-	id, err = pki.AgentIDFromCert(ti.State.VerifiedChains[0][0])
-	return id, true, err
+	cert = ti.State.VerifiedChains[0][0]
+	id, err = pki.AgentIDFromCert(cert)
+	return id, cert, err
+}
+
+// peerAddr is the caller's address, for its actor.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
 }
 
 // bearer returns the token of the "authorization: Bearer …" metadata.
@@ -214,12 +239,24 @@ const (
 // authorize checks one call; req is nil for streams.
 func (p *Policy) authorize(ctx context.Context, method string, req any) (context.Context, error) {
 	role := MethodRole(method)
+	agentID, cert, err := peerAgent(ctx)
+	hasCert := cert != nil
 	if role == RolePublic {
+		if hasCert && err == nil && !enrollMethods[method] {
+			if err := p.checkCert(agentID, cert); err != nil {
+				return nil, err
+			}
+			return actor.With(ctx, actor.Agent(agentID)), nil
+		}
 		return ctx, nil
 	}
-	agentID, hasCert, err := peerAgent(ctx)
 	if err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "%s: the client certificate does not name an agent: %v", method, err)
+	}
+	if hasCert {
+		if err := p.checkCert(agentID, cert); err != nil {
+			return nil, err
+		}
 	}
 	tok := bearer(ctx)
 	switch role {
@@ -233,7 +270,7 @@ func (p *Policy) authorize(ctx context.Context, method string, req any) (context
 		if r, ok := req.(agentIDer); ok && r.GetAgentId() != agentID {
 			return nil, status.Errorf(codes.PermissionDenied, "this connection is authenticated as agent %q and cannot act as agent %.64q", agentID, r.GetAgentId())
 		}
-		return context.WithValue(ctx, agentKey{}, agentID), nil
+		return actor.With(context.WithValue(ctx, agentKey{}, agentID), actor.Agent(agentID)), nil
 	default:
 		if hasCert {
 			return nil, status.Errorf(codes.PermissionDenied, "%s is an operator call and agent %q's certificate cannot make it: %s", method, agentID, hintOperator)
@@ -244,7 +281,7 @@ func (p *Policy) authorize(ctx context.Context, method string, req any) (context
 		if !p.checkToken(tok) {
 			return nil, status.Errorf(codes.Unauthenticated, "%s: the operator token is wrong: %s", method, hintOperator)
 		}
-		return ctx, nil
+		return actor.With(ctx, actor.Operator(peerAddr(ctx))), nil
 	}
 }
 
@@ -260,14 +297,28 @@ func (p *Policy) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 }
 
 // StreamServerInterceptor checks every stream when it opens. (No agent RPC
-// is a stream; one would be checked for the certificate only.)
+// is a stream; one would be checked for the certificate only.) A stream
+// opened with an agent certificate is tracked until it ends, so that
+// CloseAgent can end it when the agent is revoked: the stream then ends
+// with the revocation's status.
 func (p *Policy) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, err := p.authorize(ss.Context(), info.FullMethod, nil)
 		if err != nil {
 			return err
 		}
-		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		id, cert, _ := peerAgent(ctx)
+		if cert == nil || id == "" {
+			return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		}
+		ctx, done := p.streams.track(ctx, id)
+		defer done()
+		err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		var rc revokedCause
+		if errors.As(context.Cause(ctx), &rc) {
+			return rc.err
+		}
+		return err
 	}
 }
 
@@ -292,6 +343,6 @@ func (p *Policy) RequireOperator(h http.Handler) http.Handler {
 			httpjson.WriteError(w, http.StatusUnauthorized, msg+": send it as 'Authorization: Bearer <token>' (the master wrote it to {data_dir}/"+TokenFile+")")
 			return
 		}
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(w, r.WithContext(actor.With(r.Context(), actor.Operator(r.RemoteAddr))))
 	})
 }

@@ -10,6 +10,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,8 +133,18 @@ func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, hea
 	if err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
+	// Revocation: the fleet's denylist is checked on every call made with
+	// an agent certificate; a revocation closes the agent's streams.
+	f := c.fleet
+	trust.Operator.SetCertCheck(func(id string, cert *x509.Certificate) error {
+		if r, revoked := f.CertRevoked(id, cert.SerialNumber, cert.NotBefore); revoked {
+			return errors.New(r.RevokedMessage())
+		}
+		return nil
+	})
 	grpcapi.New(c.fleet, c.log.With("component", "grpc")).
-		WithTrust(grpcapi.Trust{PKI: trust.PKI, Tokens: tk, ClientLifetime: trust.ClientLifetime}).
+		WithTrust(grpcapi.Trust{PKI: trust.PKI, Tokens: tk, ClientLifetime: trust.ClientLifetime, Store: c.st,
+			CloseAgent: func(id string, err error) { trust.Operator.CloseAgent(id, err) }}).
 		Register(grpcSrv)
 	fm := http.NewServeMux()
 	fleetapi.New(c.fleet).Register(fm)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/master/actor"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -177,7 +178,7 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 	}
 	now := f.clock.Now()
 	f.mu.Lock()
-	var tx txn
+	tx := txn{actor: actor.From(ctx)}
 	a := f.agents[r.AgentID]
 	fresh := a == nil
 	replaced := ""
@@ -309,7 +310,7 @@ func (f *Fleet) Heartbeat(ctx context.Context, r Report) (Desired, error) {
 		f.mu.Unlock()
 		return Desired{}, err
 	}
-	var tx txn
+	tx := txn{actor: actor.From(ctx)}
 	if a.health != Healthy {
 		msg := "heartbeat received"
 		if !a.lastSeen.IsZero() {
@@ -486,7 +487,7 @@ func (f *Fleet) Unregister(ctx context.Context, agentID string, force bool) erro
 		return newErr(KindPrecondition, "agent %q is %s (last heartbeat %s ago): stop sutra-agent on %s first, or remove it anyway with --force (a running agent registers again on its next heartbeat)",
 			agentID, a.health, now.Sub(a.lastSeen).Round(time.Second), orHost(a.rec.Hostname))
 	}
-	var tx txn
+	tx := txn{actor: actor.From(ctx)}
 	msg := fmt.Sprintf("removed by the operator (was %s): %d node records dropped", a.health, len(a.nodes))
 	f.removeLocked(&tx, now, a, EventAgentUnregistered, msg)
 	t := f.enqueue(&tx)
@@ -539,7 +540,7 @@ func (f *Fleet) SetDesiredVersion(ctx context.Context, c VersionChange) ([]Agent
 	now := f.clock.Now()
 	f.mu.Lock()
 	var targets []*agentState
-	var tx txn
+	tx := txn{actor: actor.From(ctx)}
 	if c.AgentID == "" {
 		for _, a := range f.agents {
 			targets = append(targets, a)
@@ -645,6 +646,9 @@ func (f *Fleet) agentLocked(a *agentState) Agent {
 	if r.Upgrade != nil {
 		u := *r.Upgrade
 		out.Upgrade = &u
+	}
+	if rv := f.revoked[r.ID]; rv != nil && rv.Active {
+		out.Revoked, out.RevokedAt, out.RevokedBy = true, rv.RevokedAt, rv.By
 	}
 	return out
 }

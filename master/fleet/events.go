@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sutragrid/sutra/master/actor"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -13,7 +14,11 @@ import (
 // caller holds f.mu.
 func (f *Fleet) emit(tx *txn, now time.Time, typ, agentID, nodeID, msg string) {
 	f.lastSeq++
-	e := Event{Seq: f.lastSeq, Time: now, Type: typ, AgentID: agentID, NodeID: nodeID, Message: msg}
+	who := tx.actor
+	if who == "" {
+		who = actor.Master
+	}
+	e := Event{Seq: f.lastSeq, Time: now, Type: typ, AgentID: agentID, NodeID: nodeID, Message: msg, Actor: who}
 	tx.put(store.TableEvents, seqKey(e.Seq), e)
 	f.events = append(f.events, e)
 	if over := len(f.events) - f.opts.EventLogSize; over > 0 {
@@ -51,7 +56,7 @@ func (f *Fleet) Record(ctx context.Context, typ, agentID, msg string) error {
 		msg = strings.ToValidUTF8(msg[:maxMsg], "") // proto strings must be UTF-8
 	}
 	now := f.clock.Now()
-	var tx txn
+	tx := txn{actor: actor.From(ctx)}
 	f.mu.Lock()
 	f.emit(&tx, now, typ, agentID, "", msg)
 	t := f.enqueue(&tx)

@@ -137,6 +137,8 @@ type Fleet struct {
 	events   []Event // ring of the last EventLogSize events, oldest first
 	lastSeq  uint64
 	subs     map[*subscriber]struct{}
+	// revoked is the agent certificate denylist (revoke.go).
+	revoked map[string]*Revocation
 	// started is when this fleet was loaded: offline time for the agent GC
 	// counts from it at the earliest.
 	started time.Time
@@ -289,6 +291,9 @@ func (f *Fleet) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load fleet: %w", err)
 	}
+	if err := f.loadRevoked(ctx); err != nil {
+		return fmt.Errorf("load fleet: %w", err)
+	}
 	if over := len(f.events) - f.opts.EventLogSize; over > 0 {
 		for _, e := range f.events[:over] {
 			orphans = append(orphans, store.Delete(store.TableEvents, seqKey(e.Seq)))
@@ -381,6 +386,8 @@ func later(a, b time.Time) time.Time {
 type txn struct {
 	ops []store.Op
 	err error
+	// actor is who caused the mutation (master/actor); empty: the master.
+	actor string
 }
 
 // put encodes v as JSON and adds it to the batch.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/master/actor"
 )
 
 // Spawn adds a desired node. With no AgentID the node goes to the healthy
@@ -54,7 +55,7 @@ func (f *Fleet) Spawn(ctx context.Context, r SpawnRequest) (Node, error) {
 			}
 		}
 	}
-	var tx txn
+	tx := txn{actor: actor.From(ctx)}
 	n := &Node{ID: id, AgentID: a.rec.ID, Port: r.Port, Desired: true, CreatedAt: now}
 	f.nodes[id], a.nodes[id] = n, n
 	a.rec.Generation++
@@ -154,7 +155,7 @@ func (f *Fleet) Stop(ctx context.Context, nodeID string) (Node, error) {
 		return out, nil
 	}
 	a := f.agents[n.AgentID]
-	var tx txn
+	tx := txn{actor: actor.From(ctx)}
 	a.rec.Generation++
 	n.Desired, n.StopGeneration = false, a.rec.Generation
 	tx.putNode(n)

@@ -109,6 +109,11 @@ type Agent struct {
 	AppliedGeneration uint64         `json:"applied_generation"`
 	Nodes             []NodeStatus   `json:"nodes"`
 	Upgrade           *UpgradeStatus `json:"upgrade,omitempty"`
+	// Revoked is set while an operator's revocation of the agent's
+	// certificates stands (sutra agents revoke): its calls are refused.
+	Revoked   bool      `json:"revoked,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	RevokedBy string    `json:"revoked_by,omitempty"`
 }
 
 // Node joins a node the master knows with the status its agent last reported.
@@ -150,6 +155,9 @@ type Event struct {
 	AgentID string    `json:"agent_id,omitempty"`
 	NodeID  string    `json:"node_id,omitempty"`
 	Message string    `json:"message,omitempty"`
+	// Actor is who caused it (master/actor): "operator@<ip>",
+	// "agent:<id>", "token:<id>" or "master".
+	Actor string `json:"actor,omitempty"`
 }
 
 // Event types.
@@ -181,6 +189,10 @@ const (
 	EventJoinTokenCreated  = "JoinTokenCreated"
 	EventJoinTokenRemoved  = "JoinTokenRemoved"
 	EventEnrollmentRefused = "EnrollmentRefused"
+	// EventAgentRevoked and EventAgentUnrevoked: an operator revoked an
+	// agent's certificates, or lifted the revocation (revoke.go).
+	EventAgentRevoked   = "AgentRevoked"
+	EventAgentUnrevoked = "AgentUnrevoked"
 )
 
 // Registration is what an agent announces in RegisterAgent.

@@ -122,6 +122,9 @@ func agentToPB(a fleet.Agent) *gridv1.Agent {
 	for _, n := range a.Nodes {
 		out.Nodes = append(out.Nodes, nodeStatusToPB(n))
 	}
+	if a.Revoked {
+		out.Revoked, out.RevokedUnix, out.RevokedBy = true, unix(a.RevokedAt), a.RevokedBy
+	}
 	return out
 }
 
@@ -148,5 +151,5 @@ func clusterToPB(c fleet.ClusterStatus) *gridv1.ClusterStatus {
 }
 
 func eventToPB(e fleet.Event) *gridv1.Event {
-	return &gridv1.Event{Seq: e.Seq, TimeUnixMs: e.Time.UnixMilli(), Type: e.Type, AgentId: e.AgentID, NodeId: e.NodeID, Message: e.Message}
+	return &gridv1.Event{Seq: e.Seq, TimeUnixMs: e.Time.UnixMilli(), Type: e.Type, AgentId: e.AgentID, NodeId: e.NodeID, Message: e.Message, Actor: e.Actor}
 }

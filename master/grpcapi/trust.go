@@ -11,9 +11,11 @@ import (
 
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/master/actor"
 	"github.com/sutragrid/sutra/master/auth"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/pki"
+	"github.com/sutragrid/sutra/master/store"
 	"github.com/sutragrid/sutra/master/tokens"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
@@ -31,6 +33,12 @@ type Trust struct {
 	ClientLifetime time.Duration
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// Store keeps the enrollment claims (store.TableMeta, "enrollment/<id>")
+	// that make concurrent enrollments under one id exclusive. Required.
+	Store store.Store
+	// CloseAgent, when set, is called once an agent's certificates are
+	// revoked, to close what it holds open (auth.Policy.CloseAgent).
+	CloseAgent func(agentID string, cause error)
 }
 
 // maxCSRSize bounds a certificate signing request (a P-521 or RSA-4096 CSR
@@ -94,11 +102,29 @@ func (s *Server) Enroll(ctx context.Context, req *gridv1.EnrollRequest) (*gridv1
 	if _, err := pki.ParseCSR(req.GetCsrDer()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	if a, err := s.f.Agent(req.GetAgentId()); err == nil && a.Health != fleet.Offline {
+	rv, hasRv := s.f.Revocation(req.GetAgentId())
+	if hasRv && rv.Active {
+		return nil, status.Error(codes.PermissionDenied, rv.RevokedMessage())
+	}
+	if a, err := s.f.Agent(req.GetAgentId()); err == nil && a.Health != fleet.Offline &&
+		!(hasRv && a.LastHeartbeat.Before(rv.UnrevokedAt)) { // a lifted revocation locked the old holder out
 		return nil, status.Errorf(codes.AlreadyExists,
-			"agent id %q is already enrolled and %s on host %q; host %.256q cannot take it: give this machine another agent_id, or stop the agent on %q and remove it (sutra agents rm) first",
+			"agent id %q is already enrolled and %s on host %q; host %.256q cannot take it: give this machine another agent_id, or stop the agent on %q and remove it (sutra agents rm) or revoke it (sutra agents revoke) first",
 			a.ID, a.Health, a.Hostname, req.GetHostname(), a.Hostname)
 	}
+	// Claim the id (a compare-and-swap in the store), so that of several
+	// machines enrolling under one new id at once exactly one gets a
+	// certificate; the claim is given back if the enrollment fails.
+	release, err := s.claimEnrollment(ctx, t, req.GetAgentId(), req.GetHostname(), req.GetTokenId(), rv)
+	if err != nil {
+		return nil, err
+	}
+	enrolled := false
+	defer func() {
+		if !enrolled {
+			release()
+		}
+	}()
 	info, err := t.Tokens.Consume(ctx, req.GetTokenId(), secret[:], t.Now())
 	if err != nil {
 		if errors.Is(err, tokens.ErrRefused) {
@@ -107,9 +133,14 @@ func (s *Server) Enroll(ctx context.Context, req *gridv1.EnrollRequest) (*gridv1
 		}
 		return nil, status.Errorf(codes.Unavailable, "join token store: %v; retry", err)
 	}
+	ctx = actor.With(ctx, actor.Token(info.ID))
 	der, err := t.PKI.IssueClient(req.GetCsrDer(), req.GetAgentId(), t.ClientLifetime)
 	if err != nil {
 		return nil, issueStatus(err)
+	}
+	enrolled = true
+	if err := s.allowAfterRevocation(ctx, req.GetAgentId(), der); err != nil {
+		return nil, err
 	}
 	msg := fmt.Sprintf("enrolled on host %q with join token %s (use %d of %d)", req.GetHostname(), info.ID, info.Used, info.Uses)
 	if err := s.f.Record(ctx, fleet.EventAgentEnrolled, req.GetAgentId(), msg); err != nil {
@@ -145,6 +176,9 @@ func (s *Server) RenewCertificate(ctx context.Context, req *gridv1.RenewCertific
 	if err != nil {
 		return nil, issueStatus(err)
 	}
+	if err := s.allowAfterRevocation(ctx, id, der); err != nil {
+		return nil, err
+	}
 	if err := s.f.Record(ctx, fleet.EventCertRenewed, id, "client certificate renewed by the agent"); err != nil {
 		s.log.Warn("renewal event not recorded", "agent", id, "err", err)
 	}
@@ -164,13 +198,13 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *gridv1.CreateJoinToke
 		TTL:       time.Duration(req.GetTtlSecs()) * time.Second,
 		Uses:      int(min(req.GetUses(), 1<<30)),
 		Labels:    req.GetLabels(),
-		CreatedBy: "operator",
+		CreatedBy: auth.Actor(ctx),
 	}
 	tok, info, err := t.Tokens.Create(ctx, spec, t.Now())
 	if err != nil {
 		return nil, tokenStatus(err)
 	}
-	msg := fmt.Sprintf("join token %s created by the operator (%d uses, expires %s)", info.ID, info.Uses, info.Expires.UTC().Format(time.RFC3339))
+	msg := fmt.Sprintf("join token %s created by %s (%d uses, expires %s)", info.ID, auth.Actor(ctx), info.Uses, info.Expires.UTC().Format(time.RFC3339))
 	if err := s.f.Record(ctx, fleet.EventJoinTokenCreated, "", msg); err != nil {
 		s.log.Warn("token event not recorded", "token", info.ID, "err", err)
 	}
@@ -202,7 +236,7 @@ func (s *Server) RemoveJoinToken(ctx context.Context, req *gridv1.RemoveJoinToke
 	if err := t.Tokens.Remove(ctx, req.GetId()); err != nil {
 		return nil, tokenStatus(err)
 	}
-	if err := s.f.Record(ctx, fleet.EventJoinTokenRemoved, "", fmt.Sprintf("join token %s removed by the operator", req.GetId())); err != nil {
+	if err := s.f.Record(ctx, fleet.EventJoinTokenRemoved, "", fmt.Sprintf("join token %s removed by %s", req.GetId(), auth.Actor(ctx))); err != nil {
 		s.log.Warn("token event not recorded", "token", req.GetId(), "err", err)
 	}
 	return &gridv1.RemoveJoinTokenResponse{}, nil

@@ -851,8 +851,13 @@ type Agent struct {
 	AppliedGeneration uint64                 `protobuf:"varint,12,opt,name=applied_generation,json=appliedGeneration,proto3" json:"applied_generation,omitempty"`
 	Nodes             []*NodeStatus          `protobuf:"bytes,13,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	Upgrade           *UpgradeStatus         `protobuf:"bytes,14,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Set while an operator's revocation of the agent's certificates stands.
+	Revoked     bool  `protobuf:"varint,20,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedUnix int64 `protobuf:"varint,21,opt,name=revoked_unix,json=revokedUnix,proto3" json:"revoked_unix,omitempty"`
+	// Who revoked it (an actor, see Event.actor).
+	RevokedBy     string `protobuf:"bytes,22,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -981,6 +986,27 @@ func (x *Agent) GetUpgrade() *UpgradeStatus {
 		return x.Upgrade
 	}
 	return nil
+}
+
+func (x *Agent) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *Agent) GetRevokedUnix() int64 {
+	if x != nil {
+		return x.RevokedUnix
+	}
+	return 0
+}
+
+func (x *Agent) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
 }
 
 type UnregisterAgentRequest struct {
@@ -1935,10 +1961,14 @@ type Event struct {
 	// AgentRegistered, AgentDegraded, AgentOffline, AgentRecovered, AgentUnregistered,
 	// NodeSpawnRequested, NodeStopRequested, NodeRunning, NodeCrashed, NodeRestarted,
 	// NodeBackoff, NodeFailed, NodeStopped, AgentUpgrade, ...
-	Type          string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	AgentId       string `protobuf:"bytes,4,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	NodeId        string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Type    string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	AgentId string `protobuf:"bytes,4,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	NodeId  string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Message string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// Who caused it: "operator@<ip>" (the operator token), "agent:<id>" (an
+	// agent certificate), "token:<id>" (an enrollment with that join token)
+	// or "master" (the master's own work, such as its liveness sweep).
+	Actor         string `protobuf:"bytes,7,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2011,6 +2041,13 @@ func (x *Event) GetNodeId() string {
 func (x *Event) GetMessage() string {
 	if x != nil {
 		return x.Message
+	}
+	return ""
+}
+
+func (x *Event) GetActor() string {
+	if x != nil {
+		return x.Actor
 	}
 	return ""
 }
@@ -2620,6 +2657,103 @@ func (*RemoveJoinTokenResponse) Descriptor() ([]byte, []int) {
 	return file_grid_v1_grid_proto_rawDescGZIP(), []int{38}
 }
 
+type RevokeAgentRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Why, for the record (at most 256 bytes of UTF-8).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentRequest) Reset() {
+	*x = RevokeAgentRequest{}
+	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentRequest) ProtoMessage() {}
+
+func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RevokeAgentRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *RevokeAgentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type UnrevokeAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnrevokeAgentRequest) Reset() {
+	*x = UnrevokeAgentRequest{}
+	mi := &file_grid_v1_grid_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnrevokeAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnrevokeAgentRequest) ProtoMessage() {}
+
+func (x *UnrevokeAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnrevokeAgentRequest.ProtoReflect.Descriptor instead.
+func (*UnrevokeAgentRequest) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *UnrevokeAgentRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
 // JoinToken describes a token; it never holds the secret.
 type JoinToken struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -2639,7 +2773,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	mi := &file_grid_v1_grid_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2785,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	mi := &file_grid_v1_grid_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2798,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{39}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2795,7 +2929,7 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"to_version\x18\x03 \x01(\tR\ttoVersion\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12$\n" +
 	"\x0elast_log_lines\x18\x05 \x03(\tR\flastLogLines\x12!\n" +
-	"\fupdated_unix\x18\x06 \x01(\x03R\vupdatedUnix\"\xf2\x04\n" +
+	"\fupdated_unix\x18\x06 \x01(\x03R\vupdatedUnix\"\xce\x05\n" +
 	"\x05Agent\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x1a\n" +
@@ -2811,7 +2945,11 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\adesired\x18\v \x01(\v2\x15.grid.v1.DesiredStateR\adesired\x12-\n" +
 	"\x12applied_generation\x18\f \x01(\x04R\x11appliedGeneration\x12)\n" +
 	"\x05nodes\x18\r \x03(\v2\x13.grid.v1.NodeStatusR\x05nodes\x120\n" +
-	"\aupgrade\x18\x0e \x01(\v2\x16.grid.v1.UpgradeStatusR\aupgrade\x1a9\n" +
+	"\aupgrade\x18\x0e \x01(\v2\x16.grid.v1.UpgradeStatusR\aupgrade\x12\x18\n" +
+	"\arevoked\x18\x14 \x01(\bR\arevoked\x12!\n" +
+	"\frevoked_unix\x18\x15 \x01(\x03R\vrevokedUnix\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x16 \x01(\tR\trevokedBy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
@@ -2873,7 +3011,7 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x12WatchEventsRequest\x12\x1b\n" +
 	"\tsince_seq\x18\x01 \x01(\x04R\bsinceSeq\x12\x12\n" +
 	"\x04tail\x18\x02 \x01(\rR\x04tail\x12\x1b\n" +
-	"\tno_follow\x18\x03 \x01(\bR\bnoFollow\"\x9d\x01\n" +
+	"\tno_follow\x18\x03 \x01(\bR\bnoFollow\"\xb3\x01\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
@@ -2881,7 +3019,8 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x19\n" +
 	"\bagent_id\x18\x04 \x01(\tR\aagentId\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessage\"\x11\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\x14\n" +
+	"\x05actor\x18\a \x01(\tR\x05actor\"\x11\n" +
 	"\x0fCABundleRequest\"6\n" +
 	"\x10CABundleResponse\x12\"\n" +
 	"\rca_bundle_pem\x18\x01 \x01(\fR\vcaBundlePem\"\x9d\x01\n" +
@@ -2919,7 +3058,12 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x12.grid.v1.JoinTokenR\x06tokens\"(\n" +
 	"\x16RemoveJoinTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
-	"\x17RemoveJoinTokenResponse\"\xd7\x02\n" +
+	"\x17RemoveJoinTokenResponse\"G\n" +
+	"\x12RevokeAgentRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"1\n" +
+	"\x14UnrevokeAgentRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"\xd7\x02\n" +
 	"\tJoinToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fcreated_unix\x18\x02 \x01(\x03R\vcreatedUnix\x12!\n" +
@@ -2951,8 +3095,7 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x1aCLUSTER_HEALTH_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CLUSTER_HEALTH_HEALTHY\x10\x01\x12\x1b\n" +
 	"\x17CLUSTER_HEALTH_DEGRADED\x10\x02\x12\x1b\n" +
-	"\x17CLUSTER_HEALTH_CRITICAL\x10\x032\xf7\n" +
-	"\n" +
+	"\x17CLUSTER_HEALTH_CRITICAL\x10\x032\xf3\v\n" +
 	"\n" +
 	"GridMaster\x12N\n" +
 	"\rRegisterAgent\x12\x1d.grid.v1.RegisterAgentRequest\x1a\x1e.grid.v1.RegisterAgentResponse\x12B\n" +
@@ -2973,7 +3116,9 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x10RenewCertificate\x12 .grid.v1.RenewCertificateRequest\x1a!.grid.v1.RenewCertificateResponse\x12T\n" +
 	"\x0fCreateJoinToken\x12\x1f.grid.v1.CreateJoinTokenRequest\x1a .grid.v1.CreateJoinTokenResponse\x12Q\n" +
 	"\x0eListJoinTokens\x12\x1e.grid.v1.ListJoinTokensRequest\x1a\x1f.grid.v1.ListJoinTokensResponse\x12T\n" +
-	"\x0fRemoveJoinToken\x12\x1f.grid.v1.RemoveJoinTokenRequest\x1a .grid.v1.RemoveJoinTokenResponseB1Z/github.com/sutragrid/sutra/proto/grid/v1;gridv1b\x06proto3"
+	"\x0fRemoveJoinToken\x12\x1f.grid.v1.RemoveJoinTokenRequest\x1a .grid.v1.RemoveJoinTokenResponse\x12:\n" +
+	"\vRevokeAgent\x12\x1b.grid.v1.RevokeAgentRequest\x1a\x0e.grid.v1.Agent\x12>\n" +
+	"\rUnrevokeAgent\x12\x1d.grid.v1.UnrevokeAgentRequest\x1a\x0e.grid.v1.AgentB1Z/github.com/sutragrid/sutra/proto/grid/v1;gridv1b\x06proto3"
 
 var (
 	file_grid_v1_grid_proto_rawDescOnce sync.Once
@@ -2988,7 +3133,7 @@ func file_grid_v1_grid_proto_rawDescGZIP() []byte {
 }
 
 var file_grid_v1_grid_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_grid_v1_grid_proto_goTypes = []any{
 	(NodeState)(0),                      // 0: grid.v1.NodeState
 	(AgentHealth)(0),                    // 1: grid.v1.AgentHealth
@@ -3032,15 +3177,17 @@ var file_grid_v1_grid_proto_goTypes = []any{
 	(*ListJoinTokensResponse)(nil),      // 39: grid.v1.ListJoinTokensResponse
 	(*RemoveJoinTokenRequest)(nil),      // 40: grid.v1.RemoveJoinTokenRequest
 	(*RemoveJoinTokenResponse)(nil),     // 41: grid.v1.RemoveJoinTokenResponse
-	(*JoinToken)(nil),                   // 42: grid.v1.JoinToken
-	nil,                                 // 43: grid.v1.RegisterAgentRequest.LabelsEntry
-	nil,                                 // 44: grid.v1.Agent.LabelsEntry
-	nil,                                 // 45: grid.v1.EnrollResponse.LabelsEntry
-	nil,                                 // 46: grid.v1.CreateJoinTokenRequest.LabelsEntry
-	nil,                                 // 47: grid.v1.JoinToken.LabelsEntry
+	(*RevokeAgentRequest)(nil),          // 42: grid.v1.RevokeAgentRequest
+	(*UnrevokeAgentRequest)(nil),        // 43: grid.v1.UnrevokeAgentRequest
+	(*JoinToken)(nil),                   // 44: grid.v1.JoinToken
+	nil,                                 // 45: grid.v1.RegisterAgentRequest.LabelsEntry
+	nil,                                 // 46: grid.v1.Agent.LabelsEntry
+	nil,                                 // 47: grid.v1.EnrollResponse.LabelsEntry
+	nil,                                 // 48: grid.v1.CreateJoinTokenRequest.LabelsEntry
+	nil,                                 // 49: grid.v1.JoinToken.LabelsEntry
 }
 var file_grid_v1_grid_proto_depIdxs = []int32{
-	43, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
+	45, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
 	9,  // 1: grid.v1.RegisterAgentRequest.nodes:type_name -> grid.v1.NodeStatus
 	10, // 2: grid.v1.RegisterAgentRequest.upgrade:type_name -> grid.v1.UpgradeStatus
 	7,  // 3: grid.v1.RegisterAgentResponse.desired:type_name -> grid.v1.DesiredState
@@ -3049,7 +3196,7 @@ var file_grid_v1_grid_proto_depIdxs = []int32{
 	7,  // 6: grid.v1.HeartbeatResponse.desired:type_name -> grid.v1.DesiredState
 	8,  // 7: grid.v1.DesiredState.nodes:type_name -> grid.v1.DesiredNode
 	0,  // 8: grid.v1.NodeStatus.state:type_name -> grid.v1.NodeState
-	44, // 9: grid.v1.Agent.labels:type_name -> grid.v1.Agent.LabelsEntry
+	46, // 9: grid.v1.Agent.labels:type_name -> grid.v1.Agent.LabelsEntry
 	1,  // 10: grid.v1.Agent.health:type_name -> grid.v1.AgentHealth
 	7,  // 11: grid.v1.Agent.desired:type_name -> grid.v1.DesiredState
 	9,  // 12: grid.v1.Agent.nodes:type_name -> grid.v1.NodeStatus
@@ -3060,11 +3207,11 @@ var file_grid_v1_grid_proto_depIdxs = []int32{
 	25, // 17: grid.v1.ListStorageNodesResponse.nodes:type_name -> grid.v1.StorageNode
 	9,  // 18: grid.v1.StorageNode.status:type_name -> grid.v1.NodeStatus
 	2,  // 19: grid.v1.ClusterStatus.status:type_name -> grid.v1.ClusterHealth
-	45, // 20: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
-	46, // 21: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
-	42, // 22: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
-	42, // 23: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
-	47, // 24: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
+	47, // 20: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
+	48, // 21: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
+	44, // 22: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
+	44, // 23: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
+	49, // 24: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
 	3,  // 25: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
 	5,  // 26: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
 	12, // 27: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
@@ -3083,26 +3230,30 @@ var file_grid_v1_grid_proto_depIdxs = []int32{
 	36, // 40: grid.v1.GridMaster.CreateJoinToken:input_type -> grid.v1.CreateJoinTokenRequest
 	38, // 41: grid.v1.GridMaster.ListJoinTokens:input_type -> grid.v1.ListJoinTokensRequest
 	40, // 42: grid.v1.GridMaster.RemoveJoinToken:input_type -> grid.v1.RemoveJoinTokenRequest
-	4,  // 43: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
-	6,  // 44: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
-	13, // 45: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
-	19, // 46: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
-	21, // 47: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
-	25, // 48: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
-	24, // 49: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
-	15, // 50: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
-	11, // 51: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
-	11, // 52: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
-	27, // 53: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
-	29, // 54: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
-	31, // 55: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
-	33, // 56: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
-	35, // 57: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
-	37, // 58: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
-	39, // 59: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
-	41, // 60: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
-	43, // [43:61] is the sub-list for method output_type
-	25, // [25:43] is the sub-list for method input_type
+	42, // 43: grid.v1.GridMaster.RevokeAgent:input_type -> grid.v1.RevokeAgentRequest
+	43, // 44: grid.v1.GridMaster.UnrevokeAgent:input_type -> grid.v1.UnrevokeAgentRequest
+	4,  // 45: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
+	6,  // 46: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
+	13, // 47: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
+	19, // 48: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
+	21, // 49: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
+	25, // 50: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
+	24, // 51: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
+	15, // 52: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
+	11, // 53: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
+	11, // 54: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
+	27, // 55: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
+	29, // 56: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
+	31, // 57: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
+	33, // 58: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
+	35, // 59: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
+	37, // 60: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
+	39, // 61: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
+	41, // 62: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
+	11, // 63: grid.v1.GridMaster.RevokeAgent:output_type -> grid.v1.Agent
+	11, // 64: grid.v1.GridMaster.UnrevokeAgent:output_type -> grid.v1.Agent
+	45, // [45:65] is the sub-list for method output_type
+	25, // [25:45] is the sub-list for method input_type
 	25, // [25:25] is the sub-list for extension type_name
 	25, // [25:25] is the sub-list for extension extendee
 	0,  // [0:25] is the sub-list for field type_name
@@ -3119,7 +3270,7 @@ func file_grid_v1_grid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grid_v1_grid_proto_rawDesc), len(file_grid_v1_grid_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,8 @@ const (
 	GridMaster_CreateJoinToken_FullMethodName      = "/grid.v1.GridMaster/CreateJoinToken"
 	GridMaster_ListJoinTokens_FullMethodName       = "/grid.v1.GridMaster/ListJoinTokens"
 	GridMaster_RemoveJoinToken_FullMethodName      = "/grid.v1.GridMaster/RemoveJoinToken"
+	GridMaster_RevokeAgent_FullMethodName          = "/grid.v1.GridMaster/RevokeAgent"
+	GridMaster_UnrevokeAgent_FullMethodName        = "/grid.v1.GridMaster/UnrevokeAgent"
 )
 
 // GridMasterClient is the client API for GridMaster service.
@@ -89,6 +91,16 @@ type GridMasterClient interface {
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
 	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
 	RemoveJoinToken(ctx context.Context, in *RemoveJoinTokenRequest, opts ...grpc.CallOption) (*RemoveJoinTokenResponse, error)
+	// RevokeAgent (operator) revokes every certificate of an agent id at
+	// once: its open streams are closed, every further call with them is
+	// PERMISSION_DENIED, enrollment under the id is refused; the agent's
+	// record and nodes are kept. Revoking a revoked id keeps the first
+	// revocation. The id need not be registered.
+	RevokeAgent(ctx context.Context, in *RevokeAgentRequest, opts ...grpc.CallOption) (*Agent, error)
+	// UnrevokeAgent (operator) lifts a revocation (NOT_FOUND if the id is not
+	// revoked). Certificates issued before the revocation stay refused: the
+	// agent enrolls again with a new join token.
+	UnrevokeAgent(ctx context.Context, in *UnrevokeAgentRequest, opts ...grpc.CallOption) (*Agent, error)
 }
 
 type gridMasterClient struct {
@@ -288,6 +300,26 @@ func (c *gridMasterClient) RemoveJoinToken(ctx context.Context, in *RemoveJoinTo
 	return out, nil
 }
 
+func (c *gridMasterClient) RevokeAgent(ctx context.Context, in *RevokeAgentRequest, opts ...grpc.CallOption) (*Agent, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Agent)
+	err := c.cc.Invoke(ctx, GridMaster_RevokeAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gridMasterClient) UnrevokeAgent(ctx context.Context, in *UnrevokeAgentRequest, opts ...grpc.CallOption) (*Agent, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Agent)
+	err := c.cc.Invoke(ctx, GridMaster_UnrevokeAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GridMasterServer is the server API for GridMaster service.
 // All implementations must embed UnimplementedGridMasterServer
 // for forward compatibility.
@@ -330,6 +362,16 @@ type GridMasterServer interface {
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
 	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
 	RemoveJoinToken(context.Context, *RemoveJoinTokenRequest) (*RemoveJoinTokenResponse, error)
+	// RevokeAgent (operator) revokes every certificate of an agent id at
+	// once: its open streams are closed, every further call with them is
+	// PERMISSION_DENIED, enrollment under the id is refused; the agent's
+	// record and nodes are kept. Revoking a revoked id keeps the first
+	// revocation. The id need not be registered.
+	RevokeAgent(context.Context, *RevokeAgentRequest) (*Agent, error)
+	// UnrevokeAgent (operator) lifts a revocation (NOT_FOUND if the id is not
+	// revoked). Certificates issued before the revocation stay refused: the
+	// agent enrolls again with a new join token.
+	UnrevokeAgent(context.Context, *UnrevokeAgentRequest) (*Agent, error)
 	mustEmbedUnimplementedGridMasterServer()
 }
 
@@ -393,6 +435,12 @@ func (UnimplementedGridMasterServer) ListJoinTokens(context.Context, *ListJoinTo
 }
 func (UnimplementedGridMasterServer) RemoveJoinToken(context.Context, *RemoveJoinTokenRequest) (*RemoveJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveJoinToken not implemented")
+}
+func (UnimplementedGridMasterServer) RevokeAgent(context.Context, *RevokeAgentRequest) (*Agent, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeAgent not implemented")
+}
+func (UnimplementedGridMasterServer) UnrevokeAgent(context.Context, *UnrevokeAgentRequest) (*Agent, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnrevokeAgent not implemented")
 }
 func (UnimplementedGridMasterServer) mustEmbedUnimplementedGridMasterServer() {}
 func (UnimplementedGridMasterServer) testEmbeddedByValue()                    {}
@@ -732,6 +780,42 @@ func _GridMaster_RemoveJoinToken_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GridMaster_RevokeAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GridMasterServer).RevokeAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GridMaster_RevokeAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GridMasterServer).RevokeAgent(ctx, req.(*RevokeAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GridMaster_UnrevokeAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnrevokeAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GridMasterServer).UnrevokeAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GridMaster_UnrevokeAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GridMasterServer).UnrevokeAgent(ctx, req.(*UnrevokeAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GridMaster_ServiceDesc is the grpc.ServiceDesc for GridMaster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -806,6 +890,14 @@ var GridMaster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveJoinToken",
 			Handler:    _GridMaster_RemoveJoinToken_Handler,
+		},
+		{
+			MethodName: "RevokeAgent",
+			Handler:    _GridMaster_RevokeAgent_Handler,
+		},
+		{
+			MethodName: "UnrevokeAgent",
+			Handler:    _GridMaster_UnrevokeAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
