@@ -1,31 +1,61 @@
 // Command fleet is the control plane's load generator: it simulates N agents
-// over real gRPC on loopback (many agents share each connection), registers
-// them with a few nodes each, heartbeats every interval, and reports heartbeat
-// latency (p50/p99), the master's CPU and peak RSS, and how long all agents
-// take to be accepted again after the master is killed (-9) and restarted.
+// over real gRPC on loopback, registers them with a few nodes each,
+// heartbeats every interval, and reports heartbeat latency (p50/p99), the
+// master's CPU and peak RSS, and how long all agents take to be accepted
+// again after the master is killed (-9) and restarted.
 //
 // By default it runs the master itself as a child process (this binary
-// re-executed with -serve: bbolt store + fleet + gRPC, the same parts
-// sutra-master wires), so /proc gives the master's own CPU and RSS:
+// re-executed with -serve), so /proc gives the master's own CPU and RSS,
+// over mutual TLS as a real fleet does: the child is the real master
+// (master.Run: the CA and server certificate of master/pki in its data
+// dir, the auth and rate-limit interceptors, the control plane; only the
+// binaries dir is empty and HTTP on a free port). Every simulated agent
+// has its own identity, a client certificate naming its agent id issued in
+// a setup step directly from the child's CA (master/pki IssueClient on the
+// data dir before the child starts: the same certificate Enroll would
+// issue, without 10,000 join-token round trips), and so its own TLS
+// connection with its own session cache; after the kill -9 the bench
+// reports how many reconnects resumed their TLS session (the master keeps
+// its ticket keys in {data_dir}/tls/ticket.keys).
+//
+// -plaintext is the old baseline: a bare gRPC server (bbolt store + fleet
+// + GridMaster service, no TLS, no auth, no rate limits) with the agents
+// sharing -conns connections. -compare runs both back to back and prints
+// them side by side.
 //
 //	go run ./bench/fleet -n 1000
+//	go run ./bench/fleet -n 2000 -compare
 //	go run ./bench/fleet -n 10000 -duration 40s
 //
-// -master HOST:PORT targets a running master instead (no CPU/RSS/restart).
+// 10,000 agents over mTLS are 10,000 connections: the bench raises its
+// RLIMIT_NOFILE to the hard limit (check ulimit -Hn). The master's default
+// rate limits fit 10,000 agents behind one address (all of them come from
+// 127.0.0.1 here); -rate-limit off passes --rate-limit-*=off to the child.
+//
+// -master HOST:PORT targets a running plaintext master instead (no
+// CPU/RSS/restart).
 package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,46 +65,67 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/sutragrid/sutra/master"
+	"github.com/sutragrid/sutra/master/controlplane"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/grpcapi"
+	"github.com/sutragrid/sutra/master/pki"
+	"github.com/sutragrid/sutra/master/ratelimit"
 	"github.com/sutragrid/sutra/master/store"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
 type config struct {
-	n        int
-	conns    int
-	nodes    int
-	interval time.Duration
-	duration time.Duration
-	master   string
-	restart  bool
-	serve    string
-	dataDir  string
+	n         int
+	conns     int
+	nodes     int
+	interval  time.Duration
+	duration  time.Duration
+	master    string
+	restart   bool
+	plaintext bool
+	compare   bool
+	rateLimit string
+	serve     string
+	dataDir   string
+	out       io.Writer
 }
 
 func main() {
 	var c config
 	flag.IntVar(&c.n, "n", 1000, "simulated agents")
-	flag.IntVar(&c.conns, "conns", 16, "gRPC connections shared by the agents")
+	flag.IntVar(&c.conns, "conns", 16, "-plaintext: gRPC connections shared by the agents (over mTLS each agent has its own)")
 	flag.IntVar(&c.nodes, "nodes", 3, "nodes each agent reports")
 	flag.DurationVar(&c.interval, "interval", 5*time.Second, "heartbeat interval")
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "steady-state measurement window")
-	flag.StringVar(&c.master, "master", "", "address of a running master (default: start one as a child process)")
+	flag.StringVar(&c.master, "master", "", "address of a running plaintext master (default: start one as a child process)")
 	flag.BoolVar(&c.restart, "restart", true, "kill -9 and restart the child master, and time the re-registration")
+	flag.BoolVar(&c.plaintext, "plaintext", false, "the old baseline: a bare plaintext gRPC master, agents sharing -conns connections (default: the real master over mTLS, one connection and certificate per agent)")
+	flag.BoolVar(&c.compare, "compare", false, "run -plaintext and mTLS back to back and print a table")
+	flag.StringVar(&c.rateLimit, "rate-limit", "on", "mTLS: \"on\" keeps the master's default rate limits, \"off\" disables them in the child")
 	flag.StringVar(&c.serve, "serve", "", "internal: run as the master on this address")
 	flag.StringVar(&c.dataDir, "data", "", "internal: the master's data directory")
 	flag.Parse()
+	c.out = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var err error
-	if c.serve != "" {
-		err = serve(ctx, c)
-	} else {
-		err = bench(ctx, c)
+	switch {
+	case c.rateLimit != "on" && c.rateLimit != "off":
+		err = fmt.Errorf("-rate-limit %q: want on or off", c.rateLimit)
+	case c.serve != "" && c.plaintext:
+		err = servePlain(ctx, c)
+	case c.serve != "":
+		err = serveTLS(ctx, c)
+	case c.compare:
+		err = compare(ctx, c)
+	default:
+		_, err = bench(ctx, c)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/fleet:", err)
@@ -82,8 +133,47 @@ func main() {
 	}
 }
 
-// serve runs the control plane the way sutra-master wires it.
-func serve(ctx context.Context, c config) error {
+// compare runs the plaintext baseline, then mTLS, and prints both.
+func compare(ctx context.Context, c config) error {
+	c.plaintext = true
+	plain, err := bench(ctx, c)
+	if err != nil {
+		return fmt.Errorf("plaintext: %w", err)
+	}
+	fmt.Fprintln(c.out)
+	c.plaintext = false
+	mtls, err := bench(ctx, c)
+	if err != nil {
+		return fmt.Errorf("mTLS: %w", err)
+	}
+	fmt.Fprintf(c.out, "\n%d agents, %d nodes each, heartbeat every %s (shared machine: figures are noisy)\n", c.n, c.nodes, c.interval)
+	fmt.Fprintf(c.out, "%-34s %14s %14s\n", "", "plaintext", "mTLS")
+	row := func(name string, f func(*result) string) {
+		fmt.Fprintf(c.out, "%-34s %14s %14s\n", name, f(plain), f(mtls))
+	}
+	row("connections", func(r *result) string { return strconv.Itoa(r.conns) })
+	row("registration (all agents)", func(r *result) string { return r.register.Round(time.Millisecond).String() })
+	row("heartbeat p50", func(r *result) string { return r.p50.Round(10 * time.Microsecond).String() })
+	row("heartbeat p99", func(r *result) string { return r.p99.Round(10 * time.Microsecond).String() })
+	row("heartbeat errors", func(r *result) string { return strconv.Itoa(r.errors) })
+	row("master CPU (% of one core)", func(r *result) string { return fmt.Sprintf("%.1f%%", r.cpu) })
+	row("master peak RSS", func(r *result) string { return fmt.Sprintf("%.1f MiB", r.rss) })
+	if c.restart {
+		row("all accepted again after kill -9", func(r *result) string { return r.back.Round(time.Millisecond).String() })
+		row("restarted master peak RSS", func(r *result) string { return fmt.Sprintf("%.1f MiB", r.rss2) })
+		row("reconnects resumed (TLS)", func(r *result) string {
+			if r.plaintext {
+				return "-"
+			}
+			return fmt.Sprintf("%d/%d", r.resumed, r.reconnected)
+		})
+	}
+	return nil
+}
+
+// servePlain is the baseline: the control plane on a bare plaintext gRPC
+// server (store + fleet + GridMaster, no TLS, auth or rate limits).
+func servePlain(ctx context.Context, c config) error {
 	st, err := store.OpenDir(c.dataDir)
 	if err != nil {
 		return err
@@ -98,40 +188,7 @@ func serve(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	// Server-side handler time, printed every 10 s, tells the master's own
-	// latency apart from time spent queued for a CPU on a loaded machine.
-	var hmu sync.Mutex
-	var handled []time.Duration
-	intercept := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		start := time.Now()
-		resp, err := h(ctx, req)
-		if info.FullMethod == gridv1.GridMaster_Heartbeat_FullMethodName {
-			hmu.Lock()
-			handled = append(handled, time.Since(start))
-			hmu.Unlock()
-		}
-		return resp, err
-	}
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(10 * time.Second):
-			}
-			hmu.Lock()
-			d := handled
-			handled = nil
-			hmu.Unlock()
-			if len(d) == 0 {
-				continue
-			}
-			slices.Sort(d)
-			fmt.Fprintf(os.Stderr, "  [master] heartbeat handler time over 10s: n=%d p50 %s p99 %s max %s\n",
-				len(d), d[len(d)/2], d[min(len(d)-1, len(d)*99/100)], d[len(d)-1])
-		}
-	}()
-	g := grpc.NewServer(grpc.UnaryInterceptor(intercept))
+	g := grpc.NewServer()
 	grpcapi.New(f, log).Register(g)
 	go func() { _ = f.Run(ctx) }()
 	go func() { <-ctx.Done(); g.Stop() }()
@@ -139,16 +196,40 @@ func serve(ctx context.Context, c config) error {
 	return g.Serve(lis)
 }
 
+// serveTLS runs the real master (master.Run, as sutra-master does) on
+// the data dir: TLS-only gRPC on c.serve, HTTP on a free loopback port.
+func serveTLS(ctx context.Context, c config) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	bins := c.dataDir + "-binaries"
+	if err := os.MkdirAll(bins, 0o755); err != nil {
+		return err
+	}
+	opts := master.Options{
+		GRPCAddr: c.serve, HTTPAddr: "127.0.0.1:0", BinariesDir: bins, DataDir: c.dataDir, Logger: log,
+		ControlPlane: controlplane.Options{HeartbeatInterval: c.interval},
+		Ready:        func(a master.Addrs) { fmt.Println("READY", a.GRPC) },
+	}
+	if c.rateLimit == "off" {
+		off := ratelimit.Rate{Off: true}
+		opts.RateLimits = ratelimit.Config{Identity: off, Address: off, Enroll: off}
+	}
+	return master.Run(ctx, opts)
+}
+
 type child struct {
 	cmd *exec.Cmd
 }
 
-func startChild(addr, dir string, interval time.Duration) (*child, error) {
+func startChild(c config, addr, dir string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-serve", addr, "-data", dir, "-interval", interval.String())
+	args := []string{"-serve", addr, "-data", dir, "-interval", c.interval.String(), "-rate-limit", c.rateLimit}
+	if c.plaintext {
+		args = append(args, "-plaintext")
+	}
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -161,6 +242,7 @@ func startChild(addr, dir string, interval time.Duration) (*child, error) {
 	n, err := out.Read(buf)
 	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY") {
 		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		return nil, fmt.Errorf("master child did not start: %q %v", buf[:n], err)
 	}
 	return &child{cmd: cmd}, nil
@@ -194,6 +276,11 @@ func (c *child) peakRSS() (float64, error) {
 	return 0, errors.New("no VmHWM")
 }
 
+func (c *child) kill() {
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
+}
+
 type agent struct {
 	id      string
 	client  gridv1.GridMasterClient
@@ -201,6 +288,8 @@ type agent struct {
 	nodes   []*gridv1.NodeStatus
 	// okAfter is the unix-nano time of the first success after a restart mark.
 	okAfter atomic.Int64
+	// resumed: that first success went over a resumed TLS session.
+	resumed atomic.Bool
 }
 
 type stats struct {
@@ -224,11 +313,11 @@ func (s *stats) record(d time.Duration, err error) {
 	s.lat = append(s.lat, d)
 }
 
-func (a *agent) register(ctx context.Context) error {
+func (a *agent) register(ctx context.Context, opts ...grpc.CallOption) error {
 	resp, err := a.client.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{
 		AgentId: a.id, Hostname: a.id + ".bench", Platform: "linux", Arch: "x86_64", AgentVersion: "0.1.0",
 		MaxStorageNodes: uint32(len(a.nodes) + 2), Nodes: a.nodes,
-	})
+	}, opts...)
 	if err == nil {
 		a.applied = resp.GetDesired().GetGeneration()
 	}
@@ -237,7 +326,7 @@ func (a *agent) register(ctx context.Context) error {
 
 func (a *agent) loop(ctx context.Context, interval time.Duration, s *stats) {
 	// Jitter the first heartbeat across the whole interval, as real agents do.
-	t := time.NewTimer(rand.N(interval))
+	t := time.NewTimer(mrand.N(interval))
 	defer t.Stop()
 	for {
 		select {
@@ -245,11 +334,12 @@ func (a *agent) loop(ctx context.Context, interval time.Duration, s *stats) {
 			return
 		case <-t.C:
 		}
+		var p peer.Peer
 		start := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := a.client.Heartbeat(rctx, &gridv1.HeartbeatRequest{AgentId: a.id, AppliedGeneration: a.applied, Nodes: a.nodes, AgentVersion: "0.1.0"})
+		resp, err := a.client.Heartbeat(rctx, &gridv1.HeartbeatRequest{AgentId: a.id, AppliedGeneration: a.applied, Nodes: a.nodes, AgentVersion: "0.1.0"}, grpc.Peer(&p))
 		if status.Code(err) == codes.NotFound {
-			err = a.register(rctx)
+			err = a.register(rctx, grpc.Peer(&p))
 		} else if err == nil {
 			a.applied = resp.GetDesired().GetGeneration()
 		}
@@ -257,55 +347,176 @@ func (a *agent) loop(ctx context.Context, interval time.Duration, s *stats) {
 		d := time.Since(start)
 		s.record(d, err)
 		if err == nil {
-			if m := s.mark.Load(); m != 0 && a.okAfter.Load() == 0 {
+			// Only calls begun after the kill count: one in flight before
+			// it may have succeeded on the old master.
+			if m := s.mark.Load(); m != 0 && start.UnixNano() > m && a.okAfter.Load() == 0 {
+				if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && ti.State.DidResume {
+					a.resumed.Store(true)
+				}
 				a.okAfter.Store(time.Now().UnixNano())
 			}
 		}
 		// Real agents retry on the next tick (with 10% jitter).
-		t.Reset(interval + time.Duration(rand.Int64N(int64(interval/10)+1)) - interval/20)
+		t.Reset(interval + time.Duration(mrand.Int64N(int64(interval/10)+1)) - interval/20)
 	}
 }
 
-func bench(ctx context.Context, c config) error {
+// result is one run's figures.
+type result struct {
+	plaintext            bool
+	conns                int
+	register             time.Duration
+	heartbeats, errors   int
+	p50, p99, max        time.Duration
+	cpu, rss, rss2       float64
+	back, backAfterUp    time.Duration
+	resumed, reconnected int
+}
+
+// identities issues a client certificate for every agent from the CA in
+// dir (made there if new; the child master then loads it), in parallel.
+func identities(dir string, agents []*agent) (*pki.PKI, []*tls.Certificate, error) {
+	ca, err := pki.Open(pki.Options{Dir: dir})
+	if err != nil {
+		return nil, nil, err
+	}
+	certs := make([]*tls.Certificate, len(agents))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, runtime.GOMAXPROCS(0))
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(agents) {
+					return
+				}
+				key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				if err == nil {
+					var csr, der []byte
+					csr, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: agents[i].id}}, key)
+					if err == nil {
+						der, err = ca.IssueClient(csr, agents[i].id, 0)
+					}
+					if err == nil {
+						var leaf *x509.Certificate
+						leaf, err = x509.ParseCertificate(der)
+						certs[i] = &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+					}
+				}
+				if err != nil {
+					errc <- fmt.Errorf("identity of %s: %w", agents[i].id, err)
+					next.Store(int64(len(agents)))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return nil, nil, err
+	}
+	return ca, certs, nil
+}
+
+// raiseNoFile lifts RLIMIT_NOFILE to the hard limit (the mTLS bench holds
+// one connection per agent, and the child master as many).
+func raiseNoFile(need int) error {
+	cur, max, err := noFile()
+	if err != nil || cur >= uint64(need) {
+		return err
+	}
+	if max < uint64(need) {
+		return fmt.Errorf("%d agents need about %d open files, the hard limit (ulimit -Hn) is %d", need-100, need, max)
+	}
+	return setNoFile(max)
+}
+
+func bench(ctx context.Context, c config) (*result, error) {
+	out := c.out
+	r := &result{plaintext: c.plaintext}
 	var ch *child
 	addr := c.master
 	dir := ""
 	if addr == "" {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		addr = l.Addr().String()
 		l.Close()
 		dir, err = os.MkdirTemp("", "bench-fleet-")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer os.RemoveAll(dir)
-		if ch, err = startChild(addr, filepath.Join(dir, "data"), c.interval); err != nil {
-			return err
-		}
-		defer func() { _ = ch.cmd.Process.Kill(); _ = ch.cmd.Wait() }()
+	} else {
+		c.plaintext = true
+		r.plaintext = true
 	}
-	conns := make([]*grpc.ClientConn, c.conns)
-	for i := range conns {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return err
+	if !c.plaintext {
+		if err := raiseNoFile(c.n + 200); err != nil {
+			return nil, err
 		}
-		defer conn.Close()
-		conns[i] = conn
 	}
 	agents := make([]*agent, c.n)
 	for i := range agents {
-		a := &agent{id: fmt.Sprintf("bench-%06d", i), client: gridv1.NewGridMasterClient(conns[i%len(conns)])}
+		a := &agent{id: fmt.Sprintf("bench-%06d", i)}
 		for j := range c.nodes {
 			a.nodes = append(a.nodes, &gridv1.NodeStatus{NodeId: fmt.Sprintf("%s-n%d", a.id, j), State: gridv1.NodeState_NODE_STATE_RUNNING,
 				Pid: int64(10000 + j), Endpoint: fmt.Sprintf("10.0.0.1:%d", 7100+j), Version: "1.0.0", SinceUnix: time.Now().Unix()})
 		}
 		agents[i] = a
 	}
-	fmt.Printf("bench/fleet: %d agents, %d nodes each, %d connections, heartbeat every %s, master %s\n", c.n, c.nodes, c.conns, c.interval, addr)
+	// Small buffers: thousands of connections in one process.
+	dialOpts := []grpc.DialOption{grpc.WithReadBufferSize(8 << 10), grpc.WithWriteBufferSize(8 << 10), grpc.WithSharedWriteBuffer(true)}
+	if c.plaintext {
+		r.conns = c.conns
+		conns := make([]*grpc.ClientConn, c.conns)
+		for i := range conns {
+			conn, err := grpc.NewClient(addr, append(dialOpts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+			if err != nil {
+				return nil, err
+			}
+			defer conn.Close()
+			conns[i] = conn
+		}
+		for i, a := range agents {
+			a.client = gridv1.NewGridMasterClient(conns[i%len(conns)])
+		}
+	} else {
+		r.conns = c.n
+		t := time.Now()
+		ca, certs, err := identities(filepath.Join(dir, "data", "tls"), agents)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(out, "issued %d agent certificates from the master's CA in %s\n", c.n, time.Since(t).Round(time.Millisecond))
+		for i, a := range agents {
+			// Each agent: its own certificate, TLS config and session cache.
+			cfg := pki.ClientTLSConfig(ca.Roots(), certs[i])
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			conn, err := grpc.NewClient(addr, append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
+			if err != nil {
+				return nil, err
+			}
+			defer conn.Close()
+			a.client = gridv1.NewGridMasterClient(conn)
+		}
+	}
+	if dir != "" {
+		var err error
+		if ch, err = startChild(c, addr, filepath.Join(dir, "data")); err != nil {
+			return nil, err
+		}
+		defer func() { ch.kill() }()
+	}
+	mode := "mTLS, one connection per agent"
+	if c.plaintext {
+		mode = fmt.Sprintf("plaintext, %d shared connections", c.conns)
+	}
+	fmt.Fprintf(out, "bench/fleet: %d agents, %d nodes each, %s, heartbeat every %s, master %s\n", c.n, c.nodes, mode, c.interval, addr)
 
 	// Register everyone (bounded concurrency).
 	start := time.Now()
@@ -327,15 +538,19 @@ func bench(ctx context.Context, c config) error {
 	}
 	wg.Wait()
 	if err, _ := regErr.Load().(error); err != nil {
-		return fmt.Errorf("register: %w", err)
+		return nil, fmt.Errorf("register: %w", err)
 	}
-	fmt.Printf("registered %d agents in %s (%.0f/s)\n", c.n, time.Since(start).Round(time.Millisecond), float64(c.n)/time.Since(start).Seconds())
+	r.register = time.Since(start)
+	fmt.Fprintf(out, "registered %d agents in %s (%.0f/s)\n", c.n, r.register.Round(time.Millisecond), float64(c.n)/r.register.Seconds())
 
 	s := &stats{errs: map[codes.Code]int{}}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	defer cancel()
 	for _, a := range agents {
-		go a.loop(actx, c.interval, s)
+		loops.Go(func() { a.loop(actx, c.interval, s) })
 	}
 	// Warm up one interval so every agent is in its rhythm, then measure.
 	sleep(ctx, c.interval)
@@ -354,6 +569,9 @@ func bench(ctx context.Context, c config) error {
 	lat := slices.Clone(s.lat)
 	errs := s.errs
 	s.mu.Unlock()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration {
 		if len(lat) == 0 {
@@ -361,57 +579,69 @@ func bench(ctx context.Context, c config) error {
 		}
 		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
 	}
-	fmt.Printf("heartbeats: %d in %s (%.0f/s), errors %v\n", len(lat), wall.Round(time.Millisecond), float64(len(lat))/wall.Seconds(), errs)
-	fmt.Printf("heartbeat latency: p50 %s  p99 %s  max %s\n", pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond))
+	r.heartbeats, r.p50, r.p99, r.max = len(lat), pct(0.50), pct(0.99), pct(1)
+	for _, n := range errs {
+		r.errors += n
+	}
+	fmt.Fprintf(out, "heartbeats: %d in %s (%.0f/s), errors %v\n", len(lat), wall.Round(time.Millisecond), float64(len(lat))/wall.Seconds(), errs)
+	fmt.Fprintf(out, "heartbeat latency: p50 %s  p99 %s  max %s\n", r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.max.Round(10*time.Microsecond))
 	if ch == nil {
-		return nil
+		return r, nil
 	}
 	cpu1, err := ch.cpu()
 	if err == nil {
-		fmt.Printf("master CPU: %.1f%% of one core (%s over %s)\n", 100*float64(cpu1-cpu0)/float64(wall), cpu1-cpu0, wall.Round(time.Millisecond))
+		r.cpu = 100 * float64(cpu1-cpu0) / float64(wall)
+		fmt.Fprintf(out, "master CPU: %.1f%% of one core (%s over %s)\n", r.cpu, cpu1-cpu0, wall.Round(time.Millisecond))
 	}
-	if rss, err := ch.peakRSS(); err == nil {
-		fmt.Printf("master peak RSS: %.1f MiB\n", rss)
+	if r.rss, err = ch.peakRSS(); err == nil {
+		fmt.Fprintf(out, "master peak RSS: %.1f MiB\n", r.rss)
 	}
 	if !c.restart {
-		return nil
+		return r, nil
 	}
 
 	// kill -9 the master and start it again on the same data and port.
-	fmt.Println("killing the master (-9) and restarting it...")
-	s.mark.Store(time.Now().UnixNano())
+	fmt.Fprintln(out, "killing the master (-9) and restarting it...")
 	kill := time.Now()
-	_ = ch.cmd.Process.Kill()
-	_ = ch.cmd.Wait()
-	ch, err = startChild(addr, filepath.Join(dir, "data"), c.interval)
+	ch.kill()
+	s.mark.Store(time.Now().UnixNano())
+	ch, err = startChild(c, addr, filepath.Join(dir, "data"))
 	if err != nil {
-		return fmt.Errorf("restart: %w", err)
+		return nil, fmt.Errorf("restart: %w", err)
 	}
 	ready := time.Now()
-	fmt.Printf("master back up (loaded %d agents) %s after the kill\n", c.n, ready.Sub(kill).Round(time.Millisecond))
+	fmt.Fprintf(out, "master back up (loaded %d agents) %s after the kill\n", c.n, ready.Sub(kill).Round(time.Millisecond))
 	deadline := time.Now().Add(4*c.interval + time.Minute)
 	for {
-		done, last := 0, int64(0)
+		done, last, resumed := 0, int64(0), 0
 		for _, a := range agents {
 			if v := a.okAfter.Load(); v != 0 {
 				done++
 				last = max(last, v)
+				if a.resumed.Load() {
+					resumed++
+				}
 			}
 		}
 		if done == len(agents) {
-			fmt.Printf("all %d agents accepted again %s after the kill (%s after the master was up; agents retry on their %s tick)\n",
-				done, time.Unix(0, last).Sub(kill).Round(time.Millisecond), time.Unix(0, last).Sub(ready).Round(time.Millisecond), c.interval)
+			r.back, r.backAfterUp = time.Unix(0, last).Sub(kill), time.Unix(0, last).Sub(ready)
+			r.resumed, r.reconnected = resumed, done
+			fmt.Fprintf(out, "all %d agents accepted again %s after the kill (%s after the master was up; agents retry on their %s tick)\n",
+				done, r.back.Round(time.Millisecond), r.backAfterUp.Round(time.Millisecond), c.interval)
+			if !c.plaintext {
+				fmt.Fprintf(out, "reconnects that resumed their TLS session: %d of %d\n", resumed, done)
+			}
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("only %d of %d agents came back", done, len(agents))
+			return nil, fmt.Errorf("only %d of %d agents came back", done, len(agents))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if rss, err := ch.peakRSS(); err == nil {
-		fmt.Printf("restarted master peak RSS: %.1f MiB\n", rss)
+	if r.rss2, err = ch.peakRSS(); err == nil {
+		fmt.Fprintf(out, "restarted master peak RSS: %.1f MiB\n", r.rss2)
 	}
-	return nil
+	return r, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary be the bench's child master: bench
+// re-executes os.Executable with -serve.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "-serve" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestBenchOverMTLS runs the harness with 20 agents over mutual TLS
+// against the real master as a child process: every agent registers and
+// heartbeats with its own certificate, the figures are sane, and after the
+// master's kill -9 every agent is accepted again over a resumed TLS
+// session (the master's ticket keys survive the restart; with per-process
+// keys no reconnect resumes and this fails).
+func TestBenchOverMTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills a master twice")
+	}
+	var out bytes.Buffer
+	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: 2 * time.Second, restart: true, rateLimit: "on", out: &out}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := bench(ctx, c)
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.plaintext || r.conns != 20 {
+		t.Errorf("plaintext %v, %d connections: want mTLS with one connection per agent", r.plaintext, r.conns)
+	}
+	// 20 agents, one heartbeat a second each, over 2 s.
+	if r.heartbeats < 20 || r.errors != 0 {
+		t.Errorf("%d heartbeats, %d errors: want at least 20 and none", r.heartbeats, r.errors)
+	}
+	if r.p50 <= 0 || r.p99 < r.p50 || r.p99 > 5*time.Second {
+		t.Errorf("p50 %s p99 %s: not sane", r.p50, r.p99)
+	}
+	if r.rss <= 1 || r.rss > 300 || r.rss2 <= 1 {
+		t.Errorf("master peak RSS %.1f MiB, after the restart %.1f MiB: want 1 to 300", r.rss, r.rss2)
+	}
+	if r.cpu < 0 || r.cpu > 400 {
+		t.Errorf("master CPU %.1f%%: not sane", r.cpu)
+	}
+	if r.reconnected != 20 || r.back <= 0 {
+		t.Errorf("%d agents back after the restart (in %s): want all 20", r.reconnected, r.back)
+	}
+	if r.resumed != r.reconnected {
+		t.Errorf("%d of %d reconnects after the master's restart resumed their TLS session: want all", r.resumed, r.reconnected)
+	}
+	if !strings.Contains(out.String(), "reconnects that resumed their TLS session: 20 of 20") {
+		t.Error("the report does not say how many reconnects resumed")
+	}
+}
+
+// TestBenchPlaintextBaseline: -plaintext still runs the old baseline.
+func TestBenchPlaintextBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a master")
+	}
+	var out bytes.Buffer
+	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: time.Second, plaintext: true, rateLimit: "on", out: &out}
+	r, err := bench(context.Background(), c)
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.plaintext || r.conns != 4 || r.heartbeats < 10 || r.errors != 0 {
+		t.Errorf("plaintext %v, %d connections, %d heartbeats, %d errors", r.plaintext, r.conns, r.heartbeats, r.errors)
+	}
+}
