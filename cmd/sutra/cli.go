@@ -39,6 +39,13 @@ Commands:
                               for a healthy or degraded agent unless --force
                               (a running agent registers again on its next
                               heartbeat: stop sutra-agent first)
+  agents revoke ID [--reason TEXT]
+                              revoke the agent's certificates at once: its
+                              calls are refused, its streams closed, its
+                              nodes left running; shown as "revoked"
+  agents unrevoke ID          lift a revocation; the agent must enroll again
+                              with a new join token (its old certificates
+                              stay refused)
   agents set-version [ID] [--storage-server V] [--agent V]
                               set the storage-server and/or sutra-agent version
                               one agent (without ID: every agent, and agents
@@ -224,6 +231,12 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		}
 		if len(rest) > 0 && rest[0] == "rm" {
 			return c.removeAgent(ctx, rest[1:])
+		}
+		if len(rest) > 0 && rest[0] == "revoke" {
+			return c.revokeAgent(ctx, rest[1:])
+		}
+		if len(rest) > 0 && rest[0] == "unrevoke" {
+			return c.unrevokeAgent(ctx, rest[1:])
 		}
 		return c.agents(ctx, rest)
 	case "nodes":

@@ -151,7 +151,7 @@ func (c *cli) agents(ctx context.Context, args []string) error {
 			gen = fmt.Sprintf("%d (applied %d)", a.GetDesired().GetGeneration(), a.GetAppliedGeneration())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", a.GetAgentId(), dash(a.GetHostname()), a.GetPlatform(), a.GetArch(),
-			dash(a.GetAgentVersion()), health(a.GetHealth()), len(a.GetDesired().GetNodes()), a.GetMaxStorageNodes(), gen, ago(a.GetLastHeartbeatUnix(), now),
+			dash(a.GetAgentVersion()), agentState(a), len(a.GetDesired().GetNodes()), a.GetMaxStorageNodes(), gen, ago(a.GetLastHeartbeatUnix(), now),
 			upgradePhase(a.GetUpgrade()))
 	}
 	if len(agents) == 0 {
@@ -233,6 +233,9 @@ func (c *cli) agent(ctx context.Context, id string) error {
 	fmt.Fprintf(tw, "Host:\t%s (%s/%s)\n", dash(a.GetHostname()), a.GetPlatform(), a.GetArch())
 	fmt.Fprintf(tw, "Version:\t%s\n", dash(a.GetAgentVersion()))
 	fmt.Fprintf(tw, "Health:\t%s (last heartbeat %s)\n", health(a.GetHealth()), ago(a.GetLastHeartbeatUnix(), now))
+	if a.GetRevoked() {
+		fmt.Fprintf(tw, "Revoked:\t%s by %s (sutra agents unrevoke %s, then enroll it again with a new join token)\n", time.Unix(a.GetRevokedUnix(), 0).UTC().Format(time.RFC3339), dash(a.GetRevokedBy()), a.GetAgentId())
+	}
 	fmt.Fprintf(tw, "Generation:\t%d desired, %d applied\n", a.GetDesired().GetGeneration(), a.GetAppliedGeneration())
 	fmt.Fprintf(tw, "Storage server:\t%s\n", a.GetDesired().GetStorageServerVersion())
 	if v := a.GetDesired().GetAgentVersion(); v != "" {
@@ -559,7 +562,11 @@ func (c *cli) events(ctx context.Context, args []string) error {
 		if e.GetNodeId() != "" {
 			subject += "/" + e.GetNodeId()
 		}
-		_, err := fmt.Fprintf(c.stdout, "%-6d %s  %-19s %-24s %s\n", e.GetSeq(), t, e.GetType(), subject, e.GetMessage())
+		by := ""
+		if e.GetActor() != "" {
+			by = " [by " + e.GetActor() + "]"
+		}
+		_, err := fmt.Fprintf(c.stdout, "%-6d %s  %-19s %-24s %s%s\n", e.GetSeq(), t, e.GetType(), subject, e.GetMessage(), by)
 		return err
 	}
 	req := &gridv1.WatchEventsRequest{SinceSeq: *since, NoFollow: !*follow}
