@@ -240,6 +240,25 @@ func TestHTTPTLSPrivateDownloads(t *testing.T) {
 			t.Errorf("%s %s with a refused (revoked) agent's certificate = %d %v, want 403", r.method, r.path, a.code, err)
 		}
 	}
+	// A real revocation (sutra agents revoke): the agent's certificate stops
+	// opening the private routes at once, on its open connection too.
+	a2Cert := enrollAgent(t, ctx, creds, addrs.GRPC, "a2", filepath.Join(root, "a2", "tls"))
+	withA2 := httpsClient(creds.Roots, &a2Cert)
+	if a, err := call(t, withA2, "GET", base+"/binaries/"+name, ""); err != nil || a.code != http.StatusOK {
+		t.Fatalf("agent a2 before revocation = %d %v, want 200", a.code, err)
+	}
+	op, err := creds.Dial(addrs.GRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	if _, err := gridv1.NewGridMasterClient(op).RevokeAgent(ctx, &gridv1.RevokeAgentRequest{AgentId: "a2", Reason: "test"}); err != nil {
+		t.Fatalf("RevokeAgent: %v", err)
+	}
+	if a, err := call(t, withA2, "GET", base+"/binaries/"+name, ""); err != nil || a.code != http.StatusForbidden || !strings.Contains(a.body, "a2") {
+		t.Errorf("revoked agent a2 = %d %q %v, want 403 naming it", a.code, a.body, err)
+	}
+
 	// The fleet routes still want the operator token, not an agent certificate.
 	if a, _ := call(t, withCert, "GET", base+"/api/agents", ""); a.code != http.StatusUnauthorized {
 		t.Errorf("GET /api/agents with an agent certificate = %d, want 401", a.code)

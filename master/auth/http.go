@@ -15,8 +15,8 @@ type AgentCheck func(agentID string) error
 // RequireAgentOrOperator guards the binary routes under --private-downloads:
 // a request goes through to h only with a verified agent client
 // certificate (the TLS handshake checked that it chains to the master's
-// client CA and is valid now; it must name an agent, and check, when not
-// nil, must accept that agent) or with the operator token in
+// client CA and is valid now; it must name an agent, the revocation check
+// (SetCertCheck) and check, when not nil, must accept that agent) or with the operator token in
 // "Authorization: Bearer …". Anything else is 401 JSON; a certificate that
 // names no agent, or an agent check refuses, is 403 JSON. A certificate from
 // another CA never gets here: the handshake fails.
@@ -26,6 +26,10 @@ func (p *Policy) RequireAgentOrOperator(h http.Handler, check AgentCheck) http.H
 			id, err := pki.AgentIDFromCert(r.TLS.VerifiedChains[0][0])
 			if err != nil {
 				httpjson.WriteError(w, http.StatusForbidden, "the client certificate does not name an agent: downloads need an agent certificate or the operator token")
+				return
+			}
+			if err := p.CheckAgentCert(id, r.TLS.VerifiedChains[0][0]); err != nil {
+				httpjson.WriteError(w, http.StatusForbidden, "agent "+id+" may not download: "+err.Error())
 				return
 			}
 			if check != nil {

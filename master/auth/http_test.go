@@ -135,3 +135,24 @@ func FuzzRequireAgentOrOperator(f *testing.F) {
 		}
 	})
 }
+
+// The revocation check (SetCertCheck, the fleet's denylist) applies to the
+// private binary routes too.
+func TestRequireAgentOrOperatorRevocation(t *testing.T) {
+	p, err := NewPolicy(httpTestToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetCertCheck(func(id string, _ *x509.Certificate) error {
+		if id == "gone" {
+			return errors.New("agent gone was revoked")
+		}
+		return nil
+	})
+	if w := serveGuarded(t, p, nil, agentCert("gone"), ""); w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "revoked") {
+		t.Errorf("revoked agent: %d %s, want 403 saying revoked", w.Code, w.Body.String())
+	}
+	if w := serveGuarded(t, p, nil, agentCert("a1"), ""); w.Code != http.StatusOK {
+		t.Errorf("other agent: %d, want 200", w.Code)
+	}
+}
