@@ -5,6 +5,7 @@ package agentsvc
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,9 +32,11 @@ import (
 // it. It needs root and is slow the first time (debootstrap), so it runs only
 // with SUTRA_SYSTEMD_IT=1 (CI sets it).
 //
-// By default (realAgentDefault) it installs the real cmd/sutra-agent, starts
-// a real sutra-master on the host's loopback (the container shares the host's
-// network), spawns a storage node on the agent with the sutra CLI and checks
+// By default (realAgentDefault) it installs the real cmd/sutra-agent with
+// service install --join-token, starts a real sutra-master on the host's
+// loopback (the container shares the host's network) with --http-tls and
+// --private-downloads, so the agent downloads over HTTPS with the identity
+// it enrolled for, spawns a storage node on the agent with the sutra CLI and checks
 // that the node keeps its pid (re-adopted) across kill -9 and service restart.
 // SUTRA_IT_REAL_AGENT=0 installs the stand-in in testdata/standin instead
 // (wired to this package as cmd/sutra-agent is), which needs no master.
@@ -91,7 +94,7 @@ func TestSystemdIntegration(t *testing.T) {
 				"upgrade_window_secs = "+strconv.Itoa(int(itUpgradeWindow/time.Second))+"\n"+
 				"[storage]\nmaster_binary_url = %q\ndata_path = \"/var/lib/sutra/nodes\"\nport_range_start = %s\n"+
 				"[monitoring]\nheartbeat_interval_secs = 1\n",
-			itAgentID, master.grpcAddr, "http://"+master.httpAddr, portOf(testutil.FreeAddr(t))))
+			itAgentID, master.grpcAddr, "https://"+master.httpAddr, portOf(testutil.FreeAddr(t))))
 		copyFile(t, filepath.Join(bins, "sutra-agent"), filepath.Join(host, "sutra-agent"))
 	} else {
 		goBuild(t, bins, "", "./agent/service/testdata/standin")
@@ -560,16 +563,18 @@ type hostMaster struct {
 	binariesDir        string
 	dataDir            string // holds admin.token and tls/ca.crt (issue 12)
 	token              string // the operator token
+	client             *http.Client
 }
 
-// get is GET path on the master's HTTP API with the operator token.
+// get is GET path on the master's HTTP API (HTTPS: --http-tls) with the
+// operator token.
 func (m *hostMaster) get(path string) (*http.Response, error) {
-	req, err := http.NewRequest("GET", "http://"+m.httpAddr+path, nil)
+	req, err := http.NewRequest("GET", "https://"+m.httpAddr+path, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+m.token)
-	return http.DefaultClient.Do(req)
+	return m.client.Do(req)
 }
 
 // joinToken makes a join token with the sutra CLI, as an operator does.
@@ -642,7 +647,9 @@ func startHostMaster(t *testing.T, bins string) *hostMaster {
 	cmd := exec.Command(filepath.Join(bins, "sutra-master"))
 	cmd.Env = append(os.Environ(), "BIND_ADDRESS=127.0.0.1",
 		"GRPC_PORT="+portOf(m.grpcAddr), "HTTP_PORT="+portOf(m.httpAddr),
-		"BINARIES_DIR="+binaries, "SUTRA_DATA_DIR="+filepath.Join(dir, "data"))
+		"BINARIES_DIR="+binaries, "SUTRA_DATA_DIR="+filepath.Join(dir, "data"),
+		// Issue 12: HTTPS on the HTTP port, downloads for enrolled agents only.
+		"SUTRA_HTTP_TLS=1", "SUTRA_PRIVATE_DOWNLOADS=1")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start sutra-master: %v", err)
@@ -653,6 +660,7 @@ func startHostMaster(t *testing.T, bins string) *hostMaster {
 		creds, err := opauth.Load(m.dataDir)
 		if err == nil {
 			m.token = creds.Token
+			m.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: creds.Roots, MinVersion: tls.VersionTLS12}}}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -685,7 +693,7 @@ func (m *hostMaster) sutra(t *testing.T, bin string, args ...string) (string, er
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), itWaitLong+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--master", m.grpcAddr, "--http", "http://" + m.httpAddr}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--master", m.grpcAddr, "--http", "https://" + m.httpAddr}, args...)...)
 	cmd.Env = append(os.Environ(), "SUTRA_DATA_DIR="+m.dataDir) // admin.token and tls/ca.crt
 	out, err := cmd.CombinedOutput()
 	return string(out), err
