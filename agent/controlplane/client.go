@@ -104,6 +104,9 @@ type Client struct {
 	opts Options
 	conn *grpc.ClientConn
 	rpc  gridv1.GridMasterClient
+	// revokedRetry is the retry delay while the certificate is revoked
+	// (revoked.go; shortened by tests).
+	revokedRetry time.Duration
 
 	mu        sync.Mutex
 	cert      *tls.Certificate // presented on new handshakes
@@ -151,7 +154,7 @@ func New(opts Options) (*Client, error) {
 	if opts.JoinToken == "" && !hasCredentials(opts.TLSDir) {
 		return nil, ErrNoCredentials
 	}
-	return &Client{opts: opts, interval: opts.HeartbeatInterval}, nil
+	return &Client{opts: opts, interval: opts.HeartbeatInterval, revokedRetry: revokedRetry}, nil
 }
 
 // connect loads the agent's identity, enrolling first if it has none, and
@@ -237,6 +240,11 @@ func (c *Client) Run(ctx context.Context) error {
 				break
 			}
 			c.setConnected(false)
+			if isRevoked(err) {
+				wait = c.revokedRetry + c.jitter(c.revokedRetry/10, 1)
+				log.Error(revokedMsg, "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "retry_in", wait.Round(time.Second), "err", err)
+				continue
+			}
 			wait = c.retryDelay(err, c.jitter(c.currentInterval(), 0.1))
 			log.Warn("heartbeat failed; nodes keep running, retrying", "master", c.opts.MasterAddr, "retry_in", wait.Round(time.Millisecond), "err", err)
 		}
@@ -263,6 +271,10 @@ func (c *Client) registerWithBackoff(ctx context.Context) error {
 			// bounds how often); nodes keep running meanwhile.
 			level = slog.LevelError
 			msg = "master refused registration: another agent instance holds this agent_id; set a unique agent_id in agent-config.toml (retrying; nodes keep running)"
+		}
+		if isRevoked(err) {
+			level, msg = slog.LevelError, revokedMsg
+			delay = c.revokedRetry + c.jitter(c.revokedRetry/10, 1)
 		}
 		log.Log(ctx, level, msg, "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "instance", c.opts.InstanceID,
 			"attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
