@@ -97,8 +97,8 @@ type Options struct {
 	// or the operator token (--private-downloads); 401 JSON otherwise. It
 	// needs HTTPTLS: without it agents could not download at all.
 	PrivateDownloads bool
-	// AgentCheck, when set, refuses agents (revoked ones) on the private
-	// binary routes.
+	// AgentCheck, when set, refuses more agents on the private binary
+	// routes, beyond the revocation check the policy always runs.
 	AgentCheck func(agentID string) error
 
 	// testWiring, set by this package's tests only, sees the catalog and

@@ -39,7 +39,7 @@ const (
 )
 
 // ErrNoCredentials: neither a certificate in TLSDir nor a join token.
-var ErrNoCredentials = errors.New("this agent has no certificate and no join token: create a token with 'sutra tokens create' on the master and pass it with --join-token, SUTRA_JOIN_TOKEN or join_token in agent-config.toml")
+var ErrNoCredentials = errors.New("this agent has no certificate and no join token: create a token with 'sutra tokens create' on the master and pass it with --join-token, SUTRA_JOIN_TOKEN or join_token in agent-config.toml (as a service: sutra-agent service install --join-token-file FILE)")
 
 // hasCredentials reports whether dir holds the three files of an identity.
 func hasCredentials(dir string) bool {
