@@ -44,6 +44,11 @@ type BinaryInfo struct {
 	// Artifact names what the binary is (storage-server, sutra-agent); not
 	// in the design document, added by this grid. Older masters leave it out.
 	Artifact string `json:"artifact"`
+	// Signature is the file name of the binary's release signature under
+	// /binaries/ ("{path}.minisig", minisign), absent when the binary is
+	// unsigned. Not in the design document, added by this grid: agents
+	// configured with release public keys verify the binary against it.
+	Signature string `json:"signature,omitempty"`
 }
 
 // VerifyRequest is the body of POST /api/binaries/{version}/{platform}/{arch}/verify.

@@ -30,6 +30,11 @@ func TestGolden(t *testing.T) {
 			Version: "1.0.0", Platform: "linux", Arch: "x86_64", Checksum: "a1b2c3d4e5f6", SizeBytes: 19345678,
 			Path: "storage-server-1.0.0-linux-x86_64", UploadedAt: 1729218000, Artifact: "storage-server",
 		}}},
+		{"binary_signed", BinaryInfo{
+			Version: "1.2.0", Platform: "linux", Arch: "x86_64", Checksum: "a1b2c3d4e5f6", SizeBytes: 19345678,
+			Path: "storage-server-1.2.0-linux-x86_64", UploadedAt: 1729218000, Artifact: "storage-server",
+			Signature: "storage-server-1.2.0-linux-x86_64.minisig",
+		}},
 		{"verify_request", VerifyRequest{Checksum: "a1b2c3d4e5f6"}},
 		{"verify_response", VerifyResponse{Valid: ptr(true), ExpectedChecksum: "a1b2c3d4e5f6"}},
 		{"error", Error{Error: "no storage-server 9.9.9 for linux/x86_64"}},

@@ -9,6 +9,7 @@
 //	GET  /api/artifacts                                  artifact names
 //	GET  /api/artifacts/{artifact}[/...]                 the same for any artifact
 //	GET|HEAD /binaries/{filename}                        download
+//	GET|HEAD /binaries/{filename}.minisig                its release signature, when signed
 //
 // Trust model: nothing in a request names a file on disk. A download is
 // looked up by exact name among the catalog's published entries and opened by
@@ -43,6 +44,7 @@ import (
 	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/httpjson"
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/release"
 	"github.com/sutragrid/sutra/internal/semver"
 	"github.com/sutragrid/sutra/master/catalog"
 )
@@ -55,6 +57,7 @@ func Info(b catalog.Binary) httpapi.BinaryInfo {
 	return httpapi.BinaryInfo{
 		Version: b.Version, Platform: b.Platform, Arch: b.Arch, Checksum: b.SHA256,
 		SizeBytes: b.Size, Path: b.Filename, UploadedAt: b.UploadedAt.Unix(), Artifact: b.Artifact,
+		Signature: b.Signature,
 	}
 }
 
@@ -291,6 +294,10 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		httpjson.WriteError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a file name", name))
 		return
 	}
+	if bin, ok := strings.CutSuffix(name, release.SignatureSuffix); ok {
+		a.signature(w, r, bin)
+		return
+	}
 	if r.Method == http.MethodGet {
 		select {
 		case a.sem <- struct{}{}:
@@ -342,6 +349,36 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 			"file", name, "remote", r.RemoteAddr)
 	}
 	a.log.Debug("download", "file", name, "method", r.Method, "range", r.Header.Get("Range"), "remote", r.RemoteAddr)
+}
+
+// signature serves FILE.minisig of a published binary FILE from the
+// catalog's memory (read, size-capped and parsed when it appeared on disk).
+func (a *API) signature(w http.ResponseWriter, r *http.Request, bin string) {
+	sig, ok := a.cat.Signature(bin)
+	if !ok {
+		msg := fmt.Sprintf("no signature for %q: the binary is not published (GET /api/binaries lists them)", bin)
+		if _, published := a.cat.ByFilename(bin); published {
+			msg = fmt.Sprintf("%s is not signed (no %s in BINARIES_DIR)", bin, catalog.SignatureName(bin))
+		}
+		httpjson.WriteError(w, http.StatusNotFound, msg)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": sig.Name}))
+	h.Set("ETag", `"`+sig.ETag+`"`)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	size := int64(len(sig.Data))
+	if !fixRange(r) {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		httpjson.WriteError(w, http.StatusRequestedRangeNotSatisfiable,
+			fmt.Sprintf("Range %q selects no bytes of %s (%d bytes)", r.Header.Get("Range"), sig.Name, size))
+		return
+	}
+	jw := &jsonErrors{ResponseWriter: w, size: size}
+	http.ServeContent(jw, r, sig.Name, sig.ModTime, bytes.NewReader(sig.Data))
+	jw.finish()
 }
 
 // fixRange handles what http.ServeContent gets wrong: a suffix range of zero

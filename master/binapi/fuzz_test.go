@@ -3,6 +3,7 @@ package binapi
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"aead.dev/minisign"
+
+	"github.com/sutragrid/sutra/internal/release"
 	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/httpserver"
 )
@@ -29,7 +33,16 @@ func FuzzBinAPI(f *testing.F) {
 	data := []byte("0123456789abcdefghijklmnopqrstuvwxyz")
 	dir := f.TempDir()
 	old := time.Now().Add(-time.Hour)
-	for n, d := range map[string][]byte{name: data, "sutra-agent-1.2.0-rc.1-windows-x86_64.exe": []byte("agent")} {
+	// A signed binary: its .minisig is served from the catalog (issue 13).
+	_, priv, err := minisign.GenerateKey(rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	sig, _, err := release.Sign(priv, bytes.NewReader(data), release.Identity{Artifact: "storage-server", Version: "1.0.0", Platform: "linux", Arch: "x86_64"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for n, d := range map[string][]byte{name: data, name + ".minisig": sig, "sutra-agent-1.2.0-rc.1-windows-x86_64.exe": []byte("agent")} {
 		p := filepath.Join(dir, n)
 		if err := os.WriteFile(p, d, 0o755); err != nil {
 			f.Fatal(err)
@@ -59,6 +72,11 @@ func FuzzBinAPI(f *testing.F) {
 	for _, s := range []seed{
 		{"GET", "/binaries/" + name, "", "", "", nil},
 		{"HEAD", "/binaries/" + name, "", "", "", nil},
+		{"GET", "/binaries/" + name + ".minisig", "", "", "", nil},
+		{"HEAD", "/binaries/" + name + ".minisig", "bytes=3-", "", "", nil},
+		{"GET", "/binaries/" + name + ".minisig", "bytes=-0", "", "", nil},
+		{"GET", "/binaries/sutra-agent-1.2.0-rc.1-windows-x86_64.exe.minisig", "", "", "", nil},
+		{"GET", "/binaries/.minisig.minisig", "", "", "", nil},
 		{"GET", "/binaries/" + name, "bytes=-0", "", "", nil},
 		{"GET", "/binaries/" + name, "bytes=-000", "", "", nil},
 		{"GET", "/binaries/" + name, "bytes=0-1,-0", "", "", nil},
@@ -147,6 +165,10 @@ func FuzzBinAPI(f *testing.F) {
 		if len(got) > 1<<20 {
 			t.Fatalf("%s %q: %d-byte answer", method, target, len(got))
 		}
+		data := data
+		if u.Path == "/binaries/"+name+".minisig" {
+			data = sig
+		}
 		if res.StatusCode == http.StatusRequestedRangeNotSatisfiable {
 			if cr := res.Header.Get("Content-Range"); cr != fmt.Sprintf("bytes */%d", len(data)) {
 				t.Fatalf("416 with Content-Range %q, want bytes */%d", cr, len(data))
@@ -163,7 +185,7 @@ func FuzzBinAPI(f *testing.F) {
 				t.Fatalf("Range %q: body %q, want %q", rng, got, data[first:last+1])
 			}
 		}
-		if res.StatusCode == http.StatusOK && method == http.MethodGet && u.Path == "/binaries/"+name && !bytes.Equal(got, data) {
+		if res.StatusCode == http.StatusOK && method == http.MethodGet && strings.HasPrefix(u.Path, "/binaries/"+name) && !bytes.Equal(got, data) {
 			t.Fatalf("200 download body %q, want the file", got)
 		}
 	})

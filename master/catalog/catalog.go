@@ -59,6 +59,11 @@ type Binary struct {
 	SHA256     string    // lower-case hex
 	ModTime    time.Time // modification time of the hashed content
 	UploadedAt time.Time // when the file (with this content) was first registered; stable across restarts
+	Signature  string    // FILE.minisig when a signature file is beside it (see Catalog.Signature); "" when unsigned
+	// SignatureKeyID is the id of the key that made Signature (upper-case
+	// hex, as minisign prints it): the master parses signatures, it never
+	// decides whether they are trusted.
+	SignatureKeyID string
 
 	id  fileID
 	ver semver.Version
@@ -215,13 +220,14 @@ type Catalog struct {
 	hashSem   chan struct{}
 
 	mu      sync.RWMutex
-	byName  map[string]Binary // published
-	byKey   map[key]string    // published: key -> filename
-	stale   map[string]Binary // were published, changed on disk, being re-verified
-	known   map[string]record // checksum cache: what was hashed, by filename
-	skipped map[string]string // filename -> reason last logged
-	pending map[string]key    // start-up files not hashed yet
-	hashed  chan struct{}     // closed when start-up hashing is over
+	byName  map[string]Binary   // published
+	byKey   map[key]string      // published: key -> filename
+	stale   map[string]Binary   // were published, changed on disk, being re-verified
+	known   map[string]record   // checksum cache: what was hashed, by filename
+	skipped map[string]string   // filename -> reason last logged
+	pending map[string]key      // start-up files not hashed yet
+	sigs    map[string]sigEntry // binary filename -> its FILE.minisig, read from the directory
+	hashed  chan struct{}       // closed when start-up hashing is over
 
 	// atOpen is what Open found, counted before background hashing starts.
 	atOpen OpenCounts
@@ -266,6 +272,7 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		hashSem: make(chan struct{}, opts.HashWorkers),
 		byName:  map[string]Binary{}, byKey: map[key]string{}, stale: map[string]Binary{},
 		known: map[string]record{}, skipped: map[string]string{}, pending: map[string]key{},
+		sigs:   map[string]sigEntry{},
 		hashed: make(chan struct{}),
 		kick:   make(chan string, 256),
 	}

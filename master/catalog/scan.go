@@ -57,6 +57,10 @@ func (c *Catalog) scan() (jobs []hashJob, later []string, err error) {
 		if artifact.Ignored(name) {
 			continue
 		}
+		if isSignatureName(name) {
+			c.checkSig(name)
+			continue
+		}
 		fi, err := c.statEntry(name)
 		if errors.Is(err, errGone) {
 			continue
@@ -296,6 +300,7 @@ func (c *Catalog) publish(b Binary, hashed bool) []Event {
 		b.UploadedAt = time.Now().Truncate(time.Second)
 	}
 	c.known[b.Filename] = newRecord(b)
+	c.attachSig(&b)
 	delete(c.stale, b.Filename)
 	if old, ok := c.byName[b.Filename]; ok {
 		delete(c.byName, b.Filename)

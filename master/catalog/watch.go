@@ -150,6 +150,9 @@ func (c *Catalog) allNames() []string {
 	for name := range c.skipped {
 		seen[name] = true
 	}
+	for bin := range c.sigs {
+		seen[SignatureName(bin)] = true
+	}
 	c.mu.RUnlock()
 	out := make([]string, 0, len(seen))
 	for name := range seen {
@@ -161,6 +164,10 @@ func (c *Catalog) allNames() []string {
 // check brings the catalog's view of one name in line with the disk. It
 // returns true when it should be called again (the file is still changing).
 func (c *Catalog) check(ctx context.Context, name string) (retry bool) {
+	if isSignatureName(name) {
+		c.checkSig(name)
+		return false
+	}
 	fi, err := c.statEntry(name)
 	if errors.Is(err, errGone) {
 		if c.withdraw(name, "file deleted or renamed") {
