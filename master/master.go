@@ -106,7 +106,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		"from_cache", cat.Stats().CacheHits, "took_ms", sinceMillis(scanStart))
 
 	api, err := binapi.New(binapi.Options{Catalog: cat, Logger: log.With("component", "binapi"),
-		MaxConcurrentDownloads: opts.MaxConcurrentDownloads, StallTimeout: opts.DownloadStallTimeout})
+		MaxConcurrentDownloads: opts.MaxConcurrentDownloads, StallTimeout: opts.DownloadStallTimeout,
+		MaxEgress: opts.MaxEgress, MaxDownloadRate: opts.MaxDownloadRate})
 	if err != nil {
 		return err
 	}

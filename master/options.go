@@ -46,6 +46,12 @@ type Options struct {
 	// (the client stopped reading) for this long and frees its slot
 	// (DOWNLOAD_STALL_TIMEOUT). Zero: 30s.
 	DownloadStallTimeout time.Duration
+	// MaxEgress is the bandwidth budget of all binary downloads together in
+	// bytes per second, shared fairly (SUTRA_MAX_EGRESS). Zero: unlimited.
+	MaxEgress int64
+	// MaxDownloadRate caps each binary download in bytes per second
+	// (SUTRA_MAX_DOWNLOAD_RATE). Zero: unlimited.
+	MaxDownloadRate int64
 	// ShutdownTimeout bounds how long running downloads and RPCs may finish
 	// after ctx ends before connections are cut. Zero: 30s.
 	ShutdownTimeout time.Duration
@@ -125,6 +131,9 @@ func (o Options) Validate() error {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("master: %s %q: %w", a.name, a.addr, err))
 		}
+	}
+	if o.MaxEgress < 0 || o.MaxDownloadRate < 0 {
+		errs = append(errs, fmt.Errorf("master: MaxEgress %d and MaxDownloadRate %d must not be negative", o.MaxEgress, o.MaxDownloadRate))
 	}
 	if o.MaxConcurrentDownloads < 0 {
 		errs = append(errs, fmt.Errorf("master: MaxConcurrentDownloads %d is negative", o.MaxConcurrentDownloads))

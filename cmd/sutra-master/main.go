@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/ratespec"
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master"
 	"github.com/sutragrid/sutra/master/controlplane"
@@ -90,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "grpc-max-streams", env: "GRPC_MAX_STREAMS", arg: "N", def: strconv.Itoa(master.DefaultGRPCMaxConcurrentStreams), help: "concurrent gRPC calls on one client connection"},
 		{flag: "agent-gc-threshold", env: "AGENT_GC_THRESHOLD", arg: "DURATION", def: "24h", help: "remove offline agents without a heartbeat for longer (with their node records; event AgentRemoved); 0 never removes them"},
 		{flag: "download-stall-timeout", env: "DOWNLOAD_STALL_TIMEOUT", arg: "DURATION", def: "30s", help: "close a download whose client reads nothing for this long, freeing its slot"},
+		{flag: "max-egress", env: "SUTRA_MAX_EGRESS", arg: "RATE", def: "unlimited", help: "bandwidth budget of all binary downloads together, shared fairly among them, like 200MB/s or 50MiB/s; the metadata API is not counted"},
+		{flag: "max-download-rate", env: "SUTRA_MAX_DOWNLOAD_RATE", arg: "RATE", def: "unlimited", help: "bandwidth cap of each binary download, like 20MB/s"},
 		{flag: "advertise", env: "SUTRA_ADVERTISE", arg: "NAMES", def: "", help: "comma-separated extra DNS names or IP addresses agents use to reach this master, added to its TLS certificate in {data-dir}/tls"},
 		{flag: "client-cert-lifetime", env: "CLIENT_CERT_LIFETIME", arg: "DURATION", def: "720h", help: "lifetime of the agent certificates issued at enrollment and renewal"},
 		{flag: "rate-limit-identity", env: "SUTRA_RATE_LIMIT_IDENTITY", arg: "RATE", def: ratelimit.DefaultIdentity.String(), help: "calls per agent (its certificate) or operator (the token), as N/s|m|h:BURST, or off; over it gRPC answers RESOURCE_EXHAUSTED with retry info, HTTP 429 with Retry-After"},
@@ -187,6 +190,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err != nil || stall <= 0 {
 		errs = append(errs, fmt.Errorf("%s=%q is not a positive duration (like 30s or 2m)", source["download-stall-timeout"], val["download-stall-timeout"]))
 	}
+	rateSpec := func(name string) int64 {
+		v, err := ratespec.Parse(val[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", source[name], err))
+		}
+		return v
+	}
+	maxEgress, maxDownloadRate := rateSpec("max-egress"), rateSpec("max-download-rate")
 	var advertise []string
 	for _, n := range strings.Split(val["advertise"], ",") {
 		if n = strings.TrimSpace(n); n != "" {
@@ -242,6 +253,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		DataDir:                  val["data-dir"],
 		MaxConcurrentDownloads:   maxDl,
 		DownloadStallTimeout:     stall,
+		MaxEgress:                maxEgress,
+		MaxDownloadRate:          maxDownloadRate,
 		GRPCMaxConcurrentStreams: uint32(grpcStreams),
 		Logger:                   logger,
 		Console:                  console,

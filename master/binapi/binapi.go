@@ -75,6 +75,11 @@ type Options struct {
 	// StallTimeout closes a download that makes no write progress (the
 	// client stopped reading) for this long, releasing its slot. Zero: 30s.
 	StallTimeout time.Duration
+	// MaxEgress is the global bandwidth budget of downloads in bytes per
+	// second, shared fairly among them (egress.go). Zero: unlimited.
+	MaxEgress int64
+	// MaxDownloadRate caps each download in bytes per second. Zero: unlimited.
+	MaxDownloadRate int64
 }
 
 // DefaultStallTimeout is Options.StallTimeout's default.
@@ -91,6 +96,7 @@ type API struct {
 	sem        chan struct{}
 	retryAfter string
 	stall      time.Duration
+	egress     *egress
 }
 
 // New validates opts and returns the API.
@@ -107,6 +113,9 @@ func New(opts Options) (*API, error) {
 	}
 	if opts.StallTimeout < 0 {
 		errs = append(errs, fmt.Errorf("binapi: StallTimeout %s is negative", opts.StallTimeout))
+	}
+	if opts.MaxEgress < 0 || opts.MaxDownloadRate < 0 {
+		errs = append(errs, fmt.Errorf("binapi: MaxEgress %d and MaxDownloadRate %d must not be negative", opts.MaxEgress, opts.MaxDownloadRate))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -128,6 +137,7 @@ func New(opts Options) (*API, error) {
 		sem:        make(chan struct{}, opts.MaxConcurrentDownloads),
 		retryAfter: strconv.Itoa(max(1, int(opts.RetryAfter.Round(time.Second)/time.Second))),
 		stall:      opts.StallTimeout,
+		egress:     newEgress(opts.MaxEgress, opts.MaxDownloadRate),
 	}, nil
 }
 
@@ -336,7 +346,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 	}
 	jw := &jsonErrors{ResponseWriter: w, size: b.Size}
 	sw := newStallWriter(jw, w, a.stall)
-	serveFile(sw, r, name, b.ModTime, f)
+	serveFile(a.egress.wrap(r.Context(), sw), r, name, b.ModTime, f)
 	sw.done()
 	jw.finish()
 	if sw.stalled() {
