@@ -59,7 +59,10 @@ func (f *Fleet) loadRevoked(ctx context.Context) error {
 	})
 }
 
-// Revoke revokes every certificate of agent id, now and durably: the
+// Revoke revokes every certificate of agent id, now and durably (the
+// denylist refuses the id in memory before the commit, so no call gets
+// through while it is written; a failed commit leaves it refused here and
+// a retry writes it again): the
 // caller's actor (master/actor) is recorded as who did it, with reason. An
 // id that is already revoked keeps its first revocation. The agent's
 // record, if any, and its nodes are not touched. The id need not be known
@@ -75,9 +78,13 @@ func (f *Fleet) Revoke(ctx context.Context, id, reason string) (Revocation, erro
 	tx := txn{actor: actor.From(ctx)}
 	f.mu.Lock()
 	if r := f.revoked[id]; r != nil && r.Active {
+		// Written again (no event): a retry after a failed commit makes
+		// the first revocation durable.
+		tx.put(store.TableRevoked, []byte(id), r)
 		out := r.clone()
+		t := f.enqueue(&tx)
 		f.mu.Unlock()
-		return out, nil
+		return out, f.wait(ctx, t)
 	}
 	if _, known := f.revoked[id]; !known && len(f.revoked) >= f.opts.MaxAgents {
 		f.mu.Unlock()
@@ -121,7 +128,16 @@ func (f *Fleet) Unrevoke(ctx context.Context, id string) (Revocation, error) {
 	f.emit(&tx, now, EventAgentUnrevoked, id, "", fmt.Sprintf("revocation of %s lifted by %s; certificates issued before it stay refused: enroll the agent again with a new join token", r.RevokedAt.UTC().Format(time.RFC3339), tx.actor))
 	t := f.enqueue(&tx)
 	f.mu.Unlock()
-	return r.clone(), f.wait(ctx, t)
+	if err := f.wait(ctx, t); err != nil {
+		// Not durable: stay revoked (the safe side), unless changed since.
+		f.mu.Lock()
+		if cur := f.revoked[id]; cur != nil && !cur.Active && cur.UnrevokedAt.Equal(now) {
+			f.revoked[id] = old
+		}
+		f.mu.Unlock()
+		return Revocation{}, err
+	}
+	return r.clone(), nil
 }
 
 // Revocation returns agent id's revocation record, if any (Active or not).
