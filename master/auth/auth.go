@@ -313,6 +313,12 @@ func (p *Policy) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		}
 		ctx, done := p.streams.track(ctx, id)
 		defer done()
+		// Checked again once tracked: a revocation between the first check
+		// and track would otherwise miss this stream (a revocation is in
+		// the denylist before CloseAgent runs).
+		if err := p.checkCert(id, cert); err != nil {
+			return err
+		}
 		err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
 		var rc revokedCause
 		if errors.As(context.Cause(ctx), &rc) {
