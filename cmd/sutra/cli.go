@@ -67,6 +67,9 @@ Commands:
                               make a join token for enrolling agents; it is
                               printed once (sutra-agent run --join-token ...)
   tokens rm ID                remove a join token
+  release keygen|sign|verify  the offline release signing key: make a key
+                              pair, sign binaries (FILE.minisig), check
+                              signatures ('sutra release help')
 
 Global flags (also accepted after the command):
   --master HOST:PORT   master gRPC address (env SUTRA_MASTER, default localhost:7000)
@@ -121,10 +124,11 @@ type cli struct {
 	stderr io.Writer
 	conn   *grpc.ClientConn
 	grid   gridv1.GridMasterClient
+	getenv func(string) string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	c := &cli{stdout: stdout, stderr: stderr}
+	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv}
 	c.g.master = getenv("SUTRA_MASTER")
 	if c.g.master == "" {
 		c.g.master = "localhost:7000"
@@ -251,6 +255,8 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.nodes(ctx, rest)
 	case "binaries":
 		return c.binaries(ctx, rest)
+	case "release":
+		return c.release(rest)
 	case "events":
 		return c.events(ctx, rest)
 	case "version":

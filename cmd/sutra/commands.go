@@ -501,7 +501,7 @@ func (c *cli) binaries(ctx context.Context, args []string) error {
 		return err
 	}
 	tw := table(c.stdout)
-	fmt.Fprintln(tw, "VERSION\tPLATFORM\tARCH\tSIZE\tSHA256\tUPLOADED\tFILE")
+	fmt.Fprintln(tw, "VERSION\tPLATFORM\tARCH\tSIZE\tSHA256\tSIGNED\tUPLOADED\tFILE")
 	for _, b := range list {
 		sum := b.Checksum
 		if len(sum) > 12 {
@@ -511,7 +511,11 @@ func (c *cli) binaries(ctx context.Context, args []string) error {
 		if b.UploadedAt > 0 {
 			up = time.Unix(b.UploadedAt, 0).UTC().Format("2006-01-02 15:04")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Version, b.Platform, b.Arch, size(b.SizeBytes), sum, up, b.Path)
+		signed := "no"
+		if b.Signature != "" {
+			signed = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Version, b.Platform, b.Arch, size(b.SizeBytes), sum, signed, up, b.Path)
 	}
 	if len(list) == 0 {
 		fmt.Fprintln(tw, "(no binaries: put storage-server-<version>-<platform>-<arch> files in the master's BINARIES_DIR)")
