@@ -177,12 +177,21 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 		if with.fetcher != nil {
 			a.fetcher = with.fetcher
 		} else {
+			keys, err := cfg.Security.Keyring()
+			if err != nil {
+				return nil, err
+			}
+			if keys.Len() == 0 {
+				a.log.Warn("binaries are not signature-checked: security.release_public_keys is empty")
+			}
 			f, err := fetch.New(fetch.Options{
-				BaseURL:     cfg.Storage.MasterBinaryURL,
-				CacheDir:    cfg.Agent.CacheDir,
-				TLSDir:      filepath.Join(cfg.Agent.AgentDataDir, "tls"),
-				Logger:      a.log,
-				ProgressBar: opts.ProgressBar,
+				BaseURL:       cfg.Storage.MasterBinaryURL,
+				CacheDir:      cfg.Agent.CacheDir,
+				TLSDir:        filepath.Join(cfg.Agent.AgentDataDir, "tls"),
+				Logger:        a.log,
+				ProgressBar:   opts.ProgressBar,
+				Keys:          keys,
+				AllowUnsigned: !cfg.Security.Require(),
 			})
 			if err != nil {
 				return nil, err

@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/release"
 	"github.com/sutragrid/sutra/internal/semver"
 )
 
@@ -78,6 +79,9 @@ type Entry struct {
 	Size      int64     `json:"size_bytes"`
 	SourceURL string    `json:"source_url"`
 	FetchedAt time.Time `json:"fetched_at"`
+	// SignedBy is the id of the release key whose signature verified the
+	// executable (empty when unsigned); the signature is kept beside it.
+	SignedBy string `json:"signed_by,omitempty"`
 	// Path is the executable; not stored, filled on read.
 	Path string `json:"-"`
 }
@@ -90,6 +94,9 @@ type Cache struct {
 	exe      string // {artifact}{.exe}
 	partial  string // {artifact}.partial
 	log      *slog.Logger
+
+	keys          release.Keyring
+	allowUnsigned bool
 }
 
 // Options configures New.
@@ -102,6 +109,14 @@ type Options struct {
 	Platform string
 	// Logger receives removals of corrupt or pruned entries (default: discard).
 	Logger *slog.Logger
+	// Keys, when it holds keys, makes every entry a signed one: CommitSigned
+	// keeps the release signature ({artifact}.minisig) beside the
+	// executable and Verified checks it (internal/release) instead of the
+	// bare checksum, before every use. See signed.go.
+	Keys release.Keyring
+	// AllowUnsigned (security.require_signatures = false) accepts entries
+	// without a signature file; a signature present is still checked.
+	AllowUnsigned bool
 }
 
 // New returns the cache for opts.Artifact under opts.Dir. It creates nothing.
@@ -136,6 +151,9 @@ func New(opts Options) (*Cache, error) {
 		exe:      opts.Artifact + platform.ExeSuffix(opts.Platform),
 		partial:  opts.Artifact + ".partial",
 		log:      opts.Logger,
+
+		keys:          opts.Keys,
+		allowUnsigned: opts.AllowUnsigned,
 	}, nil
 }
 
@@ -441,7 +459,9 @@ func syncRoot(r *os.Root) error {
 // sets mode 0755, fsyncs, renames it into place, writes meta.json atomically,
 // removes the partial's state file and fsyncs the directory. The caller must
 // have verified the file's SHA-256 against e.Checksum; Commit trusts it.
-func (c *Cache) Commit(e Entry) (Entry, error) {
+func (c *Cache) Commit(e Entry) (Entry, error) { return c.commit(e, nil) }
+
+func (c *Cache) commit(e Entry, sig []byte) (Entry, error) {
 	if err := checkVersion(e.Version); err != nil {
 		return Entry{}, err
 	}
@@ -473,6 +493,16 @@ func (c *Cache) Commit(e Entry) (Entry, error) {
 	// Remove stale metadata first: an executable without metadata is never
 	// trusted, metadata describing another file would be.
 	if err := vr.Remove(MetaFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Entry{}, fmt.Errorf("commit %s: %w", final, err)
+	}
+	// The signature goes in before the executable, so that a signed
+	// entry never lacks it; an unsigned commit drops a stale one.
+	if sig != nil {
+		err = writeAtomic(vr, c.sig(), sig, 0o644)
+	} else if err = vr.Remove(c.sig()); errors.Is(err, fs.ErrNotExist) {
+		err = nil
+	}
+	if err != nil {
 		return Entry{}, fmt.Errorf("commit %s: %w", final, err)
 	}
 	// rename(2) replaces whatever is at the final name (a symlink included)
@@ -573,6 +603,28 @@ func (c *Cache) Verified(ctx context.Context, version string) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("%s %s: %w", c.artifact, version, err)
 	}
+	if c.signed(vr) {
+		err := c.verifySignature(ctx, vr, f, e)
+		if err == nil {
+			err = restoreExec(f, c.artifact, version)
+			f.Close()
+			if err != nil {
+				return Entry{}, err
+			}
+			return e, nil
+		}
+		f.Close() // before removing it (Windows)
+		if ctx.Err() != nil {
+			return Entry{}, ctx.Err()
+		}
+		if release.ReasonOf(err) == "" {
+			return Entry{}, fmt.Errorf("%s %s: %w", c.artifact, version, err)
+		}
+		c.log.Error("cached binary fails its release signature check; removing it so it is fetched again",
+			"artifact", c.artifact, "version", version, "path", e.Path, "reason", string(release.ReasonOf(err)), "err", err)
+		c.remove(vr, version, "signature "+string(release.ReasonOf(err)))
+		return Entry{}, fmt.Errorf("%s %s at %s: %w: %w", c.artifact, version, e.Path, err, ErrCorrupt)
+	}
 	sum, size, err := hashFile(ctx, f)
 	if err != nil {
 		f.Close()
@@ -590,22 +642,30 @@ func (c *Cache) Verified(ctx context.Context, version string) (Entry, error) {
 		return Entry{}, fmt.Errorf("%s %s at %s: sha256 %s (%d bytes), recorded %s (%d bytes): %w",
 			c.artifact, version, e.Path, sum, size, e.Checksum, e.Size, ErrCorrupt)
 	}
+	err = restoreExec(f, c.artifact, version)
+	f.Close()
+	if err != nil {
+		return Entry{}, err
+	}
+	return e, nil
+}
+
+// restoreExec sets the executable bits of a verified file that lost them.
+func restoreExec(f *os.File, artifact, version string) error {
 	if runtime.GOOS != "windows" {
 		if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o111 == 0 {
 			if err := f.Chmod(0o755); err != nil {
-				f.Close()
-				return Entry{}, fmt.Errorf("%s %s: restore exec bit: %w", c.artifact, version, err)
+				return fmt.Errorf("%s %s: restore exec bit: %w", artifact, version, err)
 			}
 		}
 	}
-	f.Close()
-	return e, nil
+	return nil
 }
 
 // remove deletes a version's executable and metadata (keeping any partial
 // download). Errors are logged: on Windows a running executable cannot be removed.
 func (c *Cache) remove(vr *os.Root, version, why string) {
-	for _, name := range []string{MetaFile, c.exe} {
+	for _, name := range []string{MetaFile, c.exe, c.sig()} {
 		if err := vr.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			c.log.Warn("remove cache entry", "path", filepath.Join(c.Dir(version), name), "reason", why, "err", err)
 		}

@@ -20,6 +20,8 @@ import (
 	"net"
 	"net/url"
 	"time"
+
+	"github.com/sutragrid/sutra/internal/release"
 )
 
 // CurrentVersion is the config file format this package reads.
@@ -53,6 +55,7 @@ type Config struct {
 	Storage    Storage    `toml:"storage"`
 	Monitoring Monitoring `toml:"monitoring"`
 	Logging    Logging    `toml:"logging"`
+	Security   Security   `toml:"security"`
 
 	// Path is the file the configuration was read from, made absolute; empty
 	// when built from defaults alone.
@@ -171,6 +174,32 @@ type Logging struct {
 	Level string `toml:"level"`
 	// Format is text or json (default text).
 	Format string `toml:"format"`
+}
+
+// Security is the [security] table: release signatures (see
+// internal/release and agent/fetch).
+type Security struct {
+	// ReleasePublicKeys are the minisign public keys ("RW…", or the
+	// content of a sutra-release.pub) whose signatures the agent accepts
+	// for storage-server and for its own self-update; several for key
+	// rotation. Keys pinned here are never replaced by keys the master
+	// hands out at enrollment (those are used only when none are pinned).
+	ReleasePublicKeys []string `toml:"release_public_keys"`
+	// RequireSignatures refuses binaries without a valid signature
+	// (default: true whenever keys are configured). Nil means unset.
+	RequireSignatures *bool `toml:"require_signatures"`
+}
+
+// Keyring parses ReleasePublicKeys (validated by Load).
+func (s Security) Keyring() (release.Keyring, error) { return release.ParseKeys(s.ReleasePublicKeys) }
+
+// Require reports whether signatures are required: require_signatures, or
+// by default whether keys are configured.
+func (s Security) Require() bool {
+	if s.RequireSignatures != nil {
+		return *s.RequireSignatures
+	}
+	return len(s.ReleasePublicKeys) > 0
 }
 
 // SlogLevel returns Level as a slog.Level (info when invalid; Load rejects invalid levels).

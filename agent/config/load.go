@@ -187,6 +187,7 @@ func (d *decoder) decode(data []byte, cfg *Config) error {
 		"storage":    sectionOf("storage", &cfg.Storage),
 		"monitoring": sectionOf("monitoring", &cfg.Monitoring),
 		"logging":    sectionOf("logging", &cfg.Logging),
+		"security":   sectionOf("security", &cfg.Security),
 	}
 	tables := map[string]map[string]toml.Primitive{}
 
@@ -202,7 +203,7 @@ func (d *decoder) decode(data []byte, cfg *Config) error {
 				continue
 			}
 			if _, ok := sections[k[0]]; !ok {
-				d.problem(key, "unknown key (accepted top-level keys: version, [agent], [storage], [monitoring], [logging])")
+				d.problem(key, "unknown key (accepted top-level keys: version, [agent], [storage], [monitoring], [logging], [security])")
 				continue
 			}
 			var t map[string]toml.Primitive
@@ -279,6 +280,8 @@ func wantType(t reflect.Type) (string, bool) {
 		return wantType(t.Elem())
 	case reflect.Map:
 		return "Hash", true
+	case reflect.Slice:
+		return "Array", true
 	}
 	return "", false
 }

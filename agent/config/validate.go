@@ -210,6 +210,12 @@ func (d *decoder) validate(cfg *Config) {
 	if !contains(LogFormats, cfg.Logging.Format) {
 		d.problem("logging.format", "unknown format %q (accepted: %s)", cfg.Logging.Format, strings.Join(LogFormats, ", "))
 	}
+	if _, err := cfg.Security.Keyring(); err != nil {
+		d.problem("security.release_public_keys", "%v (accepted: minisign public keys, the \"RW…\" line of a sutra-release.pub)", err)
+	}
+	if cfg.Security.Require() && len(cfg.Security.ReleasePublicKeys) == 0 {
+		d.problem("security.require_signatures", "is true but security.release_public_keys is empty: add the release public key(s)")
+	}
 }
 
 func checkHostPort(hp string) string {

@@ -15,9 +15,10 @@
 // level and the fetch is retried with backoff a bounded number of times; an
 // unverified file is never at the executable path and never executable.
 // Before every use, cache.Verified re-hashes the cached file against the
-// checksum recorded at commit time. There is no signature yet (the design's
-// future GPG signing); with plain http the checks detect corruption, not a
-// malicious master or network (use an https master_binary_url).
+// checksum recorded at commit time. Without release keys, with plain http the
+// checks detect corruption, not a malicious master or network (use an https
+// master_binary_url); with release keys (Options.Keys) every binary must also
+// carry a release signature, see verify.go.
 //
 // Network policy (go-retryablehttp, configured deliberately): each request is
 // retried on connection errors and on 429, 502, 503 and 504 with exponential
@@ -68,6 +69,7 @@ import (
 
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/release"
 	"github.com/sutragrid/sutra/internal/semver"
 	"github.com/sutragrid/sutra/internal/version"
 )
@@ -158,6 +160,16 @@ type Options struct {
 	// and the OnUnreachable report never choose such an entry. Default:
 	// nothing is recorded as failed.
 	Failed func(cache.Entry) bool
+	// Keys are the release public keys (config security.release_public_keys).
+	// With keys, every binary must carry a valid release signature by one of
+	// them that names what was asked for, checked before it is made
+	// executable and again from the cache before every use (verify.go).
+	// Empty: no signature checks.
+	Keys release.Keyring
+	// AllowUnsigned (security.require_signatures = false) accepts a binary
+	// the master publishes no signature for; a signature served is checked.
+	AllowUnsigned bool
+
 	// OnUnreachable, when set, is called at most once per Ensure, as soon
 	// as a request to the master fails because the master cannot be reached
 	// (connection error, 502, 503, 504) while Ensure goes on retrying. It
@@ -277,7 +289,8 @@ func New(opts Options) (*Fetcher, error) {
 		return nil, err
 	}
 	base, _ := url.Parse(strings.TrimSuffix(opts.BaseURL, "/"))
-	c, err := cache.New(cache.Options{Dir: opts.CacheDir, Artifact: opts.Artifact, Platform: opts.Platform, Logger: opts.Logger})
+	c, err := cache.New(cache.Options{Dir: opts.CacheDir, Artifact: opts.Artifact, Platform: opts.Platform, Logger: opts.Logger,
+		Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned})
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +394,7 @@ func (f *Fetcher) reportUnreachable(ctx context.Context, err error) {
 
 // permanent reports whether retrying an attempt cannot help.
 func permanent(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnsupportedPlatform) ||
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnsupportedPlatform) || errors.Is(err, ErrSignature) ||
 		errors.Is(err, ErrCacheDir) || errors.Is(err, errClient) || errors.Is(err, semver.ErrInvalid)
 }
 
@@ -430,10 +443,14 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 			"artifact", f.opts.Artifact, "version", info.Version, "got_sha256", sum, "master_expects", expected)
 		return cache.Entry{}, fmt.Errorf("%s: master's verify endpoint expects %s, got %s: %w", source, expected, sum, ErrChecksum)
 	}
-	e, err := f.cache.Commit(cache.Entry{
+	sig, keyID, err := f.verifySignature(ctx, info, sum)
+	if err != nil {
+		return cache.Entry{}, err
+	}
+	e, err := f.cache.CommitSigned(cache.Entry{
 		Version: info.Version, Platform: info.Platform, Arch: info.Arch, Checksum: sum, Size: info.SizeBytes,
-		SourceURL: source, FetchedAt: time.Now().UTC(),
-	})
+		SourceURL: source, FetchedAt: time.Now().UTC(), SignedBy: keyID,
+	}, sig)
 	if err != nil {
 		f.discard(info.Version)
 		return cache.Entry{}, localErr("commit", f.cache.Path(info.Version), err)

@@ -80,6 +80,10 @@ func fetchOnce(ctx context.Context, cfg *config.Config, req fetchRequest, logger
 		ProgressBar: progressWriter(stderr),
 		Failed:      failed,
 	}
+	if opts.Keys, err = cfg.Security.Keyring(); err != nil {
+		return "", err
+	}
+	opts.AllowUnsigned = !cfg.Security.Require()
 	if !req.Offline {
 		opts.OnUnreachable = func(cached *cache.Entry, err error) {
 			if cached != nil {

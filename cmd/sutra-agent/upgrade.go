@@ -27,12 +27,18 @@ import (
 // records the commit in the background. It returns an error wrapping
 // agent.ErrRestartRequired when the agent must exit at once (rolled back).
 func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, restart context.CancelCauseFunc) (*upgrade.Hooks, error) {
+	keys, err := cfg.Security.Keyring()
+	if err != nil {
+		return nil, err
+	}
 	af, err := fetch.New(fetch.Options{
-		BaseURL:  cfg.Storage.MasterBinaryURL,
-		CacheDir: cfg.Agent.CacheDir,
-		TLSDir:   filepath.Join(cfg.Agent.AgentDataDir, "tls"),
-		Artifact: "sutra-agent",
-		Logger:   logger,
+		BaseURL:       cfg.Storage.MasterBinaryURL,
+		CacheDir:      cfg.Agent.CacheDir,
+		TLSDir:        filepath.Join(cfg.Agent.AgentDataDir, "tls"),
+		Artifact:      "sutra-agent",
+		Logger:        logger,
+		Keys:          keys,
+		AllowUnsigned: !cfg.Security.Require(),
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,106 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/sutragrid/sutra/internal/httpapi"
+	"github.com/sutragrid/sutra/internal/release"
+)
+
+// Release signatures (Options.Keys, config [security]): after the checksum
+// checks, the binary's signature is downloaded from the master
+// (GET /binaries/{filename}.minisig, at most release.MaxSignatureSize bytes)
+// and the complete partial download is verified against it with
+// internal/release before it is ever made executable: the signature must be
+// valid, by one of the configured keys, and its trusted comment must name the
+// artifact, version, platform and arch that were asked for and the master's
+// SHA-256. Any failure is ErrSignature wrapping a *release.Error that says
+// which (unsigned, malformed, unknown-key, bad-signature, mismatch); it is
+// logged at error level, the download is deleted and the attempt is not
+// retried (the master serves the same files again). The signature is kept in
+// the cache beside the executable, and cache.Verified checks it again before
+// every use.
+
+// ErrSignature: the binary failed its release signature check (permanent:
+// the master serves the same files again). release.ReasonOf tells why.
+var ErrSignature = errors.New("release signature refused")
+
+// signatureURL names the signature of a binary the master serves.
+func (f *Fetcher) signatureURL(info httpapi.BinaryInfo) string {
+	return f.binaryURL(info.Path + release.SignatureSuffix)
+}
+
+// fetchSignature downloads a binary's signature. A 404 is a *release.Error
+// with reason unsigned.
+func (f *Fetcher) fetchSignature(ctx context.Context, info httpapi.BinaryInfo) ([]byte, error) {
+	u := f.signatureURL(info)
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("signature: %w", err)
+	}
+	req.Header.Set("User-Agent", userAgent())
+	resp, err := f.http.Do(req)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("GET %s: %w", u, ctxErr)
+		}
+		return nil, fmt.Errorf("GET %s: %w: %w", u, ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, &release.Error{Reason: release.Unsigned, Detail: fmt.Sprintf("the master publishes no signature for %s %s (GET %s: 404)", f.opts.Artifact, info.Version, u)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(http.MethodGet, u, resp)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, release.MaxSignatureSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w: %w", u, ErrUnavailable, err)
+	}
+	if len(data) > release.MaxSignatureSize {
+		return nil, &release.Error{Reason: release.Malformed, Detail: fmt.Sprintf("GET %s: more than %d bytes", u, release.MaxSignatureSize)}
+	}
+	return data, nil
+}
+
+// verifySignature fetches and checks the signature of the complete partial
+// download of info. It returns the signature to commit with the binary, nil
+// when signatures are off or (require_signatures = false) the master
+// publishes none.
+func (f *Fetcher) verifySignature(ctx context.Context, info httpapi.BinaryInfo, sum string) ([]byte, string, error) {
+	if f.opts.Keys.Len() == 0 {
+		return nil, "", nil
+	}
+	sig, err := f.fetchSignature(ctx, info)
+	if release.ReasonOf(err) == release.Unsigned && f.opts.AllowUnsigned {
+		f.log.Warn("binary is unsigned; accepted because security.require_signatures = false",
+			"artifact", f.opts.Artifact, "version", info.Version)
+		return nil, "", nil
+	}
+	if err == nil {
+		want := release.Identity{Artifact: f.opts.Artifact, Version: info.Version, Platform: f.opts.Platform,
+			Arch: f.opts.Arch, SHA256: sum, Size: info.SizeBytes}
+		var got release.Identity
+		got, err = f.cache.VerifyPartial(ctx, want, sig)
+		if err == nil {
+			s, _ := release.ParseSignature(sig)
+			f.log.Info("release signature verified", "artifact", f.opts.Artifact, "version", info.Version,
+				"key", release.KeyID(s.KeyID), "signed", got.Comment())
+			return sig, release.KeyID(s.KeyID), nil
+		}
+	}
+	if release.ReasonOf(err) == "" {
+		return nil, "", err // network or local trouble: the attempt is retried
+	}
+	f.discard(info.Version)
+	f.log.Error("binary refused: its release signature does not verify; deleted it",
+		"artifact", f.opts.Artifact, "version", info.Version, "platform", f.opts.Platform, "arch", f.opts.Arch,
+		"reason", string(release.ReasonOf(err)), "err", err)
+	return nil, "", fmt.Errorf("%s %s for %s/%s: %w: %w", f.opts.Artifact, info.Version, f.opts.Platform, f.opts.Arch, ErrSignature, err)
+}
