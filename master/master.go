@@ -38,6 +38,7 @@ import (
 	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/controlplane"
 	"github.com/sutragrid/sutra/master/httpserver"
+	"github.com/sutragrid/sutra/master/metrics"
 	"github.com/sutragrid/sutra/master/pki"
 	"github.com/sutragrid/sutra/master/ratelimit"
 )
@@ -159,7 +160,16 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	grpcSrv := newGRPCServer(opts, log.With("component", "grpc"), credentials.NewTLS(ca.ServerTLSConfig()), policy, limits)
+	// Metrics (master/metrics): one registry of this master, fed by the
+	// servers' interceptors and middleware, the rest read at scrape time.
+	var met *metrics.Metrics
+	var httpObs httpserver.Observer
+	if !opts.NoMetrics {
+		met = metrics.New(version.Version)
+		httpObs = met
+		opts.ControlPlane.WrapStore = met.Store
+	}
+	grpcSrv := newGRPCServer(opts, log.With("component", "grpc"), credentials.NewTLS(ca.ServerTLSConfig()), policy, limits, met)
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
 	reflection.Register(grpcSrv)
@@ -171,9 +181,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("start the control plane: %w", err)
 	}
+	api.SetYanked(cp.Releases())
 	if err := cp.Register(grpcSrv, mux, healthSrv, controlplane.Trust{PKI: ca, Operator: policy, ClientLifetime: opts.ClientCertLifetime}); err != nil {
 		_ = cp.Close()
 		return err
+	}
+	if met != nil {
+		met.AddSources(cp.Fleet(), cat, api, nil, nil)
+		// GET /metrics: the operator token unless --public-metrics.
+		var h http.Handler = met.Handler()
+		if !opts.PublicMetrics {
+			h = policy.RequireOperator(h)
+		}
+		mux.Handle("GET "+metrics.Path, h)
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	var sweep sync.WaitGroup
@@ -188,6 +208,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.testWiring != nil {
 		opts.testWiring(cat, grpcSrv)
 	}
+	if met != nil {
+		met.InitializeMetrics(grpcSrv)
+	}
 
 	// One server and one handler chain (panic recovery, canonical paths,
 	// JSON 404/405) in front of every route on mux: the binary API, the
@@ -199,6 +222,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		IdleTimeout:       opts.IdleTimeout,
 		BaseContext:       context.WithoutCancel(ctx),
 		Limits:            limits,
+		Observer:          httpObs,
 	})
 
 	if opts.HTTPTLS {

@@ -49,6 +49,10 @@ type BinaryInfo struct {
 	// unsigned. Not in the design document, added by this grid: agents
 	// configured with release public keys verify the binary against it.
 	Signature string `json:"signature,omitempty"`
+	// Yanked is true when an operator yanked the version (sutra binaries
+	// yank): it stays downloadable but is never "latest". Absent otherwise,
+	// so the design document's fields are unchanged. Added by this grid.
+	Yanked bool `json:"yanked,omitempty"`
 }
 
 // VerifyRequest is the body of POST /api/binaries/{version}/{platform}/{arch}/verify.

@@ -38,6 +38,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sutragrid/sutra/internal/artifact"
@@ -97,6 +98,7 @@ type API struct {
 	retryAfter string
 	stall      time.Duration
 	egress     *egress
+	yanked     atomic.Pointer[Yanker]
 }
 
 // New validates opts and returns the API.
@@ -183,7 +185,9 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, artifactName string) 
 	bins := a.cat.List(artifactName)
 	out := make([]httpapi.BinaryInfo, 0, len(bins))
 	for _, b := range bins {
-		out = append(out, Info(b))
+		info := Info(b)
+		info.Yanked = a.isYanked(b.Artifact, b.Version)
+		out = append(out, info)
 	}
 	httpjson.Write(w, http.StatusOK, out)
 }
@@ -219,7 +223,7 @@ func (a *API) resolve(w http.ResponseWriter, r *http.Request, artifactName strin
 		return catalog.Binary{}, false
 	}
 	if version == "latest" {
-		b, ok = a.cat.Latest(artifactName, plat, arch)
+		b, ok = a.cat.LatestExcept(artifactName, plat, arch, a.yankedFunc())
 	} else {
 		b, ok = a.cat.Lookup(artifactName, version, plat, arch)
 	}
@@ -254,7 +258,9 @@ func (a *API) resolve(w http.ResponseWriter, r *http.Request, artifactName strin
 
 func (a *API) info(w http.ResponseWriter, r *http.Request, artifactName string) {
 	if b, ok := a.resolve(w, r, artifactName); ok {
-		httpjson.Write(w, http.StatusOK, Info(b))
+		info := Info(b)
+		info.Yanked = a.isYanked(b.Artifact, b.Version)
+		httpjson.Write(w, http.StatusOK, info)
 	}
 }
 

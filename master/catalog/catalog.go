@@ -468,12 +468,21 @@ func (c *Catalog) Lookup(artifactName, version, platformName, arch string) (Bina
 // Latest returns the highest stable version for the platform and arch, or
 // the highest pre-release when there is no stable one.
 func (c *Catalog) Latest(artifactName, platformName, arch string) (Binary, bool) {
+	return c.LatestExcept(artifactName, platformName, arch, nil)
+}
+
+// LatestExcept is Latest among the versions skip does not exclude (nil
+// excludes none): the binary server passes the yank list (master/releases).
+func (c *Catalog) LatestExcept(artifactName, platformName, arch string, skip func(artifactName, version string) bool) (Binary, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var best Binary
 	found := false
 	for _, b := range c.byName {
 		if b.Artifact != artifactName || b.Platform != platformName || b.Arch != arch {
+			continue
+		}
+		if skip != nil && skip(b.Artifact, b.Version) {
 			continue
 		}
 		if !found || better(b, best) {

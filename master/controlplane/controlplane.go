@@ -26,6 +26,7 @@ import (
 	"github.com/sutragrid/sutra/master/fleetapi"
 	"github.com/sutragrid/sutra/master/grpcapi"
 	"github.com/sutragrid/sutra/master/pki"
+	"github.com/sutragrid/sutra/master/releases"
 	"github.com/sutragrid/sutra/master/store"
 	"github.com/sutragrid/sutra/master/tokens"
 )
@@ -43,6 +44,9 @@ type Options struct {
 	// AgentGCThreshold removes agents offline for longer (fleet.Options:
 	// zero means 24 h, negative never).
 	AgentGCThreshold time.Duration
+	// WrapStore, when set, wraps the store the fleet uses (master/metrics
+	// times its transactions).
+	WrapStore func(store.Store) store.Store
 }
 
 // ServiceName is the gRPC service Register adds, as the health service
@@ -61,6 +65,8 @@ type ControlPlane struct {
 	st    *store.Bolt
 	fleet *fleet.Fleet
 	log   *slog.Logger
+	// rel is the yank list (master/releases) on the same store.
+	rel *releases.Releases
 }
 
 // Open opens the fleet store in dataDir (grid.db) and the fleet on it.
@@ -76,8 +82,12 @@ func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (
 	if err != nil {
 		return nil, fmt.Errorf("control plane store: %w", err)
 	}
+	var fst store.Store = st
+	if opts.WrapStore != nil {
+		fst = opts.WrapStore(st)
+	}
 	fo := fleet.Options{
-		Store:             st,
+		Store:             fst,
 		Logger:            log.With("component", "fleet"),
 		HeartbeatInterval: opts.HeartbeatInterval,
 		DegradedAfter:     opts.DegradedAfter,
@@ -102,7 +112,12 @@ func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (
 		}
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
-	return &ControlPlane{st: st, fleet: f, log: log}, nil
+	rel, err := releases.Open(ctx, st)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	return &ControlPlane{st: st, fleet: f, log: log, rel: rel}, nil
 }
 
 // Trust is what the control plane's trust RPCs and guarded routes need
@@ -160,8 +175,15 @@ func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, hea
 	return nil
 }
 
+// Fleet is the control plane's fleet, for read-only views such as metrics.
+func (c *ControlPlane) Fleet() *fleet.Fleet { return c.fleet }
+
 // Run runs the fleet's liveness sweep until ctx ends.
 func (c *ControlPlane) Run(ctx context.Context) error { return c.fleet.Run(ctx) }
 
 // Close closes the fleet store; call it after Run has returned.
 func (c *ControlPlane) Close() error { return c.st.Close() }
+
+// Releases is the yank list (sutra binaries yank), persisted in the
+// control plane's store.
+func (c *ControlPlane) Releases() *releases.Releases { return c.rel }
