@@ -30,6 +30,7 @@ type testMaster struct {
 
 	mu   sync.Mutex
 	bins map[string]*testBin // by version
+	sigs map[string][]byte   // release signatures by file name ({path}.minisig)
 	reqs []testReq
 
 	// Hooks: return true when the request was answered.
@@ -51,7 +52,7 @@ type testReq struct {
 
 func newTestMaster(t *testing.T) *testMaster {
 	t.Helper()
-	m := &testMaster{t: t, bins: map[string]*testBin{}}
+	m := &testMaster{t: t, bins: map[string]*testBin{}, sigs: map[string][]byte{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/binaries/{version}/{platform}/{arch}", m.meta)
 	mux.HandleFunc("POST /api/binaries/{version}/{platform}/{arch}/verify", m.verify)
@@ -167,7 +168,13 @@ func (m *testMaster) download(w http.ResponseWriter, r *http.Request) {
 	}
 	m.dlCount++
 	n := m.dlCount
+	sig, signed := m.sigs[name]
 	m.mu.Unlock()
+	if signed {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(sig)
+		return
+	}
 	if b == nil {
 		httpjson.WriteError(w, http.StatusNotFound, "no such file")
 		return
