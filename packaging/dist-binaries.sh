@@ -13,8 +13,16 @@
 #   TARGETS  env, default "linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64"
 #   GO       env, default go
 #
+#   SUTRA_SIGNING_KEY  env: a release private key (sutra release keygen); when
+#                      set, every binary gets NAME.minisig beside it (sutra
+#                      release sign; password from SUTRA_RELEASE_PASSWORD,
+#                      SUTRA_RELEASE_PASSWORD_FILE or the terminal, asked once)
+#
 # Each file is built to OUTDIR/.NAME.partial and renamed into place, so a
-# master watching OUTDIR never registers a half-written binary.
+# master watching OUTDIR never registers a half-written binary. When signing,
+# everything is built and signed in a hidden staging directory first, then
+# each NAME.minisig is moved into place before its NAME, so the master never
+# offers a binary of this release unsigned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +44,19 @@ if [[ $version == *+* ]]; then
 fi
 
 mkdir -p "$out"
+stage=$out
+signing=
+if [[ -n ${SUTRA_SIGNING_KEY:-} ]]; then
+  if [[ ! -f $SUTRA_SIGNING_KEY ]]; then
+    echo "dist-binaries: SUTRA_SIGNING_KEY=$SUTRA_SIGNING_KEY is not a file (a key made by sutra release keygen)" >&2
+    exit 2
+  fi
+  signing=1
+  stage=$(mktemp -d "$out/.dist-staging.XXXXXX")
+  trap 'rm -rf "$stage"' EXIT
+  "$go" build -o "$stage/.sutra" ./cmd/sutra
+fi
+built=()
 for target in $targets; do
   goos=${target%/*}
   goarch=${target#*/}
@@ -53,11 +74,30 @@ for target in $targets; do
   esac
   for artifact in storage-server sutra-agent; do
     name="$artifact-$version-$goos-$arch$ext"
-    partial="$out/.$name.partial"
+    partial="$stage/.$name.partial"
     GOOS=$goos GOARCH=$goarch CGO_ENABLED=0 "$go" build -trimpath \
       -ldflags "-s -w -X $module/internal/version.Version=$version" \
       -o "$partial" "./cmd/$artifact" || { rm -f "$partial"; exit 1; }
-    mv -f "$partial" "$out/$name"
-    echo "$out/$name"
+    mv -f "$partial" "$stage/$name"
+    built+=("$name")
+    if [[ -z $signing ]]; then
+      echo "$out/$name"
+    fi
   done
 done
+
+if [[ -n $signing ]]; then
+  pwargs=()
+  if [[ -n ${SUTRA_RELEASE_PASSWORD_FILE:-} ]]; then
+    pwargs=(--password-file "$SUTRA_RELEASE_PASSWORD_FILE")
+  fi
+  files=()
+  for name in "${built[@]}"; do files+=("$stage/$name"); done
+  "$stage/.sutra" release sign --key "$SUTRA_SIGNING_KEY" "${pwargs[@]}" "${files[@]}" >/dev/null
+  for name in "${built[@]}"; do
+    mv -f "$stage/$name.minisig" "$out/$name.minisig"
+    mv -f "$stage/$name" "$out/$name"
+    echo "$out/$name"
+    echo "$out/$name.minisig"
+  done
+fi

@@ -31,6 +31,10 @@ const releaseUsage = `Usage:
       {artifact}-{version}-{platform}-{arch}[.exe], which the signature binds
       with the file's SHA-256 and size. The password comes from
       --password-file, SUTRA_RELEASE_PASSWORD or the terminal.
+  sutra release sign --key KEY --as NAME [--signature SIG] FILE
+      sign one FILE as the binary named NAME (a build output not yet renamed,
+      as goreleaser's binary_signs do); the signature goes to SIG
+      (default FILE.minisig).
   sutra release verify --pub PUB BINARY...
       check each BINARY against BINARY.minisig with the public key PUB (a .pub
       file or an RW… line; repeat --pub for several keys); prints OK or why
@@ -113,6 +117,8 @@ func (c *cli) releaseSign(args []string) error {
 	fs := c.flagSet("release sign")
 	keyPath := fs.String("key", "", "the private key (sutra-release.key)")
 	pwFile := fs.String("password-file", "", "file holding the key's password (first line)")
+	as := fs.String("as", "", "sign the one FILE as the binary named NAME ({artifact}-{version}-{platform}-{arch}[.exe])")
+	output := fs.String("signature", "", "with --as: where to write the signature (default FILE.minisig)")
 	files, err := c.parse(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -126,9 +132,19 @@ func (c *cli) releaseSign(args []string) error {
 	if len(files) == 0 {
 		return usageErr("release sign: name the binaries to sign")
 	}
+	if *as != "" && len(files) != 1 {
+		return usageErr("release sign: --as names one binary, got %d files", len(files))
+	}
+	if *output != "" && *as == "" {
+		return usageErr("release sign: --signature goes with --as")
+	}
+	names := files
+	if *as != "" {
+		names = []string{*as}
+	}
 	// Check every name before asking for a password or signing anything.
-	for _, f := range files {
-		if _, err := release.IdentityOfFile(f); err != nil {
+	for _, n := range names {
+		if _, err := release.IdentityOfFile(n); err != nil {
 			return usageErr("release sign: %v", err)
 		}
 	}
@@ -145,7 +161,19 @@ func (c *cli) releaseSign(args []string) error {
 		return err
 	}
 	for _, f := range files {
-		sigPath, id, err := release.SignFile(key, f)
+		var (
+			sigPath string
+			id      release.Identity
+		)
+		if *as == "" {
+			sigPath, id, err = release.SignFile(key, f)
+		} else {
+			out := *output
+			if out == "" {
+				out = f + release.SignatureSuffix
+			}
+			sigPath, id, err = release.SignFileAs(key, f, *as, out)
+		}
 		if err != nil {
 			return err
 		}

@@ -157,3 +157,29 @@ func TestCLIBinariesSignedColumn(t *testing.T) {
 	}
 	sutraEnv(t, map[string]string{"SUTRA_HTTP": srv.URL}, "binaries", "-o", "json").want(t, 0, `"signature": "storage-server-1.2.0-linux-x86_64.minisig"`)
 }
+
+// --as signs a build output under the catalog name it will be published as
+// (goreleaser's binary_signs), writing the signature where --signature says.
+func TestReleaseSignAs(t *testing.T) {
+	dir := t.TempDir()
+	sutraEnv(t, nil, "release", "keygen", "--out", dir, "--no-password").want(t, 0)
+	key, pub := filepath.Join(dir, release.PrivateKeyFile), filepath.Join(dir, release.PublicKeyFile)
+	built := filepath.Join(dir, "sutra-agent")
+	if err := os.WriteFile(built, []byte("agent build"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const name = "sutra-agent-2.1.0-darwin-aarch64"
+	out := filepath.Join(dir, name+".minisig")
+	sutraEnv(t, nil, "release", "sign", "--key", key, "--as", name, "--signature", out, built).want(t, 0, "sutra-agent 2.1.0 darwin/aarch64")
+	if _, err := os.Stat(built + ".minisig"); err == nil {
+		t.Fatal("--signature ignored")
+	}
+	// Laid out under its catalog name, the binary verifies with that signature.
+	data, _ := os.ReadFile(built)
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sutraEnv(t, nil, "release", "verify", "--pub", pub, filepath.Join(dir, name)).want(t, 0, "OK")
+	sutraEnv(t, nil, "release", "sign", "--key", key, "--as", "sutra-agent-2.1.0", built).want(t, exitUsage)
+	sutraEnv(t, nil, "release", "sign", "--key", key, "--as", name, built, built).want(t, exitUsage)
+}

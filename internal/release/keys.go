@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 
 	"aead.dev/minisign"
 
@@ -197,12 +196,17 @@ func IdentityOfFile(path string) (Identity, error) {
 // (crash-safe, 0644, replacing an older signature). The identity comes from
 // the file name (IdentityOfFile) and the bytes read.
 func SignFile(key minisign.PrivateKey, path string) (sigPath string, id Identity, err error) {
-	id, err = IdentityOfFile(path)
+	return SignFileAs(key, path, filepath.Base(path), path+SignatureSuffix)
+}
+
+// SignFileAs signs the file at path as the binary named name (for a build
+// output whose file is not yet named {artifact}-{version}-{platform}-{arch},
+// e.g. goreleaser's dist/sutra-agent_linux_amd64_v1/sutra-agent) and writes
+// the signature to sigPath (crash-safe, 0644).
+func SignFileAs(key minisign.PrivateKey, path, name, sigPath string) (string, Identity, error) {
+	id, err := IdentityOfFile(name)
 	if err != nil {
 		return "", Identity{}, err
-	}
-	if strings.HasSuffix(path, SignatureSuffix) {
-		return "", Identity{}, fmt.Errorf("%s is a signature, not a binary", path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -224,7 +228,6 @@ func SignFile(key minisign.PrivateKey, path string) (sigPath string, id Identity
 	if err != nil {
 		return "", Identity{}, fmt.Errorf("%s: %w", path, err)
 	}
-	sigPath = path + SignatureSuffix
 	if err := atomicfile.Write(sigPath, sig, 0o644); err != nil {
 		return "", Identity{}, err
 	}
