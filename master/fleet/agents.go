@@ -522,20 +522,29 @@ func unknownAgent(id string) error {
 // SetDesiredVersion changes the storage-server and/or agent version that one
 // agent (or, with an empty AgentID, every agent and every agent registering
 // later) should run. It returns the agents whose desired state changed.
+// A pinned agent (Agent.Pins) refuses a change of its pinned artifact
+// (KindPrecondition); a change of every agent skips it.
 func (f *Fleet) SetDesiredVersion(ctx context.Context, c VersionChange) ([]Agent, error) {
+	out, _, err := f.SetDesiredVersionSkipped(ctx, c)
+	return out, err
+}
+
+// SetDesiredVersionSkipped is SetDesiredVersion that also returns the ids
+// of the agents a change of every agent skipped for a pin, sorted.
+func (f *Fleet) SetDesiredVersionSkipped(ctx context.Context, c VersionChange) (changedAgents []Agent, skipped []string, err error) {
 	if c.AgentID != "" {
 		if err := validateKnownID("agent", c.AgentID); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if c.StorageServerVersion == "" && c.AgentVersion == "" {
-		return nil, newErr(KindInvalid, "no version given: set a storage-server version, an agent version or both (\"latest\" or like 1.2.3)")
+		return nil, nil, newErr(KindInvalid, "no version given: set a storage-server version, an agent version or both (\"latest\" or like 1.2.3)")
 	}
 	if err := validVersion("storage-server version", c.StorageServerVersion); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := validVersion("agent version", c.AgentVersion); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	now := f.clock.Now()
 	f.mu.Lock()
@@ -556,7 +565,15 @@ func (f *Fleet) SetDesiredVersion(ctx context.Context, c VersionChange) ([]Agent
 		a := f.agents[c.AgentID]
 		if a == nil {
 			f.mu.Unlock()
-			return nil, unknownAgent(c.AgentID)
+			return nil, nil, unknownAgent(c.AgentID)
+		}
+		if v, ok := a.rec.Pins[PinStorageServer]; ok && c.StorageServerVersion != "" {
+			f.mu.Unlock()
+			return nil, nil, pinnedMessage(c.AgentID, PinStorageServer, v)
+		}
+		if v, ok := a.rec.Pins[PinAgent]; ok && c.AgentVersion != "" {
+			f.mu.Unlock()
+			return nil, nil, pinnedMessage(c.AgentID, PinAgent, v)
 		}
 		targets = append(targets, a)
 	}
@@ -564,11 +581,16 @@ func (f *Fleet) SetDesiredVersion(ctx context.Context, c VersionChange) ([]Agent
 	for _, a := range targets {
 		rec := &a.rec
 		changed := false
-		if c.StorageServerVersion != "" && rec.StorageServerVersion != c.StorageServerVersion {
+		_, pinnedSS := rec.Pins[PinStorageServer]
+		_, pinnedAgent := rec.Pins[PinAgent]
+		if (pinnedSS && c.StorageServerVersion != "") || (pinnedAgent && c.AgentVersion != "") {
+			skipped = append(skipped, rec.ID)
+		}
+		if c.StorageServerVersion != "" && !pinnedSS && rec.StorageServerVersion != c.StorageServerVersion {
 			rec.StorageServerVersion = c.StorageServerVersion
 			changed = true
 		}
-		if c.AgentVersion != "" && rec.DesiredAgentVersion != c.AgentVersion {
+		if c.AgentVersion != "" && !pinnedAgent && rec.DesiredAgentVersion != c.AgentVersion {
 			rec.DesiredAgentVersion = c.AgentVersion
 			changed = true
 		}
@@ -583,10 +605,11 @@ func (f *Fleet) SetDesiredVersion(ctx context.Context, c VersionChange) ([]Agent
 	t := f.enqueue(&tx)
 	f.mu.Unlock()
 	if err := f.wait(ctx, t); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	slices.SortFunc(out, func(x, y Agent) int { return strings.Compare(x.ID, y.ID) })
-	return out, nil
+	slices.Sort(skipped)
+	return out, skipped, nil
 }
 
 // DefaultVersions returns the desired versions given to agents that register.
@@ -649,6 +672,9 @@ func (f *Fleet) agentLocked(a *agentState) Agent {
 	}
 	if rv := f.revoked[r.ID]; rv != nil && rv.Active {
 		out.Revoked, out.RevokedAt, out.RevokedBy = true, rv.RevokedAt, rv.By
+	}
+	if len(r.Pins) > 0 {
+		out.Pins = maps.Clone(r.Pins)
 	}
 	return out
 }

@@ -169,6 +169,8 @@ type agentRec struct {
 	StorageServerVersion string            `json:"storage_server_version"`
 	DesiredAgentVersion  string            `json:"desired_agent_version,omitempty"`
 	Upgrade              *UpgradeStatus    `json:"upgrade,omitempty"`
+	// Pins: artifact name -> the version the agent is pinned to (pin.go).
+	Pins map[string]string `json:"pins,omitempty"`
 }
 
 type versionDefaults struct {

@@ -114,6 +114,11 @@ type Agent struct {
 	Revoked   bool      `json:"revoked,omitempty"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	RevokedBy string    `json:"revoked_by,omitempty"`
+	// Pins maps an artifact ("storage-server", "sutra-agent") to the
+	// version the agent is pinned to (sutra agents pin): SetDesiredVersion
+	// refuses it for this agent, skips it for every agent, and rollouts
+	// skip the agent.
+	Pins map[string]string `json:"pins,omitempty"`
 }
 
 // Node joins a node the master knows with the status its agent last reported.
