@@ -37,6 +37,7 @@ import (
 	"github.com/sutragrid/sutra/agent/config"
 	"github.com/sutragrid/sutra/agent/controlplane"
 	"github.com/sutragrid/sutra/agent/fetch"
+	"github.com/sutragrid/sutra/agent/ratchet"
 	"github.com/sutragrid/sutra/agent/state"
 	"github.com/sutragrid/sutra/internal/platform"
 	"github.com/sutragrid/sutra/internal/version"
@@ -192,6 +193,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 				ProgressBar:   opts.ProgressBar,
 				Keys:          keys,
 				AllowUnsigned: !cfg.Security.Require(),
+				Ratchet:       ratchet.Open(cfg.Agent.AgentDataDir),
 			})
 			if err != nil {
 				return nil, err

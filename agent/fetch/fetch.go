@@ -68,6 +68,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/sutragrid/sutra/agent/cache"
+	"github.com/sutragrid/sutra/agent/ratchet"
 	"github.com/sutragrid/sutra/internal/platform"
 	"github.com/sutragrid/sutra/internal/release"
 	"github.com/sutragrid/sutra/internal/semver"
@@ -169,6 +170,11 @@ type Options struct {
 	// AllowUnsigned (security.require_signatures = false) accepts a binary
 	// the master publishes no signature for; a signature served is checked.
 	AllowUnsigned bool
+	// Ratchet, when set, is the agent's record of the highest version of
+	// each artifact it ever committed: "latest" resolving below it is
+	// refused (ratchet.ErrRollback, a rollback attack); an explicit lower
+	// version is allowed and logged as a downgrade. Every commit raises it.
+	Ratchet *ratchet.Book
 
 	// OnUnreachable, when set, is called at most once per Ensure, as soon
 	// as a request to the master fails because the master cannot be reached
@@ -394,13 +400,16 @@ func (f *Fetcher) reportUnreachable(ctx context.Context, err error) {
 
 // permanent reports whether retrying an attempt cannot help.
 func permanent(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnsupportedPlatform) || errors.Is(err, ErrSignature) ||
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnsupportedPlatform) || errors.Is(err, ErrSignature) || errors.Is(err, ratchet.ErrRollback) ||
 		errors.Is(err, ErrCacheDir) || errors.Is(err, errClient) || errors.Is(err, semver.ErrInvalid)
 }
 
 func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error) {
 	info, err := f.Resolve(ctx, ver)
 	if err != nil {
+		return cache.Entry{}, err
+	}
+	if err := f.checkRatchet(ver, info.Version); err != nil {
 		return cache.Entry{}, err
 	}
 	if ver == Latest {
@@ -457,7 +466,36 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 	}
 	f.log.Info("binary verified and cached", "artifact", f.opts.Artifact, "version", e.Version,
 		"sha256", e.Checksum, "size", e.Size, "path", e.Path)
+	if f.opts.Ratchet != nil {
+		if _, err := f.opts.Ratchet.Record(f.opts.Artifact, e.Version); err != nil {
+			f.log.Error("cannot record the version for rollback protection", "artifact", f.opts.Artifact, "version", e.Version, "err", err)
+		}
+	}
 	return e, nil
+}
+
+// checkRatchet refuses a "latest" that resolved below the highest version
+// this agent ever committed, and logs an explicit downgrade.
+func (f *Fetcher) checkRatchet(asked, resolved string) error {
+	if f.opts.Ratchet == nil {
+		return nil
+	}
+	if asked == Latest {
+		if err := f.opts.Ratchet.Check(f.opts.Artifact, resolved); err != nil {
+			f.log.Error("refused: possible rollback attack", "artifact", f.opts.Artifact, "latest", resolved, "err", err)
+			return err
+		}
+		return nil
+	}
+	hi, err := f.opts.Ratchet.Highest(f.opts.Artifact)
+	if err != nil {
+		return err
+	}
+	if hi != "" && semver.Compare(resolved, hi) < 0 {
+		f.log.Warn("downgrade: an explicit version below the highest this agent committed was asked for; allowed",
+			"event", "downgrade", "artifact", f.opts.Artifact, "version", resolved, "highest_committed", hi)
+	}
+	return nil
 }
 
 // discard removes a version's partial download and its state.

@@ -14,6 +14,7 @@ import (
 	"aead.dev/minisign"
 
 	"github.com/sutragrid/sutra/agent/cache"
+	"github.com/sutragrid/sutra/agent/ratchet"
 	"github.com/sutragrid/sutra/internal/release"
 	"github.com/sutragrid/sutra/internal/testutil"
 )
@@ -302,4 +303,36 @@ func FuzzCachedSignature(f *testing.F) {
 			t.Fatalf("VerifyPartial = %v but Verified = %v", verr, err)
 		}
 	})
+}
+
+// TestLatestRollbackRefused: once 1.2.0 was committed, a master offering
+// 1.1.0 as "latest" is refused; 1.1.0 asked for explicitly is allowed.
+func TestLatestRollbackRefused(t *testing.T) {
+	m := newTestMaster(t)
+	k := newReleaseKey(t)
+	for i, v := range []string{"1.1.0", "1.2.0"} {
+		b := m.publish(v, payload(10<<10, byte(20+i)))
+		m.serveSig(b, signBin(t, k, b, v, b.data))
+	}
+	dir, data := t.TempDir(), t.TempDir()
+	book := ratchet.Open(data)
+	f := m.fetcher(t, dir, func(o *Options) { o.Keys, o.Ratchet = keyring(t, k), book })
+	if e, err := f.Ensure(context.Background(), Latest); err != nil || e.Version != "1.2.0" {
+		t.Fatalf("Ensure latest = %v, %v", e.Version, err)
+	}
+	// The master (compromised, or a replayed old one) now says 1.1.0 is latest.
+	m.mu.Lock()
+	delete(m.bins, "1.2.0")
+	m.mu.Unlock()
+	f = m.fetcher(t, t.TempDir(), func(o *Options) { o.Keys, o.Ratchet = keyring(t, k), ratchet.Open(data) })
+	_, err := f.Ensure(context.Background(), Latest)
+	if !errors.Is(err, ratchet.ErrRollback) || !strings.Contains(err.Error(), "already committed 1.2.0") {
+		t.Fatalf("Ensure latest after rollback = %v, want ErrRollback", err)
+	}
+	if e, err := f.Ensure(context.Background(), "1.1.0"); err != nil || e.Version != "1.1.0" {
+		t.Fatalf("explicit downgrade = %v, %v; want allowed", e.Version, err)
+	}
+	if hi, _ := book.Highest("storage-server"); hi != "1.2.0" {
+		t.Fatalf("ratchet = %q after an explicit downgrade, want 1.2.0 kept", hi)
+	}
 }

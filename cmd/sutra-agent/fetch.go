@@ -14,6 +14,7 @@ import (
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/agent/config"
 	"github.com/sutragrid/sutra/agent/fetch"
+	"github.com/sutragrid/sutra/agent/ratchet"
 	"github.com/sutragrid/sutra/agent/state"
 )
 
@@ -84,6 +85,7 @@ func fetchOnce(ctx context.Context, cfg *config.Config, req fetchRequest, logger
 		return "", err
 	}
 	opts.AllowUnsigned = !cfg.Security.Require()
+	opts.Ratchet = ratchet.Open(cfg.Agent.AgentDataDir)
 	if !req.Offline {
 		opts.OnUnreachable = func(cached *cache.Entry, err error) {
 			if cached != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/sutragrid/sutra/agent/agentlog"
 	"github.com/sutragrid/sutra/agent/config"
 	"github.com/sutragrid/sutra/agent/fetch"
+	"github.com/sutragrid/sutra/agent/ratchet"
 	agentsvc "github.com/sutragrid/sutra/agent/service"
 	"github.com/sutragrid/sutra/agent/upgrade"
 )
@@ -39,6 +40,7 @@ func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, r
 		Logger:        logger,
 		Keys:          keys,
 		AllowUnsigned: !cfg.Security.Require(),
+		Ratchet:       ratchet.Open(cfg.Agent.AgentDataDir),
 	})
 	if err != nil {
 		return nil, err
