@@ -97,6 +97,7 @@ fuzz:
 
 # storage-server-{version}-{platform}-{arch} and sutra-agent-… for every
 # platform, ready to drop into a master's BINARIES_DIR (OUT=dir to override).
+# With SUTRA_SIGNING_KEY=path/to/sutra-release.key every binary gets NAME.minisig.
 dist-binaries:
 	bash packaging/dist-binaries.sh $(VERSION) $(or $(OUT),dist/binaries)
 
@@ -106,8 +107,9 @@ GORELEASER := github.com/goreleaser/goreleaser/v2@v2.15.1
 release-check:
 	$(GO) run $(GORELEASER) check
 
+# Without SUTRA_SIGNING_KEY the snapshot's binaries are not signed (--skip=sign).
 snapshot:
-	$(GO) run $(GORELEASER) release --snapshot --clean
+	$(GO) run $(GORELEASER) release --snapshot --clean $(if $(SUTRA_SIGNING_KEY),,--skip=sign)
 
 clean:
 	rm -rf $(BIN) $(TOOLS) dist demo

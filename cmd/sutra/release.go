@@ -32,6 +32,7 @@ const releaseUsage = `Usage:
       with the file's SHA-256 and size. The password comes from
       --password-file, SUTRA_RELEASE_PASSWORD or the terminal.
   sutra release sign --key KEY --as NAME [--signature SIG] FILE
+  sutra release sign --key KEY --signature DIR/NAME.minisig FILE
       sign one FILE as the binary named NAME (a build output not yet renamed,
       as goreleaser's binary_signs do); the signature goes to SIG
       (default FILE.minisig).
@@ -118,7 +119,7 @@ func (c *cli) releaseSign(args []string) error {
 	keyPath := fs.String("key", "", "the private key (sutra-release.key)")
 	pwFile := fs.String("password-file", "", "file holding the key's password (first line)")
 	as := fs.String("as", "", "sign the one FILE as the binary named NAME ({artifact}-{version}-{platform}-{arch}[.exe])")
-	output := fs.String("signature", "", "with --as: where to write the signature (default FILE.minisig)")
+	output := fs.String("signature", "", "where to write the one FILE's signature (default FILE.minisig); without --as its name NAME.minisig gives NAME")
 	files, err := c.parse(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -132,11 +133,17 @@ func (c *cli) releaseSign(args []string) error {
 	if len(files) == 0 {
 		return usageErr("release sign: name the binaries to sign")
 	}
-	if *as != "" && len(files) != 1 {
-		return usageErr("release sign: --as names one binary, got %d files", len(files))
-	}
 	if *output != "" && *as == "" {
-		return usageErr("release sign: --signature goes with --as")
+		// The signature's own name says which binary it is for (goreleaser's
+		// binary_signs name it {artifact}-{version}-{platform}-{arch}[.exe].minisig).
+		base := filepath.Base(*output)
+		if !strings.HasSuffix(base, release.SignatureSuffix) {
+			return usageErr("release sign: --signature %s: without --as it must be named NAME%s", *output, release.SignatureSuffix)
+		}
+		*as = strings.TrimSuffix(base, release.SignatureSuffix)
+	}
+	if *as != "" && len(files) != 1 {
+		return usageErr("release sign: --as and --signature name one binary, got %d files", len(files))
 	}
 	names := files
 	if *as != "" {

@@ -183,3 +183,23 @@ func TestReleaseSignAs(t *testing.T) {
 	sutraEnv(t, nil, "release", "sign", "--key", key, "--as", "sutra-agent-2.1.0", built).want(t, exitUsage)
 	sutraEnv(t, nil, "release", "sign", "--key", key, "--as", name, built, built).want(t, exitUsage)
 }
+
+// goreleaser.yaml's binary_signs call: the signature's name gives the binary's.
+func TestReleaseSignNamedBySignature(t *testing.T) {
+	dir := t.TempDir()
+	sutraEnv(t, nil, "release", "keygen", "--out", dir, "--no-password").want(t, 0)
+	built := filepath.Join(dir, "storage-server")
+	if err := os.WriteFile(built, []byte("server build"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const name = "storage-server-3.0.0-windows-x86_64.exe"
+	sig := filepath.Join(dir, "out", name+".minisig")
+	os.MkdirAll(filepath.Dir(sig), 0o755)
+	sutraEnv(t, nil, "release", "sign", "--key", filepath.Join(dir, release.PrivateKeyFile), "--signature", sig, built).want(t, 0, "storage-server 3.0.0 windows/x86_64")
+	data, _ := os.ReadFile(built)
+	if err := os.WriteFile(filepath.Join(dir, "out", name), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sutraEnv(t, nil, "release", "verify", "--pub", filepath.Join(dir, release.PublicKeyFile), filepath.Join(dir, "out", name)).want(t, 0, "OK")
+	sutraEnv(t, nil, "release", "sign", "--key", filepath.Join(dir, release.PrivateKeyFile), "--signature", filepath.Join(dir, "x.sig"), built).want(t, exitUsage)
+}
