@@ -15,6 +15,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/master/auth"
+	"github.com/sutragrid/sutra/master/metrics"
 	"github.com/sutragrid/sutra/master/ratelimit"
 )
 
@@ -44,7 +45,7 @@ const (
 // flood of unauthenticated calls is cut before any token check or handler
 // work; the identity limit runs after it because only then is the identity
 // known and trusted (nobody can drain an agent's bucket by claiming its id).
-func newGRPCServer(opts Options, log *slog.Logger, creds credentials.TransportCredentials, policy *auth.Policy, lim *ratelimit.Limits) *grpc.Server {
+func newGRPCServer(opts Options, log *slog.Logger, creds credentials.TransportCredentials, policy *auth.Policy, lim *ratelimit.Limits, met *metrics.Metrics) *grpc.Server {
 	rec := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		method, _ := grpc.Method(ctx)
 		log.Error("panic in gRPC handler: answered INTERNAL; this is a bug, please report it with this log",
@@ -52,10 +53,19 @@ func newGRPCServer(opts Options, log *slog.Logger, creds credentials.TransportCr
 		return status.Errorf(codes.Internal, "internal error in %s: the master recovered and logged it; retry, and report it if it happens again", method)
 	})
 	rl := &ratelimit.GRPC{Limits: lim, Identity: callerIdentity, EnrollMethod: enrollMethod, Logger: log}
+	// Metrics (master/metrics, nil: none) right after recovery: they see
+	// every answer, the refusals of the later interceptors included.
+	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(rec)}
+	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(rec)}
+	if met != nil {
+		unary, stream = append(unary, met.UnaryServerInterceptor()), append(stream, met.StreamServerInterceptor())
+	}
+	unary = append(unary, rl.Before(), policy.UnaryServerInterceptor(), rl.After())
+	stream = append(stream, rl.BeforeStream(), policy.StreamServerInterceptor(), rl.AfterStream())
 	return grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(rec), rl.Before(), policy.UnaryServerInterceptor(), rl.After()),
-		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(rec), rl.BeforeStream(), policy.StreamServerInterceptor(), rl.AfterStream()),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(opts.GRPCMaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(opts.GRPCMaxConcurrentStreams),
 		// Per-connection memory: every agent holds its own connection

@@ -187,7 +187,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	if met != nil {
-		met.AddSources(cp.Fleet(), cat, api, nil, nil)
+		met.AddSources(metrics.Sources{Fleet: cp.Fleet(), Catalog: cat, Downloads: api, Certs: ca})
 		// GET /metrics: the operator token unless --public-metrics.
 		var h http.Handler = met.Handler()
 		if !opts.PublicMetrics {

@@ -106,6 +106,13 @@ type Options struct {
 	// AgentCheck, when set, refuses more agents on the private binary
 	// routes, beyond the revocation check the policy always runs.
 	AgentCheck func(agentID string) error
+	// PublicMetrics serves GET /metrics without the operator token
+	// (--public-metrics, SUTRA_PUBLIC_METRICS=1), for a Prometheus that
+	// scrapes without credentials on a trusted network.
+	PublicMetrics bool
+	// NoMetrics turns the metrics off: no /metrics route, no
+	// instrumentation (for overhead measurements).
+	NoMetrics bool
 
 	// testWiring, set by this package's tests only, sees the catalog and
 	// may register test services on the gRPC server before serving starts.

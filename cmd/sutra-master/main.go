@@ -100,6 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "rate-limit-enroll", env: "SUTRA_RATE_LIMIT_ENROLL", arg: "RATE", def: ratelimit.DefaultEnroll.String(), help: fmt.Sprintf("failed enrollment attempts per source address (a refused join token counts %d), or off; beyond it every attempt from that address is refused until the bucket refills, even with a correct token", ratelimit.FailureCost)},
 		{flag: "http-tls", env: "SUTRA_HTTP_TLS", arg: "BOOL", def: "false", isBool: true, help: "serve the HTTP port over HTTPS with the master's server certificate in {data-dir}/tls (the one gRPC uses); agents trust it through the CA they pinned at enrollment and present their certificate"},
 		{flag: "private-downloads", env: "SUTRA_PRIVATE_DOWNLOADS", arg: "BOOL", def: "false", isBool: true, help: "binary routes (/api/binaries, /api/artifacts, /binaries/) need an enrolled agent's certificate or the operator token (401 JSON otherwise); needs --http-tls"},
+		{flag: "public-metrics", env: "SUTRA_PUBLIC_METRICS", arg: "BOOL", def: "false", isBool: true, help: "serve GET /metrics (Prometheus) without the operator token; by default it needs 'Authorization: Bearer <operator token>'"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
@@ -224,6 +225,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return b
 	}
 	httpTLS, privateDownloads := boolOf("http-tls"), boolOf("private-downloads")
+	publicMetrics := boolOf("public-metrics")
 	if privateDownloads && !httpTLS && len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("%s needs --http-tls (or SUTRA_HTTP_TLS=1): over plain HTTP agents cannot present their certificates and could not download", source["private-downloads"]))
 	}
@@ -263,6 +265,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		RateLimits:               rateLimits,
 		HTTPTLS:                  httpTLS,
 		PrivateDownloads:         privateDownloads,
+		PublicMetrics:            publicMetrics,
 		ControlPlane: controlplane.Options{
 			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
 			AgentGCThreshold: gcThreshold,

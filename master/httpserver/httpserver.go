@@ -58,6 +58,15 @@ type Options struct {
 	// Limits are the request rate limits (their Address and Identity
 	// stores). Nil: none.
 	Limits *ratelimit.Limits
+	// Observer, when set, sees every answered request (master/metrics).
+	Observer Observer
+}
+
+// Observer records answered requests. route is the Routes pattern that
+// matched ("" for none), never the raw path, so that its values stay
+// bounded whatever clients request.
+type Observer interface {
+	ObserveHTTP(route, method string, code int, bytes int64, d time.Duration)
 }
 
 // New builds the master's HTTP server: Handler(o.Routes) with bounded
@@ -74,7 +83,7 @@ func New(o Options) *http.Server {
 		base = context.Background()
 	}
 	return &http.Server{
-		Handler:           handler(o.Routes, log, o.Limits),
+		Handler:           observe(o.Observer, o.Routes, handler(o.Routes, log, o.Limits)),
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,

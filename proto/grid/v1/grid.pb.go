@@ -384,8 +384,12 @@ type HeartbeatRequest struct {
 	Nodes             []*NodeStatus  `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	AgentVersion      string         `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	Upgrade           *UpgradeStatus `protobuf:"bytes,5,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// A compact summary of the agent's own metrics, which the master sums
+	// over the fleet (sutra_fleet_agent_*) so that its view needs no scrape
+	// of every machine. Optional.
+	Summary       *AgentSummary `protobuf:"bytes,6,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -453,6 +457,95 @@ func (x *HeartbeatRequest) GetUpgrade() *UpgradeStatus {
 	return nil
 }
 
+func (x *HeartbeatRequest) GetSummary() *AgentSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+// AgentSummary is the part of an agent's metrics the master aggregates.
+type AgentSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Nodes whose process is running.
+	NodesRunning uint32 `protobuf:"varint,1,opt,name=nodes_running,json=nodesRunning,proto3" json:"nodes_running,omitempty"`
+	// Node restarts since the agent started.
+	RestartsTotal uint64 `protobuf:"varint,2,opt,name=restarts_total,json=restartsTotal,proto3" json:"restarts_total,omitempty"`
+	// Bytes in the agent's binary cache.
+	CacheBytes uint64 `protobuf:"varint,3,opt,name=cache_bytes,json=cacheBytes,proto3" json:"cache_bytes,omitempty"`
+	// When the agent's certificate expires (Unix seconds; 0: unknown).
+	CertExpiryUnix int64 `protobuf:"varint,4,opt,name=cert_expiry_unix,json=certExpiryUnix,proto3" json:"cert_expiry_unix,omitempty"`
+	// Failed binary fetches since the agent started.
+	FetchFailuresTotal uint64 `protobuf:"varint,5,opt,name=fetch_failures_total,json=fetchFailuresTotal,proto3" json:"fetch_failures_total,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AgentSummary) Reset() {
+	*x = AgentSummary{}
+	mi := &file_grid_v1_grid_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentSummary) ProtoMessage() {}
+
+func (x *AgentSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentSummary.ProtoReflect.Descriptor instead.
+func (*AgentSummary) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AgentSummary) GetNodesRunning() uint32 {
+	if x != nil {
+		return x.NodesRunning
+	}
+	return 0
+}
+
+func (x *AgentSummary) GetRestartsTotal() uint64 {
+	if x != nil {
+		return x.RestartsTotal
+	}
+	return 0
+}
+
+func (x *AgentSummary) GetCacheBytes() uint64 {
+	if x != nil {
+		return x.CacheBytes
+	}
+	return 0
+}
+
+func (x *AgentSummary) GetCertExpiryUnix() int64 {
+	if x != nil {
+		return x.CertExpiryUnix
+	}
+	return 0
+}
+
+func (x *AgentSummary) GetFetchFailuresTotal() uint64 {
+	if x != nil {
+		return x.FetchFailuresTotal
+	}
+	return 0
+}
+
 type HeartbeatResponse struct {
 	state                 protoimpl.MessageState `protogen:"open.v1"`
 	Desired               *DesiredState          `protobuf:"bytes,1,opt,name=desired,proto3" json:"desired,omitempty"`
@@ -463,7 +556,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[3]
+	mi := &file_grid_v1_grid_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +568,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[3]
+	mi := &file_grid_v1_grid_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +581,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{3}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HeartbeatResponse) GetDesired() *DesiredState {
@@ -520,7 +613,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_grid_v1_grid_proto_msgTypes[4]
+	mi := &file_grid_v1_grid_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +625,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[4]
+	mi := &file_grid_v1_grid_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +638,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{4}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DesiredState) GetGeneration() uint64 {
@@ -587,7 +680,7 @@ type DesiredNode struct {
 
 func (x *DesiredNode) Reset() {
 	*x = DesiredNode{}
-	mi := &file_grid_v1_grid_proto_msgTypes[5]
+	mi := &file_grid_v1_grid_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +692,7 @@ func (x *DesiredNode) String() string {
 func (*DesiredNode) ProtoMessage() {}
 
 func (x *DesiredNode) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[5]
+	mi := &file_grid_v1_grid_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +705,7 @@ func (x *DesiredNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredNode.ProtoReflect.Descriptor instead.
 func (*DesiredNode) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{5}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DesiredNode) GetNodeId() string {
@@ -652,7 +745,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_grid_v1_grid_proto_msgTypes[6]
+	mi := &file_grid_v1_grid_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +757,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[6]
+	mi := &file_grid_v1_grid_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +770,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{6}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -765,7 +858,7 @@ type UpgradeStatus struct {
 
 func (x *UpgradeStatus) Reset() {
 	*x = UpgradeStatus{}
-	mi := &file_grid_v1_grid_proto_msgTypes[7]
+	mi := &file_grid_v1_grid_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +870,7 @@ func (x *UpgradeStatus) String() string {
 func (*UpgradeStatus) ProtoMessage() {}
 
 func (x *UpgradeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[7]
+	mi := &file_grid_v1_grid_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +883,7 @@ func (x *UpgradeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatus.ProtoReflect.Descriptor instead.
 func (*UpgradeStatus) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{7}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpgradeStatus) GetPhase() string {
@@ -862,7 +955,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_grid_v1_grid_proto_msgTypes[8]
+	mi := &file_grid_v1_grid_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +967,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[8]
+	mi := &file_grid_v1_grid_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +980,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{8}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Agent) GetAgentId() string {
@@ -1021,7 +1114,7 @@ type UnregisterAgentRequest struct {
 
 func (x *UnregisterAgentRequest) Reset() {
 	*x = UnregisterAgentRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[9]
+	mi := &file_grid_v1_grid_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1126,7 @@ func (x *UnregisterAgentRequest) String() string {
 func (*UnregisterAgentRequest) ProtoMessage() {}
 
 func (x *UnregisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[9]
+	mi := &file_grid_v1_grid_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1139,7 @@ func (x *UnregisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*UnregisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{9}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UnregisterAgentRequest) GetAgentId() string {
@@ -1071,7 +1164,7 @@ type UnregisterAgentResponse struct {
 
 func (x *UnregisterAgentResponse) Reset() {
 	*x = UnregisterAgentResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[10]
+	mi := &file_grid_v1_grid_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1176,7 @@ func (x *UnregisterAgentResponse) String() string {
 func (*UnregisterAgentResponse) ProtoMessage() {}
 
 func (x *UnregisterAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[10]
+	mi := &file_grid_v1_grid_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1189,7 @@ func (x *UnregisterAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterAgentResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterAgentResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{10}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{11}
 }
 
 type ListAgentsRequest struct {
@@ -1112,7 +1205,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[11]
+	mi := &file_grid_v1_grid_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1217,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[11]
+	mi := &file_grid_v1_grid_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1230,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{11}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListAgentsRequest) GetPageSize() uint32 {
@@ -1165,7 +1258,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[12]
+	mi := &file_grid_v1_grid_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1270,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[12]
+	mi := &file_grid_v1_grid_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1283,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{12}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -1216,7 +1309,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[13]
+	mi := &file_grid_v1_grid_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1321,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[13]
+	mi := &file_grid_v1_grid_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1334,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{13}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetAgentRequest) GetAgentId() string {
@@ -1264,7 +1357,7 @@ type SetDesiredVersionRequest struct {
 
 func (x *SetDesiredVersionRequest) Reset() {
 	*x = SetDesiredVersionRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[14]
+	mi := &file_grid_v1_grid_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1369,7 @@ func (x *SetDesiredVersionRequest) String() string {
 func (*SetDesiredVersionRequest) ProtoMessage() {}
 
 func (x *SetDesiredVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[14]
+	mi := &file_grid_v1_grid_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1382,7 @@ func (x *SetDesiredVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDesiredVersionRequest.ProtoReflect.Descriptor instead.
 func (*SetDesiredVersionRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{14}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetDesiredVersionRequest) GetAgentId() string {
@@ -1327,7 +1420,7 @@ type SpawnStorageNodeRequest struct {
 
 func (x *SpawnStorageNodeRequest) Reset() {
 	*x = SpawnStorageNodeRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[15]
+	mi := &file_grid_v1_grid_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1432,7 @@ func (x *SpawnStorageNodeRequest) String() string {
 func (*SpawnStorageNodeRequest) ProtoMessage() {}
 
 func (x *SpawnStorageNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[15]
+	mi := &file_grid_v1_grid_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1445,7 @@ func (x *SpawnStorageNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpawnStorageNodeRequest.ProtoReflect.Descriptor instead.
 func (*SpawnStorageNodeRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{15}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SpawnStorageNodeRequest) GetAgentId() string {
@@ -1385,7 +1478,7 @@ type SpawnStorageNodeResponse struct {
 
 func (x *SpawnStorageNodeResponse) Reset() {
 	*x = SpawnStorageNodeResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[16]
+	mi := &file_grid_v1_grid_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1490,7 @@ func (x *SpawnStorageNodeResponse) String() string {
 func (*SpawnStorageNodeResponse) ProtoMessage() {}
 
 func (x *SpawnStorageNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[16]
+	mi := &file_grid_v1_grid_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1503,7 @@ func (x *SpawnStorageNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpawnStorageNodeResponse.ProtoReflect.Descriptor instead.
 func (*SpawnStorageNodeResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{16}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SpawnStorageNodeResponse) GetNode() *StorageNode {
@@ -1429,7 +1522,7 @@ type StopStorageNodeRequest struct {
 
 func (x *StopStorageNodeRequest) Reset() {
 	*x = StopStorageNodeRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[17]
+	mi := &file_grid_v1_grid_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1534,7 @@ func (x *StopStorageNodeRequest) String() string {
 func (*StopStorageNodeRequest) ProtoMessage() {}
 
 func (x *StopStorageNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[17]
+	mi := &file_grid_v1_grid_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1547,7 @@ func (x *StopStorageNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopStorageNodeRequest.ProtoReflect.Descriptor instead.
 func (*StopStorageNodeRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{17}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StopStorageNodeRequest) GetNodeId() string {
@@ -1473,7 +1566,7 @@ type StopStorageNodeResponse struct {
 
 func (x *StopStorageNodeResponse) Reset() {
 	*x = StopStorageNodeResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[18]
+	mi := &file_grid_v1_grid_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1578,7 @@ func (x *StopStorageNodeResponse) String() string {
 func (*StopStorageNodeResponse) ProtoMessage() {}
 
 func (x *StopStorageNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[18]
+	mi := &file_grid_v1_grid_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1591,7 @@ func (x *StopStorageNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopStorageNodeResponse.ProtoReflect.Descriptor instead.
 func (*StopStorageNodeResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{18}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StopStorageNodeResponse) GetNode() *StorageNode {
@@ -1517,7 +1610,7 @@ type GetStorageNodeStatusRequest struct {
 
 func (x *GetStorageNodeStatusRequest) Reset() {
 	*x = GetStorageNodeStatusRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[19]
+	mi := &file_grid_v1_grid_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1622,7 @@ func (x *GetStorageNodeStatusRequest) String() string {
 func (*GetStorageNodeStatusRequest) ProtoMessage() {}
 
 func (x *GetStorageNodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[19]
+	mi := &file_grid_v1_grid_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1635,7 @@ func (x *GetStorageNodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStorageNodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStorageNodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{19}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetStorageNodeStatusRequest) GetNodeId() string {
@@ -1567,7 +1660,7 @@ type ListStorageNodesRequest struct {
 
 func (x *ListStorageNodesRequest) Reset() {
 	*x = ListStorageNodesRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[20]
+	mi := &file_grid_v1_grid_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1672,7 @@ func (x *ListStorageNodesRequest) String() string {
 func (*ListStorageNodesRequest) ProtoMessage() {}
 
 func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[20]
+	mi := &file_grid_v1_grid_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1685,7 @@ func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{20}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListStorageNodesRequest) GetAgentId() string {
@@ -1627,7 +1720,7 @@ type ListStorageNodesResponse struct {
 
 func (x *ListStorageNodesResponse) Reset() {
 	*x = ListStorageNodesResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[21]
+	mi := &file_grid_v1_grid_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1732,7 @@ func (x *ListStorageNodesResponse) String() string {
 func (*ListStorageNodesResponse) ProtoMessage() {}
 
 func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[21]
+	mi := &file_grid_v1_grid_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1745,7 @@ func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{21}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
@@ -1684,7 +1777,7 @@ type StorageNode struct {
 
 func (x *StorageNode) Reset() {
 	*x = StorageNode{}
-	mi := &file_grid_v1_grid_proto_msgTypes[22]
+	mi := &file_grid_v1_grid_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1789,7 @@ func (x *StorageNode) String() string {
 func (*StorageNode) ProtoMessage() {}
 
 func (x *StorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[22]
+	mi := &file_grid_v1_grid_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1802,7 @@ func (x *StorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNode.ProtoReflect.Descriptor instead.
 func (*StorageNode) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{22}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StorageNode) GetNodeId() string {
@@ -1755,7 +1848,7 @@ type GetClusterStatusRequest struct {
 
 func (x *GetClusterStatusRequest) Reset() {
 	*x = GetClusterStatusRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[23]
+	mi := &file_grid_v1_grid_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1860,7 @@ func (x *GetClusterStatusRequest) String() string {
 func (*GetClusterStatusRequest) ProtoMessage() {}
 
 func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[23]
+	mi := &file_grid_v1_grid_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1873,7 @@ func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{23}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{24}
 }
 
 type ClusterStatus struct {
@@ -1800,7 +1893,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_grid_v1_grid_proto_msgTypes[24]
+	mi := &file_grid_v1_grid_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1905,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[24]
+	mi := &file_grid_v1_grid_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1918,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{24}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterStatus) GetStatus() ClusterHealth {
@@ -1905,7 +1998,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[25]
+	mi := &file_grid_v1_grid_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2010,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[25]
+	mi := &file_grid_v1_grid_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2023,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{25}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchEventsRequest) GetSinceSeq() uint64 {
@@ -1975,7 +2068,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_grid_v1_grid_proto_msgTypes[26]
+	mi := &file_grid_v1_grid_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2080,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[26]
+	mi := &file_grid_v1_grid_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2093,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{26}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -2060,7 +2153,7 @@ type CABundleRequest struct {
 
 func (x *CABundleRequest) Reset() {
 	*x = CABundleRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[27]
+	mi := &file_grid_v1_grid_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2165,7 @@ func (x *CABundleRequest) String() string {
 func (*CABundleRequest) ProtoMessage() {}
 
 func (x *CABundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[27]
+	mi := &file_grid_v1_grid_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2178,7 @@ func (x *CABundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CABundleRequest.ProtoReflect.Descriptor instead.
 func (*CABundleRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{27}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{28}
 }
 
 type CABundleResponse struct {
@@ -2098,7 +2191,7 @@ type CABundleResponse struct {
 
 func (x *CABundleResponse) Reset() {
 	*x = CABundleResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[28]
+	mi := &file_grid_v1_grid_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2203,7 @@ func (x *CABundleResponse) String() string {
 func (*CABundleResponse) ProtoMessage() {}
 
 func (x *CABundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[28]
+	mi := &file_grid_v1_grid_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2216,7 @@ func (x *CABundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CABundleResponse.ProtoReflect.Descriptor instead.
 func (*CABundleResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{28}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CABundleResponse) GetCaBundlePem() []byte {
@@ -2151,7 +2244,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[29]
+	mi := &file_grid_v1_grid_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2256,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[29]
+	mi := &file_grid_v1_grid_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2269,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{29}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EnrollRequest) GetTokenId() string {
@@ -2228,7 +2321,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[30]
+	mi := &file_grid_v1_grid_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2333,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[30]
+	mi := &file_grid_v1_grid_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2346,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{30}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EnrollResponse) GetCertChainDer() [][]byte {
@@ -2288,7 +2381,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[31]
+	mi := &file_grid_v1_grid_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2393,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[31]
+	mi := &file_grid_v1_grid_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2406,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{31}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RenewCertificateRequest) GetAgentId() string {
@@ -2340,7 +2433,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[32]
+	mi := &file_grid_v1_grid_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2445,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[32]
+	mi := &file_grid_v1_grid_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2458,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{32}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RenewCertificateResponse) GetCertChainDer() [][]byte {
@@ -2395,7 +2488,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[33]
+	mi := &file_grid_v1_grid_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2500,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[33]
+	mi := &file_grid_v1_grid_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2513,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{33}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateJoinTokenRequest) GetTtlSecs() int64 {
@@ -2455,7 +2548,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[34]
+	mi := &file_grid_v1_grid_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2560,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[34]
+	mi := &file_grid_v1_grid_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2573,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{34}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2505,7 +2598,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[35]
+	mi := &file_grid_v1_grid_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2517,7 +2610,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[35]
+	mi := &file_grid_v1_grid_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2530,7 +2623,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{35}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{36}
 }
 
 type ListJoinTokensResponse struct {
@@ -2542,7 +2635,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[36]
+	mi := &file_grid_v1_grid_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2647,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[36]
+	mi := &file_grid_v1_grid_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2660,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{36}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -2586,7 +2679,7 @@ type RemoveJoinTokenRequest struct {
 
 func (x *RemoveJoinTokenRequest) Reset() {
 	*x = RemoveJoinTokenRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[37]
+	mi := &file_grid_v1_grid_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2691,7 @@ func (x *RemoveJoinTokenRequest) String() string {
 func (*RemoveJoinTokenRequest) ProtoMessage() {}
 
 func (x *RemoveJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[37]
+	mi := &file_grid_v1_grid_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2704,7 @@ func (x *RemoveJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RemoveJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{37}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RemoveJoinTokenRequest) GetId() string {
@@ -2629,7 +2722,7 @@ type RemoveJoinTokenResponse struct {
 
 func (x *RemoveJoinTokenResponse) Reset() {
 	*x = RemoveJoinTokenResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[38]
+	mi := &file_grid_v1_grid_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2641,7 +2734,7 @@ func (x *RemoveJoinTokenResponse) String() string {
 func (*RemoveJoinTokenResponse) ProtoMessage() {}
 
 func (x *RemoveJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[38]
+	mi := &file_grid_v1_grid_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2654,7 +2747,7 @@ func (x *RemoveJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RemoveJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{38}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{39}
 }
 
 type RevokeAgentRequest struct {
@@ -2668,7 +2761,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	mi := &file_grid_v1_grid_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2773,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	mi := &file_grid_v1_grid_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2786,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{39}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -2719,7 +2812,7 @@ type UnrevokeAgentRequest struct {
 
 func (x *UnrevokeAgentRequest) Reset() {
 	*x = UnrevokeAgentRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[40]
+	mi := &file_grid_v1_grid_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +2824,7 @@ func (x *UnrevokeAgentRequest) String() string {
 func (*UnrevokeAgentRequest) ProtoMessage() {}
 
 func (x *UnrevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[40]
+	mi := &file_grid_v1_grid_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +2837,7 @@ func (x *UnrevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnrevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*UnrevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{40}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UnrevokeAgentRequest) GetAgentId() string {
@@ -2773,7 +2866,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_grid_v1_grid_proto_msgTypes[41]
+	mi := &file_grid_v1_grid_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2785,7 +2878,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[41]
+	mi := &file_grid_v1_grid_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2798,7 +2891,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{41}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2888,13 +2981,21 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\x15RegisterAgentResponse\x12%\n" +
 	"\x0emaster_version\x18\x01 \x01(\tR\rmasterVersion\x126\n" +
 	"\x17heartbeat_interval_secs\x18\x02 \x01(\rR\x15heartbeatIntervalSecs\x12/\n" +
-	"\adesired\x18\x03 \x01(\v2\x15.grid.v1.DesiredStateR\adesired\"\xde\x01\n" +
+	"\adesired\x18\x03 \x01(\v2\x15.grid.v1.DesiredStateR\adesired\"\x8f\x02\n" +
 	"\x10HeartbeatRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12-\n" +
 	"\x12applied_generation\x18\x02 \x01(\x04R\x11appliedGeneration\x12)\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x13.grid.v1.NodeStatusR\x05nodes\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x120\n" +
-	"\aupgrade\x18\x05 \x01(\v2\x16.grid.v1.UpgradeStatusR\aupgrade\"|\n" +
+	"\aupgrade\x18\x05 \x01(\v2\x16.grid.v1.UpgradeStatusR\aupgrade\x12/\n" +
+	"\asummary\x18\x06 \x01(\v2\x15.grid.v1.AgentSummaryR\asummary\"\xd7\x01\n" +
+	"\fAgentSummary\x12#\n" +
+	"\rnodes_running\x18\x01 \x01(\rR\fnodesRunning\x12%\n" +
+	"\x0erestarts_total\x18\x02 \x01(\x04R\rrestartsTotal\x12\x1f\n" +
+	"\vcache_bytes\x18\x03 \x01(\x04R\n" +
+	"cacheBytes\x12(\n" +
+	"\x10cert_expiry_unix\x18\x04 \x01(\x03R\x0ecertExpiryUnix\x120\n" +
+	"\x14fetch_failures_total\x18\x05 \x01(\x04R\x12fetchFailuresTotal\"|\n" +
 	"\x11HeartbeatResponse\x12/\n" +
 	"\adesired\x18\x01 \x01(\v2\x15.grid.v1.DesiredStateR\adesired\x126\n" +
 	"\x17heartbeat_interval_secs\x18\x02 \x01(\rR\x15heartbeatIntervalSecs\"\xb5\x01\n" +
@@ -3133,7 +3234,7 @@ func file_grid_v1_grid_proto_rawDescGZIP() []byte {
 }
 
 var file_grid_v1_grid_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_grid_v1_grid_proto_goTypes = []any{
 	(NodeState)(0),                      // 0: grid.v1.NodeState
 	(AgentHealth)(0),                    // 1: grid.v1.AgentHealth
@@ -3141,122 +3242,124 @@ var file_grid_v1_grid_proto_goTypes = []any{
 	(*RegisterAgentRequest)(nil),        // 3: grid.v1.RegisterAgentRequest
 	(*RegisterAgentResponse)(nil),       // 4: grid.v1.RegisterAgentResponse
 	(*HeartbeatRequest)(nil),            // 5: grid.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),           // 6: grid.v1.HeartbeatResponse
-	(*DesiredState)(nil),                // 7: grid.v1.DesiredState
-	(*DesiredNode)(nil),                 // 8: grid.v1.DesiredNode
-	(*NodeStatus)(nil),                  // 9: grid.v1.NodeStatus
-	(*UpgradeStatus)(nil),               // 10: grid.v1.UpgradeStatus
-	(*Agent)(nil),                       // 11: grid.v1.Agent
-	(*UnregisterAgentRequest)(nil),      // 12: grid.v1.UnregisterAgentRequest
-	(*UnregisterAgentResponse)(nil),     // 13: grid.v1.UnregisterAgentResponse
-	(*ListAgentsRequest)(nil),           // 14: grid.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),          // 15: grid.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),             // 16: grid.v1.GetAgentRequest
-	(*SetDesiredVersionRequest)(nil),    // 17: grid.v1.SetDesiredVersionRequest
-	(*SpawnStorageNodeRequest)(nil),     // 18: grid.v1.SpawnStorageNodeRequest
-	(*SpawnStorageNodeResponse)(nil),    // 19: grid.v1.SpawnStorageNodeResponse
-	(*StopStorageNodeRequest)(nil),      // 20: grid.v1.StopStorageNodeRequest
-	(*StopStorageNodeResponse)(nil),     // 21: grid.v1.StopStorageNodeResponse
-	(*GetStorageNodeStatusRequest)(nil), // 22: grid.v1.GetStorageNodeStatusRequest
-	(*ListStorageNodesRequest)(nil),     // 23: grid.v1.ListStorageNodesRequest
-	(*ListStorageNodesResponse)(nil),    // 24: grid.v1.ListStorageNodesResponse
-	(*StorageNode)(nil),                 // 25: grid.v1.StorageNode
-	(*GetClusterStatusRequest)(nil),     // 26: grid.v1.GetClusterStatusRequest
-	(*ClusterStatus)(nil),               // 27: grid.v1.ClusterStatus
-	(*WatchEventsRequest)(nil),          // 28: grid.v1.WatchEventsRequest
-	(*Event)(nil),                       // 29: grid.v1.Event
-	(*CABundleRequest)(nil),             // 30: grid.v1.CABundleRequest
-	(*CABundleResponse)(nil),            // 31: grid.v1.CABundleResponse
-	(*EnrollRequest)(nil),               // 32: grid.v1.EnrollRequest
-	(*EnrollResponse)(nil),              // 33: grid.v1.EnrollResponse
-	(*RenewCertificateRequest)(nil),     // 34: grid.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),    // 35: grid.v1.RenewCertificateResponse
-	(*CreateJoinTokenRequest)(nil),      // 36: grid.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),     // 37: grid.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),       // 38: grid.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),      // 39: grid.v1.ListJoinTokensResponse
-	(*RemoveJoinTokenRequest)(nil),      // 40: grid.v1.RemoveJoinTokenRequest
-	(*RemoveJoinTokenResponse)(nil),     // 41: grid.v1.RemoveJoinTokenResponse
-	(*RevokeAgentRequest)(nil),          // 42: grid.v1.RevokeAgentRequest
-	(*UnrevokeAgentRequest)(nil),        // 43: grid.v1.UnrevokeAgentRequest
-	(*JoinToken)(nil),                   // 44: grid.v1.JoinToken
-	nil,                                 // 45: grid.v1.RegisterAgentRequest.LabelsEntry
-	nil,                                 // 46: grid.v1.Agent.LabelsEntry
-	nil,                                 // 47: grid.v1.EnrollResponse.LabelsEntry
-	nil,                                 // 48: grid.v1.CreateJoinTokenRequest.LabelsEntry
-	nil,                                 // 49: grid.v1.JoinToken.LabelsEntry
+	(*AgentSummary)(nil),                // 6: grid.v1.AgentSummary
+	(*HeartbeatResponse)(nil),           // 7: grid.v1.HeartbeatResponse
+	(*DesiredState)(nil),                // 8: grid.v1.DesiredState
+	(*DesiredNode)(nil),                 // 9: grid.v1.DesiredNode
+	(*NodeStatus)(nil),                  // 10: grid.v1.NodeStatus
+	(*UpgradeStatus)(nil),               // 11: grid.v1.UpgradeStatus
+	(*Agent)(nil),                       // 12: grid.v1.Agent
+	(*UnregisterAgentRequest)(nil),      // 13: grid.v1.UnregisterAgentRequest
+	(*UnregisterAgentResponse)(nil),     // 14: grid.v1.UnregisterAgentResponse
+	(*ListAgentsRequest)(nil),           // 15: grid.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),          // 16: grid.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),             // 17: grid.v1.GetAgentRequest
+	(*SetDesiredVersionRequest)(nil),    // 18: grid.v1.SetDesiredVersionRequest
+	(*SpawnStorageNodeRequest)(nil),     // 19: grid.v1.SpawnStorageNodeRequest
+	(*SpawnStorageNodeResponse)(nil),    // 20: grid.v1.SpawnStorageNodeResponse
+	(*StopStorageNodeRequest)(nil),      // 21: grid.v1.StopStorageNodeRequest
+	(*StopStorageNodeResponse)(nil),     // 22: grid.v1.StopStorageNodeResponse
+	(*GetStorageNodeStatusRequest)(nil), // 23: grid.v1.GetStorageNodeStatusRequest
+	(*ListStorageNodesRequest)(nil),     // 24: grid.v1.ListStorageNodesRequest
+	(*ListStorageNodesResponse)(nil),    // 25: grid.v1.ListStorageNodesResponse
+	(*StorageNode)(nil),                 // 26: grid.v1.StorageNode
+	(*GetClusterStatusRequest)(nil),     // 27: grid.v1.GetClusterStatusRequest
+	(*ClusterStatus)(nil),               // 28: grid.v1.ClusterStatus
+	(*WatchEventsRequest)(nil),          // 29: grid.v1.WatchEventsRequest
+	(*Event)(nil),                       // 30: grid.v1.Event
+	(*CABundleRequest)(nil),             // 31: grid.v1.CABundleRequest
+	(*CABundleResponse)(nil),            // 32: grid.v1.CABundleResponse
+	(*EnrollRequest)(nil),               // 33: grid.v1.EnrollRequest
+	(*EnrollResponse)(nil),              // 34: grid.v1.EnrollResponse
+	(*RenewCertificateRequest)(nil),     // 35: grid.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),    // 36: grid.v1.RenewCertificateResponse
+	(*CreateJoinTokenRequest)(nil),      // 37: grid.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 38: grid.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),       // 39: grid.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),      // 40: grid.v1.ListJoinTokensResponse
+	(*RemoveJoinTokenRequest)(nil),      // 41: grid.v1.RemoveJoinTokenRequest
+	(*RemoveJoinTokenResponse)(nil),     // 42: grid.v1.RemoveJoinTokenResponse
+	(*RevokeAgentRequest)(nil),          // 43: grid.v1.RevokeAgentRequest
+	(*UnrevokeAgentRequest)(nil),        // 44: grid.v1.UnrevokeAgentRequest
+	(*JoinToken)(nil),                   // 45: grid.v1.JoinToken
+	nil,                                 // 46: grid.v1.RegisterAgentRequest.LabelsEntry
+	nil,                                 // 47: grid.v1.Agent.LabelsEntry
+	nil,                                 // 48: grid.v1.EnrollResponse.LabelsEntry
+	nil,                                 // 49: grid.v1.CreateJoinTokenRequest.LabelsEntry
+	nil,                                 // 50: grid.v1.JoinToken.LabelsEntry
 }
 var file_grid_v1_grid_proto_depIdxs = []int32{
-	45, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
-	9,  // 1: grid.v1.RegisterAgentRequest.nodes:type_name -> grid.v1.NodeStatus
-	10, // 2: grid.v1.RegisterAgentRequest.upgrade:type_name -> grid.v1.UpgradeStatus
-	7,  // 3: grid.v1.RegisterAgentResponse.desired:type_name -> grid.v1.DesiredState
-	9,  // 4: grid.v1.HeartbeatRequest.nodes:type_name -> grid.v1.NodeStatus
-	10, // 5: grid.v1.HeartbeatRequest.upgrade:type_name -> grid.v1.UpgradeStatus
-	7,  // 6: grid.v1.HeartbeatResponse.desired:type_name -> grid.v1.DesiredState
-	8,  // 7: grid.v1.DesiredState.nodes:type_name -> grid.v1.DesiredNode
-	0,  // 8: grid.v1.NodeStatus.state:type_name -> grid.v1.NodeState
-	46, // 9: grid.v1.Agent.labels:type_name -> grid.v1.Agent.LabelsEntry
-	1,  // 10: grid.v1.Agent.health:type_name -> grid.v1.AgentHealth
-	7,  // 11: grid.v1.Agent.desired:type_name -> grid.v1.DesiredState
-	9,  // 12: grid.v1.Agent.nodes:type_name -> grid.v1.NodeStatus
-	10, // 13: grid.v1.Agent.upgrade:type_name -> grid.v1.UpgradeStatus
-	11, // 14: grid.v1.ListAgentsResponse.agents:type_name -> grid.v1.Agent
-	25, // 15: grid.v1.SpawnStorageNodeResponse.node:type_name -> grid.v1.StorageNode
-	25, // 16: grid.v1.StopStorageNodeResponse.node:type_name -> grid.v1.StorageNode
-	25, // 17: grid.v1.ListStorageNodesResponse.nodes:type_name -> grid.v1.StorageNode
-	9,  // 18: grid.v1.StorageNode.status:type_name -> grid.v1.NodeStatus
-	2,  // 19: grid.v1.ClusterStatus.status:type_name -> grid.v1.ClusterHealth
-	47, // 20: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
-	48, // 21: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
-	44, // 22: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
-	44, // 23: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
-	49, // 24: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
-	3,  // 25: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
-	5,  // 26: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
-	12, // 27: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
-	18, // 28: grid.v1.GridMaster.SpawnStorageNode:input_type -> grid.v1.SpawnStorageNodeRequest
-	20, // 29: grid.v1.GridMaster.StopStorageNode:input_type -> grid.v1.StopStorageNodeRequest
-	22, // 30: grid.v1.GridMaster.GetStorageNodeStatus:input_type -> grid.v1.GetStorageNodeStatusRequest
-	23, // 31: grid.v1.GridMaster.ListStorageNodes:input_type -> grid.v1.ListStorageNodesRequest
-	14, // 32: grid.v1.GridMaster.ListAgents:input_type -> grid.v1.ListAgentsRequest
-	16, // 33: grid.v1.GridMaster.GetAgent:input_type -> grid.v1.GetAgentRequest
-	17, // 34: grid.v1.GridMaster.SetDesiredVersion:input_type -> grid.v1.SetDesiredVersionRequest
-	26, // 35: grid.v1.GridMaster.GetClusterStatus:input_type -> grid.v1.GetClusterStatusRequest
-	28, // 36: grid.v1.GridMaster.WatchEvents:input_type -> grid.v1.WatchEventsRequest
-	30, // 37: grid.v1.GridMaster.CABundle:input_type -> grid.v1.CABundleRequest
-	32, // 38: grid.v1.GridMaster.Enroll:input_type -> grid.v1.EnrollRequest
-	34, // 39: grid.v1.GridMaster.RenewCertificate:input_type -> grid.v1.RenewCertificateRequest
-	36, // 40: grid.v1.GridMaster.CreateJoinToken:input_type -> grid.v1.CreateJoinTokenRequest
-	38, // 41: grid.v1.GridMaster.ListJoinTokens:input_type -> grid.v1.ListJoinTokensRequest
-	40, // 42: grid.v1.GridMaster.RemoveJoinToken:input_type -> grid.v1.RemoveJoinTokenRequest
-	42, // 43: grid.v1.GridMaster.RevokeAgent:input_type -> grid.v1.RevokeAgentRequest
-	43, // 44: grid.v1.GridMaster.UnrevokeAgent:input_type -> grid.v1.UnrevokeAgentRequest
-	4,  // 45: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
-	6,  // 46: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
-	13, // 47: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
-	19, // 48: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
-	21, // 49: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
-	25, // 50: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
-	24, // 51: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
-	15, // 52: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
-	11, // 53: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
-	11, // 54: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
-	27, // 55: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
-	29, // 56: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
-	31, // 57: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
-	33, // 58: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
-	35, // 59: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
-	37, // 60: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
-	39, // 61: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
-	41, // 62: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
-	11, // 63: grid.v1.GridMaster.RevokeAgent:output_type -> grid.v1.Agent
-	11, // 64: grid.v1.GridMaster.UnrevokeAgent:output_type -> grid.v1.Agent
-	45, // [45:65] is the sub-list for method output_type
-	25, // [25:45] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	46, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
+	10, // 1: grid.v1.RegisterAgentRequest.nodes:type_name -> grid.v1.NodeStatus
+	11, // 2: grid.v1.RegisterAgentRequest.upgrade:type_name -> grid.v1.UpgradeStatus
+	8,  // 3: grid.v1.RegisterAgentResponse.desired:type_name -> grid.v1.DesiredState
+	10, // 4: grid.v1.HeartbeatRequest.nodes:type_name -> grid.v1.NodeStatus
+	11, // 5: grid.v1.HeartbeatRequest.upgrade:type_name -> grid.v1.UpgradeStatus
+	6,  // 6: grid.v1.HeartbeatRequest.summary:type_name -> grid.v1.AgentSummary
+	8,  // 7: grid.v1.HeartbeatResponse.desired:type_name -> grid.v1.DesiredState
+	9,  // 8: grid.v1.DesiredState.nodes:type_name -> grid.v1.DesiredNode
+	0,  // 9: grid.v1.NodeStatus.state:type_name -> grid.v1.NodeState
+	47, // 10: grid.v1.Agent.labels:type_name -> grid.v1.Agent.LabelsEntry
+	1,  // 11: grid.v1.Agent.health:type_name -> grid.v1.AgentHealth
+	8,  // 12: grid.v1.Agent.desired:type_name -> grid.v1.DesiredState
+	10, // 13: grid.v1.Agent.nodes:type_name -> grid.v1.NodeStatus
+	11, // 14: grid.v1.Agent.upgrade:type_name -> grid.v1.UpgradeStatus
+	12, // 15: grid.v1.ListAgentsResponse.agents:type_name -> grid.v1.Agent
+	26, // 16: grid.v1.SpawnStorageNodeResponse.node:type_name -> grid.v1.StorageNode
+	26, // 17: grid.v1.StopStorageNodeResponse.node:type_name -> grid.v1.StorageNode
+	26, // 18: grid.v1.ListStorageNodesResponse.nodes:type_name -> grid.v1.StorageNode
+	10, // 19: grid.v1.StorageNode.status:type_name -> grid.v1.NodeStatus
+	2,  // 20: grid.v1.ClusterStatus.status:type_name -> grid.v1.ClusterHealth
+	48, // 21: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
+	49, // 22: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
+	45, // 23: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
+	45, // 24: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
+	50, // 25: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
+	3,  // 26: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
+	5,  // 27: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
+	13, // 28: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
+	19, // 29: grid.v1.GridMaster.SpawnStorageNode:input_type -> grid.v1.SpawnStorageNodeRequest
+	21, // 30: grid.v1.GridMaster.StopStorageNode:input_type -> grid.v1.StopStorageNodeRequest
+	23, // 31: grid.v1.GridMaster.GetStorageNodeStatus:input_type -> grid.v1.GetStorageNodeStatusRequest
+	24, // 32: grid.v1.GridMaster.ListStorageNodes:input_type -> grid.v1.ListStorageNodesRequest
+	15, // 33: grid.v1.GridMaster.ListAgents:input_type -> grid.v1.ListAgentsRequest
+	17, // 34: grid.v1.GridMaster.GetAgent:input_type -> grid.v1.GetAgentRequest
+	18, // 35: grid.v1.GridMaster.SetDesiredVersion:input_type -> grid.v1.SetDesiredVersionRequest
+	27, // 36: grid.v1.GridMaster.GetClusterStatus:input_type -> grid.v1.GetClusterStatusRequest
+	29, // 37: grid.v1.GridMaster.WatchEvents:input_type -> grid.v1.WatchEventsRequest
+	31, // 38: grid.v1.GridMaster.CABundle:input_type -> grid.v1.CABundleRequest
+	33, // 39: grid.v1.GridMaster.Enroll:input_type -> grid.v1.EnrollRequest
+	35, // 40: grid.v1.GridMaster.RenewCertificate:input_type -> grid.v1.RenewCertificateRequest
+	37, // 41: grid.v1.GridMaster.CreateJoinToken:input_type -> grid.v1.CreateJoinTokenRequest
+	39, // 42: grid.v1.GridMaster.ListJoinTokens:input_type -> grid.v1.ListJoinTokensRequest
+	41, // 43: grid.v1.GridMaster.RemoveJoinToken:input_type -> grid.v1.RemoveJoinTokenRequest
+	43, // 44: grid.v1.GridMaster.RevokeAgent:input_type -> grid.v1.RevokeAgentRequest
+	44, // 45: grid.v1.GridMaster.UnrevokeAgent:input_type -> grid.v1.UnrevokeAgentRequest
+	4,  // 46: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
+	7,  // 47: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
+	14, // 48: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
+	20, // 49: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
+	22, // 50: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
+	26, // 51: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
+	25, // 52: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
+	16, // 53: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
+	12, // 54: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
+	12, // 55: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
+	28, // 56: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
+	30, // 57: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
+	32, // 58: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
+	34, // 59: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
+	36, // 60: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
+	38, // 61: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
+	40, // 62: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
+	42, // 63: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
+	12, // 64: grid.v1.GridMaster.RevokeAgent:output_type -> grid.v1.Agent
+	12, // 65: grid.v1.GridMaster.UnrevokeAgent:output_type -> grid.v1.Agent
+	46, // [46:66] is the sub-list for method output_type
+	26, // [26:46] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_grid_v1_grid_proto_init() }
@@ -3270,7 +3373,7 @@ func file_grid_v1_grid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grid_v1_grid_proto_rawDesc), len(file_grid_v1_grid_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
