@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -24,10 +25,20 @@ type egress struct {
 	perDown rate.Limit // 0: no per-download cap
 }
 
+// egressBurst is how much a limiter may send at once after an idle
+// moment: a tenth of a second of its rate (at least one chunk). Tokens a
+// busy or descheduled server could not use within that are lost, so the
+// aggregate keeps to the budget on a loaded machine without bursting far
+// above it.
+func egressBurst(bps int64) int { return int(max(egressChunk, bps/10)) }
+
 func newEgress(maxEgress, maxDownload int64) *egress {
 	e := &egress{}
 	if maxEgress > 0 {
-		e.global = rate.NewLimiter(rate.Limit(maxEgress), egressChunk)
+		e.global = rate.NewLimiter(rate.Limit(maxEgress), egressBurst(maxEgress))
+		// Start empty: the first downloads do not share a burst the
+		// later ones never see.
+		e.global.AllowN(time.Now(), egressBurst(maxEgress))
 	}
 	if maxDownload > 0 {
 		e.perDown = rate.Limit(maxDownload)
@@ -45,7 +56,7 @@ func (e *egress) wrap(ctx context.Context, next http.ResponseWriter) http.Respon
 	}
 	w := &egressWriter{ResponseWriter: next, ctx: ctx, global: e.global}
 	if e.perDown > 0 {
-		w.own = rate.NewLimiter(e.perDown, egressChunk)
+		w.own = rate.NewLimiter(e.perDown, egressChunk) // a download starts at its rate, no burst
 	}
 	return w
 }
