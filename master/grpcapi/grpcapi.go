@@ -15,9 +15,11 @@
 // answer reaches a client's 4 MiB limit); a bad page token is
 // InvalidArgument.
 //
-// Every message says what to do next. The service trusts its callers: there is
-// no authentication on the control plane yet, so expose it only on networks
-// where agents and operators are trusted.
+// Every message says what to do next. Who may call what (the operator
+// token, agent certificates, revocation) is checked before a handler runs,
+// by master/auth's interceptors where the server is built; the caller's
+// actor (master/actor) travels in the context into the events the fleet
+// records.
 package grpcapi
 
 import (
