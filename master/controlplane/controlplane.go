@@ -161,6 +161,7 @@ func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, hea
 		WithTrust(grpcapi.Trust{PKI: trust.PKI, Tokens: tk, ClientLifetime: trust.ClientLifetime, Store: c.st,
 			CloseAgent: func(id string, err error) { trust.Operator.CloseAgent(id, err) }}).
 		Register(grpcSrv)
+	grpcapi.NewRelease(c.fleet, c.rel).Register(grpcSrv)
 	fm := http.NewServeMux()
 	fleetapi.New(c.fleet).Register(fm)
 	// Loopback-only as well (see store.BackupHandler).

@@ -125,6 +125,7 @@ func agentToPB(a fleet.Agent) *gridv1.Agent {
 	if a.Revoked {
 		out.Revoked, out.RevokedUnix, out.RevokedBy = true, unix(a.RevokedAt), a.RevokedBy
 	}
+	out.Pins = a.Pins
 	return out
 }
 

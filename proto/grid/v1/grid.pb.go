@@ -948,7 +948,10 @@ type Agent struct {
 	Revoked     bool  `protobuf:"varint,20,opt,name=revoked,proto3" json:"revoked,omitempty"`
 	RevokedUnix int64 `protobuf:"varint,21,opt,name=revoked_unix,json=revokedUnix,proto3" json:"revoked_unix,omitempty"`
 	// Who revoked it (an actor, see Event.actor).
-	RevokedBy     string `protobuf:"bytes,22,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	RevokedBy string `protobuf:"bytes,22,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	// Pins: artifact ("storage-server", "sutra-agent") -> the version the
+	// agent is pinned to (ReleaseService.PinAgent).
+	Pins          map[string]string `protobuf:"bytes,25,rep,name=pins,proto3" json:"pins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1100,6 +1103,13 @@ func (x *Agent) GetRevokedBy() string {
 		return x.RevokedBy
 	}
 	return ""
+}
+
+func (x *Agent) GetPins() map[string]string {
+	if x != nil {
+		return x.Pins
+	}
+	return nil
 }
 
 type UnregisterAgentRequest struct {
@@ -3030,7 +3040,7 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"to_version\x18\x03 \x01(\tR\ttoVersion\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12$\n" +
 	"\x0elast_log_lines\x18\x05 \x03(\tR\flastLogLines\x12!\n" +
-	"\fupdated_unix\x18\x06 \x01(\x03R\vupdatedUnix\"\xce\x05\n" +
+	"\fupdated_unix\x18\x06 \x01(\x03R\vupdatedUnix\"\xb5\x06\n" +
 	"\x05Agent\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x1a\n" +
@@ -3050,8 +3060,12 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\arevoked\x18\x14 \x01(\bR\arevoked\x12!\n" +
 	"\frevoked_unix\x18\x15 \x01(\x03R\vrevokedUnix\x12\x1d\n" +
 	"\n" +
-	"revoked_by\x18\x16 \x01(\tR\trevokedBy\x1a9\n" +
+	"revoked_by\x18\x16 \x01(\tR\trevokedBy\x12,\n" +
+	"\x04pins\x18\x19 \x03(\v2\x18.grid.v1.Agent.PinsEntryR\x04pins\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
+	"\tPinsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
 	"\x16UnregisterAgentRequest\x12\x19\n" +
@@ -3234,7 +3248,7 @@ func file_grid_v1_grid_proto_rawDescGZIP() []byte {
 }
 
 var file_grid_v1_grid_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_grid_v1_grid_proto_goTypes = []any{
 	(NodeState)(0),                      // 0: grid.v1.NodeState
 	(AgentHealth)(0),                    // 1: grid.v1.AgentHealth
@@ -3284,9 +3298,10 @@ var file_grid_v1_grid_proto_goTypes = []any{
 	(*JoinToken)(nil),                   // 45: grid.v1.JoinToken
 	nil,                                 // 46: grid.v1.RegisterAgentRequest.LabelsEntry
 	nil,                                 // 47: grid.v1.Agent.LabelsEntry
-	nil,                                 // 48: grid.v1.EnrollResponse.LabelsEntry
-	nil,                                 // 49: grid.v1.CreateJoinTokenRequest.LabelsEntry
-	nil,                                 // 50: grid.v1.JoinToken.LabelsEntry
+	nil,                                 // 48: grid.v1.Agent.PinsEntry
+	nil,                                 // 49: grid.v1.EnrollResponse.LabelsEntry
+	nil,                                 // 50: grid.v1.CreateJoinTokenRequest.LabelsEntry
+	nil,                                 // 51: grid.v1.JoinToken.LabelsEntry
 }
 var file_grid_v1_grid_proto_depIdxs = []int32{
 	46, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
@@ -3304,62 +3319,63 @@ var file_grid_v1_grid_proto_depIdxs = []int32{
 	8,  // 12: grid.v1.Agent.desired:type_name -> grid.v1.DesiredState
 	10, // 13: grid.v1.Agent.nodes:type_name -> grid.v1.NodeStatus
 	11, // 14: grid.v1.Agent.upgrade:type_name -> grid.v1.UpgradeStatus
-	12, // 15: grid.v1.ListAgentsResponse.agents:type_name -> grid.v1.Agent
-	26, // 16: grid.v1.SpawnStorageNodeResponse.node:type_name -> grid.v1.StorageNode
-	26, // 17: grid.v1.StopStorageNodeResponse.node:type_name -> grid.v1.StorageNode
-	26, // 18: grid.v1.ListStorageNodesResponse.nodes:type_name -> grid.v1.StorageNode
-	10, // 19: grid.v1.StorageNode.status:type_name -> grid.v1.NodeStatus
-	2,  // 20: grid.v1.ClusterStatus.status:type_name -> grid.v1.ClusterHealth
-	48, // 21: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
-	49, // 22: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
-	45, // 23: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
-	45, // 24: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
-	50, // 25: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
-	3,  // 26: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
-	5,  // 27: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
-	13, // 28: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
-	19, // 29: grid.v1.GridMaster.SpawnStorageNode:input_type -> grid.v1.SpawnStorageNodeRequest
-	21, // 30: grid.v1.GridMaster.StopStorageNode:input_type -> grid.v1.StopStorageNodeRequest
-	23, // 31: grid.v1.GridMaster.GetStorageNodeStatus:input_type -> grid.v1.GetStorageNodeStatusRequest
-	24, // 32: grid.v1.GridMaster.ListStorageNodes:input_type -> grid.v1.ListStorageNodesRequest
-	15, // 33: grid.v1.GridMaster.ListAgents:input_type -> grid.v1.ListAgentsRequest
-	17, // 34: grid.v1.GridMaster.GetAgent:input_type -> grid.v1.GetAgentRequest
-	18, // 35: grid.v1.GridMaster.SetDesiredVersion:input_type -> grid.v1.SetDesiredVersionRequest
-	27, // 36: grid.v1.GridMaster.GetClusterStatus:input_type -> grid.v1.GetClusterStatusRequest
-	29, // 37: grid.v1.GridMaster.WatchEvents:input_type -> grid.v1.WatchEventsRequest
-	31, // 38: grid.v1.GridMaster.CABundle:input_type -> grid.v1.CABundleRequest
-	33, // 39: grid.v1.GridMaster.Enroll:input_type -> grid.v1.EnrollRequest
-	35, // 40: grid.v1.GridMaster.RenewCertificate:input_type -> grid.v1.RenewCertificateRequest
-	37, // 41: grid.v1.GridMaster.CreateJoinToken:input_type -> grid.v1.CreateJoinTokenRequest
-	39, // 42: grid.v1.GridMaster.ListJoinTokens:input_type -> grid.v1.ListJoinTokensRequest
-	41, // 43: grid.v1.GridMaster.RemoveJoinToken:input_type -> grid.v1.RemoveJoinTokenRequest
-	43, // 44: grid.v1.GridMaster.RevokeAgent:input_type -> grid.v1.RevokeAgentRequest
-	44, // 45: grid.v1.GridMaster.UnrevokeAgent:input_type -> grid.v1.UnrevokeAgentRequest
-	4,  // 46: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
-	7,  // 47: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
-	14, // 48: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
-	20, // 49: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
-	22, // 50: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
-	26, // 51: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
-	25, // 52: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
-	16, // 53: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
-	12, // 54: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
-	12, // 55: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
-	28, // 56: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
-	30, // 57: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
-	32, // 58: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
-	34, // 59: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
-	36, // 60: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
-	38, // 61: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
-	40, // 62: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
-	42, // 63: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
-	12, // 64: grid.v1.GridMaster.RevokeAgent:output_type -> grid.v1.Agent
-	12, // 65: grid.v1.GridMaster.UnrevokeAgent:output_type -> grid.v1.Agent
-	46, // [46:66] is the sub-list for method output_type
-	26, // [26:46] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	48, // 15: grid.v1.Agent.pins:type_name -> grid.v1.Agent.PinsEntry
+	12, // 16: grid.v1.ListAgentsResponse.agents:type_name -> grid.v1.Agent
+	26, // 17: grid.v1.SpawnStorageNodeResponse.node:type_name -> grid.v1.StorageNode
+	26, // 18: grid.v1.StopStorageNodeResponse.node:type_name -> grid.v1.StorageNode
+	26, // 19: grid.v1.ListStorageNodesResponse.nodes:type_name -> grid.v1.StorageNode
+	10, // 20: grid.v1.StorageNode.status:type_name -> grid.v1.NodeStatus
+	2,  // 21: grid.v1.ClusterStatus.status:type_name -> grid.v1.ClusterHealth
+	49, // 22: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
+	50, // 23: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
+	45, // 24: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
+	45, // 25: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
+	51, // 26: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
+	3,  // 27: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
+	5,  // 28: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
+	13, // 29: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
+	19, // 30: grid.v1.GridMaster.SpawnStorageNode:input_type -> grid.v1.SpawnStorageNodeRequest
+	21, // 31: grid.v1.GridMaster.StopStorageNode:input_type -> grid.v1.StopStorageNodeRequest
+	23, // 32: grid.v1.GridMaster.GetStorageNodeStatus:input_type -> grid.v1.GetStorageNodeStatusRequest
+	24, // 33: grid.v1.GridMaster.ListStorageNodes:input_type -> grid.v1.ListStorageNodesRequest
+	15, // 34: grid.v1.GridMaster.ListAgents:input_type -> grid.v1.ListAgentsRequest
+	17, // 35: grid.v1.GridMaster.GetAgent:input_type -> grid.v1.GetAgentRequest
+	18, // 36: grid.v1.GridMaster.SetDesiredVersion:input_type -> grid.v1.SetDesiredVersionRequest
+	27, // 37: grid.v1.GridMaster.GetClusterStatus:input_type -> grid.v1.GetClusterStatusRequest
+	29, // 38: grid.v1.GridMaster.WatchEvents:input_type -> grid.v1.WatchEventsRequest
+	31, // 39: grid.v1.GridMaster.CABundle:input_type -> grid.v1.CABundleRequest
+	33, // 40: grid.v1.GridMaster.Enroll:input_type -> grid.v1.EnrollRequest
+	35, // 41: grid.v1.GridMaster.RenewCertificate:input_type -> grid.v1.RenewCertificateRequest
+	37, // 42: grid.v1.GridMaster.CreateJoinToken:input_type -> grid.v1.CreateJoinTokenRequest
+	39, // 43: grid.v1.GridMaster.ListJoinTokens:input_type -> grid.v1.ListJoinTokensRequest
+	41, // 44: grid.v1.GridMaster.RemoveJoinToken:input_type -> grid.v1.RemoveJoinTokenRequest
+	43, // 45: grid.v1.GridMaster.RevokeAgent:input_type -> grid.v1.RevokeAgentRequest
+	44, // 46: grid.v1.GridMaster.UnrevokeAgent:input_type -> grid.v1.UnrevokeAgentRequest
+	4,  // 47: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
+	7,  // 48: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
+	14, // 49: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
+	20, // 50: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
+	22, // 51: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
+	26, // 52: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
+	25, // 53: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
+	16, // 54: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
+	12, // 55: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
+	12, // 56: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
+	28, // 57: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
+	30, // 58: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
+	32, // 59: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
+	34, // 60: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
+	36, // 61: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
+	38, // 62: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
+	40, // 63: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
+	42, // 64: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
+	12, // 65: grid.v1.GridMaster.RevokeAgent:output_type -> grid.v1.Agent
+	12, // 66: grid.v1.GridMaster.UnrevokeAgent:output_type -> grid.v1.Agent
+	47, // [47:67] is the sub-list for method output_type
+	27, // [27:47] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_grid_v1_grid_proto_init() }
@@ -3373,7 +3389,7 @@ func file_grid_v1_grid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grid_v1_grid_proto_rawDesc), len(file_grid_v1_grid_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

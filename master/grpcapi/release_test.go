@@ -1,0 +1,127 @@
+package grpcapi
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sutragrid/sutra/master/fleet"
+	"github.com/sutragrid/sutra/master/releases"
+	"github.com/sutragrid/sutra/master/store"
+	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
+)
+
+func startRelease(t *testing.T) (gridv1.GridMasterClient, gridv1.ReleaseServiceClient) {
+	t.Helper()
+	st, err := store.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fleet.New(context.Background(), fleet.Options{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := releases.Open(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	New(f, nil).Register(g)
+	NewRelease(f, rel).Register(g)
+	go func() { _ = g.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		g.Stop()
+		_ = st.Close()
+	})
+	return gridv1.NewGridMasterClient(conn), gridv1.NewReleaseServiceClient(conn)
+}
+
+// TestReleaseService: pin over gRPC shows in Agent.pins and makes
+// SetDesiredVersion FAILED_PRECONDITION; yank lists the agents running the
+// version and ListYanked shows it; bad requests are INVALID_ARGUMENT.
+func TestReleaseService(t *testing.T) {
+	ctx := ctxT(t)
+	grid, rc := startRelease(t)
+	for i, id := range []string{"a1", "a2"} {
+		_, err := grid.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{AgentId: id, Hostname: "h", Platform: "linux", Arch: "x86_64",
+			AgentVersion: "0.1.0", MaxStorageNodes: 2, Nodes: []*gridv1.NodeStatus{{NodeId: id + "-n", State: gridv1.NodeState_NODE_STATE_RUNNING, Pid: int64(100 + i), Version: []string{"1.1.0", "1.0.0"}[i]}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := rc.PinAgent(ctx, &gridv1.PinAgentRequest{AgentId: "a1", Artifact: "storage-server", Version: "1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.GetPins()["storage-server"] != "1.0.0" || a.GetDesired().GetStorageServerVersion() != "1.0.0" {
+		t.Fatalf("PinAgent: pins %v desired %s", a.GetPins(), a.GetDesired().GetStorageServerVersion())
+	}
+	_, err = grid.SetDesiredVersion(ctx, &gridv1.SetDesiredVersionRequest{AgentId: "a1", StorageServerVersion: "2.0.0"})
+	wantCode(t, "SetDesiredVersion on a pinned agent", err, codes.FailedPrecondition, "pinned to storage-server 1.0.0; unpin it first")
+	got, err := grid.GetAgent(ctx, &gridv1.GetAgentRequest{AgentId: "a1"})
+	if err != nil || got.GetPins()["storage-server"] != "1.0.0" {
+		t.Fatalf("GetAgent pins = %v, %v", got.GetPins(), err)
+	}
+
+	y, err := rc.YankVersion(ctx, &gridv1.YankVersionRequest{Version: "1.1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(y.GetRunningAgentIds(), []string{"a1"}) || y.GetYanked().GetArtifact() != "storage-server" {
+		t.Fatalf("YankVersion = %v, want running [a1]", y)
+	}
+	l, err := rc.ListYanked(ctx, &gridv1.ListYankedRequest{})
+	if err != nil || len(l.GetYanked()) != 1 || l.GetYanked()[0].GetVersion() != "1.1.0" {
+		t.Fatalf("ListYanked = %v, %v", l, err)
+	}
+	u, err := rc.UnyankVersion(ctx, &gridv1.UnyankVersionRequest{Version: "1.1.0"})
+	if err != nil || !u.GetWasYanked() {
+		t.Fatalf("UnyankVersion = %v, %v", u, err)
+	}
+
+	for name, call := range map[string]func() error{
+		"pin latest": func() error {
+			_, err := rc.PinAgent(ctx, &gridv1.PinAgentRequest{AgentId: "a1", Artifact: "storage-server", Version: "latest"})
+			return err
+		},
+		"pin bad artifact": func() error {
+			_, err := rc.PinAgent(ctx, &gridv1.PinAgentRequest{AgentId: "a1", Artifact: "x", Version: "1.0.0"})
+			return err
+		},
+		"pin bad id": func() error {
+			_, err := rc.PinAgent(ctx, &gridv1.PinAgentRequest{AgentId: "../x", Artifact: "storage-server", Version: "1.0.0"})
+			return err
+		},
+		"unpin bad": func() error {
+			_, err := rc.UnpinAgent(ctx, &gridv1.UnpinAgentRequest{AgentId: "a1", Artifact: "x"})
+			return err
+		},
+		"yank bad version": func() error {
+			_, err := rc.YankVersion(ctx, &gridv1.YankVersionRequest{Version: strings.Repeat("9", 300)})
+			return err
+		},
+		"yank bad artifact": func() error {
+			_, err := rc.YankVersion(ctx, &gridv1.YankVersionRequest{Artifact: "x", Version: "1.0.0"})
+			return err
+		},
+	} {
+		wantCode(t, name, call(), codes.InvalidArgument, "")
+	}
+	_, err = rc.PinAgent(ctx, &gridv1.PinAgentRequest{AgentId: "nobody", Artifact: "storage-server", Version: "1.0.0"})
+	wantCode(t, "pin unknown agent", err, codes.NotFound, "")
+}
