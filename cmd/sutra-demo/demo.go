@@ -18,6 +18,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/release"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -64,6 +65,10 @@ func run(ctx context.Context, o demoOptions) error {
 
 	step("Staging storage-server %s for every platform in %s", o.Version, rel(binaries))
 	if err := stageStorageServers(ctx, binaries, o.Version); err != nil {
+		return err
+	}
+	pubKey, err := signStaged(ctx, bin, dir, binaries)
+	if err != nil {
 		return err
 	}
 
@@ -117,7 +122,7 @@ func run(ctx context.Context, o demoOptions) error {
 	for i := 1; i <= o.Agents; i++ {
 		id := fmt.Sprintf("agent-%d", i)
 		agentIDs = append(agentIDs, id)
-		cfg, err := writeAgentConfig(dir, id, masterAddr, httpURL, 50050+100*(i-1))
+		cfg, err := writeAgentConfig(dir, id, masterAddr, httpURL, 50050+100*(i-1), pubKey)
 		if err != nil {
 			return err
 		}
@@ -158,6 +163,7 @@ func run(ctx context.Context, o demoOptions) error {
 	showCommand(ctx, cliEnv, filepath.Join(bin, "sutra"), "--master", masterAddr, "status")
 	showCommand(ctx, cliEnv, filepath.Join(bin, "sutra"), "--master", masterAddr, "agents")
 	showCommand(ctx, cliEnv, filepath.Join(bin, "sutra"), "--master", masterAddr, "nodes")
+	showCommand(ctx, cliEnv, filepath.Join(bin, "sutra"), "--master", masterAddr, "--http", httpURL, "binaries")
 	printTryThis(bin, masterAddr, httpURL, o.Version, endpoints, logs, creds.Token, caFile)
 
 	if o.Exit {
@@ -230,13 +236,45 @@ func stageStorageServers(ctx context.Context, dst, version string) error {
 	return errors.Join(errs...)
 }
 
-func writeAgentConfig(dir, id, masterAddr, httpURL string, portStart int) (string, error) {
+// signStaged makes a throwaway release key (unencrypted, in the demo's
+// directory: a real key is made once, offline, with a password) and signs
+// the staged binaries with the sutra CLI, as a release would. It returns the
+// public key line the agents are configured with.
+func signStaged(ctx context.Context, bin, dir, binaries string) (string, error) {
+	keyDir := filepath.Join(dir, "release-key")
+	step("Signing them with a throwaway release key (sutra release keygen --no-password, sutra release sign)")
+	sutra := filepath.Join(bin, "sutra"+exeSuffix())
+	if out, err := exec.CommandContext(ctx, sutra, "release", "keygen", "--out", keyDir, "--no-password").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("sutra release keygen: %w\n%s", err, out)
+	}
+	entries, err := os.ReadDir(binaries)
+	if err != nil {
+		return "", err
+	}
+	args := []string{"release", "sign", "--key", filepath.Join(keyDir, release.PrivateKeyFile)}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), release.SignatureSuffix) && !strings.HasPrefix(e.Name(), ".") {
+			args = append(args, filepath.Join(binaries, e.Name()))
+		}
+	}
+	if out, err := exec.CommandContext(ctx, sutra, args...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("sutra release sign: %w\n%s", err, out)
+	}
+	_, line, err := release.ReadPublicKeyFile(filepath.Join(keyDir, release.PublicKeyFile))
+	if err != nil {
+		return "", err
+	}
+	fmt.Printf("    public key %s: agents get [security] release_public_keys = [%q]\n", rel(filepath.Join(keyDir, release.PublicKeyFile)), line)
+	return line, nil
+}
+
+func writeAgentConfig(dir, id, masterAddr, httpURL string, portStart int, releaseKey string) (string, error) {
 	home := filepath.Join(dir, id)
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		return "", err
 	}
 	cfg := fmt.Sprintf(agentConfigTemplate, id, masterAddr, filepath.ToSlash(filepath.Join(home, "cache")),
-		filepath.ToSlash(filepath.Join(home, "state")), httpURL, filepath.ToSlash(filepath.Join(home, "nodes")), portStart)
+		filepath.ToSlash(filepath.Join(home, "state")), httpURL, filepath.ToSlash(filepath.Join(home, "nodes")), portStart, releaseKey)
 	path := filepath.Join(home, "agent-config.toml")
 	return path, os.WriteFile(path, []byte(cfg), 0o644)
 }
