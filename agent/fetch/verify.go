@@ -104,3 +104,13 @@ func (f *Fetcher) verifySignature(ctx context.Context, info httpapi.BinaryInfo, 
 		"reason", string(release.ReasonOf(err)), "err", err)
 	return nil, "", fmt.Errorf("%s %s for %s/%s: %w: %w", f.opts.Artifact, info.Version, f.opts.Platform, f.opts.Arch, ErrSignature, err)
 }
+
+// Signature returns the release signature kept in the cache for a version
+// and its path (for the self-update's own check right before the swap).
+func (f *Fetcher) Signature(version string) ([]byte, string, error) {
+	sig, err := f.cache.ReadSignature(version)
+	if err != nil {
+		return nil, "", err
+	}
+	return sig, f.cache.SignaturePath(version), nil
+}

@@ -135,7 +135,11 @@ func (u *Upgrader) Apply(ctx context.Context, want string) error {
 	// The executable path names a complete binary at every instant: the new
 	// one is written and fsynced beside it, the running one kept at OldPath,
 	// then the new one renamed over it.
-	if err := installBinary(s.Target, data, want32, s.OldPath, u.step); err != nil {
+	verifier, err := u.verifyRelease(e, data)
+	if err != nil {
+		return fail("signature", err, false)
+	}
+	if err := installBinary(s.Target, data, want32, s.OldPath, verifier, u.step); err != nil {
 		log.Error("install the new agent binary", "err", err)
 		return fail("apply", err, false)
 	}

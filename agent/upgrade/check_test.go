@@ -89,7 +89,7 @@ func TestInstallNeverLeavesExecutablePathEmpty(t *testing.T) {
 	keep := previousPath(w.target)
 	os.Remove(keep)
 	var seen []string
-	err := installBinary(w.target, w.new, mustSum(w.new), keep, func(step string) {
+	err := installBinary(w.target, w.new, mustSum(w.new), keep, nil, func(step string) {
 		seen = append(seen, step)
 		b, err := os.ReadFile(w.target)
 		if err != nil || (string(b) != string(w.old) && string(b) != string(w.new)) {
@@ -110,7 +110,7 @@ func TestInstallNeverLeavesExecutablePathEmpty(t *testing.T) {
 		t.Errorf("installed binary mode: %v %v, want executable", st.Mode(), err)
 	}
 	// A wrong checksum installs nothing.
-	if err := installBinary(w.target, []byte("other"), mustSum(w.new), keep, func(string) {}); err == nil {
+	if err := installBinary(w.target, []byte("other"), mustSum(w.new), keep, nil, func(string) {}); err == nil {
 		t.Error("installBinary with a wrong checksum = nil error")
 	}
 	w.targetIs(t, w.new, "a bad checksum left it alone")

@@ -78,6 +78,7 @@ type testMaster struct {
 
 	mu        sync.Mutex
 	bins      map[string][]byte // by version
+	sigs      map[string][]byte // release signatures by file name
 	desired   string
 	registers []string // versions, in order
 	polls     map[string]int
@@ -85,7 +86,7 @@ type testMaster struct {
 }
 
 func newTestMaster(t *testing.T) *testMaster {
-	m := &testMaster{bins: map[string][]byte{}, polls: map[string]int{}, downloads: map[string]int{}}
+	m := &testMaster{bins: map[string][]byte{}, sigs: map[string][]byte{}, polls: map[string]int{}, downloads: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/artifacts/sutra-agent/{version}/{platform}/{arch}", func(w http.ResponseWriter, r *http.Request) {
 		m.mu.Lock()
@@ -111,6 +112,11 @@ func newTestMaster(t *testing.T) *testMaster {
 	})
 	mux.HandleFunc("GET /binaries/{name}", func(w http.ResponseWriter, r *http.Request) {
 		m.mu.Lock()
+		if sig, ok := m.sigs[r.PathValue("name")]; ok {
+			m.mu.Unlock()
+			_, _ = w.Write(sig)
+			return
+		}
 		var data []byte
 		for v, b := range m.bins {
 			if m.filename(v) == r.PathValue("name") {

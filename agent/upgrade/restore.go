@@ -66,7 +66,7 @@ func restore(s State, log *slog.Logger) error {
 		}
 		return nil
 	}
-	if err := installBinary(s.Target, data, h[:], "", func(string) {}); err != nil {
+	if err := installBinary(s.Target, data, h[:], "", nil, func(string) {}); err != nil {
 		log.Error("restore the previous agent binary; copy "+s.OldPath+" to "+s.Target+" by hand", "err", err)
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/minio/selfupdate"
+
 	"github.com/sutragrid/sutra/internal/atomicfile"
 )
 
@@ -16,7 +18,12 @@ import (
 // (rename(2) replaces it atomically, so target always names a complete
 // binary, old or new) and the directory is fsynced. step is called after
 // each durable step.
-func installBinary(target string, data, sum []byte, keep string, step func(string)) error {
+func installBinary(target string, data, sum []byte, keep string, v *selfupdate.Verifier, step func(string)) error {
+	if v != nil {
+		if err := v.Verify(data); err != nil {
+			return err
+		}
+	}
 	tmp, err := writeBeside(target, ".new", data, sum)
 	if err != nil {
 		return err

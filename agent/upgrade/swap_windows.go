@@ -17,7 +17,7 @@ import (
 // one put back if that fails). The running binary is first kept at keep as
 // an fsynced copy, and the installed file is fsynced. step is called after
 // each durable step.
-func installBinary(target string, data, sum []byte, keep string, step func(string)) error {
+func installBinary(target string, data, sum []byte, keep string, v *selfupdate.Verifier, step func(string)) error {
 	if keep != "" {
 		if err := keepCopy(target, keep); err != nil {
 			return err
@@ -25,7 +25,7 @@ func installBinary(target string, data, sum []byte, keep string, step func(strin
 		step(StepKept)
 	}
 	old := sidePath(target, ".replaced")
-	err := selfupdate.Apply(bytes.NewReader(data), selfupdate.Options{TargetPath: target, OldSavePath: old, Checksum: sum})
+	err := selfupdate.Apply(bytes.NewReader(data), selfupdate.Options{TargetPath: target, OldSavePath: old, Checksum: sum, Verifier: v})
 	if err != nil {
 		if rerr := rollbackError(err); rerr != nil {
 			return fmt.Errorf("%w; putting the previous binary back failed too (copy %s to %s by hand): %v", err, keep, target, rerr)

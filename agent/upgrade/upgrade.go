@@ -128,6 +128,11 @@ type Options struct {
 	CurrentVersion string
 	// Fetcher downloads and verifies releases. Required by Apply only.
 	Fetcher Fetcher
+	// PublicKeys are the release public keys (config
+	// security.release_public_keys); with keys, the new binary is verified
+	// against its signature right before the swap (signature.go). The
+	// Fetcher must have been made with the same keys.
+	PublicKeys []string
 	// Window is how long a new version has to call Committed (default 60 s).
 	Window time.Duration
 	// MaxBoots is how many starts of the new version Begin accepts while

@@ -47,7 +47,8 @@ func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, r
 	}
 	return upgrade.Start(ctx, upgrade.StartOptions{
 		Options: upgrade.Options{DataDir: cfg.Agent.AgentDataDir, Fetcher: af, Logger: logger, Window: cfg.Agent.UpgradeWindow(),
-			LogTail: func(n int) []string { return agentlog.Tail(agentlog.Path(cfg.Agent.AgentDataDir), n) }},
+			PublicKeys: cfg.Security.ReleasePublicKeys,
+			LogTail:    func(n int) []string { return agentlog.Tail(agentlog.Path(cfg.Agent.AgentDataDir), n) }},
 		AutoUpdate: cfg.Agent.AutoUpdate,
 		Restart:    restart,
 		RestartErr: agent.ErrRestartRequired,
