@@ -85,6 +85,26 @@ func (s *Server) claimEnrollment(ctx context.Context, t *Trust, id, host, tokenI
 	}, nil
 }
 
+// settleEnrollment removes agent id's enrollment claim once the agent has
+// registered: the claim only guards the window between Enroll and the first
+// registration, and a record per id ever enrolled would only grow. Best
+// effort: a claim left behind is harmless (a registered id is never held by
+// it) and is removed at the next registration.
+func (s *Server) settleEnrollment(ctx context.Context, id string) {
+	if s.trust == nil || s.trust.Store == nil {
+		return
+	}
+	key := enrollKey(id)
+	old, rev, err := s.trust.Store.Get(ctx, store.TableMeta, key)
+	if err != nil || old == nil {
+		return
+	}
+	_, err = s.trust.Store.ApplyIf(context.WithoutCancel(ctx), []store.Cond{store.IfRevision(store.TableMeta, key, rev)}, []store.Op{store.Delete(store.TableMeta, key)})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		s.log.Warn("enrollment claim not removed after registration", "agent", id, "err", err)
+	}
+}
+
 // allowAfterRevocation lets a certificate just issued for id through a
 // lifted revocation (its NotBefore is backdated, possibly before the
 // revocation).

@@ -104,6 +104,7 @@ func (s *Server) RegisterAgent(ctx context.Context, req *gridv1.RegisterAgentReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	s.settleEnrollment(ctx, req.GetAgentId())
 	return &gridv1.RegisterAgentResponse{
 		MasterVersion:         s.f.MasterVersion(),
 		HeartbeatIntervalSecs: s.intervalSecs(),

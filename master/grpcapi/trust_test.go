@@ -35,6 +35,7 @@ type tlsMaster struct {
 	pki   *pki.PKI
 	f     *fleet.Fleet
 	clock *testutil.Clock
+	st    store.Store
 	stop  func()
 }
 
@@ -68,9 +69,9 @@ func startTLS(t *testing.T, dir string) *tlsMaster {
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(p.ServerTLSConfig())),
 		grpc.ChainUnaryInterceptor(pol.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(pol.StreamServerInterceptor()))
-	New(f, nil).WithTrust(Trust{PKI: p, Tokens: tk, Now: clock.Now}).Register(g)
+	New(f, nil).WithTrust(Trust{PKI: p, Tokens: tk, Now: clock.Now, Store: st}).Register(g)
 	go func() { _ = g.Serve(lis) }()
-	m := &tlsMaster{addr: lis.Addr().String(), pki: p, f: f, clock: clock}
+	m := &tlsMaster{addr: lis.Addr().String(), pki: p, f: f, clock: clock, st: st}
 	stopped := false
 	m.stop = func() {
 		if !stopped {
@@ -352,4 +353,26 @@ func TestRestartKeepsIdentities(t *testing.T) {
 	}
 	_, err = enroll(t, m2.addr, tok, "agent-b")
 	wantCode(t, "the used single-use token after restart", err, codes.Unauthenticated, "join token refused")
+}
+
+// An enrollment claim guards an id only until the agent registers; then it
+// is removed, so the store does not keep one record per id ever enrolled.
+func TestEnrollmentClaimRemovedOnRegistration(t *testing.T) {
+	m := startTLS(t, t.TempDir())
+	tok := m.createToken(t, 1, time.Hour)
+	cfg, err := enroll(t, m.addr, tok, "claimed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim, _, err := m.st.Get(ctxT(t), store.TableMeta, enrollKey("claimed"))
+	if err != nil || claim == nil {
+		t.Fatalf("after Enroll the claim is %q, %v; want a record", claim, err)
+	}
+	if _, err := dial(t, m.addr, cfg).RegisterAgent(ctxT(t), registerReq("claimed")); err != nil {
+		t.Fatal(err)
+	}
+	claim, _, err = m.st.Get(ctxT(t), store.TableMeta, enrollKey("claimed"))
+	if err != nil || claim != nil {
+		t.Fatalf("after RegisterAgent the claim is %q, %v; want it removed", claim, err)
+	}
 }
