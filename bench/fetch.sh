@@ -9,6 +9,12 @@
 # (BINARIES_DIR / HTTP_PORT / GRPC_PORT, as in the design document), else
 # bench/fileserver, a stand-in serving the same routes with http.ServeContent.
 # The agent also fsyncs the file before its atomic rename; curl does not.
+#
+# Then the same fetch with release signatures on (issue 13): the file is
+# signed with a throwaway key (sutra release sign), the master serves
+# FILE.minisig, and the agent, configured with [security]
+# release_public_keys, verifies the signature before the file is made
+# executable. Goal: verification adds < 5 % to the fetch time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
@@ -27,8 +33,9 @@ for tool in curl openssl; do
   command -v $tool >/dev/null || { echo "bench/fetch.sh needs $tool" >&2; exit 1; }
 done
 
-echo "building sutra-agent and the server..."
+echo "building sutra-agent, sutra and the server..."
 go build -trimpath -o "$work/sutra-agent" ./cmd/sutra-agent
+go build -trimpath -o "$work/sutra" ./cmd/sutra
 plat=$(go env GOOS)
 case $(go env GOARCH) in amd64) arch=x86_64 ;; arm64) arch=aarch64 ;; 386) arch=x86 ;; *) arch=$(go env GOARCH) ;; esac
 mkdir -p "$work/binaries"
@@ -120,3 +127,43 @@ echo
 printf 'best of %d: baseline %.3f s, agent %.3f s -> agent speed = %.2fx the baseline (goal >= 0.90x)\n' \
   "$ROUNDS" "$best_base" "$best_agent" "$(echo "$best_base / $best_agent" | bc -l)"
 echo "agent peak RSS (VmHWM): $((max_rss / 1024)) MB (goal <= 30 MB)"
+
+# Signatures on: the master must serve FILE.minisig (bench/fileserver does not).
+if [ "$server" != "cmd/sutra-master" ]; then
+  echo "signed fetch: skipped (needs cmd/sutra-master to serve the .minisig)"
+  exit 0
+fi
+"$work/sutra" release keygen --out "$work/key" --no-password >/dev/null
+"$work/sutra" release sign --key "$work/key/sutra-release.key" "$bin" >/dev/null
+pub=$(tail -1 "$work/key/sutra-release.pub")
+for _ in $(seq 1 100); do
+  curl -fsS "$url/api/binaries/latest/$plat/$arch" 2>/dev/null | grep -q '"signature"' && break
+  sleep 0.1
+done
+curl -fsS "$url/api/binaries/latest/$plat/$arch" | grep -q '"signature"' || { echo "the master does not offer the signature" >&2; exit 1; }
+{ cat "$work/agent-config.toml"; printf '[security]\nrelease_public_keys = ["%s"]\n' "$pub"; } > "$work/agent-config-signed.toml"
+grep -q release_public_keys "$work/agent-config-signed.toml" || { echo "could not write the signed config" >&2; exit 1; }
+
+echo
+printf '%-6s %-28s %-28s %-10s\n' round "fetch, unsigned s (MB/s)" "fetch + verify s (MB/s)" "overhead"
+best_plain=999999; best_signed=999999
+for r in $(seq 1 "$ROUNDS"); do
+  # Alternate the two so drift in the machine's load hits both alike.
+  rm -rf "$work/cache" "$work/agent"
+  t0=$(now); "$work/sutra-agent" fetch --config "$work/agent-config.toml" >/dev/null; t1=$(now)
+  rm -rf "$work/cache" "$work/agent"
+  t2=$(now); "$work/sutra-agent" fetch --config "$work/agent-config-signed.toml" >"$work/signed.out" 2>"$work/signed.err" || {
+    echo "signed fetch failed:" >&2; cat "$work/signed.err" >&2; exit 1; }; t3=$(now)
+  ls "$work/cache"/*/*/*.minisig >/dev/null 2>&1 || {
+    echo "the signed fetch kept no .minisig in the cache: was the signature verified?" >&2; exit 1; }
+  plain=$(echo "$t1 - $t0" | bc -l); signed=$(echo "$t3 - $t2" | bc -l)
+  printf '%-6s %-28s %-28s %-10s\n' "$r" \
+    "$(printf '%.3f (%.0f)' "$plain" "$(echo "$SIZE_MB / $plain" | bc -l)")" \
+    "$(printf '%.3f (%.0f)' "$signed" "$(echo "$SIZE_MB / $signed" | bc -l)")" \
+    "$(printf '%+.1f %%' "$(echo "($signed - $plain) * 100 / $plain" | bc -l)")"
+  best_plain=$(echo "if ($plain < $best_plain) $plain else $best_plain" | bc -l)
+  best_signed=$(echo "if ($signed < $best_signed) $signed else $best_signed" | bc -l)
+done
+echo
+printf 'best of %d: unsigned %.3f s, signed %.3f s -> verification adds %+.1f %% (goal < 5 %%)\n' \
+  "$ROUNDS" "$best_plain" "$best_signed" "$(echo "($best_signed - $best_plain) * 100 / $best_plain" | bc -l)"
