@@ -46,6 +46,11 @@ Commands:
   agents unrevoke ID          lift a revocation; the agent must enroll again
                               with a new join token (its old certificates
                               stay refused)
+  agents pin ID [--storage-server V] [--agent V]
+                              pin the agent to exact versions: set-version for
+                              it is refused, for every agent and rollouts skip it
+  agents unpin ID [--storage-server|--agent]
+                              lift its pins (both unless one is named)
   agents set-version [ID] [--storage-server V] [--agent V]
                               set the storage-server and/or sutra-agent version
                               one agent (without ID: every agent, and agents
@@ -59,6 +64,12 @@ Commands:
                               unless --agent is given)
   nodes stop ID [--wait]      stop a storage node (its data is kept)
   binaries                    storage-server binaries the master distributes
+  binaries yank VERSION [--artifact A] [--rollback]
+                              yank a version: never "latest", never a rollout
+                              target; lists the agents running it; --rollback
+                              moves them to the previous unyanked version
+  binaries unyank VERSION [--artifact A]
+                              lift a yank
   events [-f] [--since N] [-n N]
                               the fleet's event log; -f follows new events
   version                     versions of this CLI and of the master
@@ -242,6 +253,12 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		if len(rest) > 0 && rest[0] == "unrevoke" {
 			return c.unrevokeAgent(ctx, rest[1:])
 		}
+		if len(rest) > 0 && rest[0] == "pin" {
+			return c.pinAgent(ctx, rest[1:])
+		}
+		if len(rest) > 0 && rest[0] == "unpin" {
+			return c.unpinAgent(ctx, rest[1:])
+		}
 		return c.agents(ctx, rest)
 	case "nodes":
 		if len(rest) > 0 {
@@ -254,6 +271,12 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		}
 		return c.nodes(ctx, rest)
 	case "binaries":
+		if len(rest) > 0 && rest[0] == "yank" {
+			return c.yank(ctx, rest[1:])
+		}
+		if len(rest) > 0 && rest[0] == "unyank" {
+			return c.unyank(ctx, rest[1:])
+		}
 		return c.binaries(ctx, rest)
 	case "release":
 		return c.release(rest)

@@ -29,6 +29,7 @@ import (
 	"github.com/sutragrid/sutra/master/fleetapi"
 	"github.com/sutragrid/sutra/master/grpcapi"
 	"github.com/sutragrid/sutra/master/pki"
+	"github.com/sutragrid/sutra/master/releases"
 	"github.com/sutragrid/sutra/master/store"
 	"github.com/sutragrid/sutra/master/tokens"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
@@ -79,6 +80,11 @@ func startMaster(t *testing.T) *testMaster {
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerTLSConfig())),
 		grpc.ChainUnaryInterceptor(policy.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(policy.StreamServerInterceptor()))
 	grpcapi.New(f, nil).WithTrust(grpcapi.Trust{PKI: ca, Tokens: tk}).Register(g)
+	rel, err := releases.Open(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcapi.NewRelease(f, rel).Register(g)
 	go func() { _ = g.Serve(lis) }()
 
 	mux := http.NewServeMux()

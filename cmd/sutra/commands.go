@@ -144,15 +144,15 @@ func (c *cli) agents(ctx context.Context, args []string) error {
 	}
 	now := time.Now()
 	tw := table(c.stdout)
-	fmt.Fprintln(tw, "AGENT\tHOST\tPLATFORM\tVERSION\tHEALTH\tNODES\tGEN\tLAST HEARTBEAT\tUPGRADE")
+	fmt.Fprintln(tw, "AGENT\tHOST\tPLATFORM\tVERSION\tHEALTH\tNODES\tGEN\tLAST HEARTBEAT\tPINNED\tUPGRADE")
 	for _, a := range agents {
 		gen := fmt.Sprintf("%d", a.GetDesired().GetGeneration())
 		if a.GetAppliedGeneration() != a.GetDesired().GetGeneration() {
 			gen = fmt.Sprintf("%d (applied %d)", a.GetDesired().GetGeneration(), a.GetAppliedGeneration())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", a.GetAgentId(), dash(a.GetHostname()), a.GetPlatform(), a.GetArch(),
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", a.GetAgentId(), dash(a.GetHostname()), a.GetPlatform(), a.GetArch(),
 			dash(a.GetAgentVersion()), agentState(a), len(a.GetDesired().GetNodes()), a.GetMaxStorageNodes(), gen, ago(a.GetLastHeartbeatUnix(), now),
-			upgradePhase(a.GetUpgrade()))
+			pinList(a), upgradePhase(a.GetUpgrade()))
 	}
 	if len(agents) == 0 {
 		fmt.Fprintln(tw, "(no agents registered: start sutra-agent on a machine pointed at this master)")
@@ -235,6 +235,9 @@ func (c *cli) agent(ctx context.Context, id string) error {
 	fmt.Fprintf(tw, "Health:\t%s (last heartbeat %s)\n", health(a.GetHealth()), ago(a.GetLastHeartbeatUnix(), now))
 	if a.GetRevoked() {
 		fmt.Fprintf(tw, "Revoked:\t%s by %s (sutra agents unrevoke %s, then enroll it again with a new join token)\n", time.Unix(a.GetRevokedUnix(), 0).UTC().Format(time.RFC3339), dash(a.GetRevokedBy()), a.GetAgentId())
+	}
+	if len(a.GetPins()) > 0 {
+		fmt.Fprintf(tw, "Pinned:\t%s (sutra agents unpin %s)\n", pinList(a), a.GetAgentId())
 	}
 	fmt.Fprintf(tw, "Generation:\t%d desired, %d applied\n", a.GetDesired().GetGeneration(), a.GetAppliedGeneration())
 	fmt.Fprintf(tw, "Storage server:\t%s\n", a.GetDesired().GetStorageServerVersion())
@@ -501,7 +504,7 @@ func (c *cli) binaries(ctx context.Context, args []string) error {
 		return err
 	}
 	tw := table(c.stdout)
-	fmt.Fprintln(tw, "VERSION\tPLATFORM\tARCH\tSIZE\tSHA256\tSIGNED\tUPLOADED\tFILE")
+	fmt.Fprintln(tw, "VERSION\tPLATFORM\tARCH\tSIZE\tSHA256\tSIGNED\tYANKED\tUPLOADED\tFILE")
 	for _, b := range list {
 		sum := b.Checksum
 		if len(sum) > 12 {
@@ -515,7 +518,11 @@ func (c *cli) binaries(ctx context.Context, args []string) error {
 		if b.Signature != "" {
 			signed = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Version, b.Platform, b.Arch, size(b.SizeBytes), sum, signed, up, b.Path)
+		yanked := "no"
+		if b.Yanked {
+			yanked = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Version, b.Platform, b.Arch, size(b.SizeBytes), sum, signed, yanked, up, b.Path)
 	}
 	if len(list) == 0 {
 		fmt.Fprintln(tw, "(no binaries: put storage-server-<version>-<platform>-<arch> files in the master's BINARIES_DIR)")
