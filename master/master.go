@@ -41,6 +41,7 @@ import (
 	"github.com/sutragrid/sutra/master/metrics"
 	"github.com/sutragrid/sutra/master/pki"
 	"github.com/sutragrid/sutra/master/ratelimit"
+	"github.com/sutragrid/sutra/master/ui"
 )
 
 // Run serves until ctx ends, then shuts down gracefully. It returns nil
@@ -195,6 +196,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 		mux.Handle("GET "+metrics.Path, h)
 	}
+	// The web dashboard (master/ui) at /ui/; / sends a browser there.
+	dash, err := ui.New(ui.Options{Fleet: cp.Fleet(), Catalog: cat, Yanked: cp.Releases().Yanked,
+		CheckToken: ui.OperatorCheck(policy.RequireOperator), Secure: opts.HTTPTLS, Logger: log.With("component", "ui")})
+	if err != nil {
+		_ = cp.Close()
+		return err
+	}
+	mux.Handle(ui.Prefix, dash.Handler())
+	mux.Handle("GET /{$}", http.RedirectHandler(ui.Prefix, http.StatusFound))
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	var sweep sync.WaitGroup
 	sweep.Go(func() { _ = cp.Run(sweepCtx) })
