@@ -37,6 +37,7 @@ import (
 	"github.com/sutragrid/sutra/agent/config"
 	"github.com/sutragrid/sutra/agent/controlplane"
 	"github.com/sutragrid/sutra/agent/fetch"
+	agentmetrics "github.com/sutragrid/sutra/agent/metrics"
 	"github.com/sutragrid/sutra/agent/ratchet"
 	"github.com/sutragrid/sutra/agent/state"
 	"github.com/sutragrid/sutra/internal/platform"
@@ -67,6 +68,9 @@ type Options struct {
 	UpgradeWindow time.Duration
 	// Hooks for the agent's self-update (optional); see Upgrader.
 	Upgrader Upgrader
+	// MetricsReady, when set, receives the bound address of the metrics
+	// endpoint (agent.metrics_addr; tests bind port 0).
+	MetricsReady func(net.Addr)
 }
 
 // Upgrader is the agent's self-update, driven by the master's desired agent
@@ -121,6 +125,8 @@ type Agent struct {
 	notes    upgradeNotes   // node -> outcome of its last upgrade attempt, reported to the master
 	nodeJobs nodeJobs       // node -> its upgrade or stop job
 	self     selfUpdateJob  // the agent's self-update
+
+	metrics *agentmetrics.Metrics // its registry and heartbeat summary (agent/metrics)
 }
 
 // New prepares an agent from opts without starting anything.
@@ -222,6 +228,14 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 		a.sup = realSupervisor{sup}
 	}
 	a.advertise = advertiseHost(cfg.Agent.MasterHost)
+	if a.metrics, err = agentmetrics.New(agentmetrics.Options{
+		Version:  version.Version,
+		State:    a.metricsSnapshot,
+		CacheDir: cfg.Agent.CacheDir,
+		CertFile: filepath.Join(cfg.Agent.AgentDataDir, "tls", controlplane.CertFile),
+	}); err != nil {
+		return nil, err
+	}
 	if with.cp != nil {
 		a.cp = with.cp
 		return a, nil
@@ -255,12 +269,26 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 		Logger:            a.log,
 		Report:            a.report,
 		OnDesired:         a.onDesired,
-		OnHeartbeat:       a.onHeartbeat,
+		OnHeartbeat:       func() { a.metrics.Heartbeat(nil); a.onHeartbeat() },
+		Summary:           a.metrics.Summary,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// metricsSnapshot is the agent's state for agent/metrics.
+func (a *Agent) metricsSnapshot() agentmetrics.Snapshot {
+	rep := a.report()
+	s := agentmetrics.Snapshot{Nodes: make([]agentmetrics.Node, 0, len(rep.Nodes))}
+	for _, n := range rep.Nodes {
+		s.Nodes = append(s.Nodes, agentmetrics.Node{State: string(n.State), Restarts: n.RestartCount})
+	}
+	if rep.Upgrade != nil {
+		s.UpgradePhase = rep.Upgrade.Phase
+	}
+	return s
 }
 
 func (a *Agent) restartPolicy() supervisor.PolicyOptions {
@@ -307,6 +335,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			stopLoop(err)
 		}
 	})
+	if addr := a.cfg.Agent.MetricsAddr; addr != "" {
+		wg.Go(func() {
+			if err := a.metrics.Serve(cpCtx, addr, a.log, a.opts.MetricsReady); err != nil {
+				stopLoop(err)
+			}
+		})
+	}
 	stopJobs := context.AfterFunc(loopCtx, a.cancelJobs)
 	defer stopJobs()
 

@@ -178,6 +178,7 @@ func (a *Agent) fetchBinary(ctx context.Context, j *job, wantVersion string, gen
 	current := a.binary.current()
 	if err != nil {
 		a.log.Error("storage-server binary unavailable; will retry", "want", wantVersion, "err", err)
+		a.metrics.FetchFailed()
 		if current != nil || a.fetcher == nil {
 			return
 		}

@@ -92,6 +92,11 @@ type Agent struct {
 	// UpgradeWindowSecs is how long a self-updated agent has to register
 	// and heartbeat before the previous binary is restored (default 60).
 	UpgradeWindowSecs int `toml:"upgrade_window_secs"`
+	// MetricsAddr, when set, serves the agent's Prometheus metrics on
+	// http://{metrics_addr}/metrics (host:port; default off, 127.0.0.1:7002
+	// in the packaged config). No authentication: keep it on loopback or a
+	// trusted network.
+	MetricsAddr string `toml:"metrics_addr"`
 }
 
 // UpgradeWindow returns upgrade_window_secs as a duration.

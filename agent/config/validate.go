@@ -153,6 +153,11 @@ func (d *decoder) validate(cfg *Config) {
 	if a.MaxStorageNodes < 1 || a.MaxStorageNodes > limits.MaxStorageNodes {
 		d.problem("agent.max_storage_nodes", "%d is out of range (accepted: 1 to %d)", a.MaxStorageNodes, limits.MaxStorageNodes)
 	}
+	if a.MetricsAddr != "" {
+		if msg := checkHostPort(a.MetricsAddr); msg != "" {
+			d.problem("agent.metrics_addr", "%q %s (accepted: host:port, e.g. \"127.0.0.1:7002\", or empty for none)", a.MetricsAddr, msg)
+		}
+	}
 	if a.UpgradeWindowSecs < 5 || a.UpgradeWindowSecs > 86400 {
 		d.problem("agent.upgrade_window_secs", "%d is out of range (accepted: 5 to 86400 seconds)", a.UpgradeWindowSecs)
 	}

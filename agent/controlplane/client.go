@@ -54,6 +54,9 @@ type Options struct {
 	OnRegistered func()
 	// OnHeartbeat is called after each successful heartbeat (optional).
 	OnHeartbeat func()
+	// Summary, when set, is the compact metrics summary sent with every
+	// heartbeat (agent/metrics), which the master sums over the fleet.
+	Summary func() *gridv1.AgentSummary
 
 	// HeartbeatInterval is used until the master names one (default 5 s).
 	HeartbeatInterval time.Duration
@@ -316,6 +319,13 @@ func (c *Client) register(ctx context.Context) error {
 	return nil
 }
 
+func (c *Client) summary() *gridv1.AgentSummary {
+	if c.opts.Summary == nil {
+		return nil
+	}
+	return c.opts.Summary()
+}
+
 func (c *Client) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RPCTimeout)
 	defer cancel()
@@ -326,6 +336,7 @@ func (c *Client) heartbeat(ctx context.Context) error {
 		Nodes:             nodesToProto(rep.Nodes),
 		AgentVersion:      c.opts.AgentVersion,
 		Upgrade:           upgradeToProto(rep.Upgrade),
+		Summary:           c.summary(),
 	})
 	if err != nil {
 		return err
