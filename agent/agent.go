@@ -123,6 +123,7 @@ type Agent struct {
 	pending  pendingNodes   // desired node -> why it is not running yet
 	stopped  stoppedReports // recently stopped nodes, reported for a while
 	notes    upgradeNotes   // node -> outcome of its last upgrade attempt, reported to the master
+	refused  binaryRefusal  // why the desired storage-server was refused (signature, rollback), reported
 	nodeJobs nodeJobs       // node -> its upgrade or stop job
 	self     selfUpdateJob  // the agent's self-update
 

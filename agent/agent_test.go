@@ -114,6 +114,7 @@ type binMaster struct {
 
 	mu       sync.Mutex
 	bins     map[string][]byte // version -> content
+	sigs     map[string][]byte // file name -> release signature served
 	drip     map[string]bool   // versions whose download drips a byte every 100 ms until the client leaves
 	dripping int               // downloads dripping now
 	dripped  int               // downloads that started dripping
@@ -125,7 +126,7 @@ func newBinMaster(t *testing.T) *binMaster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &binMaster{plat: p, arch: a, bins: map[string][]byte{}, drip: map[string]bool{}}
+	m := &binMaster{plat: p, arch: a, bins: map[string][]byte{}, sigs: map[string][]byte{}, drip: map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/binaries/{version}/{platform}/{arch}", func(w http.ResponseWriter, r *http.Request) {
 		v := r.PathValue("version")
@@ -157,6 +158,11 @@ func newBinMaster(t *testing.T) *binMaster {
 	})
 	mux.HandleFunc("GET /binaries/{name}", func(w http.ResponseWriter, r *http.Request) {
 		m.mu.Lock()
+		if sig, ok := m.sigs[r.PathValue("name")]; ok {
+			m.mu.Unlock()
+			_, _ = w.Write(sig)
+			return
+		}
 		var data []byte
 		var drip bool
 		for v, b := range m.bins {

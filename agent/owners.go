@@ -340,6 +340,27 @@ func (u *upgradeNotes) get(id string) string {
 	return u.m[id]
 }
 
+// binaryRefusal is why the desired storage-server was refused (a release
+// signature that does not verify, or a rollback through "latest"); it is
+// reported to the master on every node's status until a download succeeds.
+// The running nodes keep their current version.
+type binaryRefusal struct {
+	mu  sync.Mutex
+	msg string
+}
+
+func (r *binaryRefusal) set(msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msg = msg
+}
+
+func (r *binaryRefusal) get() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.msg
+}
+
 // stoppedReports is the recently stopped nodes, reported until a heartbeat
 // carried them (or stoppedReportFor passed), at most maxStoppedReported.
 type stoppedReports struct {

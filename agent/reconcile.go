@@ -13,7 +13,9 @@ import (
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/agent/controlplane"
 	"github.com/sutragrid/sutra/agent/fetch"
+	"github.com/sutragrid/sutra/agent/ratchet"
 	"github.com/sutragrid/sutra/agent/state"
+	"github.com/sutragrid/sutra/internal/release"
 	"github.com/sutragrid/sutra/supervisor"
 )
 
@@ -176,6 +178,15 @@ func (a *Agent) fetchBinary(ctx context.Context, j *job, wantVersion string, gen
 		return // cancelled: another version is desired, or the agent stops
 	}
 	current := a.binary.current()
+	if reason := refusalReason(err); reason != "" {
+		msg := fmt.Sprintf("storage-server %s refused (%s): %v", wantVersion, reason, err)
+		if current != nil {
+			msg += "; nodes keep running " + current.Version
+		}
+		a.refused.set(msg)
+	} else if err == nil {
+		a.refused.set("")
+	}
 	if err != nil {
 		a.log.Error("storage-server binary unavailable; will retry", "want", wantVersion, "err", err)
 		a.metrics.FetchFailed()
@@ -422,7 +433,11 @@ func (a *Agent) report() controlplane.Report {
 			continue
 		}
 		seen[id] = true
-		rep.Nodes = append(rep.Nodes, controlplane.NodeStatus{NodeID: id, State: supervisor.StateBackoff, Message: pending[id]})
+		msg := pending[id]
+		if r := a.refused.get(); r != "" {
+			msg = joinMessage(msg, r)
+		}
+		rep.Nodes = append(rep.Nodes, controlplane.NodeStatus{NodeID: id, State: supervisor.StateBackoff, Message: msg})
 	}
 	rep.Nodes = append(rep.Nodes, a.stopped.report(seen, a.clock.Now())...)
 	if a.opts.Upgrader != nil {
@@ -456,5 +471,27 @@ func (a *Agent) nodeStatus(st supervisor.Status) controlplane.NodeStatus {
 		}
 		ns.Message += note
 	}
+	if r := a.refused.get(); r != "" {
+		ns.Message = joinMessage(ns.Message, r)
+	}
 	return ns
+}
+
+// refusalReason names why a fetch refused a binary on purpose: a release
+// signature reason (internal/release) or "rollback"; "" for other errors.
+func refusalReason(err error) string {
+	if r := release.ReasonOf(err); r != "" {
+		return "signature " + string(r)
+	}
+	if errors.Is(err, ratchet.ErrRollback) {
+		return "rollback"
+	}
+	return ""
+}
+
+func joinMessage(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }

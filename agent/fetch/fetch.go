@@ -430,6 +430,10 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 		}
 		return cache.Entry{}, fmt.Errorf("%w: %w", ErrCacheDir, err)
 	}
+	presig, err := f.precheckSignature(ctx, info)
+	if err != nil {
+		return cache.Entry{}, err
+	}
 	source := f.binaryURL(info.Path)
 	sum, err := f.download(ctx, info, source)
 	if err != nil {
@@ -452,7 +456,7 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 			"artifact", f.opts.Artifact, "version", info.Version, "got_sha256", sum, "master_expects", expected)
 		return cache.Entry{}, fmt.Errorf("%s: master's verify endpoint expects %s, got %s: %w", source, expected, sum, ErrChecksum)
 	}
-	sig, keyID, err := f.verifySignature(ctx, info, sum)
+	sig, keyID, err := f.verifySignature(ctx, info, sum, presig)
 	if err != nil {
 		return cache.Entry{}, err
 	}

@@ -123,6 +123,11 @@ func TestSignatureRefusals(t *testing.T) {
 		{"unsigned", func(*testing.T, *testBin, []byte) []byte { return nil }, []release.Reason{release.Unsigned}},
 		{"signature of another file", func(t *testing.T, b *testBin, _ []byte) []byte {
 			return signBin(t, k, b, "1.2.0", payload(200<<10, 9)) // same name and version, other bytes
+		}, []release.Reason{release.Mismatch}},
+		{"signature of another file, comment forged to match", func(t *testing.T, b *testBin, data []byte) []byte {
+			other := signBin(t, k, b, "1.2.0", payload(100<<10, 9))
+			sum := testutil.SHA256(payload(100<<10, 9))
+			return bytes.Replace(other, []byte(sum), []byte(testutil.SHA256(data)), 1)
 		}, []release.Reason{release.BadSignature}},
 		{"signature of another version of the same bytes", func(t *testing.T, b *testBin, data []byte) []byte {
 			return signBin(t, k, b, "1.1.0", data)
@@ -149,8 +154,18 @@ func TestSignatureRefusals(t *testing.T) {
 			f := m.fetcher(t, dir, func(o *Options) { o.Keys = keyring(t, k) })
 			_, err := f.Ensure(context.Background(), Latest)
 			assertRefused(t, dir, "1.2.0", err, tc.reasons...)
-			if n := len(m.downloads()); n > 2 {
-				t.Errorf("%d downloads: a refused signature must not be retried", n)
+			binary := 0
+			for _, r := range m.downloads() {
+				if !strings.HasSuffix(r.Path, release.SignatureSuffix) {
+					binary++
+				}
+			}
+			if want := 0; tc.reasons[0] == release.BadSignature {
+				if binary != 1 {
+					t.Errorf("%d downloads of the binary, want 1 (checked, refused, not retried)", binary)
+				}
+			} else if binary != want {
+				t.Errorf("%d downloads of the binary, want none: the signature alone says it cannot verify", binary)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/hashicorp/go-retryablehttp"
 
@@ -69,15 +70,70 @@ func (f *Fetcher) fetchSignature(ctx context.Context, info httpapi.BinaryInfo) (
 	return data, nil
 }
 
-// verifySignature fetches and checks the signature of the complete partial
-// download of info. It returns the signature to commit with the binary, nil
+// precheckSignature fetches the signature of info before the binary is
+// downloaded and refuses at once what no download can fix: no signature,
+// a malformed one, an unknown key, or a trusted comment naming another
+// artifact, version, platform, arch, checksum or size than the master's
+// metadata. It is only a shortcut (the comment is not authenticated yet);
+// verifySignature decides after the download. It returns the signature.
+func (f *Fetcher) precheckSignature(ctx context.Context, info httpapi.BinaryInfo) ([]byte, error) {
+	if f.opts.Keys.Len() == 0 {
+		return nil, nil
+	}
+	sig, err := f.fetchSignature(ctx, info)
+	if err == nil {
+		err = f.precheck(info, sig)
+	}
+	if release.ReasonOf(err) == release.Unsigned && f.opts.AllowUnsigned {
+		return nil, nil
+	}
+	if release.ReasonOf(err) != "" {
+		f.log.Error("binary refused before download: its release signature cannot verify",
+			"artifact", f.opts.Artifact, "version", info.Version, "platform", f.opts.Platform, "arch", f.opts.Arch,
+			"reason", string(release.ReasonOf(err)), "err", err)
+		return nil, fmt.Errorf("%s %s for %s/%s: %w: %w", f.opts.Artifact, info.Version, f.opts.Platform, f.opts.Arch, ErrSignature, err)
+	}
+	return sig, err
+}
+
+func (f *Fetcher) precheck(info httpapi.BinaryInfo, sig []byte) error {
+	s, err := release.ParseSignature(sig)
+	if err != nil {
+		return err
+	}
+	id := release.KeyID(s.KeyID)
+	known := false
+	for _, k := range f.opts.Keys.IDs() {
+		known = known || k == id
+	}
+	if !known {
+		return &release.Error{Reason: release.UnknownKey, Detail: fmt.Sprintf("signed by key %s, which is not one of the configured release keys (%s)", id, strings.Join(f.opts.Keys.IDs(), ", "))}
+	}
+	got, err := release.ParseComment(s.TrustedComment)
+	if err != nil {
+		return &release.Error{Reason: release.Mismatch, Detail: err.Error()}
+	}
+	want := release.Identity{Artifact: f.opts.Artifact, Version: info.Version, Platform: f.opts.Platform, Arch: f.opts.Arch,
+		SHA256: info.Checksum, Size: info.SizeBytes}
+	if got.Artifact != want.Artifact || got.Version != want.Version || got.Platform != want.Platform ||
+		got.Arch != want.Arch || got.SHA256 != want.SHA256 || got.Size != want.Size {
+		return &release.Error{Reason: release.Mismatch, Detail: fmt.Sprintf("the signature is for %q, the master offers %q", got.Comment(), want.Comment())}
+	}
+	return nil
+}
+
+// verifySignature checks the complete partial download of info against sig
+// (fetched by precheckSignature). It returns the signature to commit with the binary, nil
 // when signatures are off or (require_signatures = false) the master
 // publishes none.
-func (f *Fetcher) verifySignature(ctx context.Context, info httpapi.BinaryInfo, sum string) ([]byte, string, error) {
+func (f *Fetcher) verifySignature(ctx context.Context, info httpapi.BinaryInfo, sum string, sig []byte) ([]byte, string, error) {
 	if f.opts.Keys.Len() == 0 {
 		return nil, "", nil
 	}
-	sig, err := f.fetchSignature(ctx, info)
+	var err error
+	if sig == nil {
+		err = &release.Error{Reason: release.Unsigned, Detail: fmt.Sprintf("the master publishes no signature for %s %s", f.opts.Artifact, info.Version)}
+	}
 	if release.ReasonOf(err) == release.Unsigned && f.opts.AllowUnsigned {
 		f.log.Warn("binary is unsigned; accepted because security.require_signatures = false",
 			"artifact", f.opts.Artifact, "version", info.Version)
