@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/ratespec"
 	"github.com/sutragrid/sutra/internal/release"
 )
 
@@ -97,6 +98,16 @@ type Agent struct {
 	// in the packaged config). No authentication: keep it on loopback or a
 	// trusted network.
 	MetricsAddr string `toml:"metrics_addr"`
+	// DownloadRateLimit caps the agent's binary downloads, like "50MB/s"
+	// or "20MiB/s" (internal/ratespec); empty or "unlimited": no cap.
+	DownloadRateLimit string `toml:"download_rate_limit"`
+}
+
+// DownloadRate is DownloadRateLimit in bytes per second (0: unlimited);
+// Load has validated it.
+func (a Agent) DownloadRate() int64 {
+	v, _ := ratespec.Parse(a.DownloadRateLimit)
+	return v
 }
 
 // UpgradeWindow returns upgrade_window_secs as a duration.

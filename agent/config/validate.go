@@ -11,6 +11,7 @@ import (
 	"github.com/sutragrid/sutra/internal/ident"
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/internal/ratespec"
 )
 
 // SupportedPlatforms are the accepted values of agent.platform.
@@ -157,6 +158,9 @@ func (d *decoder) validate(cfg *Config) {
 		if msg := checkHostPort(a.MetricsAddr); msg != "" {
 			d.problem("agent.metrics_addr", "%q %s (accepted: host:port, e.g. \"127.0.0.1:7002\", or empty for none)", a.MetricsAddr, msg)
 		}
+	}
+	if _, err := ratespec.Parse(a.DownloadRateLimit); err != nil {
+		d.problem("agent.download_rate_limit", "%v (accepted: a rate like \"50MB/s\" or \"20MiB/s\", or \"unlimited\")", err)
 	}
 	if a.UpgradeWindowSecs < 5 || a.UpgradeWindowSecs > 86400 {
 		d.problem("agent.upgrade_window_secs", "%d is out of range (accepted: 5 to 86400 seconds)", a.UpgradeWindowSecs)

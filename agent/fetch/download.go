@@ -294,6 +294,14 @@ func (d *dl) get(ctx context.Context) error {
 			work <- buf[:n]
 			d.offset += int64(n)
 			d.prog.update(d.offset)
+			if d.f.limiter != nil {
+				// Waiting on the rate limit is not a stall.
+				timer.Stop()
+				if err := d.f.throttle(ctx, n); err != nil {
+					return context.Cause(ctx)
+				}
+				timer.Reset(stall)
+			}
 		} else {
 			free <- buf
 		}

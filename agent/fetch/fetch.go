@@ -66,6 +66,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/time/rate"
 
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/agent/ratchet"
@@ -155,6 +156,9 @@ type Options struct {
 	ProgressBar io.Writer
 	// Rand is the jitter source (default: randomly seeded).
 	Rand *rand.Rand
+	// DownloadRateLimit caps downloads in bytes per second (config
+	// agent.download_rate_limit; throttle.go). Zero: unlimited.
+	DownloadRateLimit int64
 
 	// Failed reports whether this agent recorded a cached entry as failed
 	// (for example a node upgrade to it failed). NewestVerified, Offline
@@ -272,6 +276,8 @@ type Fetcher struct {
 	randMu sync.Mutex
 	mu     sync.Mutex // serialises Ensure and Prune
 	buf    []byte
+	// limiter paces downloads (Options.DownloadRateLimit); nil: unlimited.
+	limiter *rate.Limiter
 }
 
 // New validates opts and returns a Fetcher. With Platform/Arch unset it maps
@@ -300,7 +306,7 @@ func New(opts Options) (*Fetcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Fetcher{opts: opts, log: opts.Logger, cache: c, base: base, buf: make([]byte, 1<<20)}
+	f := &Fetcher{opts: opts, log: opts.Logger, cache: c, base: base, buf: make([]byte, 1<<20), limiter: newLimiter(opts.DownloadRateLimit)}
 	f.http = f.newHTTPClient()
 	return f, nil
 }
