@@ -201,6 +201,8 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 				Keys:          keys,
 				AllowUnsigned: !cfg.Security.Require(),
 				Ratchet:       ratchet.Open(cfg.Agent.AgentDataDir),
+				// The [agent] download_rate_limit (issue 14).
+				DownloadRateLimit: cfg.Agent.DownloadRate(),
 			})
 			if err != nil {
 				return nil, err
