@@ -603,7 +603,8 @@ func bench(ctx context.Context, c config) (*result, error) {
 		r.errors += n
 	}
 	fmt.Fprintf(out, "heartbeats: %d in %s (%.0f/s), errors %v\n", len(lat), wall.Round(time.Millisecond), float64(len(lat))/wall.Seconds(), errs)
-	fmt.Fprintf(out, "heartbeat latency: p50 %s  p99 %s  max %s\n", r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.max.Round(10*time.Microsecond))
+	fmt.Fprintf(out, "heartbeat latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", r.p50.Round(10*time.Microsecond), pct(0.90).Round(10*time.Microsecond),
+		r.p99.Round(10*time.Microsecond), pct(0.999).Round(10*time.Microsecond), r.max.Round(10*time.Microsecond))
 	// The simulated agents share the machine with the master: their own
 	// cost, to tell the master's latency apart from the load generator's.
 	if rss, err := procPeakRSS("self"); err == nil && self1 > 0 {
