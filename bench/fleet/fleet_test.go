@@ -30,7 +30,7 @@ func TestBenchOverMTLS(t *testing.T) {
 		t.Skip("starts and kills a master twice")
 	}
 	var out bytes.Buffer
-	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: 2 * time.Second, restart: true, rateLimit: "on", out: &out}
+	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: 2 * time.Second, restart: true, rateLimit: "on", resume: true, out: &out}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := bench(ctx, c)

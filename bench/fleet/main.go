@@ -92,6 +92,7 @@ type config struct {
 	plaintext bool
 	compare   bool
 	rateLimit string
+	resume    bool
 	serve     string
 	dataDir   string
 	out       io.Writer
@@ -108,6 +109,7 @@ func main() {
 	flag.BoolVar(&c.restart, "restart", true, "kill -9 and restart the child master, and time the re-registration")
 	flag.BoolVar(&c.plaintext, "plaintext", false, "the old baseline: a bare plaintext gRPC master, agents sharing -conns connections (default: the real master over mTLS, one connection and certificate per agent)")
 	flag.BoolVar(&c.compare, "compare", false, "run -plaintext and mTLS back to back and print a table")
+	flag.BoolVar(&c.resume, "resume", true, "mTLS: agents keep a TLS session cache (-resume=false: every reconnect is a full handshake, to measure what resumption saves)")
 	flag.StringVar(&c.rateLimit, "rate-limit", "on", "mTLS: \"on\" keeps the master's default rate limits, \"off\" disables them in the child")
 	flag.StringVar(&c.serve, "serve", "", "internal: run as the master on this address")
 	flag.StringVar(&c.dataDir, "data", "", "internal: the master's data directory")
@@ -171,6 +173,7 @@ func compare(ctx context.Context, c config) error {
 	if c.restart {
 		row("all accepted again after kill -9", func(r *result) string { return r.back.Round(time.Millisecond).String() })
 		row("restarted master peak RSS", func(r *result) string { return fmt.Sprintf("%.1f MiB", r.rss2) })
+		row("restarted master CPU until all back", func(r *result) string { return r.reconnectCPU.String() })
 		row("reconnects resumed (TLS)", func(r *result) string {
 			if r.plaintext {
 				return "-"
@@ -379,13 +382,15 @@ func (a *agent) loop(ctx context.Context, interval time.Duration, s *stats) {
 
 // result is one run's figures.
 type result struct {
-	plaintext            bool
-	conns                int
-	register             time.Duration
-	heartbeats, errors   int
-	p50, p99, max        time.Duration
-	cpu, rss, rss2       float64
-	selfCPU, selfRSS     float64
+	plaintext          bool
+	conns              int
+	register           time.Duration
+	heartbeats, errors int
+	p50, p99, max      time.Duration
+	cpu, rss, rss2     float64
+	selfCPU, selfRSS   float64
+	// reconnectCPU is the restarted master's CPU time until every agent was back.
+	reconnectCPU         time.Duration
 	back, backAfterUp    time.Duration
 	resumed, reconnected int
 }
@@ -514,6 +519,9 @@ func bench(ctx context.Context, c config) (*result, error) {
 			// Each agent: its own certificate, TLS config and session cache.
 			cfg := pki.ClientTLSConfig(ca.Roots(), certs[i])
 			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			if !c.resume {
+				cfg.ClientSessionCache = nil
+			}
 			conn, err := grpc.NewClient(addr, append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
 			if err != nil {
 				return nil, err
@@ -652,6 +660,10 @@ func bench(ctx context.Context, c config) (*result, error) {
 		if done == len(agents) {
 			r.back, r.backAfterUp = time.Unix(0, last).Sub(kill), time.Unix(0, last).Sub(ready)
 			r.resumed, r.reconnected = resumed, done
+			if cpu, err := ch.cpu(); err == nil {
+				r.reconnectCPU = cpu
+				fmt.Fprintf(out, "restarted master's CPU until all were back: %s (loading the fleet and %d reconnects)\n", cpu, done)
+			}
 			fmt.Fprintf(out, "all %d agents accepted again %s after the kill (%s after the master was up; agents retry on their %s tick)\n",
 				done, r.back.Round(time.Millisecond), r.backAfterUp.Round(time.Millisecond), c.interval)
 			if !c.plaintext {
