@@ -82,6 +82,12 @@ func TestSignatureWatched(t *testing.T) {
 		t.Fatal("removing the signature withdrew the binary")
 	}
 
+	// Appearing later beside a published binary (a plain write, not a rename).
+	if err := os.WriteFile(filepath.Join(dir, signed+".minisig"), signFor(t, k1, signed, data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the signature written later", func() bool { _, id := sigOf(signed); return id == release.KeyID(k1.ID()) })
+
 	// A signature that arrives before its binary is attached when the binary is published.
 	later1 := []byte("binary 1.1")
 	if err := atomicfile.Write(filepath.Join(dir, later+".minisig"), signFor(t, k1, later, later1), 0o644); err != nil {
