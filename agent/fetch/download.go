@@ -63,7 +63,7 @@ func localErr(op, path string, err error) error {
 // The partial is deleted on every failure except an interruption that a later
 // attempt can resume (network, stall, cancellation); in particular a partial
 // that failed to write (no space left) never stays behind filling the disk.
-func (f *Fetcher) download(ctx context.Context, info httpapi.BinaryInfo, source string) (sum string, err error) {
+func (f *Fetcher) download(ctx context.Context, info httpapi.BinaryInfo, source string, ss *streamSig) (sum string, err error) {
 	partial := f.cache.PartialPath(info.Version)
 	st, _ := readState(f.cache, info.Version)
 	want := partialState{URL: source, Checksum: info.Checksum, Size: info.SizeBytes}
@@ -79,7 +79,10 @@ func (f *Fetcher) download(ctx context.Context, info httpapi.BinaryInfo, source 
 			f.discard(info.Version) // closed first: Windows cannot remove an open file
 		}
 	}()
-	d := &dl{f: f, file: file, h: sha256.New(), info: info, source: source, partial: partial}
+	d := &dl{f: f, file: file, h: sha256.New(), info: info, source: source, partial: partial, ss: ss}
+	if err := ss.start(); err != nil {
+		return "", err
+	}
 
 	fi, err := file.Stat()
 	if err != nil {
@@ -87,7 +90,7 @@ func (f *Fetcher) download(ctx context.Context, info httpapi.BinaryInfo, source 
 	}
 	if fi.Size() > 0 && resume && fi.Size() <= info.SizeBytes {
 		// Hash the prefix we already have, once, then continue after it.
-		n, err := io.CopyBuffer(d.h, io.NewSectionReader(file, 0, fi.Size()), f.buf)
+		n, err := io.CopyBuffer(io.MultiWriter(d.h, ss), io.NewSectionReader(file, 0, fi.Size()), f.buf)
 		if err != nil {
 			return "", localErr("read", partial, err)
 		}
@@ -159,6 +162,7 @@ type dl struct {
 	offset  int64
 	state   partialState
 	prog    *progress
+	ss      *streamSig // fed the same bytes as h (nil: no signature check)
 }
 
 func (d *dl) reset() error {
@@ -169,6 +173,9 @@ func (d *dl) reset() error {
 		return localErr("seek", d.partial, err)
 	}
 	d.h.Reset()
+	if err := d.ss.start(); err != nil {
+		return err
+	}
 	d.offset = 0
 	if d.prog != nil {
 		d.prog.restart()
@@ -269,6 +276,7 @@ func (d *dl) get(ctx context.Context) error {
 		defer close(hashed)
 		for b := range work {
 			d.h.Write(b)
+			_, _ = d.ss.Write(b)
 			free <- b[:cap(b)]
 		}
 	}()

@@ -440,8 +440,10 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 	if err != nil {
 		return cache.Entry{}, err
 	}
+	ss := f.newStreamSig(info, presig)
+	defer ss.close()
 	source := f.binaryURL(info.Path)
-	sum, err := f.download(ctx, info, source)
+	sum, err := f.download(ctx, info, source, ss)
 	if err != nil {
 		return cache.Entry{}, err
 	}
@@ -462,7 +464,7 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 			"artifact", f.opts.Artifact, "version", info.Version, "got_sha256", sum, "master_expects", expected)
 		return cache.Entry{}, fmt.Errorf("%s: master's verify endpoint expects %s, got %s: %w", source, expected, sum, ErrChecksum)
 	}
-	sig, keyID, err := f.verifySignature(ctx, info, sum, presig)
+	sig, keyID, err := f.verifySignature(ctx, info, sum, presig, ss)
 	if err != nil {
 		return cache.Entry{}, err
 	}

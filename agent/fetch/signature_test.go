@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -349,5 +351,41 @@ func TestLatestRollbackRefused(t *testing.T) {
 	}
 	if hi, _ := book.Highest("storage-server"); hi != "1.2.0" {
 		t.Fatalf("ratchet = %q after an explicit downgrade, want 1.2.0 kept", hi)
+	}
+}
+
+// TestSignedDownloadResumedAndRestarted: the signature is checked while
+// the bytes stream in, across a resume (the kept prefix is fed first) and a
+// restart from zero (the server ignores Range).
+func TestSignedDownloadResumedAndRestarted(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		m := newTestMaster(t)
+		k := newReleaseKey(t)
+		data := payload(3<<20, 11)
+		b := m.publish("1.2.0", data)
+		m.serveSig(b, signBin(t, k, b, "1.2.0", data))
+		calls := 0
+		m.onDownload = func(w http.ResponseWriter, r *http.Request, b *testBin, _ int) bool {
+			calls++
+			if calls == 1 {
+				w.Header().Set("ETag", `"`+testutil.SHA256(b.data)+`"`)
+				w.Header().Set("Content-Length", strconv.Itoa(len(b.data)))
+				w.Write(b.data[:len(b.data)/2])
+				w.(http.Flusher).Flush()
+				panic(http.ErrAbortHandler)
+			}
+			if restart {
+				r.Header.Del("Range")
+			}
+			return false
+		}
+		f := m.fetcher(t, t.TempDir(), func(o *Options) { o.Keys = keyring(t, k) })
+		e, err := f.Ensure(context.Background(), Latest)
+		if err != nil {
+			t.Fatalf("restart=%v: Ensure: %v", restart, err)
+		}
+		if e.SignedBy == "" || calls < 2 {
+			t.Fatalf("restart=%v: signed by %q after %d downloads", restart, e.SignedBy, calls)
+		}
 	}
 }

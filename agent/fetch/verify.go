@@ -126,7 +126,7 @@ func (f *Fetcher) precheck(info httpapi.BinaryInfo, sig []byte) error {
 // (fetched by precheckSignature). It returns the signature to commit with the binary, nil
 // when signatures are off or (require_signatures = false) the master
 // publishes none.
-func (f *Fetcher) verifySignature(ctx context.Context, info httpapi.BinaryInfo, sum string, sig []byte) ([]byte, string, error) {
+func (f *Fetcher) verifySignature(ctx context.Context, info httpapi.BinaryInfo, sum string, sig []byte, ss *streamSig) ([]byte, string, error) {
 	if f.opts.Keys.Len() == 0 {
 		return nil, "", nil
 	}
@@ -143,7 +143,14 @@ func (f *Fetcher) verifySignature(ctx context.Context, info httpapi.BinaryInfo, 
 		want := release.Identity{Artifact: f.opts.Artifact, Version: info.Version, Platform: f.opts.Platform,
 			Arch: f.opts.Arch, SHA256: sum, Size: info.SizeBytes}
 		var got release.Identity
-		got, err = f.cache.VerifyPartial(ctx, want, sig)
+		if ss != nil && ss.v != nil {
+			got, err = ss.verify() // fed while downloading: no second pass
+			if err == nil && got.SHA256 != sum {
+				err = &release.Error{Reason: release.Mismatch, Detail: fmt.Sprintf("the signature vouches for sha256:%s, the file is sha256:%s", got.SHA256, sum)}
+			}
+		} else {
+			got, err = f.cache.VerifyPartial(ctx, want, sig)
+		}
 		if err == nil {
 			s, _ := release.ParseSignature(sig)
 			f.log.Info("release signature verified", "artifact", f.opts.Artifact, "version", info.Version,
@@ -169,4 +176,63 @@ func (f *Fetcher) Signature(version string) ([]byte, string, error) {
 		return nil, "", err
 	}
 	return sig, f.cache.SignaturePath(version), nil
+}
+
+// streamSig checks a release signature while the binary downloads
+// (release.StreamVerifier): the download feeds it the same bytes as its
+// SHA-256, so the file is not read again to verify it. A nil *streamSig
+// checks nothing.
+type streamSig struct {
+	keys release.Keyring
+	sig  []byte
+	want release.Identity
+	v    *release.StreamVerifier
+}
+
+// newStreamSig returns the check of sig for info (nil when sig is nil).
+func (f *Fetcher) newStreamSig(info httpapi.BinaryInfo, sig []byte) *streamSig {
+	if sig == nil {
+		return nil
+	}
+	return &streamSig{keys: f.opts.Keys, sig: sig, want: release.Identity{Artifact: f.opts.Artifact, Version: info.Version,
+		Platform: f.opts.Platform, Arch: f.opts.Arch, SHA256: info.Checksum, Size: info.SizeBytes}}
+}
+
+// start begins (or, after a restart from zero, begins again) the check.
+func (s *streamSig) start() error {
+	if s == nil {
+		return nil
+	}
+	s.close()
+	v, err := s.keys.NewStreamVerifier(s.sig, s.want)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSignature, err)
+	}
+	s.v = v
+	return nil
+}
+
+func (s *streamSig) Write(p []byte) (int, error) {
+	if s == nil || s.v == nil {
+		return len(p), nil
+	}
+	return s.v.Write(p)
+}
+
+// verify checks the signature against everything written.
+func (s *streamSig) verify() (release.Identity, error) {
+	if s.v == nil {
+		return release.Identity{}, &release.Error{Reason: release.BadSignature, Detail: "nothing was verified"}
+	}
+	id, err := s.v.Verify()
+	s.v = nil
+	return id, err
+}
+
+// close releases the check's goroutine.
+func (s *streamSig) close() {
+	if s != nil && s.v != nil {
+		s.v.Close()
+		s.v = nil
+	}
 }
