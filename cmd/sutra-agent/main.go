@@ -9,6 +9,7 @@
 //	                                          (--offline: use the verified cache, never the master)
 //	sutra-agent run [--config F]              run the agent until SIGINT/SIGTERM
 //	sutra-agent service ...                   manage the agent as an OS service
+//	sutra-agent diagnose [--bundle F]         what is wrong on this node (exit 1 lists problems)
 //
 // --config defaults to agent-config.toml in the working directory; when that
 // default file does not exist, built-in defaults and the SUTRA_* environment
@@ -47,6 +48,10 @@ const usage = `usage:
   sutra-agent run [--config FILE] [--service] [--join-token TOKEN]
                                                   run the agent until SIGINT/SIGTERM; enrolls with TOKEN first if it has no certificate
   sutra-agent service install|uninstall|start|stop|restart|status [--config FILE]
+  sutra-agent diagnose [--config FILE] [--bundle FILE] [-o text|json] [--timeout 3s]
+                                                  check config (secrets redacted), master ports, certificate, cache,
+                                                  nodes and logs, self-update, service; exit 0 all OK, 1 problems listed
+                                                  (--bundle FILE: also write it with the log tails as a .tar.gz, 0600)
 `
 
 func main() {
@@ -90,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runUpgradeGuard(ctx, args[1:], stderr)
 	case "upgrade-check":
 		return runUpgradeCheck(ctx, args[1:], stderr)
+	case "diagnose":
+		return cmdDiagnose(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
