@@ -26,6 +26,7 @@ func TestCLIPinYank(t *testing.T) {
 		t.Fatalf("set-version on a pinned agent: exit %d, stderr %q", r.code, r.stderr)
 	}
 	m.sutra(t, "agents").want(t, 0, "PINNED", "storage-server 1.0.0")
+	m.sutra(t, "agents", "set-version", "--storage-server", "1.0.0").want(t, 0, "(skipped agent-2: pinned to storage-server 1.0.0")
 	m.sutra(t, "agents", "agent-2").want(t, 0, "Pinned:", "storage-server 1.0.0")
 	m.sutra(t, "events", "-n", "50").want(t, 0, "AgentPinned", "by operator@127.0.0.1")
 	m.sutra(t, "agents", "unpin", "agent-2").want(t, 0, "agent agent-2 unpinned (pins now: -)")

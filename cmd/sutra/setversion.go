@@ -84,6 +84,13 @@ func (c *cli) setVersion(ctx context.Context, args []string) error {
 		}
 		d := resp.GetDesired()
 		fmt.Fprintf(tw, "(agents registering later get storage-server %s, agent %s)\n", dash(d.GetStorageServerVersion()), dash(d.GetAgentVersion()))
+		for _, a := range agents {
+			_, ss := a.GetPins()["storage-server"]
+			_, ag := a.GetPins()["sutra-agent"]
+			if (ss && *storage != "") || (ag && *agentV != "") {
+				fmt.Fprintf(tw, "(skipped %s: pinned to %s; sutra agents unpin %s)\n", a.GetAgentId(), pinList(a), a.GetAgentId())
+			}
+		}
 	}
 	return tw.Flush()
 }
