@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -37,6 +38,13 @@ func TestPin(t *testing.T) {
 	}
 	if a.Pins[PinStorageServer] != "1.2.0" || a.Desired.StorageServerVersion != "1.2.0" {
 		t.Fatalf("after Pin: pins %v, desired %s; want 1.2.0", a.Pins, a.Desired.StorageServerVersion)
+	}
+	// The JSON of GET /api/agents (fleet.Agent as is).
+	if b, _ := json.Marshal(a); !strings.Contains(string(b), `"pins":{"storage-server":"1.2.0"}`) {
+		t.Errorf("Agent JSON lacks the pins: %s", b)
+	}
+	if b, _ := json.Marshal(Agent{ID: "x"}); strings.Contains(string(b), "pins") {
+		t.Errorf("an unpinned Agent's JSON mentions pins: %s", b)
 	}
 	_, err = f.SetDesiredVersion(ctx, VersionChange{AgentID: "a1", StorageServerVersion: "2.0.0"})
 	if !errors.Is(err, ErrPrecondition) || !strings.Contains(err.Error(), "agent a1 is pinned to storage-server 1.2.0; unpin it first") {
