@@ -600,6 +600,7 @@ func (f *Fleet) SetDesiredVersionSkipped(ctx context.Context, c VersionChange) (
 		rec.Generation++
 		tx.putAgent(rec)
 		f.emit(&tx, now, EventDesiredVersion, rec.ID, "", fmt.Sprintf("storage-server %s, agent %s", rec.StorageServerVersion, orNone(rec.DesiredAgentVersion)))
+		f.emitDowngrades(&tx, now, a, c)
 		out = append(out, f.agentLocked(a))
 	}
 	t := f.enqueue(&tx)
