@@ -68,6 +68,9 @@ type Options struct {
 	Fleet *fleet.Fleet
 	// Catalog lists the binaries. Nil: the binaries page says so.
 	Catalog *catalog.Catalog
+	// Rollouts is the rollout controller. Nil: the rollouts page says
+	// there is none.
+	Rollouts Rollouts
 	// Yanked reports a yanked release (master/releases). Nil: none.
 	Yanked func(artifactName, version string) bool
 	// CheckToken reports whether tok is the operator token, in constant
@@ -202,6 +205,8 @@ func (u *UI) routes() {
 	m.HandleFunc("GET /ui/nodes", u.authed(u.nodes))
 	m.HandleFunc("GET /ui/binaries", u.authed(u.binaries))
 	m.HandleFunc("GET /ui/rollouts", u.authed(u.rollouts))
+	m.HandleFunc("GET /ui/rollouts/{id}", u.authed(u.rollout))
+	m.HandleFunc("POST /ui/rollouts/{id}/{action}", u.authed(u.rolloutAction))
 	m.HandleFunc("GET /ui/events", u.authed(u.events))
 	m.HandleFunc("GET /ui/events/stream", u.authed(u.stream))
 	m.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
@@ -661,10 +666,6 @@ func (u *UI) binaries(w http.ResponseWriter, r *http.Request) {
 	u.render(w, r, http.StatusOK, "binaries", "Binaries", d)
 }
 
-func (u *UI) rollouts(w http.ResponseWriter, r *http.Request) {
-	u.render(w, r, http.StatusOK, "rollouts", "Rollouts", nil)
-}
-
 type eventsData struct {
 	Type   string
 	Types  []string
@@ -680,7 +681,19 @@ var eventTypes = []string{
 	fleet.EventEnrollmentRefused, fleet.EventAgentRevoked, fleet.EventAgentUnrevoked,
 }
 
-func validType(t string) bool { return t == "" || slices.Contains(eventTypes, t) }
+// validType accepts the known types and any other plain name (rollout
+// events and later ones): letters only, bounded.
+func validType(t string) bool {
+	if len(t) > 64 {
+		return false
+	}
+	for _, c := range t {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
+}
 
 func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 	typ := r.URL.Query().Get("type")
