@@ -32,7 +32,10 @@ type DownloadSource interface {
 }
 
 // RolloutSource is the hook for rollouts (master/rollout): rollouts by
-// state and agents by rollout state, read at scrape time. Nothing
+// state (pending, running, paused, completed, aborted, rolled_back) and the
+// member agents of active rollouts by their rollout state (pending,
+// upgrading, soaking, passed, failed, rolled_back, skipped), read at scrape
+// time. Nothing
 // implements it until rollouts expose such a read API; AddRollouts is then
 // one line in the master's composition.
 type RolloutSource interface {
@@ -76,7 +79,7 @@ var (
 	downloadsDesc = prometheus.NewDesc(Namespace+"_downloads_in_flight", "Binary downloads being served (beyond the cap they are refused 503).", nil, nil)
 
 	rolloutsDesc      = prometheus.NewDesc(Namespace+"_rollouts", "Rollouts by state.", []string{"state"}, nil)
-	rolloutAgentsDesc = prometheus.NewDesc(Namespace+"_rollout_agents", "Agents of rollouts by their rollout state.", []string{"state"}, nil)
+	rolloutAgentsDesc = prometheus.NewDesc(Namespace+"_rollout_agents", "Member agents of the active (pending, running, paused) rollouts by their rollout state.", []string{"state"}, nil)
 
 	sumNodesDesc    = prometheus.NewDesc(Namespace+"_fleet_agent_nodes_running", "Sum over agents of the nodes running, from their heartbeat summaries.", nil, nil)
 	sumRestartsDesc = prometheus.NewDesc(Namespace+"_fleet_agent_node_restarts", "Sum over agents of node restarts since each agent started, from their heartbeat summaries (a gauge: agents come and go).", nil, nil)
