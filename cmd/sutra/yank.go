@@ -59,15 +59,15 @@ func (c *cli) yank(ctx context.Context, args []string) error {
 	if !*rollback || len(running) == 0 {
 		return nil
 	}
-	return c.rollbackYanked(ctx, pos[0], running)
+	return c.rollbackYanked(ctx, *art, pos[0], running)
 }
 
-// rollbackYanked sets each running agent's storage-server version to the
-// highest published version below yanked for its platform that is not
-// yanked itself, one agent at a time (SetDesiredVersion; the rollout
-// controller's rollback is not wired here yet). Pinned agents are refused
-// by the master and reported.
-func (c *cli) rollbackYanked(ctx context.Context, yanked string, running []string) error {
+// rollbackYanked moves each running agent back to the highest published
+// version below yanked for its platform that is not yanked itself: it asks
+// the master again with rollback_to (the yank is idempotent), which starts
+// a rollback-only rollout when it runs the rollout controller, else sets
+// the agents one by one. Pinned agents are refused and reported.
+func (c *cli) rollbackYanked(ctx context.Context, art, yanked string, running []string) error {
 	hc, err := c.httpClient()
 	if err != nil {
 		return err
@@ -79,6 +79,7 @@ func (c *cli) rollbackYanked(ctx context.Context, yanked string, running []strin
 		return httpErr(hc, err)
 	}
 	var failed []string
+	to := map[string]string{}
 	for _, id := range running {
 		var a *gridv1.Agent
 		if err := c.call(ctx, func(ctx context.Context, g gridv1.GridMasterClient) (err error) {
@@ -93,14 +94,23 @@ func (c *cli) rollbackYanked(ctx context.Context, yanked string, running []strin
 			failed = append(failed, fmt.Sprintf("%s: no published, unyanked version below %s for %s/%s", id, yanked, a.GetPlatform(), a.GetArch()))
 			continue
 		}
-		if err := c.call(ctx, func(ctx context.Context, g gridv1.GridMasterClient) error {
-			_, err := g.SetDesiredVersion(ctx, &gridv1.SetDesiredVersionRequest{AgentId: id, StorageServerVersion: prev})
+		to[id] = prev
+	}
+	if len(to) > 0 {
+		var resp *gridv1.YankVersionResponse
+		if err := c.releaseCall(ctx, func(ctx context.Context, r gridv1.ReleaseServiceClient) (err error) {
+			resp, err = r.YankVersion(ctx, &gridv1.YankVersionRequest{Artifact: art, Version: yanked, RollbackTo: to})
 			return err
 		}); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", id, err))
-			continue
+			return err
 		}
-		fmt.Fprintf(c.stdout, "agent %s: storage-server %s -> %s\n", id, yanked, prev)
+		if id := resp.GetRolloutId(); id != "" {
+			fmt.Fprintf(c.stdout, "rollback rollout %s started for %d agents (sutra rollouts %s)\n", id, len(to), id)
+		}
+		for _, id := range resp.GetRolledBackAgentIds() {
+			fmt.Fprintf(c.stdout, "agent %s: storage-server %s -> %s\n", id, yanked, to[id])
+		}
+		failed = append(failed, resp.GetRollbackFailures()...)
 	}
 	if len(failed) > 0 {
 		return &cliError{code: exitError, msg: "rollback incomplete:\n  " + strings.Join(failed, "\n  ")}

@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 
 	"google.golang.org/grpc"
@@ -21,8 +22,24 @@ import (
 // built check the token.
 type ReleaseServer struct {
 	gridv1.UnimplementedReleaseServiceServer
-	f   *fleet.Fleet
-	rel *releases.Releases
+	f        *fleet.Fleet
+	rel      *releases.Releases
+	rollback Rollback
+}
+
+// Rollback starts a rollback-only rollout of artifact moving each agent of
+// to (id -> version) back, and returns its id (master/rollout's
+// Controller.Start with Spec.RollbackTo).
+type Rollback func(ctx context.Context, artifactName string, to map[string]string) (rolloutID string, err error)
+
+// MaxRollbackAgents bounds YankVersionRequest.rollback_to.
+const MaxRollbackAgents = 10_000
+
+// WithRollback makes YankVersion's rollback_to a rollout through fn;
+// without it the agents are set one by one.
+func (s *ReleaseServer) WithRollback(fn Rollback) *ReleaseServer {
+	s.rollback = fn
+	return s
 }
 
 // NewRelease returns the ReleaseService over f and rel.
@@ -81,11 +98,61 @@ func (s *ReleaseServer) YankVersion(ctx context.Context, req *gridv1.YankVersion
 	if err := releases.Validate(art, req.GetVersion()); err != nil {
 		return nil, releaseStatus(err)
 	}
+	to := req.GetRollbackTo()
+	if err := s.validRollback(art, req.GetVersion(), to); err != nil {
+		return nil, err
+	}
 	y, err := s.rel.Yank(ctx, art, req.GetVersion(), actor.From(ctx))
 	if err != nil {
 		return nil, releaseStatus(err)
 	}
-	return &gridv1.YankVersionResponse{Yanked: yankToPB(y), RunningAgentIds: Running(s.f.Agents(), art, req.GetVersion())}, nil
+	out := &gridv1.YankVersionResponse{Yanked: yankToPB(y), RunningAgentIds: Running(s.f.Agents(), art, req.GetVersion())}
+	if len(to) == 0 {
+		return out, nil
+	}
+	if s.rollback != nil {
+		id, err := s.rollback(ctx, art, to)
+		if err != nil {
+			return nil, status.Errorf(status.Code(toStatus(err)), "%s %s is yanked, but the rollback rollout did not start: %v", art, req.GetVersion(), err)
+		}
+		out.RolloutId = id
+		return out, nil
+	}
+	// No rollout controller: one agent at a time, pinned ones refused.
+	for _, id := range slices.Sorted(maps.Keys(to)) {
+		c := fleet.VersionChange{AgentID: id}
+		if art == fleet.PinAgent {
+			c.AgentVersion = to[id]
+		} else {
+			c.StorageServerVersion = to[id]
+		}
+		if _, err := s.f.SetDesiredVersion(ctx, c); err != nil {
+			out.RollbackFailures = append(out.RollbackFailures, id+": "+status.Convert(toStatus(err)).Message())
+			continue
+		}
+		out.RolledBackAgentIds = append(out.RolledBackAgentIds, id)
+	}
+	return out, nil
+}
+
+// validRollback checks rollback_to: bounded, valid agent ids, exact
+// versions that are neither the yanked one nor yanked themselves.
+func (s *ReleaseServer) validRollback(art, yanked string, to map[string]string) error {
+	if len(to) > MaxRollbackAgents {
+		return status.Errorf(codes.InvalidArgument, "rollback_to names %d agents (at most %d)", len(to), MaxRollbackAgents)
+	}
+	for id, v := range to {
+		if err := fleet.ValidateID("agent", id); err != nil {
+			return toStatus(err)
+		}
+		if err := releases.Validate(art, v); err != nil {
+			return status.Errorf(codes.InvalidArgument, "rollback_to[%s]: %v", id, err)
+		}
+		if v == yanked || s.rel.Yanked(art, v) {
+			return status.Errorf(codes.InvalidArgument, "rollback_to[%s]: %s %s is yanked; pick an earlier version", id, art, v)
+		}
+	}
+	return nil
 }
 
 func (s *ReleaseServer) UnyankVersion(ctx context.Context, req *gridv1.UnyankVersionRequest) (*gridv1.UnyankVersionResponse, error) {

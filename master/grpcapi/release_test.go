@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -89,6 +90,22 @@ func TestReleaseService(t *testing.T) {
 	if err != nil || len(l.GetYanked()) != 1 || l.GetYanked()[0].GetVersion() != "1.1.0" {
 		t.Fatalf("ListYanked = %v, %v", l, err)
 	}
+	// rollback_to without a rollout controller: agent by agent; the
+	// pinned a1 is refused and reported, a2 moves.
+	rb, err := rc.YankVersion(ctx, &gridv1.YankVersionRequest{Version: "1.1.0", RollbackTo: map[string]string{"a1": "0.9.0", "a2": "0.9.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rb.GetRolledBackAgentIds(), []string{"a2"}) || len(rb.GetRollbackFailures()) != 1 || !strings.Contains(rb.GetRollbackFailures()[0], "a1: agent a1 is pinned") {
+		t.Fatalf("YankVersion rollback_to = %v", rb)
+	}
+	if a2, _ := grid.GetAgent(ctx, &gridv1.GetAgentRequest{AgentId: "a2"}); a2.GetDesired().GetStorageServerVersion() != "0.9.0" {
+		t.Fatalf("a2 desired = %s after rollback, want 0.9.0", a2.GetDesired().GetStorageServerVersion())
+	}
+	for _, to := range []map[string]string{{"a2": "1.1.0"}, {"a2": "latest"}, {"../x": "0.9.0"}} {
+		_, err := rc.YankVersion(ctx, &gridv1.YankVersionRequest{Version: "1.1.0", RollbackTo: to})
+		wantCode(t, "rollback_to "+fmt.Sprint(to), err, codes.InvalidArgument, "")
+	}
 	u, err := rc.UnyankVersion(ctx, &gridv1.UnyankVersionRequest{Version: "1.1.0"})
 	if err != nil || !u.GetWasYanked() {
 		t.Fatalf("UnyankVersion = %v, %v", u, err)
@@ -124,4 +141,37 @@ func TestReleaseService(t *testing.T) {
 	}
 	_, err = rc.PinAgent(ctx, &gridv1.PinAgentRequest{AgentId: "nobody", Artifact: "storage-server", Version: "1.0.0"})
 	wantCode(t, "pin unknown agent", err, codes.NotFound, "")
+}
+
+// TestYankRollbackThroughRollout: with a rollout controller wired
+// (WithRollback), rollback_to becomes one rollback rollout, nothing is set
+// directly.
+func TestYankRollbackThroughRollout(t *testing.T) {
+	ctx := ctxT(t)
+	st, err := store.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f, err := fleet.New(ctx, fleet.Options{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := releases.Open(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotArt string
+	var gotTo map[string]string
+	s := NewRelease(f, rel).WithRollback(func(_ context.Context, art string, to map[string]string) (string, error) {
+		gotArt, gotTo = art, to
+		return "r-1", nil
+	})
+	resp, err := s.YankVersion(ctx, &gridv1.YankVersionRequest{Version: "1.1.0", RollbackTo: map[string]string{"a1": "1.0.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetRolloutId() != "r-1" || gotArt != "storage-server" || gotTo["a1"] != "1.0.0" || len(resp.GetRolledBackAgentIds()) != 0 {
+		t.Fatalf("YankVersion = %v; rollback got %s %v", resp, gotArt, gotTo)
+	}
 }

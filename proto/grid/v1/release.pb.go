@@ -213,8 +213,13 @@ func (x *YankedVersion) GetYankedUnix() int64 {
 type YankVersionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "storage-server" (empty: storage-server) or "sutra-agent".
-	Artifact      string `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
-	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Artifact string `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	Version  string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// rollback_to, when set, moves these agents (id -> the exact version to
+	// go back to, never the yanked one) back after the yank: as a
+	// rollback-only rollout when the master runs the rollout controller,
+	// else one SetDesiredVersion per agent. At most 10,000 entries.
+	RollbackTo    map[string]string `protobuf:"bytes,3,rep,name=rollback_to,json=rollbackTo,proto3" json:"rollback_to,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -263,14 +268,29 @@ func (x *YankVersionRequest) GetVersion() string {
 	return ""
 }
 
+func (x *YankVersionRequest) GetRollbackTo() map[string]string {
+	if x != nil {
+		return x.RollbackTo
+	}
+	return nil
+}
+
 type YankVersionResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Yanked *YankedVersion         `protobuf:"bytes,1,opt,name=yanked,proto3" json:"yanked,omitempty"`
 	// Agents already running the version (a node on it for storage-server,
 	// the agent itself for sutra-agent), sorted.
 	RunningAgentIds []string `protobuf:"bytes,2,rep,name=running_agent_ids,json=runningAgentIds,proto3" json:"running_agent_ids,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The rollback rollout started for rollback_to (empty when none, or when
+	// the agents were set one by one).
+	RolloutId string `protobuf:"bytes,3,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// Agents of rollback_to whose version was set directly (no rollout).
+	RolledBackAgentIds []string `protobuf:"bytes,4,rep,name=rolled_back_agent_ids,json=rolledBackAgentIds,proto3" json:"rolled_back_agent_ids,omitempty"`
+	// Agents of rollback_to that could not be moved, with the reason
+	// ("id: reason"), e.g. pinned ones.
+	RollbackFailures []string `protobuf:"bytes,5,rep,name=rollback_failures,json=rollbackFailures,proto3" json:"rollback_failures,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *YankVersionResponse) Reset() {
@@ -313,6 +333,27 @@ func (x *YankVersionResponse) GetYanked() *YankedVersion {
 func (x *YankVersionResponse) GetRunningAgentIds() []string {
 	if x != nil {
 		return x.RunningAgentIds
+	}
+	return nil
+}
+
+func (x *YankVersionResponse) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *YankVersionResponse) GetRolledBackAgentIds() []string {
+	if x != nil {
+		return x.RolledBackAgentIds
+	}
+	return nil
+}
+
+func (x *YankVersionResponse) GetRollbackFailures() []string {
+	if x != nil {
+		return x.RollbackFailures
 	}
 	return nil
 }
@@ -511,13 +552,22 @@ const file_grid_v1_release_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1b\n" +
 	"\tyanked_by\x18\x03 \x01(\tR\byankedBy\x12\x1f\n" +
 	"\vyanked_unix\x18\x04 \x01(\x03R\n" +
-	"yankedUnix\"J\n" +
+	"yankedUnix\"\xd7\x01\n" +
 	"\x12YankVersionRequest\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion\"q\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12L\n" +
+	"\vrollback_to\x18\x03 \x03(\v2+.grid.v1.YankVersionRequest.RollbackToEntryR\n" +
+	"rollbackTo\x1a=\n" +
+	"\x0fRollbackToEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf0\x01\n" +
 	"\x13YankVersionResponse\x12.\n" +
 	"\x06yanked\x18\x01 \x01(\v2\x16.grid.v1.YankedVersionR\x06yanked\x12*\n" +
-	"\x11running_agent_ids\x18\x02 \x03(\tR\x0frunningAgentIds\"L\n" +
+	"\x11running_agent_ids\x18\x02 \x03(\tR\x0frunningAgentIds\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x03 \x01(\tR\trolloutId\x121\n" +
+	"\x15rolled_back_agent_ids\x18\x04 \x03(\tR\x12rolledBackAgentIds\x12+\n" +
+	"\x11rollback_failures\x18\x05 \x03(\tR\x10rollbackFailures\"L\n" +
 	"\x14UnyankVersionRequest\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\"6\n" +
@@ -548,7 +598,7 @@ func file_grid_v1_release_proto_rawDescGZIP() []byte {
 	return file_grid_v1_release_proto_rawDescData
 }
 
-var file_grid_v1_release_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_grid_v1_release_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_grid_v1_release_proto_goTypes = []any{
 	(*PinAgentRequest)(nil),       // 0: grid.v1.PinAgentRequest
 	(*UnpinAgentRequest)(nil),     // 1: grid.v1.UnpinAgentRequest
@@ -559,26 +609,28 @@ var file_grid_v1_release_proto_goTypes = []any{
 	(*UnyankVersionResponse)(nil), // 6: grid.v1.UnyankVersionResponse
 	(*ListYankedRequest)(nil),     // 7: grid.v1.ListYankedRequest
 	(*ListYankedResponse)(nil),    // 8: grid.v1.ListYankedResponse
-	(*Agent)(nil),                 // 9: grid.v1.Agent
+	nil,                           // 9: grid.v1.YankVersionRequest.RollbackToEntry
+	(*Agent)(nil),                 // 10: grid.v1.Agent
 }
 var file_grid_v1_release_proto_depIdxs = []int32{
-	2, // 0: grid.v1.YankVersionResponse.yanked:type_name -> grid.v1.YankedVersion
-	2, // 1: grid.v1.ListYankedResponse.yanked:type_name -> grid.v1.YankedVersion
-	0, // 2: grid.v1.ReleaseService.PinAgent:input_type -> grid.v1.PinAgentRequest
-	1, // 3: grid.v1.ReleaseService.UnpinAgent:input_type -> grid.v1.UnpinAgentRequest
-	3, // 4: grid.v1.ReleaseService.YankVersion:input_type -> grid.v1.YankVersionRequest
-	5, // 5: grid.v1.ReleaseService.UnyankVersion:input_type -> grid.v1.UnyankVersionRequest
-	7, // 6: grid.v1.ReleaseService.ListYanked:input_type -> grid.v1.ListYankedRequest
-	9, // 7: grid.v1.ReleaseService.PinAgent:output_type -> grid.v1.Agent
-	9, // 8: grid.v1.ReleaseService.UnpinAgent:output_type -> grid.v1.Agent
-	4, // 9: grid.v1.ReleaseService.YankVersion:output_type -> grid.v1.YankVersionResponse
-	6, // 10: grid.v1.ReleaseService.UnyankVersion:output_type -> grid.v1.UnyankVersionResponse
-	8, // 11: grid.v1.ReleaseService.ListYanked:output_type -> grid.v1.ListYankedResponse
-	7, // [7:12] is the sub-list for method output_type
-	2, // [2:7] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	9,  // 0: grid.v1.YankVersionRequest.rollback_to:type_name -> grid.v1.YankVersionRequest.RollbackToEntry
+	2,  // 1: grid.v1.YankVersionResponse.yanked:type_name -> grid.v1.YankedVersion
+	2,  // 2: grid.v1.ListYankedResponse.yanked:type_name -> grid.v1.YankedVersion
+	0,  // 3: grid.v1.ReleaseService.PinAgent:input_type -> grid.v1.PinAgentRequest
+	1,  // 4: grid.v1.ReleaseService.UnpinAgent:input_type -> grid.v1.UnpinAgentRequest
+	3,  // 5: grid.v1.ReleaseService.YankVersion:input_type -> grid.v1.YankVersionRequest
+	5,  // 6: grid.v1.ReleaseService.UnyankVersion:input_type -> grid.v1.UnyankVersionRequest
+	7,  // 7: grid.v1.ReleaseService.ListYanked:input_type -> grid.v1.ListYankedRequest
+	10, // 8: grid.v1.ReleaseService.PinAgent:output_type -> grid.v1.Agent
+	10, // 9: grid.v1.ReleaseService.UnpinAgent:output_type -> grid.v1.Agent
+	4,  // 10: grid.v1.ReleaseService.YankVersion:output_type -> grid.v1.YankVersionResponse
+	6,  // 11: grid.v1.ReleaseService.UnyankVersion:output_type -> grid.v1.UnyankVersionResponse
+	8,  // 12: grid.v1.ReleaseService.ListYanked:output_type -> grid.v1.ListYankedResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_grid_v1_release_proto_init() }
@@ -593,7 +645,7 @@ func file_grid_v1_release_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grid_v1_release_proto_rawDesc), len(file_grid_v1_release_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
