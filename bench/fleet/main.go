@@ -92,6 +92,7 @@ type config struct {
 	plaintext bool
 	compare   bool
 	rateLimit string
+	metrics   string
 	resume    bool
 	serve     string
 	dataDir   string
@@ -111,6 +112,7 @@ func main() {
 	flag.BoolVar(&c.compare, "compare", false, "run -plaintext and mTLS back to back and print a table")
 	flag.BoolVar(&c.resume, "resume", true, "mTLS: agents keep a TLS session cache (-resume=false: every reconnect is a full handshake, to measure what resumption saves)")
 	flag.StringVar(&c.rateLimit, "rate-limit", "on", "mTLS: \"on\" keeps the master's default rate limits, \"off\" disables them in the child")
+	flag.StringVar(&c.metrics, "metrics", "on", "mTLS: \"on\" keeps the master's Prometheus metrics (interceptors, middleware, store timing), \"off\" turns them off in the child, to measure their overhead")
 	flag.StringVar(&c.serve, "serve", "", "internal: run as the master on this address")
 	flag.StringVar(&c.dataDir, "data", "", "internal: the master's data directory")
 	flag.Parse()
@@ -121,6 +123,8 @@ func main() {
 	switch {
 	case c.rateLimit != "on" && c.rateLimit != "off":
 		err = fmt.Errorf("-rate-limit %q: want on or off", c.rateLimit)
+	case c.metrics != "on" && c.metrics != "off":
+		err = fmt.Errorf("-metrics %q: want on or off", c.metrics)
 	case c.serve != "" && c.plaintext:
 		err = servePlain(ctx, c)
 	case c.serve != "":
@@ -221,6 +225,7 @@ func serveTLS(ctx context.Context, c config) error {
 		GRPCAddr: c.serve, HTTPAddr: "127.0.0.1:0", BinariesDir: bins, DataDir: c.dataDir, Logger: log,
 		ControlPlane: controlplane.Options{HeartbeatInterval: c.interval},
 		Ready:        func(a master.Addrs) { fmt.Println("READY", a.GRPC) },
+		NoMetrics:    c.metrics == "off",
 	}
 	if c.rateLimit == "off" {
 		off := ratelimit.Rate{Off: true}
@@ -238,7 +243,7 @@ func startChild(c config, addr, dir string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-serve", addr, "-data", dir, "-interval", c.interval.String(), "-rate-limit", c.rateLimit}
+	args := []string{"-serve", addr, "-data", dir, "-interval", c.interval.String(), "-rate-limit", c.rateLimit, "-metrics", c.metrics}
 	if c.plaintext {
 		args = append(args, "-plaintext")
 	}
