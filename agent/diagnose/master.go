@@ -82,7 +82,9 @@ func checkGRPC(ctx context.Context, addr string, id *identity, timeout time.Dura
 		pc.Error = fmt.Sprintf("TLS: no pinned CA to verify the master with (%s: %v); the agent pins it when it enrolls with a join token", id.dir, id.caErr)
 		return pc
 	}
-	tc := tls.Client(conn, id.tlsConfig(host))
+	raw := id.tlsConfig(host)
+	raw.NextProtos = []string{"h2"} // as gRPC does; the master refuses other protocols
+	tc := tls.Client(conn, raw)
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	err = tc.HandshakeContext(hctx)
 	cancel()
@@ -95,7 +97,22 @@ func checkGRPC(ctx context.Context, addr string, id *identity, timeout time.Dura
 		root := chains[0][len(chains[0])-1]
 		pc.ServerCA = mtls.Fingerprint(root.Raw)
 	}
+	// With TLS 1.3 the master checks this agent's certificate after the
+	// client's side of the handshake is done: its refusal (an alert, or
+	// the connection closed) arrives on the first read. A master that
+	// accepted sends its HTTP/2 settings, or nothing until the preface.
+	_ = tc.SetReadDeadline(time.Now().Add(min(timeout, time.Second)))
+	var one [1]byte
+	_, rerr := tc.Read(one[:])
 	tc.Close()
+	if rerr != nil && !isTimeout(rerr) {
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, syscall.ECONNRESET) {
+			pc.Error = "TLS: " + clientCertReason("the master closed the connection right after the handshake: "+rerr.Error(), id)
+		} else {
+			pc.Error = "TLS: " + tlsReason(rerr, id)
+		}
+		return pc
+	}
 	pc.Steps = append(pc.Steps, "tls handshake ok (master verified against the pinned CA "+pc.ServerCA+")")
 
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(id.tlsConfig(host))))
@@ -213,7 +230,7 @@ func rpcReason(err error, id *identity, timeout time.Duration) string {
 	case codes.DeadlineExceeded:
 		return fmt.Sprintf("gRPC health check timed out after %s: %s", timeout, msg)
 	case codes.Unavailable:
-		if strings.Contains(msg, "tls:") {
+		if strings.Contains(msg, "tls:") || (id.leaf != nil && time.Now().After(id.leaf.NotAfter)) {
 			return "TLS: " + clientCertReason(msg, id)
 		}
 		if strings.Contains(msg, "connection refused") {
