@@ -44,6 +44,7 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	storeTxn      *prometheus.HistogramVec
 	summaries     *summaries
+	events        *eventCounter
 }
 
 // New builds the registry with the build info, the Go and process
@@ -54,6 +55,7 @@ func New(version string) *Metrics {
 	m := &Metrics{
 		reg:       reg,
 		summaries: newSummaries(),
+		events:    newEventCounter(),
 		grpc: grpcprom.NewServerMetrics(
 			grpcprom.WithServerCounterOptions(grpcprom.WithNamespace(Namespace)),
 			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramNamespace(Namespace), grpcprom.WithHistogramBuckets(latencyBuckets)),
@@ -90,7 +92,7 @@ func New(version string) *Metrics {
 	}
 	m.heartbeats.WithLabelValues("OK")
 	reg.MustRegister(build, m.grpc, m.httpRequests, m.httpDuration, m.httpBytes, m.heartbeats, m.heartbeatTime,
-		m.enrollments, m.authFailures, m.rateLimited, m.storeTxn, summaryCollector{m.summaries},
+		m.enrollments, m.authFailures, m.rateLimited, m.storeTxn, summaryCollector{m.summaries}, m.events.total,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

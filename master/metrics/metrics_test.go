@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sutragrid/sutra/master/store"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -123,5 +125,46 @@ func BenchmarkInterceptor(b *testing.B) {
 		for pb.Next() {
 			_, _ = in(ctx, req, info, h)
 		}
+	})
+}
+
+// Events are counted by type from the event records the fleet commits;
+// odd or too many types fold into "other".
+func TestEventCounter(t *testing.T) {
+	e := newEventCounter()
+	e.count([]store.Op{
+		store.Put(store.TableEvents, []byte("1"), []byte(`{"seq":1,"type":"AgentRegistered"}`)),
+		store.Put(store.TableAgents, []byte("a"), []byte(`{"type":"NotAnEvent"}`)),
+		store.Put(store.TableEvents, []byte("2"), []byte(`{"type":"bad type {}"}`)),
+		store.Put(store.TableEvents, []byte("3"), []byte(`garbage`)),
+		store.Delete(store.TableEvents, []byte("1")),
+	})
+	if v := testutil.ToFloat64(e.total.WithLabelValues("AgentRegistered")); v != 1 {
+		t.Errorf("AgentRegistered = %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(e.total.WithLabelValues(otherEventType)); v != 2 {
+		t.Errorf("other = %v, want 2", v)
+	}
+	for i := range maxEventTypes + 10 {
+		e.label(fmt.Sprintf("T%d", i))
+	}
+	if len(e.types) > maxEventTypes {
+		t.Errorf("%d types kept, cap %d", len(e.types), maxEventTypes)
+	}
+}
+
+// FuzzEventLabel: whatever an event record holds, its label is a bounded,
+// plausible type name or "other".
+func FuzzEventLabel(f *testing.F) {
+	for _, s := range []string{`{"type":"NodeCrashed"}`, `{"type":""}`, `{"type":"` + strings.Repeat("A", 100) + `"}`, `{"type":"a\u0000b"}`, `null`, `[]`, `{"type":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, value []byte) {
+		e := newEventCounter()
+		l := e.label(eventType(value))
+		if l != otherEventType && !validEventType(l) {
+			t.Fatalf("label %q", l)
+		}
+		e.count([]store.Op{store.Put(store.TableEvents, []byte("k"), value)})
 	})
 }

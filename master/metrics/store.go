@@ -24,12 +24,20 @@ func (t *timedStore) since(op string, start time.Time) {
 
 func (t *timedStore) Apply(ctx context.Context, ops []store.Op) error {
 	defer t.since("apply", time.Now())
-	return t.Store.Apply(ctx, ops)
+	err := t.Store.Apply(ctx, ops)
+	if err == nil {
+		t.m.events.count(ops)
+	}
+	return err
 }
 
 func (t *timedStore) ApplyIf(ctx context.Context, conds []store.Cond, ops []store.Op) (store.Revision, error) {
 	defer t.since("apply_if", time.Now())
-	return t.Store.ApplyIf(ctx, conds, ops)
+	rev, err := t.Store.ApplyIf(ctx, conds, ops)
+	if err == nil {
+		t.m.events.count(ops)
+	}
+	return rev, err
 }
 
 func (t *timedStore) Get(ctx context.Context, table string, key []byte) ([]byte, store.Revision, error) {
