@@ -55,11 +55,10 @@ const (
 	DefaultMaxSessions = 1024
 	// DefaultSessionTTL is how long a login lasts.
 	DefaultSessionTTL = 12 * time.Hour
-	// MaxStreams caps concurrent live-update streams of one master.
-	MaxStreams   = 64
-	maxQueryLen  = 256
-	maxFormBytes = 4 << 10
-	recentEvents = 200
+	MaxStreams        = 64
+	maxQueryLen       = 256
+	maxFormBytes      = 4 << 10
+	recentEvents      = 200
 )
 
 // Options configure New.
@@ -487,6 +486,7 @@ type agentsData struct {
 	Filter    agentFilter
 	Rows      []agentRow
 	Next      template.URL // the next page, "" on the last (built from url.Values: safe)
+	First     template.URL
 	Cluster   fleet.ClusterStatus
 	Filtered  bool
 	Platforms []string
@@ -516,7 +516,10 @@ func decodeFilterToken(tok string) (string, error) {
 // without a filter, a scan of the fleet (sorted by id, after the token's
 // id) with one.
 func (u *UI) agentsPage(f agentFilter) (agentsData, error) {
-	d := agentsData{Filter: f, Cluster: u.o.Fleet.Cluster(), Filtered: !f.empty()}
+	d := agentsData{Filter: f, Cluster: u.o.Fleet.Cluster(), Filtered: !f.empty(), First: Prefix + "agents"}
+	if q := f.query(); q != "" {
+		d.First = template.URL(Prefix + "agents?" + q)
+	}
 	var list []fleet.Agent
 	next := ""
 	if f.empty() {
