@@ -172,7 +172,9 @@ func (a *Agent) fetchBinary(ctx context.Context, j *job, wantVersion string, gen
 	if a.fetcher == nil {
 		entry, err = fetch.Local(ctx, a.cfg.Storage.BinaryPath)
 	} else {
+		start := time.Now()
 		entry, err = a.fetcher.Ensure(ctx, wantVersion)
+		a.metrics.Fetched(time.Since(start), entry.Size, !entry.FetchedAt.Before(start), err)
 	}
 	if ctx.Err() != nil {
 		return // cancelled: another version is desired, or the agent stops

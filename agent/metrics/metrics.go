@@ -64,6 +64,8 @@ type Metrics struct {
 
 	heartbeats    *prometheus.CounterVec
 	fetchFailures atomic.Uint64
+	fetchSeconds  *prometheus.HistogramVec
+	fetchedBytes  prometheus.Counter
 }
 
 // New builds the agent's registry.
@@ -76,6 +78,11 @@ func New(o Options) (*Metrics, error) {
 		reg:  prometheus.NewRegistry(),
 		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sutra", Subsystem: "agent", Name: "heartbeats_total",
 			Help: "Heartbeats sent to the master, by result: ok or failed."}, []string{"result"}),
+		fetchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "sutra", Subsystem: "agent", Name: "fetch_seconds",
+			Help:    "Time to get the wanted storage-server (from the cache or downloaded and verified), by result: ok or failed.",
+			Buckets: []float64{.001, .01, .1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"result"}),
+		fetchedBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sutra", Subsystem: "agent", Name: "fetched_bytes_total",
+			Help: "Bytes of binaries downloaded from the master (cache hits not counted)."}),
 	}
 	fetchFailures := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "sutra", Subsystem: "agent", Name: "fetch_failures_total",
 		Help: "Failed binary fetches from the master."}, func() float64 { return float64(m.fetchFailures.Load()) })
@@ -85,7 +92,7 @@ func New(o Options) (*Metrics, error) {
 		Help:        "Always 1: the agent's version and the Go version it was built with.",
 		ConstLabels: prometheus.Labels{"version": o.Version, "goversion": runtime.Version()}})
 	build.Set(1)
-	m.reg.MustRegister(build, m.heartbeats, fetchFailures, stateCollector{m},
+	m.reg.MustRegister(build, m.heartbeats, fetchFailures, m.fetchSeconds, m.fetchedBytes, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m, nil
 }
@@ -99,6 +106,20 @@ func (m *Metrics) Heartbeat(err error) {
 		m.heartbeats.WithLabelValues("ok").Inc()
 	} else {
 		m.heartbeats.WithLabelValues("failed").Inc()
+	}
+}
+
+// Fetched records one fetch of a binary that took d: downloaded tells
+// whether it was downloaded (bytes long) rather than found in the cache;
+// err is its failure (also counted as FetchFailed by the caller).
+func (m *Metrics) Fetched(d time.Duration, bytes int64, downloaded bool, err error) {
+	if err != nil {
+		m.fetchSeconds.WithLabelValues("failed").Observe(d.Seconds())
+		return
+	}
+	m.fetchSeconds.WithLabelValues("ok").Observe(d.Seconds())
+	if downloaded && bytes > 0 {
+		m.fetchedBytes.Add(float64(bytes))
 	}
 }
 

@@ -69,6 +69,9 @@ func TestAgentMetricsEndpoint(t *testing.T) {
 	m.Heartbeat(nil)
 	m.Heartbeat(io.EOF)
 	m.FetchFailed()
+	m.Fetched(2*time.Second, 5000, true, nil)
+	m.Fetched(time.Millisecond, 5000, false, nil) // a cache hit: no bytes
+	m.Fetched(time.Second, 0, false, io.EOF)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan net.Addr, 1)
@@ -110,6 +113,9 @@ func TestAgentMetricsEndpoint(t *testing.T) {
 		`sutra_agent_heartbeats_total{result="ok"} 2`,
 		`sutra_agent_heartbeats_total{result="failed"} 1`,
 		`sutra_agent_fetch_failures_total 1`,
+		`sutra_agent_fetched_bytes_total 5000`,
+		`sutra_agent_fetch_seconds_count{result="ok"} 2`,
+		`sutra_agent_fetch_seconds_count{result="failed"} 1`,
 		"process_cpu_seconds_total",
 	} {
 		if !strings.Contains(body, want) {
