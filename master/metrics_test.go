@@ -190,6 +190,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		{"sutra_fleet_agent_cache_bytes", nil, func(v float64) bool { return v == 1000 }, "1000"},
 		{"sutra_fleet_agent_fetch_failures", nil, func(v float64) bool { return v == 1 }, "1"},
 		{"sutra_fleet_agent_cert_expiry_timestamp_seconds", nil, func(v float64) bool { return v == 2e9 }, "2e9"},
+		{"sutra_events_total", []string{`type="AgentRegistered"`}, func(v float64) bool { return v == 1 }, "1"},
+		{"sutra_events_total", []string{`type="NodeSpawnRequested"`}, func(v float64) bool { return v == 1 }, "1"},
 		{"sutra_downloads_in_flight", nil, func(v float64) bool { return v == 0 }, "0"},
 		{"sutra_tls_cert_expiry_timestamp_seconds", []string{`cert="server"`}, func(v float64) bool { return v > float64(time.Now().Unix()) }, "in the future"},
 		{"process_cpu_seconds_total", nil, func(v float64) bool { return v > 0 }, "> 0"},
