@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sutragrid/sutra/master/actor"
 )
 
 // memRollouts is a small state machine standing in for master/rollout's
@@ -34,10 +36,13 @@ func (m *memRollouts) Get(id string) (RolloutView, error) {
 	return m.r, nil
 }
 
-func (m *memRollouts) Act(_ context.Context, id, action string) error {
+func (m *memRollouts) Act(ctx context.Context, id, action string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls = append(m.calls, action)
+	if a := actor.From(ctx); !strings.HasPrefix(a, "operator@127.0.0.1") {
+		return fmt.Errorf("actor %q", a)
+	}
 	switch {
 	case action == "pause" && m.r.State == "running":
 		m.r.State, m.r.Actions = "paused", []string{"resume", "abort", "rollback"}

@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sutragrid/sutra/master/actor"
 	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/fleet"
 )
@@ -269,7 +270,10 @@ func (u *UI) authed(h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ss)))
+		// The operator's actions are recorded as theirs (master/actor),
+		// like those of the token-authenticated APIs.
+		ctx := actor.With(context.WithValue(r.Context(), ctxKey{}, ss), actor.Operator(r.RemoteAddr))
+		h(w, r.WithContext(ctx))
 	}
 }
 
