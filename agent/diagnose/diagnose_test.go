@@ -14,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"aead.dev/minisign"
+
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/agent/config"
+	"github.com/sutragrid/sutra/internal/release"
 )
 
 const testToken = "SUTRA1.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.abcdef0123.mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpiytemzuaaaa"
@@ -268,5 +271,88 @@ func TestBundleCaps(t *testing.T) {
 	}
 	if nlogs == 0 || nlogs == 70 || !strings.Contains(report, "the bundle is full") {
 		t.Errorf("%d of 70 logs in the bundle, report notes:%v; want some, the rest named", nlogs, strings.Contains(report, "the bundle is full"))
+	}
+}
+
+// With release_public_keys, each cached entry's signature is checked: one
+// signed by the configured key is verified, one signed by another key
+// fails, one without a signature is refused (signatures required).
+func TestCacheSignatures(t *testing.T) {
+	dir := t.TempDir()
+	pub, keyPath, _, err := release.WriteKeyPair(filepath.Join(dir, "key"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := release.LoadPrivateKey(keyPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherPath, _, err := release.WriteKeyPair(filepath.Join(dir, "other"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := release.LoadPrivateKey(otherPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dir, "[security]\nrelease_public_keys = [\""+release.PublicKeyLine(pub)+"\"]\n")
+	keys, err := cfg.Security.Keyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.New(cache.Options{Dir: cfg.Agent.CacheDir, Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(version string, signer *minisign.PrivateKey) {
+		t.Helper()
+		data := []byte("binary " + version)
+		if err := c.Prepare(version); err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.OpenPartial(version, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		sum := sha256.Sum256(data)
+		e := cache.Entry{Version: version, Checksum: hex.EncodeToString(sum[:]), Size: int64(len(data)), Platform: "linux", Arch: "x86_64"}
+		if signer == nil {
+			if _, err := c.Commit(e); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		sig, _, err := release.Sign(*signer, strings.NewReader(string(data)),
+			release.Identity{Artifact: "storage-server", Version: version, Platform: "linux", Arch: "x86_64"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CommitSigned(e, sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("1.0.0", &key)
+	put("1.1.0", &other)
+	put("1.2.0", nil)
+	r := &Report{}
+	got := map[string]CacheEntry{}
+	for _, e := range cacheReport(context.Background(), r, cfg) {
+		got[e.Version] = e
+	}
+	if e := got["1.0.0"]; !strings.HasPrefix(e.Signature, "verified") || e.Error != "" {
+		t.Errorf("1.0.0 = %+v, want signature verified", e)
+	}
+	if e := got["1.1.0"]; !strings.HasPrefix(e.Signature, "FAILED") || e.Error == "" {
+		t.Errorf("1.1.0 (another key) = %+v, want signature FAILED", e)
+	}
+	if e := got["1.2.0"]; e.Signature != "unsigned" || !strings.Contains(e.Error, "require_signatures") {
+		t.Errorf("1.2.0 (unsigned) = %+v, want unsigned, refused", e)
+	}
+	if len(r.Problems) != 2 {
+		t.Errorf("problems = %q, want 1.1.0 and 1.2.0", r.Problems)
 	}
 }

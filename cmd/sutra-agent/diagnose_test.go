@@ -511,3 +511,22 @@ func masterCA(t *testing.T, dataDir string) (*x509.Certificate, crypto.Signer) {
 	}
 	return c, k.(crypto.Signer)
 }
+
+// `sutra-agent --help` documents diagnose and its flags; a bad flag is a
+// usage error (exit 2).
+func TestDiagnoseHelpAndUsage(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"sutra-agent diagnose", "--bundle FILE", "-o text|json", "--timeout"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	for _, args := range [][]string{{"-o", "yaml"}, {"extra"}, {"--timeout", "0s"}, {"--nope"}} {
+		if err := run(context.Background(), append([]string{"diagnose"}, args...), &stdout, &stderr); !errors.Is(err, errUsage) {
+			t.Errorf("diagnose %q = %v, want a usage error", args, err)
+		}
+	}
+}
