@@ -311,6 +311,8 @@ func checkHTTP(ctx context.Context, base string, id *identity, timeout time.Dura
 		pc.Error = fmt.Sprintf("auth: GET %s: %s: %s", target, resp.Status, snippet)
 	case resp.StatusCode == http.StatusTooManyRequests:
 		pc.Error = fmt.Sprintf("rate limited: GET %s: %s (Retry-After %q)", target, resp.Status, resp.Header.Get("Retry-After"))
+	case resp.StatusCode == http.StatusBadRequest && u.Scheme == "http" && strings.Contains(snippet, "HTTPS server"):
+		pc.Error = fmt.Sprintf("GET %s: the master serves HTTPS on this port (--http-tls): use https:// in storage.master_binary_url", target)
 	default:
 		pc.Error = fmt.Sprintf("GET %s: %s: %s", target, resp.Status, snippet)
 	}

@@ -46,12 +46,16 @@ type diagnoseEnv struct {
 	root, masterData, agentData, cfg string
 	addrs                            master.Addrs
 	op                               gridv1.GridMasterClient
-	token, opToken                   string
+	token, opToken, binURL           string
 	keyPEM                           []byte
 	stopMaster                       func()
 }
 
-func newDiagnoseEnv(t *testing.T) *diagnoseEnv {
+func newDiagnoseEnv(t *testing.T) *diagnoseEnv { return newDiagnoseEnvOpts(t, false) }
+
+// newDiagnoseEnvOpts is newDiagnoseEnv, with the master's HTTP port on TLS
+// (--http-tls --private-downloads) when httpTLS.
+func newDiagnoseEnvOpts(t *testing.T, httpTLS bool) *diagnoseEnv {
 	t.Helper()
 	plat, arch, err := platform.Current()
 	if err != nil {
@@ -78,6 +82,7 @@ func newDiagnoseEnv(t *testing.T) *diagnoseEnv {
 		done <- master.Run(ctx, master.Options{
 			HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", BinariesDir: bin, DataDir: e.masterData,
 			ShutdownTimeout: 5 * time.Second, Ready: func(a master.Addrs) { ready <- a },
+			HTTPTLS: httpTLS, PrivateDownloads: httpTLS,
 		})
 	}()
 	select {
@@ -146,8 +151,12 @@ func newDiagnoseEnv(t *testing.T) *diagnoseEnv {
 		}
 	}
 	// The token stays in the config: diagnose must never show it.
+	e.binURL = "http://" + e.addrs.HTTP
+	if httpTLS {
+		e.binURL = "https://" + e.addrs.HTTP
+	}
 	e.cfg = writeConfig(t, fmt.Sprintf("[agent]\nagent_id = \"a1\"\nmaster_host = %q\njoin_token = %q\ncache_dir = %q\nagent_data_dir = %q\n[agent.labels]\napi_key = \"label-secret-value\"\n[storage]\nmaster_binary_url = %q\ndata_path = %q\n[logging]\nlevel = \"warn\"\n",
-		e.addrs.GRPC, e.token, filepath.Join(e.root, "cache"), e.agentData, "http://"+e.addrs.HTTP, filepath.Join(e.root, "nodes")))
+		e.addrs.GRPC, e.token, filepath.Join(e.root, "cache"), e.agentData, e.binURL, filepath.Join(e.root, "nodes")))
 	var stdout, stderr bytes.Buffer
 	if err := run(context.Background(), []string{"fetch", "--config", e.cfg, "--version", "1.0.0"}, &stdout, &stderr); err != nil {
 		t.Fatalf("sutra-agent fetch: %v\n%s", err, stderr.String())
@@ -528,5 +537,22 @@ func TestDiagnoseHelpAndUsage(t *testing.T) {
 		if err := run(context.Background(), append([]string{"diagnose"}, args...), &stdout, &stderr); !errors.Is(err, errUsage) {
 			t.Errorf("diagnose %q = %v, want a usage error", args, err)
 		}
+	}
+}
+
+// With the master's HTTP port on TLS and private downloads, the HTTP check
+// goes over https with the pinned CA and the agent's certificate; an
+// http:// master_binary_url is named as the problem.
+func TestDiagnoseHTTPS(t *testing.T) {
+	e := newDiagnoseEnvOpts(t, true)
+	out, err := diagnoseRun(t, "--config", e.cfg)
+	if err != nil || !strings.Contains(out, "GET https://"+e.addrs.HTTP+"/api/binaries: 200 OK") {
+		t.Fatalf("diagnose against an https master = %v, want exit 0 and GET https://…/api/binaries 200 OK\n%s", err, out)
+	}
+	body, _ := os.ReadFile(e.cfg)
+	plain := writeConfig(t, strings.Replace(string(body), e.binURL, "http://"+e.addrs.HTTP, 1))
+	out, err = diagnoseRun(t, "--config", plain)
+	if !errors.Is(err, errProblems) || !strings.Contains(out, "master http port http://"+e.addrs.HTTP) || !strings.Contains(out, "use https://") {
+		t.Fatalf("diagnose with http:// against an https master = %v, want the http port named\n%s", err, out)
 	}
 }
