@@ -185,7 +185,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 		if with.fetcher != nil {
 			a.fetcher = with.fetcher
 		} else {
-			keys, err := cfg.Security.Keyring()
+			keys, _, require, err := cfg.Security.EffectiveKeyring(cfg.Agent.AgentDataDir)
 			if err != nil {
 				return nil, err
 			}
@@ -199,7 +199,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 				Logger:        a.log,
 				ProgressBar:   opts.ProgressBar,
 				Keys:          keys,
-				AllowUnsigned: !cfg.Security.Require(),
+				AllowUnsigned: !require,
 				Ratchet:       ratchet.Open(cfg.Agent.AgentDataDir),
 				// The [agent] download_rate_limit (issue 14).
 				DownloadRateLimit: cfg.Agent.DownloadRate(),

@@ -183,7 +183,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("start the control plane: %w", err)
 	}
 	api.SetYanked(cp.Releases())
-	if err := cp.Register(grpcSrv, mux, healthSrv, controlplane.Trust{PKI: ca, Operator: policy, ClientLifetime: opts.ClientCertLifetime}); err != nil {
+	if err := cp.Register(grpcSrv, mux, healthSrv, controlplane.Trust{PKI: ca, Operator: policy, ClientLifetime: opts.ClientCertLifetime, ReleasePublicKeys: opts.ReleasePublicKeys}); err != nil {
 		_ = cp.Close()
 		return err
 	}

@@ -110,6 +110,10 @@ type Options struct {
 	// (--public-metrics, SUTRA_PUBLIC_METRICS=1), for a Prometheus that
 	// scrapes without credentials on a trusted network.
 	PublicMetrics bool
+	// ReleasePublicKeys are handed to agents at enrollment
+	// (--release-public-keys); an agent uses them only when its config
+	// pins none. The master never holds the private key.
+	ReleasePublicKeys []string
 	// NoMetrics turns the metrics off: no /metrics route, no
 	// instrumentation (for overhead measurements).
 	NoMetrics bool

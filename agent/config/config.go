@@ -15,10 +15,15 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sutragrid/sutra/internal/ratespec"
@@ -208,6 +213,55 @@ type Security struct {
 
 // Keyring parses ReleasePublicKeys (validated by Load).
 func (s Security) Keyring() (release.Keyring, error) { return release.ParseKeys(s.ReleasePublicKeys) }
+
+// EnrollmentKeysFile is where the agent keeps the release public keys the
+// master handed out at its first enrollment ({agent_data_dir}/tls/…; see
+// agent/controlplane ReleaseKeysFile).
+const EnrollmentKeysFile = "release-public-keys.txt"
+
+// EffectiveKeys returns the release public keys the agent trusts and where
+// they come from: the keys pinned in the config ("config"), else those the
+// master handed out at the first enrollment ("enrollment"), else none.
+// Keys pinned in the config always win and are never replaced.
+func (s Security) EffectiveKeys(dataDir string) (keys []string, source string, err error) {
+	if len(s.ReleasePublicKeys) > 0 {
+		return s.ReleasePublicKeys, "config", nil
+	}
+	path := filepath.Join(dataDir, "tls", EnrollmentKeysFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("release public keys from enrollment: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "untrusted comment:") {
+			keys = append(keys, line)
+		}
+	}
+	if _, err := release.ParseKeys(keys); err != nil {
+		return nil, "", fmt.Errorf("release public keys from enrollment (%s): %w", path, err)
+	}
+	return keys, "enrollment", nil
+}
+
+// EffectiveKeyring is EffectiveKeys parsed, with whether signatures are
+// required (require_signatures, or by default whether there are keys).
+func (s Security) EffectiveKeyring(dataDir string) (kr release.Keyring, texts []string, require bool, err error) {
+	texts, _, err = s.EffectiveKeys(dataDir)
+	if err != nil {
+		return kr, nil, false, err
+	}
+	if kr, err = release.ParseKeys(texts); err != nil {
+		return kr, nil, false, err
+	}
+	require = kr.Len() > 0
+	if s.RequireSignatures != nil {
+		require = *s.RequireSignatures
+	}
+	return kr, texts, require, nil
+}
 
 // Require reports whether signatures are required: require_signatures, or
 // by default whether keys are configured.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sutragrid/sutra/internal/atomicfile"
@@ -16,6 +17,7 @@ import (
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/internal/mtls"
+	"github.com/sutragrid/sutra/internal/release"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -180,7 +182,40 @@ func (c *Client) enroll(ctx context.Context, tok jointoken.Token) error {
 		}
 	}
 	c.opts.Logger.Info("enrolled with master", "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "token", tok, "dir", dir)
+	c.storeReleaseKeys(res.ReleasePublicKeys)
 	return nil
+}
+
+// ReleaseKeysFile, in TLSDir, holds the release public keys the master
+// handed out at the agent's first enrollment (one per line, 0644). The
+// agent uses them only when its config pins no
+// security.release_public_keys (agent/config Security.EffectiveKeys), and
+// never replaces the file afterwards: a later enrollment (possibly with a
+// compromised master) cannot swap the keys.
+const ReleaseKeysFile = "release-public-keys.txt"
+
+// storeReleaseKeys keeps the keys of a first enrollment. Invalid keys are
+// logged and not stored (the enrollment itself stands).
+func (c *Client) storeReleaseKeys(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	path := filepath.Join(c.opts.TLSDir, ReleaseKeysFile)
+	if _, err := os.Lstat(path); err == nil {
+		c.opts.Logger.Info("release public keys from the master ignored: keys from a first enrollment are kept", "path", path)
+		return
+	}
+	kr, err := release.ParseKeys(keys)
+	if err != nil {
+		c.opts.Logger.Error("release public keys from the master refused", "err", err)
+		return
+	}
+	if err := atomicfile.Write(path, []byte(strings.Join(keys, "\n")+"\n"), 0o644); err != nil {
+		c.opts.Logger.Error("store the release public keys from the master", "path", path, "err", err)
+		return
+	}
+	c.opts.Logger.Info("stored the release public keys from the master (used when the config pins none, from the next start)",
+		"path", path, "keys", strings.Join(kr.IDs(), ","))
 }
 
 // Renewal. The agent renews its certificate over its mutual-TLS connection

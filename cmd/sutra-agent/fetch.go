@@ -81,10 +81,11 @@ func fetchOnce(ctx context.Context, cfg *config.Config, req fetchRequest, logger
 		ProgressBar: progressWriter(stderr),
 		Failed:      failed,
 	}
-	if opts.Keys, err = cfg.Security.Keyring(); err != nil {
+	var require bool
+	if opts.Keys, _, require, err = cfg.Security.EffectiveKeyring(cfg.Agent.AgentDataDir); err != nil {
 		return "", err
 	}
-	opts.AllowUnsigned = !cfg.Security.Require()
+	opts.AllowUnsigned = !require
 	opts.Ratchet = ratchet.Open(cfg.Agent.AgentDataDir)
 	if !req.Offline {
 		opts.OnUnreachable = func(cached *cache.Entry, err error) {

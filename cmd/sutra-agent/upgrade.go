@@ -28,7 +28,7 @@ import (
 // records the commit in the background. It returns an error wrapping
 // agent.ErrRestartRequired when the agent must exit at once (rolled back).
 func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, restart context.CancelCauseFunc) (*upgrade.Hooks, error) {
-	keys, err := cfg.Security.Keyring()
+	keys, keyTexts, require, err := cfg.Security.EffectiveKeyring(cfg.Agent.AgentDataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +39,7 @@ func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, r
 		Artifact:      "sutra-agent",
 		Logger:        logger,
 		Keys:          keys,
-		AllowUnsigned: !cfg.Security.Require(),
+		AllowUnsigned: !require,
 		Ratchet:       ratchet.Open(cfg.Agent.AgentDataDir),
 	})
 	if err != nil {
@@ -47,7 +47,7 @@ func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, r
 	}
 	return upgrade.Start(ctx, upgrade.StartOptions{
 		Options: upgrade.Options{DataDir: cfg.Agent.AgentDataDir, Fetcher: af, Logger: logger, Window: cfg.Agent.UpgradeWindow(),
-			PublicKeys: cfg.Security.ReleasePublicKeys,
+			PublicKeys: keyTexts,
 			LogTail:    func(n int) []string { return agentlog.Tail(agentlog.Path(cfg.Agent.AgentDataDir), n) }},
 		AutoUpdate: cfg.Agent.AutoUpdate,
 		Restart:    restart,

@@ -101,6 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "http-tls", env: "SUTRA_HTTP_TLS", arg: "BOOL", def: "false", isBool: true, help: "serve the HTTP port over HTTPS with the master's server certificate in {data-dir}/tls (the one gRPC uses); agents trust it through the CA they pinned at enrollment and present their certificate"},
 		{flag: "private-downloads", env: "SUTRA_PRIVATE_DOWNLOADS", arg: "BOOL", def: "false", isBool: true, help: "binary routes (/api/binaries, /api/artifacts, /binaries/) need an enrolled agent's certificate or the operator token (401 JSON otherwise); needs --http-tls"},
 		{flag: "public-metrics", env: "SUTRA_PUBLIC_METRICS", arg: "BOOL", def: "false", isBool: true, help: "serve GET /metrics (Prometheus) without the operator token; by default it needs 'Authorization: Bearer <operator token>'"},
+		{flag: "release-public-keys", env: "SUTRA_RELEASE_PUBLIC_KEYS", arg: "FILE|KEY,...", def: "", help: "release public keys (a sutra-release.pub file, or comma-separated \"RW…\" keys) handed to agents at enrollment; an agent uses them only when its config pins no security.release_public_keys, never to replace pinned keys"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
@@ -229,6 +230,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if privateDownloads && !httpTLS && len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("%s needs --http-tls (or SUTRA_HTTP_TLS=1): over plain HTTP agents cannot present their certificates and could not download", source["private-downloads"]))
 	}
+	releaseKeys, err := parseReleaseKeys(val["release-public-keys"])
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", source["release-public-keys"], err))
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
 		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
@@ -266,6 +271,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		HTTPTLS:                  httpTLS,
 		PrivateDownloads:         privateDownloads,
 		PublicMetrics:            publicMetrics,
+		ReleasePublicKeys:        releaseKeys,
 		ControlPlane: controlplane.Options{
 			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
 			AgentGCThreshold: gcThreshold,

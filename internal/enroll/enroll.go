@@ -64,6 +64,10 @@ type Result struct {
 	Roots *x509.CertPool
 	// Labels the token gives the agent.
 	Labels map[string]string
+	// ReleasePublicKeys are the fleet's release public keys, as the master
+	// sent them (unvalidated; the agent uses them only when its config pins
+	// none).
+	ReleasePublicKeys []string
 }
 
 // TLSConfig is the agent's client TLS configuration for the result.
@@ -109,7 +113,7 @@ func Enroll(ctx context.Context, req Request) (Result, error) {
 	if len(resp.GetCertChainDer()) == 0 {
 		return Result{}, fmt.Errorf("%w: the master answered no certificate", ErrRefused)
 	}
-	return Result{CertChain: resp.GetCertChainDer(), CAPEM: resp.GetCaBundlePem(), Roots: roots, Labels: resp.GetLabels()}, nil
+	return Result{CertChain: resp.GetCertChainDer(), CAPEM: resp.GetCaBundlePem(), Roots: roots, Labels: resp.GetLabels(), ReleasePublicKeys: resp.GetReleasePublicKeys()}, nil
 }
 
 // call makes one RPC on a short-lived connection with cfg.

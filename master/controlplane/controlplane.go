@@ -131,6 +131,8 @@ type Trust struct {
 	Operator *auth.Policy
 	// ClientLifetime of agent certificates; 0: pki.DefaultClientLifetime.
 	ClientLifetime time.Duration
+	// ReleasePublicKeys are handed to agents at enrollment.
+	ReleasePublicKeys []string
 }
 
 // fleetRoutes are the paths of the fleet API and the backup route, which
@@ -158,7 +160,7 @@ func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, hea
 		return nil
 	})
 	grpcapi.New(c.fleet, c.log.With("component", "grpc")).
-		WithTrust(grpcapi.Trust{PKI: trust.PKI, Tokens: tk, ClientLifetime: trust.ClientLifetime, Store: c.st,
+		WithTrust(grpcapi.Trust{PKI: trust.PKI, Tokens: tk, ClientLifetime: trust.ClientLifetime, Store: c.st, ReleasePublicKeys: trust.ReleasePublicKeys,
 			CloseAgent: func(id string, err error) { trust.Operator.CloseAgent(id, err) }}).
 		Register(grpcSrv)
 	grpcapi.NewRelease(c.fleet, c.rel).Register(grpcSrv)

@@ -39,6 +39,9 @@ type Trust struct {
 	// CloseAgent, when set, is called once an agent's certificates are
 	// revoked, to close what it holds open (auth.Policy.CloseAgent).
 	CloseAgent func(agentID string, cause error)
+	// ReleasePublicKeys are sent in every EnrollResponse (the agent uses
+	// them only when its config pins none).
+	ReleasePublicKeys []string
 }
 
 // maxCSRSize bounds a certificate signing request (a P-521 or RSA-4096 CSR
@@ -147,7 +150,7 @@ func (s *Server) Enroll(ctx context.Context, req *gridv1.EnrollRequest) (*gridv1
 		s.log.Warn("enrollment event not recorded", "agent", req.GetAgentId(), "err", err)
 	}
 	s.log.Info("agent enrolled", "agent", req.GetAgentId(), "hostname", req.GetHostname(), "token", info.ID)
-	return &gridv1.EnrollResponse{CertChainDer: [][]byte{der}, CaBundlePem: t.PKI.CAPEM(), Labels: info.Labels}, nil
+	return &gridv1.EnrollResponse{CertChainDer: [][]byte{der}, CaBundlePem: t.PKI.CAPEM(), Labels: info.Labels, ReleasePublicKeys: t.ReleasePublicKeys}, nil
 }
 
 func issueStatus(err error) error {

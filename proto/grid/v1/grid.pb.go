@@ -2324,9 +2324,13 @@ type EnrollResponse struct {
 	// The CA bundle (PEM) the agent trusts from now on.
 	CaBundlePem []byte `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
 	// Labels the token gives the agent.
-	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The fleet's release public keys (minisign, "RW…"; sutra-master
+	// --release-public-keys). The agent uses them only when its config pins
+	// none; keys pinned in its config are never replaced by these.
+	ReleasePublicKeys []string `protobuf:"bytes,4,rep,name=release_public_keys,json=releasePublicKeys,proto3" json:"release_public_keys,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *EnrollResponse) Reset() {
@@ -2376,6 +2380,13 @@ func (x *EnrollResponse) GetCaBundlePem() []byte {
 func (x *EnrollResponse) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetReleasePublicKeys() []string {
+	if x != nil {
+		return x.ReleasePublicKeys
 	}
 	return nil
 }
@@ -3144,11 +3155,12 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\ftoken_secret\x18\x02 \x01(\tR\vtokenSecret\x12\x17\n" +
 	"\acsr_der\x18\x03 \x01(\fR\x06csrDer\x12\x19\n" +
 	"\bagent_id\x18\x04 \x01(\tR\aagentId\x12\x1a\n" +
-	"\bhostname\x18\x05 \x01(\tR\bhostname\"\xd2\x01\n" +
+	"\bhostname\x18\x05 \x01(\tR\bhostname\"\x82\x02\n" +
 	"\x0eEnrollResponse\x12$\n" +
 	"\x0ecert_chain_der\x18\x01 \x03(\fR\fcertChainDer\x12\"\n" +
 	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\x12;\n" +
-	"\x06labels\x18\x03 \x03(\v2#.grid.v1.EnrollResponse.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x03 \x03(\v2#.grid.v1.EnrollResponse.LabelsEntryR\x06labels\x12.\n" +
+	"\x13release_public_keys\x18\x04 \x03(\tR\x11releasePublicKeys\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
