@@ -29,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -67,8 +66,6 @@ type Options struct {
 	// Systemctl runs `systemctl show sutra-agent -p ...` and returns its
 	// output; nil: the real one on Linux when systemctl is installed.
 	Systemctl func(ctx context.Context) (string, error)
-	// Logger receives nothing secret; default: discard.
-	Logger *slog.Logger
 }
 
 // Report is everything Gather found. Problems lists what is wrong (the
@@ -117,9 +114,6 @@ func (o *Options) defaults() error {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
 }

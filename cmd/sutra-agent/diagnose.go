@@ -39,14 +39,13 @@ func cmdDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *timeout <= 0 || *timeout > 5*time.Minute {
 		return fmt.Errorf("%w: --timeout %s: want more than 0 and at most 5m", errUsage, *timeout)
 	}
-	cfg, logger, err := setup(*cfgPath, flagSet(fl, "config"), stderr)
+	cfg, _, err := setup(*cfgPath, flagSet(fl, "config"), stderr)
 	if err != nil {
 		return fmt.Errorf("the config does not load, nothing else checked: %w", err)
 	}
 	rep, err := diagnose.Gather(ctx, diagnose.Options{
 		Config:        cfg,
 		Timeout:       *timeout,
-		Logger:        logger,
 		ServiceStatus: func(ctx context.Context) (string, error) { return serviceStatus(ctx, *cfgPath) },
 	})
 	if err != nil {
