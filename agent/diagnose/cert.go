@@ -178,7 +178,7 @@ func certReport(r *Report, cfg *config.Config, id *identity, now time.Time) Cert
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
 	c.RenewalDue = leaf.NotBefore.Add(life * 2 / 3)
 	left := leaf.NotAfter.Sub(now)
-	c.TimeLeft = left.Round(time.Second).String()
+	c.TimeLeft = left.Round(time.Second).String() + " left"
 	if fi, err := os.Lstat(filepath.Join(id.dir, keyFile)); err == nil {
 		c.KeyMode = fi.Mode().Perm().String()
 		if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {

@@ -60,7 +60,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		p("  subject:     %s", c.Subject)
 		p("  SANs:        %s", strings.Join(append(append([]string{}, c.URIs...), c.DNSNames...), ", "))
 		p("  serial:      %s", c.Serial)
-		p("  valid:       %s .. %s (%s left)", c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), c.TimeLeft)
+		p("  valid:       %s .. %s (%s)", c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), c.TimeLeft)
 		p("  renewal due: %s", c.RenewalDue.UTC().Format(time.RFC3339))
 		p("  key mode:    %s", c.KeyMode)
 		p("  issued by the pinned CA: %v", c.IssuedByCA)
