@@ -80,6 +80,8 @@ func fetchOnce(ctx context.Context, cfg *config.Config, req fetchRequest, logger
 		Logger:      logger,
 		ProgressBar: progressWriter(stderr),
 		Failed:      failed,
+		// [agent] download_rate_limit (issue 14).
+		DownloadRateLimit: cfg.Agent.DownloadRate(),
 	}
 	var require bool
 	if opts.Keys, _, require, err = cfg.Security.EffectiveKeyring(cfg.Agent.AgentDataDir); err != nil {
