@@ -124,6 +124,7 @@ type Agent struct {
 	stopped  stoppedReports // recently stopped nodes, reported for a while
 	notes    upgradeNotes   // node -> outcome of its last upgrade attempt, reported to the master
 	refused  binaryRefusal  // why the desired storage-server was refused (signature, rollback), reported
+	ratchet  *ratchet.Book  // highest storage-server version a node ran (rollback protection)
 	nodeJobs nodeJobs       // node -> its upgrade or stop job
 	self     selfUpdateJob  // the agent's self-update
 
@@ -178,6 +179,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 		return nil, err
 	}
 	a.failures = failureBook{store: a.store, log: a.log, m: a.loadFailures()}
+	a.ratchet = ratchet.Open(cfg.Agent.AgentDataDir)
 	if cfg.Storage.BinaryPath == "" {
 		if !cfg.Agent.AutoDownloadBinary {
 			return nil, errors.New("storage.binary_path is empty and agent.auto_download_binary is false: set one of them")
@@ -200,7 +202,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 				ProgressBar:   opts.ProgressBar,
 				Keys:          keys,
 				AllowUnsigned: !require,
-				Ratchet:       ratchet.Open(cfg.Agent.AgentDataDir),
+				Ratchet:       a.ratchet,
 				// The [agent] download_rate_limit (issue 14).
 				DownloadRateLimit: cfg.Agent.DownloadRate(),
 			})

@@ -282,7 +282,19 @@ func (a *Agent) startNode(id string, fixedPort int, binary cache.Entry) error {
 		return err
 	}
 	a.log.Info("starting node", "node", id, "port", rec.Port, "version", binary.Version, "data", rec.DataDir)
+	a.commitVersion(binary)
 	return nil
+}
+
+// commitVersion raises the rollback ratchet to a storage-server version a
+// node runs (started, or upgraded and healthy).
+func (a *Agent) commitVersion(binary cache.Entry) {
+	if a.fetcher == nil || binary.Version == "" {
+		return // storage.binary_path: no versions to protect
+	}
+	if _, err := a.ratchet.Record("storage-server", binary.Version); err != nil {
+		a.log.Error("cannot record the version for rollback protection", "version", binary.Version, "err", err)
+	}
 }
 
 // portScan is how many ports from storage.port_range_start the agent tries

@@ -87,6 +87,9 @@ func TestUnsignedNewVersionRefusedNodeKeepsRunning(t *testing.T) {
 	m.sign(t, priv, "1.1.0")
 	a.onDesired(desired(3, "1.1.0", "node-a"))
 	waitFor(t, "node-a upgraded to the signed 1.1.0", func() bool { return runningOn(a, "node-a", "1.1.0") })
+	if hi, err := a.ratchet.Highest("storage-server"); err != nil || hi != "1.1.0" {
+		t.Errorf("rollback ratchet = %q, %v after the node upgrade to 1.1.0, want 1.1.0", hi, err)
+	}
 	for _, n := range a.report().Nodes {
 		if strings.Contains(n.Message, "refused") {
 			t.Errorf("report still says %q after the signed download", n.Message)

@@ -37,6 +37,7 @@ func (a *Agent) runUpgrade(ctx context.Context, id string, old, binary cache.Ent
 	if err == nil {
 		a.log.Info("node upgraded", "node", id, "version", binary.Version)
 		a.notes.set(id, fmt.Sprintf("upgraded from storage-server %s to %s", old.Version, binary.Version))
+		a.commitVersion(binary)
 		return
 	}
 	if ctx.Err() != nil {

@@ -175,9 +175,11 @@ type Options struct {
 	// the master publishes no signature for; a signature served is checked.
 	AllowUnsigned bool
 	// Ratchet, when set, is the agent's record of the highest version of
-	// each artifact it ever committed: "latest" resolving below it is
-	// refused (ratchet.ErrRollback, a rollback attack); an explicit lower
-	// version is allowed and logged as a downgrade. Every commit raises it.
+	// each artifact it ever committed (a node started or upgraded on it, a
+	// self-update committed; the agent records it, not the Fetcher):
+	// "latest" resolving below it is refused (ratchet.ErrRollback, a
+	// rollback attack); an explicit lower version is allowed and logged as a
+	// downgrade.
 	Ratchet *ratchet.Book
 
 	// OnUnreachable, when set, is called at most once per Ensure, as soon
@@ -478,11 +480,6 @@ func (f *Fetcher) fetchOnce(ctx context.Context, ver string) (cache.Entry, error
 	}
 	f.log.Info("binary verified and cached", "artifact", f.opts.Artifact, "version", e.Version,
 		"sha256", e.Checksum, "size", e.Size, "path", e.Path)
-	if f.opts.Ratchet != nil {
-		if _, err := f.opts.Ratchet.Record(f.opts.Artifact, e.Version); err != nil {
-			f.log.Error("cannot record the version for rollback protection", "artifact", f.opts.Artifact, "version", e.Version, "err", err)
-		}
-	}
 	return e, nil
 }
 

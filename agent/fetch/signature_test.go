@@ -289,6 +289,12 @@ func TestLatestRollbackRefused(t *testing.T) {
 	if e, err := f.Ensure(context.Background(), Latest); err != nil || e.Version != "1.2.0" {
 		t.Fatalf("Ensure latest = %v, %v", e.Version, err)
 	}
+	if hi, _ := book.Highest("storage-server"); hi != "" {
+		t.Fatalf("a download alone raised the ratchet to %q (only a node running it commits)", hi)
+	}
+	if _, err := book.Record("storage-server", "1.2.0"); err != nil { // a node ran 1.2.0
+		t.Fatal(err)
+	}
 	// The master (compromised, or a replayed old one) now says 1.1.0 is latest.
 	m.mu.Lock()
 	delete(m.bins, "1.2.0")

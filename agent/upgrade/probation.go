@@ -137,6 +137,11 @@ func (u *Upgrader) Committed() error {
 	})
 	if done && err == nil {
 		u.once.Do(func() { close(u.committed) }) // Watch stops
+		if u.opts.Ratchet != nil {
+			if _, rerr := u.opts.Ratchet.Record("sutra-agent", u.opts.CurrentVersion); rerr != nil {
+				u.opts.Logger.Error("cannot record the version for rollback protection", "version", u.opts.CurrentVersion, "err", rerr)
+			}
+		}
 	}
 	if err != nil {
 		return err

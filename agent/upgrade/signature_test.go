@@ -15,6 +15,7 @@ import (
 	"aead.dev/minisign"
 
 	"github.com/sutragrid/sutra/agent/fetch"
+	"github.com/sutragrid/sutra/agent/ratchet"
 	"github.com/sutragrid/sutra/internal/platform"
 	"github.com/sutragrid/sutra/internal/release"
 	"github.com/sutragrid/sutra/internal/testutil"
@@ -101,6 +102,18 @@ func TestSignedAgentUpgradeInstalled(t *testing.T) {
 	}
 	if got := versionOf(t, f.target); got != "1.1.0" {
 		t.Fatalf("installed %s, want 1.1.0", got)
+	}
+	// The new agent commits: the rollback ratchet records 1.1.0.
+	book := ratchet.Open(f.data)
+	u2, err := New(Options{DataDir: f.data, Executable: f.target, CurrentVersion: "1.1.0", NoGuard: true, Logger: testLog(t), Ratchet: book})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u2.Committed(); err != nil {
+		t.Fatalf("Committed: %v", err)
+	}
+	if hi, err := book.Highest("sutra-agent"); err != nil || hi != "1.1.0" {
+		t.Fatalf("ratchet after the commit = %q, %v; want 1.1.0", hi, err)
 	}
 }
 

@@ -82,6 +82,7 @@ import (
 
 	"github.com/sutragrid/sutra/agent/cache"
 	"github.com/sutragrid/sutra/agent/fetch"
+	"github.com/sutragrid/sutra/agent/ratchet"
 	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/semver"
 	"github.com/sutragrid/sutra/internal/version"
@@ -133,6 +134,9 @@ type Options struct {
 	// against its signature right before the swap (signature.go). The
 	// Fetcher must have been made with the same keys.
 	PublicKeys []string
+	// Ratchet, when set, records each committed agent version (rollback
+	// protection: the Fetcher refuses a "latest" below it).
+	Ratchet *ratchet.Book
 	// Window is how long a new version has to call Committed (default 60 s).
 	Window time.Duration
 	// MaxBoots is how many starts of the new version Begin accepts while

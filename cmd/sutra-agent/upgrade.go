@@ -28,6 +28,7 @@ import (
 // records the commit in the background. It returns an error wrapping
 // agent.ErrRestartRequired when the agent must exit at once (rolled back).
 func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, restart context.CancelCauseFunc) (*upgrade.Hooks, error) {
+	book := ratchet.Open(cfg.Agent.AgentDataDir)
 	keys, keyTexts, require, err := cfg.Security.EffectiveKeyring(cfg.Agent.AgentDataDir)
 	if err != nil {
 		return nil, err
@@ -40,15 +41,15 @@ func newUpgrader(ctx context.Context, cfg *config.Config, logger *slog.Logger, r
 		Logger:        logger,
 		Keys:          keys,
 		AllowUnsigned: !require,
-		Ratchet:       ratchet.Open(cfg.Agent.AgentDataDir),
+		Ratchet:       book,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return upgrade.Start(ctx, upgrade.StartOptions{
 		Options: upgrade.Options{DataDir: cfg.Agent.AgentDataDir, Fetcher: af, Logger: logger, Window: cfg.Agent.UpgradeWindow(),
-			PublicKeys: keyTexts,
-			LogTail:    func(n int) []string { return agentlog.Tail(agentlog.Path(cfg.Agent.AgentDataDir), n) }},
+			PublicKeys: keyTexts, Ratchet: book,
+			LogTail: func(n int) []string { return agentlog.Tail(agentlog.Path(cfg.Agent.AgentDataDir), n) }},
 		AutoUpdate: cfg.Agent.AutoUpdate,
 		Restart:    restart,
 		RestartErr: agent.ErrRestartRequired,
