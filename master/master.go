@@ -107,9 +107,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 	log.Info("binaries registered", "count", n, "hashing", hashing, "settling", settling, "dir", cat.Dir(),
 		"from_cache", cat.Stats().CacheHits, "took_ms", sinceMillis(scanStart))
 
+	// Metrics (master/metrics): one registry of this master, fed by the
+	// servers' interceptors and middleware, the rest read at scrape time.
+	var met *metrics.Metrics
+	var httpObs httpserver.Observer
+	var dlObs binapi.DownloadObserver
+	if !opts.NoMetrics {
+		met = metrics.New(version.Version)
+		httpObs, dlObs = met, met
+		opts.ControlPlane.WrapStore = met.Store
+	}
 	api, err := binapi.New(binapi.Options{Catalog: cat, Logger: log.With("component", "binapi"),
 		MaxConcurrentDownloads: opts.MaxConcurrentDownloads, StallTimeout: opts.DownloadStallTimeout,
-		MaxEgress: opts.MaxEgress, MaxDownloadRate: opts.MaxDownloadRate})
+		MaxEgress: opts.MaxEgress, MaxDownloadRate: opts.MaxDownloadRate, Observer: dlObs})
 	if err != nil {
 		return err
 	}
@@ -160,15 +170,6 @@ func Run(ctx context.Context, opts Options) (err error) {
 	limits, err := ratelimit.New(opts.RateLimits)
 	if err != nil {
 		return err
-	}
-	// Metrics (master/metrics): one registry of this master, fed by the
-	// servers' interceptors and middleware, the rest read at scrape time.
-	var met *metrics.Metrics
-	var httpObs httpserver.Observer
-	if !opts.NoMetrics {
-		met = metrics.New(version.Version)
-		httpObs = met
-		opts.ControlPlane.WrapStore = met.Store
 	}
 	grpcSrv := newGRPCServer(opts, log.With("component", "grpc"), credentials.NewTLS(ca.ServerTLSConfig()), policy, limits, met)
 	healthSrv := health.NewServer()

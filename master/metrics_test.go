@@ -301,6 +301,12 @@ func TestAlertsAndDashboardMatchTheScrape(t *testing.T) {
 	}
 	body := m.metrics(t)
 	have := names(body)
+	if v, _ := sample(body, "sutra_downloads_total", `artifact="storage-server"`); v != 1 {
+		t.Errorf("sutra_downloads_total{artifact=storage-server} = %v, want 1", v)
+	}
+	if v, _ := sample(body, "sutra_download_bytes_total", `artifact="storage-server"`); v != 7000 {
+		t.Errorf("sutra_download_bytes_total{artifact=storage-server} = %v, want 7000", v)
+	}
 
 	var exprs []string
 	raw, err := os.ReadFile(alerts)

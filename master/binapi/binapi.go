@@ -81,6 +81,30 @@ type Options struct {
 	MaxEgress int64
 	// MaxDownloadRate caps each download in bytes per second. Zero: unlimited.
 	MaxDownloadRate int64
+	// Observer, when set, sees every download served and every one
+	// refused (master/metrics).
+	Observer DownloadObserver
+}
+
+// DownloadObserver records downloads: served (artifact, body bytes sent,
+// ranges and HEAD included) and refused with 503 (reason: busy, hashing or
+// changed).
+type DownloadObserver interface {
+	DownloadServed(artifact string, bytes int64)
+	DownloadRefused(reason string)
+}
+
+// Download refusal reasons (DownloadObserver).
+const (
+	RefusedBusy    = "busy"
+	RefusedHashing = "hashing"
+	RefusedChanged = "changed"
+)
+
+func (a *API) refused(reason string) {
+	if a.obs != nil {
+		a.obs.DownloadRefused(reason)
+	}
 }
 
 // DefaultStallTimeout is Options.StallTimeout's default.
@@ -99,6 +123,7 @@ type API struct {
 	stall      time.Duration
 	egress     *egress
 	yanked     atomic.Pointer[Yanker]
+	obs        DownloadObserver
 }
 
 // New validates opts and returns the API.
@@ -140,6 +165,7 @@ func New(opts Options) (*API, error) {
 		retryAfter: strconv.Itoa(max(1, int(opts.RetryAfter.Round(time.Second)/time.Second))),
 		stall:      opts.StallTimeout,
 		egress:     newEgress(opts.MaxEgress, opts.MaxDownloadRate),
+		obs:        opts.Observer,
 	}, nil
 }
 
@@ -319,6 +345,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		case a.sem <- struct{}{}:
 			defer func() { <-a.sem }()
 		default:
+			a.refused(RefusedBusy)
 			a.unavailable(w, fmt.Sprintf("too many concurrent downloads (limit %d); retry shortly", cap(a.sem)))
 			return
 		}
@@ -329,10 +356,12 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		httpjson.WriteError(w, http.StatusNotFound, fmt.Sprintf("no published binary named %q (GET /api/binaries lists them)", name))
 		return
 	case errors.Is(err, catalog.ErrHashing):
+		a.refused(RefusedHashing)
 		a.unavailable(w, fmt.Sprintf("%s is being hashed (the master just started); retry shortly", name))
 		return
 	case err != nil:
 		a.log.Info("download refused: file changed on disk", "file", name, "err", err)
+		a.refused(RefusedChanged)
 		a.unavailable(w, fmt.Sprintf("%s changed on disk and is being verified again; retry shortly", name))
 		return
 	}
@@ -355,6 +384,9 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 	serveFile(a.egress.wrap(r.Context(), sw), r, name, b.ModTime, f)
 	sw.done()
 	jw.finish()
+	if a.obs != nil {
+		a.obs.DownloadServed(b.Artifact, sw.sent)
+	}
 	if sw.stalled() {
 		a.log.Info("download closed: the client stopped reading", "file", name, "remote", r.RemoteAddr,
 			"stall_timeout", a.stall, "sent_bytes", sw.sent)

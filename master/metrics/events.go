@@ -22,15 +22,14 @@ const (
 // decorator sees them written (events since the master started).
 type eventCounter struct {
 	total *prometheus.CounterVec
-	mu    sync.Mutex
-	types map[string]bool
+	types *labelSet
 }
 
 func newEventCounter() *eventCounter {
 	return &eventCounter{
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "events_total",
 			Help: "Fleet events recorded since the master started, by type (AgentRegistered, NodeCrashed, ...)."}, []string{"type"}),
-		types: map[string]bool{},
+		types: newLabelSet(maxEventTypes),
 	}
 }
 
@@ -40,7 +39,7 @@ func (e *eventCounter) count(ops []store.Op) {
 		if op.Table != store.TableEvents || op.Value == nil {
 			continue
 		}
-		e.total.WithLabelValues(e.label(eventType(op.Value))).Inc()
+		e.total.WithLabelValues(e.types.label(eventType(op.Value))).Inc()
 	}
 }
 
@@ -55,22 +54,30 @@ func eventType(value []byte) string {
 	return ev.Type
 }
 
-// label is typ when it is a plausible type name and the set of types seen
-// is not full, "other" otherwise.
-func (e *eventCounter) label(typ string) string {
-	if !validEventType(typ) {
+// labelSet bounds the values of one label: a plausible name is itself
+// until max names were seen, "other" otherwise.
+type labelSet struct {
+	mu    sync.Mutex
+	max   int
+	names map[string]bool
+}
+
+func newLabelSet(max int) *labelSet { return &labelSet{max: max, names: map[string]bool{}} }
+
+func (l *labelSet) label(name string) string {
+	if !validEventType(name) {
 		return otherEventType
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.types[typ] {
-		return typ
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.names[name] {
+		return name
 	}
-	if len(e.types) >= maxEventTypes {
+	if len(l.names) >= l.max {
 		return otherEventType
 	}
-	e.types[typ] = true
-	return typ
+	l.names[name] = true
+	return name
 }
 
 func validEventType(s string) bool {

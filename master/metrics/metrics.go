@@ -45,6 +45,7 @@ type Metrics struct {
 	storeTxn      *prometheus.HistogramVec
 	summaries     *summaries
 	events        *eventCounter
+	downloads     *downloads
 }
 
 // New builds the registry with the build info, the Go and process
@@ -56,6 +57,7 @@ func New(version string) *Metrics {
 		reg:       reg,
 		summaries: newSummaries(),
 		events:    newEventCounter(),
+		downloads: newDownloads(),
 		grpc: grpcprom.NewServerMetrics(
 			grpcprom.WithServerCounterOptions(grpcprom.WithNamespace(Namespace)),
 			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramNamespace(Namespace), grpcprom.WithHistogramBuckets(latencyBuckets)),
@@ -93,6 +95,7 @@ func New(version string) *Metrics {
 	m.heartbeats.WithLabelValues("OK")
 	reg.MustRegister(build, m.grpc, m.httpRequests, m.httpDuration, m.httpBytes, m.heartbeats, m.heartbeatTime,
 		m.enrollments, m.authFailures, m.rateLimited, m.storeTxn, summaryCollector{m.summaries}, m.events.total,
+		m.downloads.served, m.downloads.bytes, m.downloads.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -146,10 +146,10 @@ func TestEventCounter(t *testing.T) {
 		t.Errorf("other = %v, want 2", v)
 	}
 	for i := range maxEventTypes + 10 {
-		e.label(fmt.Sprintf("T%d", i))
+		e.types.label(fmt.Sprintf("T%d", i))
 	}
-	if len(e.types) > maxEventTypes {
-		t.Errorf("%d types kept, cap %d", len(e.types), maxEventTypes)
+	if len(e.types.names) > maxEventTypes {
+		t.Errorf("%d types kept, cap %d", len(e.types.names), maxEventTypes)
 	}
 }
 
@@ -161,10 +161,35 @@ func FuzzEventLabel(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, value []byte) {
 		e := newEventCounter()
-		l := e.label(eventType(value))
+		l := e.types.label(eventType(value))
 		if l != otherEventType && !validEventType(l) {
 			t.Fatalf("label %q", l)
 		}
 		e.count([]store.Op{store.Put(store.TableEvents, []byte("k"), value)})
 	})
+}
+
+// Downloads: served and bytes by artifact (bounded), refusals by a fixed
+// set of reasons.
+func TestDownloadCounters(t *testing.T) {
+	m := New("test")
+	m.DownloadServed("storage-server", 100)
+	m.DownloadServed("storage-server", 0)
+	m.DownloadServed("bad artifact name!", 5)
+	m.DownloadRefused("busy")
+	m.DownloadRefused("whatever")
+	for _, c := range []struct {
+		got, want float64
+		what      string
+	}{
+		{testutil.ToFloat64(m.downloads.served.WithLabelValues("storage-server")), 2, "served"},
+		{testutil.ToFloat64(m.downloads.bytes.WithLabelValues("storage-server")), 100, "bytes"},
+		{testutil.ToFloat64(m.downloads.bytes.WithLabelValues(otherEventType)), 5, "bytes other"},
+		{testutil.ToFloat64(m.downloads.refused.WithLabelValues("busy")), 1, "refused busy"},
+		{testutil.ToFloat64(m.downloads.refused.WithLabelValues(otherEventType)), 1, "refused other"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
+		}
+	}
 }
