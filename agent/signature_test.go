@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +96,69 @@ func TestUnsignedNewVersionRefusedNodeKeepsRunning(t *testing.T) {
 		if strings.Contains(n.Message, "refused") {
 			t.Errorf("report still says %q after the signed download", n.Message)
 		}
+	}
+}
+
+// A cached storage-server replaced on disk (its meta.json rewritten to
+// match) is caught by the signature check before the supervisor restarts
+// the crashed node: removed, fetched again, verified, and the node runs the
+// genuine binary again.
+func TestTamperedCachedBinaryRefusedBeforeExec(t *testing.T) {
+	exe := selfExe(t)
+	m := newBinMaster(t)
+	pub, priv, err := minisign.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.publish("1.0.0", exe, false)
+	m.sign(t, priv, "1.0.0")
+	cfg := testConfig(t, "", m.srv.URL, 25000+os.Getpid()%2000*10, 4)
+	cfg.Security.ReleasePublicKeys = []string{pub.String()}
+	a, err := New(Options{Config: cfg, Logger: testLogger(t), StopNodesOnExit: true, StopGrace: 5 * time.Second,
+		ReconcileInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-runDone
+	})
+	a.onDesired(desired(1, "1.0.0", "node-a"))
+	waitFor(t, "node-a running on 1.0.0", func() bool { return runningOn(a, "node-a", "1.0.0") })
+	st, _ := a.sup.NodeStatus("node-a")
+	rec, _ := a.rec.get("node-a")
+	path := rec.BinaryPath
+
+	// Replace the cached binary by a script and make meta.json agree.
+	evil := []byte("#!/bin/sh\necho owned > \"$STORAGE_PATH/owned\"\nsleep 60\n")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, evil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	metaPath := filepath.Join(filepath.Dir(path), "meta.json")
+	raw, _ := os.ReadFile(metaPath)
+	var meta map[string]any
+	_ = json.Unmarshal(raw, &meta)
+	meta["checksum"], meta["size_bytes"] = sum(evil), len(evil)
+	raw, _ = json.Marshal(meta)
+	if err := os.WriteFile(metaPath, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The node crashes; the supervisor restarts it from the cache.
+	if p, err := os.FindProcess(st.PID); err == nil {
+		_ = p.Kill()
+	}
+	waitFor(t, "node-a running again on the genuine 1.0.0", func() bool {
+		st2, _ := a.sup.NodeStatus("node-a")
+		got, _ := os.ReadFile(path)
+		return runningOn(a, "node-a", "1.0.0") && st2.PID != st.PID && bytes.Equal(got, exe)
+	})
+	if _, err := os.Stat(filepath.Join(rec.DataDir, "owned")); err == nil {
+		t.Fatal("the tampered binary was executed")
 	}
 }
