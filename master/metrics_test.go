@@ -304,6 +304,12 @@ func TestAlertsAndDashboardMatchTheScrape(t *testing.T) {
 	if v, _ := sample(body, "sutra_downloads_total", `artifact="storage-server"`); v != 1 {
 		t.Errorf("sutra_downloads_total{artifact=storage-server} = %v, want 1", v)
 	}
+	if v, _ := sample(body, "sutra_catalog_hashed_bytes_total"); v != 7000 {
+		t.Errorf("sutra_catalog_hashed_bytes_total = %v, want 7000", v)
+	}
+	if v, ok := sample(body, "sutra_catalog_hash_seconds_total"); !ok || v <= 0 {
+		t.Errorf("sutra_catalog_hash_seconds_total = %v (%v), want > 0", v, ok)
+	}
 	if v, _ := sample(body, "sutra_download_bytes_total", `artifact="storage-server"`); v != 7000 {
 		t.Errorf("sutra_download_bytes_total{artifact=storage-server} = %v, want 7000", v)
 	}

@@ -208,6 +208,8 @@ type Stats struct {
 	HashedFiles int64 // files whose content was read and hashed
 	HashedBytes int64 // bytes read to hash them
 	CacheHits   int64 // files registered from the checksum cache without reading them
+	// HashTime is the time spent reading and hashing files.
+	HashTime time.Duration
 }
 
 // Catalog is the registry of published binaries. It is safe for concurrent use.
@@ -240,6 +242,7 @@ type Catalog struct {
 	saveMu sync.Mutex
 
 	hashedFiles, hashedBytes, cacheHits atomic.Int64
+	hashNanos                           atomic.Int64
 
 	watcher *fsnotify.Watcher
 	kick    chan string
@@ -428,7 +431,8 @@ func (c *Catalog) Dir() string { return c.dir }
 
 // Stats returns the work counters.
 func (c *Catalog) Stats() Stats {
-	return Stats{HashedFiles: c.hashedFiles.Load(), HashedBytes: c.hashedBytes.Load(), CacheHits: c.cacheHits.Load()}
+	return Stats{HashedFiles: c.hashedFiles.Load(), HashedBytes: c.hashedBytes.Load(), CacheHits: c.cacheHits.Load(),
+		HashTime: time.Duration(c.hashNanos.Load())}
 }
 
 // List returns the published binaries of an artifact ("" for all), sorted by

@@ -255,6 +255,7 @@ func (c *Catalog) hash(ctx context.Context, name string, an artifact.Name) (Bina
 	buf := *bp
 	h := sha256.New()
 	var n int64
+	hashStart := time.Now()
 	for {
 		if err := ctx.Err(); err != nil {
 			return Binary{}, err
@@ -271,6 +272,7 @@ func (c *Catalog) hash(ctx context.Context, name string, an artifact.Name) (Bina
 	}
 	c.hashedFiles.Add(1)
 	c.hashedBytes.Add(n)
+	c.hashNanos.Add(int64(time.Since(hashStart)))
 	after, err := f.Stat()
 	if err != nil || idOf(after) != idOf(fi) || n != fi.Size() {
 		return Binary{}, errUnstable

@@ -74,6 +74,7 @@ var (
 	hashingDesc     = prometheus.NewDesc(Namespace+"_catalog_hashing", "Binaries being hashed, not yet served.", nil, nil)
 	hashedFilesDesc = prometheus.NewDesc(Namespace+"_catalog_hashed_files_total", "Files whose content the catalog read and hashed.", nil, nil)
 	hashedBytesDesc = prometheus.NewDesc(Namespace+"_catalog_hashed_bytes_total", "Bytes the catalog read to hash binaries.", nil, nil)
+	hashTimeDesc    = prometheus.NewDesc(Namespace+"_catalog_hash_seconds_total", "Time the catalog spent reading and hashing binaries.", nil, nil)
 	cacheHitsDesc   = prometheus.NewDesc(Namespace+"_catalog_checksum_cache_hits_total", "Files registered from the checksum cache without reading them.", nil, nil)
 
 	downloadsDesc = prometheus.NewDesc(Namespace+"_downloads_in_flight", "Binary downloads being served (beyond the cap they are refused 503).", nil, nil)
@@ -107,7 +108,7 @@ func (m *Metrics) AddSources(s Sources) {
 }
 
 func (s *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{agentsDesc, nodesDesc, binariesDesc, hashingDesc, hashedFilesDesc, hashedBytesDesc,
+	for _, d := range []*prometheus.Desc{agentsDesc, nodesDesc, binariesDesc, hashingDesc, hashedFilesDesc, hashedBytesDesc, hashTimeDesc,
 		cacheHitsDesc, downloadsDesc, rolloutsDesc, rolloutAgentsDesc, certExpiryDesc} {
 		ch <- d
 	}
@@ -152,6 +153,7 @@ func (s *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, hashingDesc, float64(s.Catalog.Hashing()))
 		counter(ch, hashedFilesDesc, float64(st.HashedFiles))
 		counter(ch, hashedBytesDesc, float64(st.HashedBytes))
+		counter(ch, hashTimeDesc, st.HashTime.Seconds())
 		counter(ch, cacheHitsDesc, float64(st.CacheHits))
 	}
 	if s.Downloads != nil {
