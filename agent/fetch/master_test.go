@@ -25,7 +25,7 @@ import (
 // API (metadata, latest, verify, download with http.ServeContent, ETag). Tests
 // make it misbehave through the hook fields.
 type testMaster struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 
 	mu   sync.Mutex
@@ -50,7 +50,7 @@ type testReq struct {
 	Method, Path, Range, IfRange string
 }
 
-func newTestMaster(t *testing.T) *testMaster {
+func newTestMaster(t testing.TB) *testMaster {
 	t.Helper()
 	m := &testMaster{t: t, bins: map[string]*testBin{}, sigs: map[string][]byte{}}
 	mux := http.NewServeMux()

@@ -27,7 +27,7 @@ type releaseKey struct {
 	priv minisign.PrivateKey
 }
 
-func newReleaseKey(t *testing.T) releaseKey {
+func newReleaseKey(t testing.TB) releaseKey {
 	t.Helper()
 	pub, priv, err := minisign.GenerateKey(rand.Reader)
 	if err != nil {
@@ -36,7 +36,7 @@ func newReleaseKey(t *testing.T) releaseKey {
 	return releaseKey{pub, priv}
 }
 
-func keyring(t *testing.T, keys ...releaseKey) release.Keyring {
+func keyring(t testing.TB, keys ...releaseKey) release.Keyring {
 	t.Helper()
 	var texts []string
 	for _, k := range keys {
@@ -51,7 +51,7 @@ func keyring(t *testing.T, keys ...releaseKey) release.Keyring {
 }
 
 // signBin signs data as storage-server version for the binary's platform.
-func signBin(t *testing.T, k releaseKey, b *testBin, version string, data []byte) []byte {
+func signBin(t testing.TB, k releaseKey, b *testBin, version string, data []byte) []byte {
 	t.Helper()
 	sig, _, err := release.Sign(k.priv, bytes.NewReader(data), release.Identity{
 		Artifact: "storage-server", Version: version, Platform: b.info.Platform, Arch: b.info.Arch})
