@@ -223,6 +223,8 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 				Interval:  cfg.Monitoring.HealthCheckInterval(),
 				Timeout:   cfg.Monitoring.HealthCheckTimeout(),
 				Threshold: cfg.Monitoring.UnhealthyThreshold(),
+				// a.metrics is set below, before any node runs.
+				Observe: func(d time.Duration, err error) { a.metrics.HealthProbe(d, err) },
 			},
 			Restart: a.restartPolicy(),
 			OnEvent: a.onNodeEvent,

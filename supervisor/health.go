@@ -25,6 +25,9 @@ type HealthOptions struct {
 	// StartTimeout: a starting node that is not healthy this long after it
 	// started is killed and restarted like a crash (default 60 s).
 	StartTimeout time.Duration
+	// Observe, when set, sees every probe's latency and result (nil:
+	// healthy), for metrics. It must not block.
+	Observe func(d time.Duration, err error)
 }
 
 // newProbeClient returns the HTTP client of every probe: no proxy (probes
@@ -64,7 +67,11 @@ func (p prober) loop(results chan<- error, quit <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		start := time.Now()
 		err := p.probe(ctx)
+		if p.opts.Observe != nil && ctx.Err() == nil {
+			p.opts.Observe(time.Since(start), err)
+		}
 		select {
 		case results <- err:
 		case <-quit:

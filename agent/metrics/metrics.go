@@ -66,6 +66,7 @@ type Metrics struct {
 	fetchFailures atomic.Uint64
 	fetchSeconds  *prometheus.HistogramVec
 	fetchedBytes  prometheus.Counter
+	probeSeconds  *prometheus.HistogramVec
 }
 
 // New builds the agent's registry.
@@ -81,6 +82,9 @@ func New(o Options) (*Metrics, error) {
 		fetchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "sutra", Subsystem: "agent", Name: "fetch_seconds",
 			Help:    "Time to get the wanted storage-server (from the cache or downloaded and verified), by result: ok or failed.",
 			Buckets: []float64{.001, .01, .1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"result"}),
+		probeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "sutra", Subsystem: "agent", Name: "health_probe_seconds",
+			Help:    "Latency of the nodes' HTTP health probes, by result: ok or failed.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}, []string{"result"}),
 		fetchedBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sutra", Subsystem: "agent", Name: "fetched_bytes_total",
 			Help: "Bytes of binaries downloaded from the master (cache hits not counted)."}),
 	}
@@ -92,7 +96,7 @@ func New(o Options) (*Metrics, error) {
 		Help:        "Always 1: the agent's version and the Go version it was built with.",
 		ConstLabels: prometheus.Labels{"version": o.Version, "goversion": runtime.Version()}})
 	build.Set(1)
-	m.reg.MustRegister(build, m.heartbeats, fetchFailures, m.fetchSeconds, m.fetchedBytes, stateCollector{m},
+	m.reg.MustRegister(build, m.heartbeats, fetchFailures, m.fetchSeconds, m.fetchedBytes, m.probeSeconds, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m, nil
 }
@@ -121,6 +125,15 @@ func (m *Metrics) Fetched(d time.Duration, bytes int64, downloaded bool, err err
 	if downloaded && bytes > 0 {
 		m.fetchedBytes.Add(float64(bytes))
 	}
+}
+
+// HealthProbe records one node health probe that took d (err nil: healthy).
+func (m *Metrics) HealthProbe(d time.Duration, err error) {
+	r := "ok"
+	if err != nil {
+		r = "failed"
+	}
+	m.probeSeconds.WithLabelValues(r).Observe(d.Seconds())
 }
 
 // FetchFailed counts one failed binary fetch.

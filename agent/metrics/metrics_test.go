@@ -72,6 +72,7 @@ func TestAgentMetricsEndpoint(t *testing.T) {
 	m.Fetched(2*time.Second, 5000, true, nil)
 	m.Fetched(time.Millisecond, 5000, false, nil) // a cache hit: no bytes
 	m.Fetched(time.Second, 0, false, io.EOF)
+	m.HealthProbe(3*time.Millisecond, nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan net.Addr, 1)
@@ -116,6 +117,7 @@ func TestAgentMetricsEndpoint(t *testing.T) {
 		`sutra_agent_fetched_bytes_total 5000`,
 		`sutra_agent_fetch_seconds_count{result="ok"} 2`,
 		`sutra_agent_fetch_seconds_count{result="failed"} 1`,
+		`sutra_agent_health_probe_seconds_count{result="ok"} 1`,
 		"process_cpu_seconds_total",
 	} {
 		if !strings.Contains(body, want) {
