@@ -278,6 +278,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 		OnDesired:         a.onDesired,
 		OnHeartbeat:       func() { a.metrics.Heartbeat(nil); a.onHeartbeat() },
 		Summary:           a.metrics.Summary,
+		OnHeartbeatFailed: a.metrics.Heartbeat,
 	})
 	if err != nil {
 		return nil, err

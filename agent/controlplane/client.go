@@ -54,6 +54,8 @@ type Options struct {
 	OnRegistered func()
 	// OnHeartbeat is called after each successful heartbeat (optional).
 	OnHeartbeat func()
+	// OnHeartbeatFailed is called after each failed heartbeat (optional).
+	OnHeartbeatFailed func(error)
 	// Summary, when set, is the compact metrics summary sent with every
 	// heartbeat (agent/metrics), which the master sums over the fleet.
 	Summary func() *gridv1.AgentSummary
@@ -237,6 +239,9 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			if ctx.Err() != nil {
 				return nil
+			}
+			if c.opts.OnHeartbeatFailed != nil {
+				c.opts.OnHeartbeatFailed(err)
 			}
 			if status.Code(err) == codes.NotFound {
 				log.Warn("master does not know this agent; registering again", "agent", c.opts.AgentID, "err", err)
