@@ -387,3 +387,26 @@ func TestOperatorCheck(t *testing.T) {
 		t.Fatal("OperatorCheck")
 	}
 }
+
+func TestStreamsCapped(t *testing.T) {
+	e := newEnv(t, 1)
+	c, _ := e.login(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range MaxStreams + 1 {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/ui/events/stream", nil)
+		req.AddCookie(c)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		want := http.StatusOK
+		if i == MaxStreams {
+			want = http.StatusServiceUnavailable
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("stream %d: %d, want %d", i+1, resp.StatusCode, want)
+		}
+	}
+}
