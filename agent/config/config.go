@@ -17,6 +17,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -206,13 +207,69 @@ type Security struct {
 	// rotation. Keys pinned here are never replaced by keys the master
 	// hands out at enrollment (those are used only when none are pinned).
 	ReleasePublicKeys []string `toml:"release_public_keys"`
+	// ReleasePublicKeysFile names a file of release public keys (a
+	// sutra-release.pub, or one "RW…" key per line; '#' comments allowed),
+	// e.g. installed by the package; its keys are pinned like
+	// ReleasePublicKeys and added to them.
+	ReleasePublicKeysFile string `toml:"release_public_keys_file"`
 	// RequireSignatures refuses binaries without a valid signature
 	// (default: true whenever keys are configured). Nil means unset.
 	RequireSignatures *bool `toml:"require_signatures"`
 }
 
-// Keyring parses ReleasePublicKeys (validated by Load).
-func (s Security) Keyring() (release.Keyring, error) { return release.ParseKeys(s.ReleasePublicKeys) }
+// Keyring parses the pinned keys (validated by Load).
+func (s Security) Keyring() (release.Keyring, error) {
+	keys, err := s.pinned()
+	if err != nil {
+		return release.Keyring{}, err
+	}
+	return release.ParseKeys(keys)
+}
+
+// maxKeysFile bounds a file of release public keys.
+const maxKeysFile = 64 << 10
+
+// pinned are the keys of release_public_keys and release_public_keys_file.
+func (s Security) pinned() ([]string, error) {
+	keys := append([]string(nil), s.ReleasePublicKeys...)
+	if s.ReleasePublicKeysFile == "" {
+		return keys, nil
+	}
+	more, err := readKeysFile(s.ReleasePublicKeysFile)
+	if err != nil {
+		return nil, err
+	}
+	return append(keys, more...), nil
+}
+
+// readKeysFile reads one key per line, skipping blank lines, '#' comments
+// and minisign's "untrusted comment:" lines.
+func readKeysFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("release public keys file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeysFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("release public keys file %s: %w", path, err)
+	}
+	if len(data) > maxKeysFile {
+		return nil, fmt.Errorf("release public keys file %s is larger than %d bytes", path, maxKeysFile)
+	}
+	var keys []string
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "untrusted comment:") {
+			continue
+		}
+		keys = append(keys, line)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("release public keys file %s holds no key", path)
+	}
+	return keys, nil
+}
 
 // EnrollmentKeysFile is where the agent keeps the release public keys the
 // master handed out at its first enrollment ({agent_data_dir}/tls/…; see
@@ -224,21 +281,16 @@ const EnrollmentKeysFile = "release-public-keys.txt"
 // master handed out at the first enrollment ("enrollment"), else none.
 // Keys pinned in the config always win and are never replaced.
 func (s Security) EffectiveKeys(dataDir string) (keys []string, source string, err error) {
-	if len(s.ReleasePublicKeys) > 0 {
-		return s.ReleasePublicKeys, "config", nil
+	if pinned, err := s.pinned(); err != nil || len(pinned) > 0 {
+		return pinned, "config", err
 	}
 	path := filepath.Join(dataDir, "tls", EnrollmentKeysFile)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, "", nil
 	}
+	keys, err = readKeysFile(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("release public keys from enrollment: %w", err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "untrusted comment:") {
-			keys = append(keys, line)
-		}
 	}
 	if _, err := release.ParseKeys(keys); err != nil {
 		return nil, "", fmt.Errorf("release public keys from enrollment (%s): %w", path, err)
@@ -269,7 +321,7 @@ func (s Security) Require() bool {
 	if s.RequireSignatures != nil {
 		return *s.RequireSignatures
 	}
-	return len(s.ReleasePublicKeys) > 0
+	return len(s.ReleasePublicKeys) > 0 || s.ReleasePublicKeysFile != ""
 }
 
 // SlogLevel returns Level as a slog.Level (info when invalid; Load rejects invalid levels).

@@ -220,9 +220,13 @@ func (d *decoder) validate(cfg *Config) {
 		d.problem("logging.format", "unknown format %q (accepted: %s)", cfg.Logging.Format, strings.Join(LogFormats, ", "))
 	}
 	if _, err := cfg.Security.Keyring(); err != nil {
-		d.problem("security.release_public_keys", "%v (accepted: minisign public keys, the \"RW…\" line of a sutra-release.pub)", err)
+		key := "security.release_public_keys"
+		if cfg.Security.ReleasePublicKeysFile != "" {
+			key = "security.release_public_keys_file"
+		}
+		d.problem(key, "%v (accepted: minisign public keys, the \"RW…\" line of a sutra-release.pub)", err)
 	}
-	if cfg.Security.Require() && len(cfg.Security.ReleasePublicKeys) == 0 {
+	if cfg.Security.Require() && len(cfg.Security.ReleasePublicKeys) == 0 && cfg.Security.ReleasePublicKeysFile == "" {
 		d.problem("security.require_signatures", "is true but security.release_public_keys is empty: add the release public key(s)")
 	}
 }
