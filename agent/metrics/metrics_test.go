@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -126,6 +127,15 @@ func TestAgentMetricsEndpoint(t *testing.T) {
 	}
 	if !strings.Contains(body, "sutra_agent_cert_expiry_timestamp_seconds ") || strings.Contains(body, "sutra_agent_upgrade_phase{") {
 		t.Errorf("want a certificate expiry and no upgrade phase while idle")
+	}
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(body)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics on the agent's scrape: %v\n%s", err, out)
+		}
+	} else {
+		t.Log("promtool not found (apt-get install prometheus): the agent's scrape was not linted")
 	}
 	phase.Store("verifying")
 	if body := scrape(); !strings.Contains(body, `sutra_agent_upgrade_phase{phase="verifying"} 1`) {
