@@ -42,6 +42,15 @@ type RolloutSource interface {
 	RolloutCounts() (rolloutsByState, agentsByState map[string]int)
 }
 
+// RolloutCountsFunc is a RolloutSource from a function, for wiring the
+// rollout controller in the master without this package importing it:
+// Sources{Rollouts: metrics.RolloutCountsFunc(func() (map[string]int,
+// map[string]int) { ... count ctl.List() ... })}.
+type RolloutCountsFunc func() (rolloutsByState, agentsByState map[string]int)
+
+// RolloutCounts calls f.
+func (f RolloutCountsFunc) RolloutCounts() (map[string]int, map[string]int) { return f() }
+
 // CertSource is the master's own TLS material (*pki.PKI implements it).
 type CertSource interface {
 	CA() *x509.Certificate
