@@ -30,7 +30,7 @@ func TestBenchOverMTLS(t *testing.T) {
 		t.Skip("starts and kills a master twice")
 	}
 	var out bytes.Buffer
-	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: 2 * time.Second, restart: true, rateLimit: "on", resume: true, out: &out}
+	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: 2 * time.Second, restart: true, rateLimit: "on", metrics: "on", resume: true, out: &out}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := bench(ctx, c)
@@ -71,7 +71,7 @@ func TestBenchPlaintextBaseline(t *testing.T) {
 		t.Skip("starts a master")
 	}
 	var out bytes.Buffer
-	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: time.Second, plaintext: true, rateLimit: "on", out: &out}
+	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: time.Second, plaintext: true, rateLimit: "on", metrics: "on", out: &out}
 	r, err := bench(context.Background(), c)
 	t.Log("\n" + out.String())
 	if err != nil {
