@@ -22,7 +22,6 @@ func NewView(agents []fleet.Agent) View {
 	return v
 }
 
-
 // health is an agent's verdict against version v.
 type health int
 

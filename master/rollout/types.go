@@ -160,12 +160,12 @@ type Member struct {
 
 // Rollout is a rollout and its progress.
 type Rollout struct {
-	ID      string `json:"id"`
-	Spec    Spec   `json:"spec"`
-	State   State  `json:"state"`
-	Reason  string `json:"reason,omitempty"`
-	Wave    int    `json:"wave"`
-	Waves   int    `json:"waves"`
+	ID      string   `json:"id"`
+	Spec    Spec     `json:"spec"`
+	State   State    `json:"state"`
+	Reason  string   `json:"reason,omitempty"`
+	Wave    int      `json:"wave"`
+	Waves   int      `json:"waves"`
 	Members []Member `json:"members"`
 	// RollingBack: the rollout is taking changed agents back.
 	RollingBack bool `json:"rolling_back,omitempty"`
