@@ -410,6 +410,7 @@ func (c *Controller) Retry(ctx context.Context, id string) (Rollout, error) {
 				continue
 			}
 			if m.State != AgentPassed {
+				m.Reset = m.Changed && m.State == AgentFailed
 				m.State, m.Reason, m.LastLogLines, m.Reverting = AgentPending, "", nil, false
 				m.Started, m.SoakStart, m.Finished = time.Time{}, time.Time{}, time.Time{}
 			}

@@ -216,6 +216,12 @@ func stepForward(now time.Time, r *Rollout, v View, ev func(string, string, stri
 		if m.State != AgentPending || m.Wave != wave {
 			continue
 		}
+		if a, ok := v[m.ID]; ok && m.Reset {
+			if !reverted(a, s.Artifact, m.Previous) {
+				continue
+			}
+			m.Reset, changed = false, true
+		}
 		if _, ok := v[m.ID]; !ok {
 			m.State, m.Reason, m.Finished, changed = AgentSkipped, "agent is no longer registered", now, true
 			continue
@@ -322,6 +328,8 @@ func wanted(r *Rollout, v View) []Change {
 		want := ""
 		switch {
 		case r.RollingBack && m.Reverting:
+			want = m.Previous
+		case !r.RollingBack && m.State == AgentPending && m.Reset:
 			want = m.Previous
 		case !r.RollingBack && (m.State == AgentUpgrading || m.State == AgentSoaking):
 			want = r.Spec.Version

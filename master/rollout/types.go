@@ -147,9 +147,13 @@ type Member struct {
 	// Previous is the version the agent had at start (where a rollback
 	// takes it); Changed is set once the rollout changed its desired
 	// version.
-	Previous     string    `json:"previous,omitempty"`
-	Changed      bool      `json:"changed,omitempty"`
-	Reverting    bool      `json:"reverting,omitempty"`
+	Previous  string `json:"previous,omitempty"`
+	Changed   bool   `json:"changed,omitempty"`
+	Reverting bool   `json:"reverting,omitempty"`
+	// Reset: a retried member that failed goes back to Previous first, so
+	// its agent (which does not retry a version it rolled back) sees a
+	// new desired version when the retry reaches it.
+	Reset        bool      `json:"reset,omitempty"`
 	Started      time.Time `json:"started,omitzero"`
 	SoakStart    time.Time `json:"soak_start,omitzero"`
 	Finished     time.Time `json:"finished,omitzero"`
