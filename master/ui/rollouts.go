@@ -80,6 +80,10 @@ func (r RolloutView) WaveViews() []WaveView {
 	return out
 }
 
+// SetRollouts plugs the rollout controller in when it is made after the
+// dashboard; call it before the HTTP server serves.
+func (u *UI) SetRollouts(r Rollouts) { u.o.Rollouts = r }
+
 type rolloutsData struct {
 	Available bool
 	List      []RolloutView
