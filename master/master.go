@@ -206,9 +206,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	mux.Handle(ui.Prefix, dash.Handler())
 	mux.Handle("GET /{$}", http.RedirectHandler(ui.Prefix, http.StatusFound))
+	// Rollouts (master/rollout): GET /api/rollouts behind the operator
+	// token; the controller steps with the sweep.
+	rollouts, err := cp.Rollouts(ctx, mux, policy, cat)
+	if err != nil {
+		_ = cp.Close()
+		return err
+	}
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	var sweep sync.WaitGroup
 	sweep.Go(func() { _ = cp.Run(sweepCtx) })
+	sweep.Go(func() { _ = rollouts.Run(sweepCtx) })
 	defer func() {
 		stopSweep()
 		sweep.Wait()
