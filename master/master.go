@@ -213,6 +213,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		_ = cp.Close()
 		return err
 	}
+	dash.SetRollouts(ui.ControllerRollouts(rollouts))
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	var sweep sync.WaitGroup
 	sweep.Go(func() { _ = cp.Run(sweepCtx) })

@@ -196,9 +196,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("POST without the CSRF token: %d %v", code, err)
 	}
 
-	// Rollouts: pause/resume from the page needs master/rollout.
+	// Rollouts: pause/resume from the page needs a rollout, and nothing
+	// starts one in a running master yet.
 	t.Run("RolloutPauseResume", func(t *testing.T) {
-		t.Skip("master/rollout (helper F) has not landed in this master: the rollouts page says so and has no buttons yet")
+		t.Skip("no API starts a rollout in this master yet (GET /api/rollouts is read-only, no RolloutService RPC): pause and resume from the page are tested over the real controller by master/ui TestRolloutPagesOverTheController")
 	})
 
 	// Logout, then the dashboard sends the browser to the login page again.
