@@ -5,19 +5,25 @@ import (
 	"fmt"
 	"net/http"
 
+	"google.golang.org/grpc"
+
 	"github.com/sutragrid/sutra/master/auth"
+	"github.com/sutragrid/sutra/master/grpcapi"
 	"github.com/sutragrid/sutra/master/rollout"
 	"github.com/sutragrid/sutra/master/rolloutapi"
 )
 
 // Rollouts opens the rollout controller (master/rollout) on the control
 // plane's store and fleet, with cat checking that a version is published
-// (nil: not checked), and mounts GET /api/rollouts[/{id}] on routes behind
+// (nil: not checked), registers the RolloutService on grpcSrv, and mounts GET /api/rollouts[/{id}] on routes behind
 // the operator token. The caller runs its Run until the servers stop.
-func (c *ControlPlane) Rollouts(ctx context.Context, routes *http.ServeMux, operator *auth.Policy, cat rollout.Catalog) (*rollout.Controller, error) {
+func (c *ControlPlane) Rollouts(ctx context.Context, grpcSrv *grpc.Server, routes *http.ServeMux, operator *auth.Policy, cat rollout.Catalog) (*rollout.Controller, error) {
 	ro, err := rollout.New(ctx, rollout.Options{Store: c.st, Fleet: c.fleet, Catalog: cat, Yanks: c.rel, Log: c.log.With("component", "rollout")})
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	if grpcSrv != nil {
+		grpcapi.NewRollout(ro).Register(grpcSrv)
 	}
 	if routes != nil && operator != nil {
 		m := http.NewServeMux()
