@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/master/auth"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/store"
 )
@@ -385,6 +386,15 @@ func TestOperatorCheck(t *testing.T) {
 	check := OperatorCheck(require)
 	if !check(testToken) || check("") || check(testToken+"x") || check(testToken+"\r\nX: y") {
 		t.Fatal("OperatorCheck")
+	}
+	// Over master/auth's own check.
+	p, err := auth.NewPolicy(testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check = OperatorCheck(p.RequireOperator)
+	if !check(testToken) || check("") || check(testToken[:20]) || check("x"+testToken) {
+		t.Fatal("OperatorCheck over auth.Policy")
 	}
 }
 
