@@ -70,6 +70,18 @@ Commands:
                               moves them to the previous unyanked version
   binaries unyank VERSION [--artifact A]
                               lift a yank
+  rollouts [ID]               fleet rollouts (a table; one rollout with its agents)
+  rollouts start --version V [--artifact storage-server|sutra-agent]
+        [--agents ID,… | --selector key=value,…] [--canary N]
+        [--waves 10,50,100] [--max-parallel N] [--rollback-parallel N]
+        [--soak 60s] [--healthy-deadline 5m] [--progress-deadline 30m]
+        [--max-failures N | --max-failure-ratio 0.1]
+        [--on-failure pause|rollback] [--dry-run]
+                              roll a version out canary first, then in waves,
+                              gated on health; prints the rollout id
+  rollouts pause|resume|abort|rollback|retry ID
+                              act on a rollout (rollback: every changed agent
+                              back to its previous version, no canary/soak)
   events [-f] [--since N] [-n N]
                               the fleet's event log; -f follows new events
   version                     versions of this CLI and of the master
@@ -280,6 +292,8 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.binaries(ctx, rest)
 	case "release":
 		return c.release(rest)
+	case "rollouts":
+		return c.rollouts(ctx, rest)
 	case "events":
 		return c.events(ctx, rest)
 	case "version":
