@@ -30,6 +30,7 @@ import (
 	"github.com/sutragrid/sutra/master/grpcapi"
 	"github.com/sutragrid/sutra/master/pki"
 	"github.com/sutragrid/sutra/master/releases"
+	"github.com/sutragrid/sutra/master/rollout"
 	"github.com/sutragrid/sutra/master/store"
 	"github.com/sutragrid/sutra/master/tokens"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
@@ -85,6 +86,14 @@ func startMaster(t *testing.T) *testMaster {
 		t.Fatal(err)
 	}
 	grpcapi.NewRelease(f, rel).Register(g)
+	ro, err := rollout.New(context.Background(), rollout.Options{Store: st, Fleet: f, Yanks: rel, Interval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcapi.NewRollout(ro).Register(g)
+	roCtx, roStop := context.WithCancel(context.Background())
+	roDone := make(chan struct{})
+	go func() { _ = ro.Run(roCtx); close(roDone) }()
 	go func() { _ = g.Serve(lis) }()
 
 	mux := http.NewServeMux()
@@ -108,6 +117,8 @@ func startMaster(t *testing.T) *testMaster {
 		_ = conn.Close()
 		hs.Close()
 		g.Stop()
+		roStop()
+		<-roDone
 		_ = st.Close()
 	})
 	return &testMaster{dataDir: dataDir, grpcAddr: lis.Addr().String(), httpURL: hs.URL, f: f, grid: gridv1.NewGridMasterClient(conn)}
