@@ -214,6 +214,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	dash.SetRollouts(ui.ControllerRollouts(rollouts))
+	if met != nil {
+		met.AddRollouts(rolloutCounts(rollouts))
+	}
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	var sweep sync.WaitGroup
 	sweep.Go(func() { _ = cp.Run(sweepCtx) })

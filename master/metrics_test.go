@@ -192,6 +192,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		{"sutra_fleet_agent_cert_expiry_timestamp_seconds", nil, func(v float64) bool { return v == 2e9 }, "2e9"},
 		{"sutra_events_total", []string{`type="AgentRegistered"`}, func(v float64) bool { return v == 1 }, "1"},
 		{"sutra_events_total", []string{`type="NodeSpawnRequested"`}, func(v float64) bool { return v == 1 }, "1"},
+		{"sutra_rollouts", []string{`state="paused"`}, func(v float64) bool { return v == 0 }, "0 (no rollout)"},
+		{"sutra_rollout_agents", []string{`state="failed"`}, func(v float64) bool { return v == 0 }, "0"},
 		{"sutra_downloads_in_flight", nil, func(v float64) bool { return v == 0 }, "0"},
 		{"sutra_tls_cert_expiry_timestamp_seconds", []string{`cert="server"`}, func(v float64) bool { return v > float64(time.Now().Unix()) }, "in the future"},
 		{"process_cpu_seconds_total", nil, func(v float64) bool { return v > 0 }, "> 0"},
@@ -246,11 +248,10 @@ func TestPublicMetrics(t *testing.T) {
 	}
 }
 
-// pendingHooks are metric names whose source is a hook nothing feeds yet
-// (master/metrics.RolloutSource: rollouts expose no read API so far); the
-// alert rules and dashboard use them already. Every other name must be in
-// a real scrape.
-var pendingHooks = map[string]bool{"sutra_rollouts": true, "sutra_rollout_agents": true}
+// pendingHooks are metric names whose source is a hook nothing feeds yet;
+// the alert rules and dashboard may use them already. Every other name
+// must be in a real scrape. (Empty: every source is wired.)
+var pendingHooks = map[string]bool{}
 
 // promqlNames are the metric names in PromQL expressions: identifiers with
 // the prefixes this project exports (sutra_, process_, go_), outside

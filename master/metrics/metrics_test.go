@@ -197,9 +197,10 @@ func TestDownloadCounters(t *testing.T) {
 // Rollouts through the hook: by state, and agents of active rollouts.
 func TestRolloutHook(t *testing.T) {
 	m := New("test")
-	m.AddSources(Sources{Rollouts: RolloutCountsFunc(func() (map[string]int, map[string]int) {
-		return map[string]int{"paused": 1, "completed": 3}, map[string]int{"failed": 2}
-	})})
+	m.AddSources(Sources{})
+	m.AddRollouts(RolloutCountsFunc(func() (map[string]int, map[string]int) {
+		return map[string]int{"paused": 1, "completed": 3, "bad state!": 1}, map[string]int{"failed": 2}
+	}))
 	n, err := testutil.GatherAndCount(m.Registry(), "sutra_rollouts", "sutra_rollout_agents")
 	if err != nil || n != 3 {
 		t.Fatalf("rollout series = %d (%v), want 3", n, err)

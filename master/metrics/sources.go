@@ -51,6 +51,36 @@ type RolloutCountsFunc func() (rolloutsByState, agentsByState map[string]int)
 // RolloutCounts calls f.
 func (f RolloutCountsFunc) RolloutCounts() (map[string]int, map[string]int) { return f() }
 
+// maxRolloutStates bounds the state labels of the rollout gauges.
+const maxRolloutStates = 32
+
+// AddRollouts registers a collector reading r at scrape time
+// (sutra_rollouts, sutra_rollout_agents).
+func (m *Metrics) AddRollouts(r RolloutSource) { m.reg.MustRegister(rolloutCollector{r}) }
+
+type rolloutCollector struct{ r RolloutSource }
+
+func (c rolloutCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- rolloutsDesc
+	ch <- rolloutAgentsDesc
+}
+
+func (c rolloutCollector) Collect(ch chan<- prometheus.Metric) {
+	byState, agents := c.r.RolloutCounts()
+	for _, x := range []struct {
+		d *prometheus.Desc
+		m map[string]int
+	}{{rolloutsDesc, byState}, {rolloutAgentsDesc, agents}} {
+		n := 0
+		for st, v := range x.m {
+			if n++; n > maxRolloutStates || !validEventType(st) {
+				continue
+			}
+			gauge(ch, x.d, float64(v), st)
+		}
+	}
+}
+
 // CertSource is the master's own TLS material (*pki.PKI implements it).
 type CertSource interface {
 	CA() *x509.Certificate
@@ -104,7 +134,6 @@ type Sources struct {
 	Fleet     FleetSource
 	Catalog   CatalogSource
 	Downloads DownloadSource
-	Rollouts  RolloutSource
 	Certs     CertSource
 }
 
@@ -118,7 +147,7 @@ func (m *Metrics) AddSources(s Sources) {
 
 func (s *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{agentsDesc, nodesDesc, binariesDesc, hashingDesc, hashedFilesDesc, hashedBytesDesc, hashTimeDesc,
-		cacheHitsDesc, downloadsDesc, rolloutsDesc, rolloutAgentsDesc, certExpiryDesc} {
+		cacheHitsDesc, downloadsDesc, certExpiryDesc} {
 		ch <- d
 	}
 }
@@ -167,15 +196,6 @@ func (s *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.Downloads != nil {
 		gauge(ch, downloadsDesc, float64(s.Downloads.ActiveDownloads()))
-	}
-	if s.Rollouts != nil {
-		byState, agents := s.Rollouts.RolloutCounts()
-		for st, n := range byState {
-			gauge(ch, rolloutsDesc, float64(n), st)
-		}
-		for st, n := range agents {
-			gauge(ch, rolloutAgentsDesc, float64(n), st)
-		}
 	}
 }
 
