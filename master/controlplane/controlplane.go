@@ -67,6 +67,9 @@ type ControlPlane struct {
 	log   *slog.Logger
 	// rel is the yank list (master/releases) on the same store.
 	rel *releases.Releases
+	// relSrv is the ReleaseService; Rollouts routes its yank --rollback
+	// through the rollout controller.
+	relSrv *grpcapi.ReleaseServer
 }
 
 // Open opens the fleet store in dataDir (grid.db) and the fleet on it.
@@ -163,7 +166,8 @@ func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, hea
 		WithTrust(grpcapi.Trust{PKI: trust.PKI, Tokens: tk, ClientLifetime: trust.ClientLifetime, Store: c.st, ReleasePublicKeys: trust.ReleasePublicKeys,
 			CloseAgent: func(id string, err error) { trust.Operator.CloseAgent(id, err) }}).
 		Register(grpcSrv)
-	grpcapi.NewRelease(c.fleet, c.rel).Register(grpcSrv)
+	c.relSrv = grpcapi.NewRelease(c.fleet, c.rel)
+	c.relSrv.Register(grpcSrv)
 	fm := http.NewServeMux()
 	fleetapi.New(c.fleet).Register(fm)
 	// Loopback-only as well (see store.BackupHandler).

@@ -25,6 +25,10 @@ func (c *ControlPlane) Rollouts(ctx context.Context, grpcSrv *grpc.Server, route
 	if grpcSrv != nil {
 		grpcapi.NewRollout(ro).Register(grpcSrv)
 	}
+	if c.relSrv != nil {
+		// sutra binaries yank --rollback: a rollback-only rollout.
+		c.relSrv.WithRollback(grpcapi.RollbackVia(ro))
+	}
 	if routes != nil && operator != nil {
 		m := http.NewServeMux()
 		rolloutapi.Register(m, ro)

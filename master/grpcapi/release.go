@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -13,6 +14,7 @@ import (
 	"github.com/sutragrid/sutra/master/actor"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/releases"
+	"github.com/sutragrid/sutra/master/rollout"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -24,7 +26,7 @@ type ReleaseServer struct {
 	gridv1.UnimplementedReleaseServiceServer
 	f        *fleet.Fleet
 	rel      *releases.Releases
-	rollback Rollback
+	rollback atomic.Pointer[Rollback]
 }
 
 // Rollback starts a rollback-only rollout of artifact moving each agent of
@@ -36,10 +38,23 @@ type Rollback func(ctx context.Context, artifactName string, to map[string]strin
 const MaxRollbackAgents = 10_000
 
 // WithRollback makes YankVersion's rollback_to a rollout through fn;
-// without it the agents are set one by one.
+// without it the agents are set one by one. It may be called while the
+// server serves (the controller starts after the service is registered).
 func (s *ReleaseServer) WithRollback(fn Rollback) *ReleaseServer {
-	s.rollback = fn
+	s.rollback.Store(&fn)
 	return s
+}
+
+// RollbackVia is the Rollback of a rollout controller: a rollback-only
+// rollout (Spec.RollbackTo), fast, without canary or soak.
+func RollbackVia(c *rollout.Controller) Rollback {
+	return func(ctx context.Context, artifactName string, to map[string]string) (string, error) {
+		r, err := c.Start(ctx, rollout.Spec{Artifact: artifactName, RollbackTo: to})
+		if err != nil {
+			return "", rolloutStatus(err)
+		}
+		return r.ID, nil
+	}
 }
 
 // NewRelease returns the ReleaseService over f and rel.
@@ -110,10 +125,14 @@ func (s *ReleaseServer) YankVersion(ctx context.Context, req *gridv1.YankVersion
 	if len(to) == 0 {
 		return out, nil
 	}
-	if s.rollback != nil {
-		id, err := s.rollback(ctx, art, to)
+	if fn := s.rollback.Load(); fn != nil {
+		id, err := (*fn)(ctx, art, to)
 		if err != nil {
-			return nil, status.Errorf(status.Code(toStatus(err)), "%s %s is yanked, but the rollback rollout did not start: %v", art, req.GetVersion(), err)
+			st, ok := status.FromError(err)
+			if !ok {
+				st = status.Convert(toStatus(err))
+			}
+			return nil, status.Errorf(st.Code(), "%s %s is yanked, but the rollback rollout did not start: %s", art, req.GetVersion(), st.Message())
 		}
 		out.RolloutId = id
 		return out, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/releases"
+	"github.com/sutragrid/sutra/master/rollout"
 	"github.com/sutragrid/sutra/master/store"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
@@ -174,4 +175,47 @@ func TestYankRollbackThroughRollout(t *testing.T) {
 	if resp.GetRolloutId() != "r-1" || gotArt != "storage-server" || gotTo["a1"] != "1.0.0" || len(resp.GetRolledBackAgentIds()) != 0 {
 		t.Fatalf("YankVersion = %v; rollback got %s %v", resp, gotArt, gotTo)
 	}
+}
+
+// TestYankRollbackRealController: RollbackVia over the real rollout
+// controller on the same bbolt store: yank --rollback becomes a persisted
+// rollback-only rollout of the running agent to the given version.
+func TestYankRollbackRealController(t *testing.T) {
+	ctx := ctxT(t)
+	st, err := store.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f, err := fleet.New(ctx, fleet.Options{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Register(ctx, fleet.Registration{AgentID: "a1", Hostname: "h", Platform: "linux", Arch: "x86_64", AgentVersion: "0.1.0", MaxStorageNodes: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := releases.Open(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, err := rollout.New(ctx, rollout.Options{Store: st, Fleet: f, Yanks: rel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewRelease(f, rel).WithRollback(RollbackVia(ro))
+	resp, err := s.YankVersion(ctx, &gridv1.YankVersionRequest{Version: "1.1.0", RollbackTo: map[string]string{"a1": "1.0.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ro.Get(resp.GetRolloutId())
+	if err != nil {
+		t.Fatalf("rollout %q: %v", resp.GetRolloutId(), err)
+	}
+	if !r.RollingBack || r.Spec.RollbackTo["a1"] != "1.0.0" {
+		t.Fatalf("rollout = %+v, want a rollback of a1 to 1.0.0", r)
+	}
+	// A second rollback while the first is active: the controller refuses
+	// it (one active rollout per artifact), FAILED_PRECONDITION on the wire.
+	_, err = s.YankVersion(ctx, &gridv1.YankVersionRequest{Version: "1.1.0", RollbackTo: map[string]string{"a1": "1.0.0"}})
+	wantCode(t, "second rollback", err, codes.FailedPrecondition, "")
 }
