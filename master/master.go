@@ -37,6 +37,7 @@ import (
 	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/controlplane"
+	"github.com/sutragrid/sutra/master/grpcapi"
 	"github.com/sutragrid/sutra/master/httpserver"
 	"github.com/sutragrid/sutra/master/metrics"
 	"github.com/sutragrid/sutra/master/pki"
@@ -113,7 +114,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	var httpObs httpserver.Observer
 	var dlObs binapi.DownloadObserver
 	if !opts.NoMetrics {
-		met = metrics.New(version.Version)
+		met = metrics.New(version.Version).WithHeartbeatSummary(grpcapi.HeartbeatSummary)
 		httpObs, dlObs = met, met
 		opts.ControlPlane.WrapStore = met.Store
 	}

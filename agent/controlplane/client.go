@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sutragrid/sutra/agent/metrics"
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/internal/retryinfo"
@@ -58,7 +59,7 @@ type Options struct {
 	OnHeartbeatFailed func(error)
 	// Summary, when set, is the compact metrics summary sent with every
 	// heartbeat (agent/metrics), which the master sums over the fleet.
-	Summary func() *gridv1.AgentSummary
+	Summary func() metrics.Summary
 
 	// HeartbeatInterval is used until the master names one (default 5 s).
 	HeartbeatInterval time.Duration
@@ -328,7 +329,14 @@ func (c *Client) summary() *gridv1.AgentSummary {
 	if c.opts.Summary == nil {
 		return nil
 	}
-	return c.opts.Summary()
+	s := c.opts.Summary()
+	return &gridv1.AgentSummary{
+		NodesRunning:       s.NodesRunning,
+		RestartsTotal:      s.RestartsTotal,
+		CacheBytes:         s.CacheBytes,
+		FetchFailuresTotal: s.FetchFailuresTotal,
+		CertExpiryUnix:     s.CertExpiryUnix,
+	}
 }
 
 func (c *Client) heartbeat(ctx context.Context) error {

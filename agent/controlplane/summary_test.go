@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sutragrid/sutra/agent/metrics"
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/mtls"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
@@ -45,7 +46,7 @@ func TestHeartbeatSummaryAndFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := enrollOptions(addr, filepath.Join(t.TempDir(), "tls"), tok.String(), make(chan struct{}, 16))
-	opts.Summary = func() *gridv1.AgentSummary { return &gridv1.AgentSummary{NodesRunning: 7, CacheBytes: 42} }
+	opts.Summary = func() metrics.Summary { return metrics.Summary{NodesRunning: 7, CacheBytes: 42} }
 	failed := make(chan error, 16)
 	opts.OnHeartbeatFailed = func(err error) {
 		select {

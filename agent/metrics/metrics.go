@@ -25,8 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
 // Node is one node as the agent sees it.
@@ -184,10 +182,22 @@ func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger, read
 	return nil
 }
 
+// Summary is the compact state an agent sends with every heartbeat
+// (agent/controlplane puts it on the wire as an AgentSummary), so that the
+// master's fleet-wide view needs no scraping of every machine.
+type Summary struct {
+	NodesRunning       uint32
+	RestartsTotal      uint64
+	CacheBytes         uint64
+	FetchFailuresTotal uint64
+	// CertExpiryUnix is the agent certificate's NotAfter; 0 when unknown.
+	CertExpiryUnix int64
+}
+
 // Summary is the heartbeat summary of the agent's current state.
-func (m *Metrics) Summary() *gridv1.AgentSummary {
+func (m *Metrics) Summary() Summary {
 	s := m.opts.State()
-	out := &gridv1.AgentSummary{FetchFailuresTotal: m.fetchFailures.Load()}
+	out := Summary{FetchFailuresTotal: m.fetchFailures.Load()}
 	for _, n := range s.Nodes {
 		if n.State == "running" {
 			out.NodesRunning++

@@ -154,8 +154,8 @@ func TestAgentMetricsEndpoint(t *testing.T) {
 	}
 
 	s := m.Summary()
-	if s.GetNodesRunning() != 2 || s.GetRestartsTotal() != 9 || s.GetCacheBytes() != 1234 || s.GetFetchFailuresTotal() != 1 || s.GetCertExpiryUnix() != expiry.Unix() {
-		t.Fatalf("summary = %v, want 2 running, 9 restarts, 1234 bytes, 1 fetch failure, expiry %d", s, expiry.Unix())
+	if s.NodesRunning != 2 || s.RestartsTotal != 9 || s.CacheBytes != 1234 || s.FetchFailuresTotal != 1 || s.CertExpiryUnix != expiry.Unix() {
+		t.Fatalf("summary = %+v, want 2 running, 9 restarts, 1234 bytes, 1 fetch failure, expiry %d", s, expiry.Unix())
 	}
 }
 
@@ -167,8 +167,8 @@ func TestAgentMetricsBeforeEnrollment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := m.Summary(); s.GetCertExpiryUnix() != 0 || s.GetCacheBytes() != 0 {
-		t.Fatalf("summary = %v", s)
+	if s := m.Summary(); s.CertExpiryUnix != 0 || s.CacheBytes != 0 {
+		t.Fatalf("summary = %+v", s)
 	}
 	if _, err := New(Options{}); err == nil {
 		t.Fatal("New without State succeeded")

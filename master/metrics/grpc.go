@@ -8,8 +8,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
 // gRPC methods with metrics of their own (proto/grid/v1).
@@ -29,11 +27,21 @@ func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 		start := time.Now()
 		resp, err := inner(ctx, req, info, handler)
 		m.observeRPC(info.FullMethod, err, time.Since(start))
-		if hb, ok := req.(*gridv1.HeartbeatRequest); ok && err == nil && info.FullMethod == heartbeatMethod {
-			m.summaries.record(hb.GetAgentId(), hb.GetSummary())
+		if err == nil && info.FullMethod == heartbeatMethod && m.summaryOf != nil {
+			if agent, sum, ok := m.summaryOf(req); ok {
+				m.summaries.record(agent, sum)
+			}
 		}
 		return resp, err
 	}
+}
+
+// WithHeartbeatSummary makes the interceptors read the agents' heartbeat
+// summaries with f (master/grpcapi.HeartbeatSummary: only the gRPC adapter
+// knows the wire types). Call it before serving.
+func (m *Metrics) WithHeartbeatSummary(f SummaryOf) *Metrics {
+	m.summaryOf = f
+	return m
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streams.

@@ -44,6 +44,7 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	storeTxn      *prometheus.HistogramVec
 	summaries     *summaries
+	summaryOf     SummaryOf
 	events        *eventCounter
 	downloads     *downloads
 }

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sutragrid/sutra/master/store"
-	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
 // Summaries: only successful heartbeats count, values are clamped, an
@@ -25,9 +24,9 @@ func TestAgentSummaries(t *testing.T) {
 	s := newSummaries()
 	now := time.Unix(1_800_000_000, 0)
 	s.now = func() time.Time { return now }
-	s.record("a1", &gridv1.AgentSummary{NodesRunning: 2, RestartsTotal: math.MaxUint64, CacheBytes: 10, CertExpiryUnix: 1_900_000_000})
-	s.record("a2", &gridv1.AgentSummary{NodesRunning: 1, CertExpiryUnix: -5})
-	s.record("a3", &gridv1.AgentSummary{NodesRunning: 1, CertExpiryUnix: 1_850_000_000})
+	s.record("a1", &Summary{NodesRunning: 2, RestartsTotal: math.MaxUint64, CacheBytes: 10, CertExpiryUnix: 1_900_000_000})
+	s.record("a2", &Summary{NodesRunning: 1, CertExpiryUnix: -5})
+	s.record("a3", &Summary{NodesRunning: 1, CertExpiryUnix: 1_850_000_000})
 	s.record("a3", nil) // a3 stopped sending summaries: forgotten
 	got := s.AgentSummaryTotals()
 	if got.NodesRunning != 3 || got.RestartsTotal != maxSummaryValue || got.CacheBytes != 10 || got.MinCertExpiryUnix != 1_900_000_000 {
@@ -38,7 +37,7 @@ func TestAgentSummaries(t *testing.T) {
 		t.Fatalf("stale summaries still counted: %+v (%d kept)", got, len(s.byAgent))
 	}
 	for i := range maxSummaries + 10 {
-		s.record(string(rune('a'+i%26))+strings.Repeat("x", i%7)+string(rune(i)), &gridv1.AgentSummary{NodesRunning: 1})
+		s.record(string(rune('a'+i%26))+strings.Repeat("x", i%7)+string(rune(i)), &Summary{NodesRunning: 1})
 	}
 	if len(s.byAgent) > maxSummaries {
 		t.Fatalf("%d summaries kept, cap %d", len(s.byAgent), maxSummaries)
@@ -49,16 +48,16 @@ func TestAgentSummaries(t *testing.T) {
 // heartbeat that succeeded, counts enrollments, auth failures and rate
 // limit refusals (not every RESOURCE_EXHAUSTED).
 func TestInterceptorCounters(t *testing.T) {
-	m := New("test")
+	m := New("test").WithHeartbeatSummary(testSummaryOf)
 	in := m.UnaryServerInterceptor()
 	call := func(method string, req any, err error) {
 		_, _ = in(context.Background(), req, &grpc.UnaryServerInfo{FullMethod: method}, func(context.Context, any) (any, error) { return nil, err })
 	}
-	sum := &gridv1.AgentSummary{NodesRunning: 5}
-	call(heartbeatMethod, &gridv1.HeartbeatRequest{AgentId: "a", Summary: sum}, nil)
-	call(heartbeatMethod, &gridv1.HeartbeatRequest{AgentId: "b", Summary: sum}, status.Error(codes.PermissionDenied, "not you"))
-	call(enrollMethod, &gridv1.EnrollRequest{}, status.Error(codes.Unauthenticated, "bad token"))
-	call(enrollMethod, &gridv1.EnrollRequest{}, nil)
+	sum := &Summary{NodesRunning: 5}
+	call(heartbeatMethod, testHeartbeat{"a", sum}, nil)
+	call(heartbeatMethod, testHeartbeat{"b", sum}, status.Error(codes.PermissionDenied, "not you"))
+	call(enrollMethod, nil, status.Error(codes.Unauthenticated, "bad token"))
+	call(enrollMethod, nil, nil)
 	call("/grid.v1.GridMaster/ListAgents", nil, status.Error(codes.ResourceExhausted, "rate limited: too many"))
 	call("/grid.v1.GridMaster/ListAgents", nil, status.Error(codes.ResourceExhausted, "message too large"))
 	for _, c := range []struct {
@@ -97,7 +96,7 @@ func FuzzAgentSummary(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id string, running uint32, restarts, cache uint64, expiry int64, fetch uint64) {
 		s := newSummaries()
 		for i := range 3 {
-			s.record(id+string(rune('a'+i)), &gridv1.AgentSummary{NodesRunning: running, RestartsTotal: restarts, CacheBytes: cache, CertExpiryUnix: expiry, FetchFailuresTotal: fetch})
+			s.record(id+string(rune('a'+i)), &Summary{NodesRunning: running, RestartsTotal: restarts, CacheBytes: cache, CertExpiryUnix: expiry, FetchFailuresTotal: fetch})
 		}
 		got := s.AgentSummaryTotals()
 		for _, v := range []int64{got.NodesRunning, got.RestartsTotal, got.CacheBytes, got.FetchFailuresTotal} {
@@ -114,10 +113,10 @@ func FuzzAgentSummary(f *testing.F) {
 // BenchmarkInterceptor is the metrics layer's cost on one heartbeat call
 // (compare BenchmarkNoInterceptor: the bare handler).
 func BenchmarkInterceptor(b *testing.B) {
-	m := New("bench")
+	m := New("bench").WithHeartbeatSummary(testSummaryOf)
 	in := m.UnaryServerInterceptor()
 	info := &grpc.UnaryServerInfo{FullMethod: heartbeatMethod}
-	req := &gridv1.HeartbeatRequest{AgentId: "a1", Summary: &gridv1.AgentSummary{NodesRunning: 3}}
+	req := testHeartbeat{"a1", &Summary{NodesRunning: 3}}
 	h := func(context.Context, any) (any, error) { return nil, nil }
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -205,4 +204,16 @@ func TestRolloutHook(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("rollout series = %d (%v), want 3", n, err)
 	}
+}
+
+// testHeartbeat stands for a heartbeat request (master/grpcapi converts the
+// real one; this package does not know the wire types).
+type testHeartbeat struct {
+	agent string
+	sum   *Summary
+}
+
+func testSummaryOf(req any) (string, *Summary, bool) {
+	hb, ok := req.(testHeartbeat)
+	return hb.agent, hb.sum, ok
 }

@@ -6,9 +6,23 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
+
+// Summary is the compact state an agent sends with every heartbeat
+// (master/grpcapi converts it from the wire's AgentSummary).
+type Summary struct {
+	NodesRunning       uint32
+	RestartsTotal      uint64
+	CacheBytes         uint64
+	FetchFailuresTotal uint64
+	// CertExpiryUnix is the agent certificate's NotAfter; 0 when unknown.
+	CertExpiryUnix int64
+}
+
+// SummaryOf extracts the agent id and heartbeat summary from a heartbeat
+// request (master/grpcapi.HeartbeatSummary); ok is false for anything
+// else, and a nil summary means the agent sent none.
+type SummaryOf func(req any) (agentID string, sum *Summary, ok bool)
 
 // Bounds of the heartbeat summaries kept for the fleet-wide sums.
 const (
@@ -46,7 +60,7 @@ func newSummaries() *summaries {
 func clamp(v uint64) int64 { return int64(min(v, maxSummaryValue)) }
 
 // record keeps agent's summary; nil forgets it.
-func (s *summaries) record(agent string, sum *gridv1.AgentSummary) {
+func (s *summaries) record(agent string, sum *Summary) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sum == nil {
@@ -57,12 +71,12 @@ func (s *summaries) record(agent string, sum *gridv1.AgentSummary) {
 		return
 	}
 	t := AgentTotals{
-		NodesRunning:       clamp(uint64(sum.GetNodesRunning())),
-		RestartsTotal:      clamp(sum.GetRestartsTotal()),
-		CacheBytes:         clamp(sum.GetCacheBytes()),
-		FetchFailuresTotal: clamp(sum.GetFetchFailuresTotal()),
+		NodesRunning:       clamp(uint64(sum.NodesRunning)),
+		RestartsTotal:      clamp(sum.RestartsTotal),
+		CacheBytes:         clamp(sum.CacheBytes),
+		FetchFailuresTotal: clamp(sum.FetchFailuresTotal),
 	}
-	if e := sum.GetCertExpiryUnix(); e > minExpiryUnix && e < maxExpiryUnix {
+	if e := sum.CertExpiryUnix; e > minExpiryUnix && e < maxExpiryUnix {
 		t.MinCertExpiryUnix = e
 	}
 	s.byAgent[agent] = summaryRec{t: t, at: s.now()}

@@ -1,4 +1,4 @@
-package agent_test
+package main
 
 import (
 	"context"
@@ -44,7 +44,8 @@ func scrapeValue(url, token, prefix string) (float64, bool) {
 	return 0, false
 }
 
-// Issue 15 end to end: a real agent (enrolled with a join token over mTLS)
+// Issue 15 end to end (here, not in agent/: agent tests may not import the
+// master, internal/archtest): a real agent (enrolled with a join token over mTLS)
 // with metrics_addr serves its metrics, and its heartbeat summary reaches
 // the real master's /metrics as fleet sums: the certificate expiry the
 // agent reads from its own certificate, and its failed binary fetches (the
