@@ -422,10 +422,39 @@ func (c *Controller) Retry(ctx context.Context, id string) (Rollout, error) {
 	})
 }
 
-// Run steps every active rollout each Interval (and when poked) until ctx ends.
+// watcher is the fleet's event stream (*fleet.Fleet), when it has one:
+// the controller steps on fleet changes as well as on its ticker.
+type watcher interface {
+	Watch(ctx context.Context, o fleet.WatchOptions, fn func(fleet.Event) error) error
+}
+
+// follow pokes the controller on every fleet event not its own, until ctx ends.
+func (c *Controller) follow(ctx context.Context, w watcher) {
+	for ctx.Err() == nil {
+		_ = w.Watch(ctx, fleet.WatchOptions{Follow: true}, func(e fleet.Event) error {
+			if !strings.HasPrefix(e.Type, "Rollout") {
+				c.poke()
+			}
+			return nil
+		})
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Run steps every active rollout each Interval, and on fleet changes,
+// until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	t := time.NewTicker(c.opts.Interval)
 	defer t.Stop()
+	if w, ok := c.opts.Fleet.(watcher); ok {
+		done := make(chan struct{})
+		wctx, stop := context.WithCancel(ctx)
+		go func() { defer close(done); c.follow(wctx, w) }()
+		defer func() { stop(); <-done }()
+	}
 	for {
 		c.Tick(ctx)
 		select {
