@@ -209,7 +209,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	mux.Handle("GET /{$}", http.RedirectHandler(ui.Prefix, http.StatusFound))
 	// Rollouts (master/rollout): GET /api/rollouts behind the operator
 	// token; the controller steps with the sweep.
-	rollouts, err := cp.Rollouts(ctx, grpcSrv, mux, policy, cat)
+	rollouts, err := cp.Rollouts(ctx, grpcSrv, mux, policy, cat, len(opts.ReleasePublicKeys) > 0)
 	if err != nil {
 		_ = cp.Close()
 		return err

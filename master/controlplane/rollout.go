@@ -16,9 +16,12 @@ import (
 // Rollouts opens the rollout controller (master/rollout) on the control
 // plane's store and fleet, with cat checking that a version is published
 // (nil: not checked), registers the RolloutService on grpcSrv, and mounts GET /api/rollouts[/{id}] on routes behind
-// the operator token. The caller runs its Run until the servers stop.
-func (c *ControlPlane) Rollouts(ctx context.Context, grpcSrv *grpc.Server, routes *http.ServeMux, operator *auth.Policy, cat rollout.Catalog) (*rollout.Controller, error) {
-	ro, err := rollout.New(ctx, rollout.Options{Store: c.st, Fleet: c.fleet, Catalog: cat, Yanks: c.rel, Log: c.log.With("component", "rollout")})
+// the operator token. requireSigned also refuses a version with an
+// unsigned binary for a platform of the target set (the fleet has release
+// public keys, so its agents would refuse it). The caller runs its Run
+// until the servers stop.
+func (c *ControlPlane) Rollouts(ctx context.Context, grpcSrv *grpc.Server, routes *http.ServeMux, operator *auth.Policy, cat rollout.Catalog, requireSigned bool) (*rollout.Controller, error) {
+	ro, err := rollout.New(ctx, rollout.Options{Store: c.st, Fleet: c.fleet, Catalog: cat, Yanks: c.rel, RequireSigned: requireSigned, Log: c.log.With("component", "rollout")})
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}

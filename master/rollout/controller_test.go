@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sutragrid/sutra/master/actor"
+	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -177,5 +178,47 @@ func TestStartRefusesYankedAndUnpublished(t *testing.T) {
 	}
 	if len(c.List()) != 0 {
 		t.Fatal("a refused rollout was stored")
+	}
+}
+
+type fakeCatalog map[string]catalog.Binary
+
+func (f fakeCatalog) Lookup(a, v, p, arch string) (catalog.Binary, bool) {
+	b, ok := f[a+"/"+v+"/"+p+"/"+arch]
+	return b, ok
+}
+
+func TestStartRequiresPublishedAndSigned(t *testing.T) {
+	s := newSim(2, "1.0.0")
+	s.agents["agent-01"].Platform, s.agents["agent-01"].Arch = "windows", "aarch64"
+	st, err := store.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cat := fakeCatalog{"storage-server/1.1.0/linux/x86_64": {Signature: "x.minisig"}, "storage-server/1.1.0/windows/aarch64": {}}
+	for _, tc := range []struct {
+		signed bool
+		cat    fakeCatalog
+		want   string
+	}{
+		{false, fakeCatalog{}, "not published for linux/x86_64, windows/aarch64"},
+		{true, cat, "not published for windows/aarch64 (unsigned)"},
+		{false, cat, ""},
+	} {
+		c, err := New(t.Context(), Options{Store: st, Fleet: s, Catalog: tc.cat, RequireSigned: tc.signed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Prepare(t.Context(), spec("1.1.0"))
+		if tc.want == "" {
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("signed=%v: %v, want %q", tc.signed, err, tc.want)
+		}
 	}
 }
