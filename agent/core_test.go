@@ -365,3 +365,55 @@ func TestCoreReadoption(t *testing.T) {
 		t.Errorf("data dir of reused: %v", err)
 	}
 }
+
+// A version that cannot be resolved (master unreachable, signature refused)
+// is not asked for again at every reconcile: failures in a row wait 2 s,
+// 4 s, … up to a minute (the clock, not the reconcile rate, decides), and a
+// success forgets them.
+func TestCoreFailedFetchBacksOff(t *testing.T) {
+	c := newCore(t, coreConfig(t), Options{}, func(_ *fakeSupervisor, f *fakeFetcher) { f.offline = true })
+	ensured := func() int {
+		c.fetcher.mu.Lock()
+		defer c.fetcher.mu.Unlock()
+		return c.fetcher.ensured
+	}
+	c.onDesired(coreDesired(2, "1.0.0", "a"))
+	c.settle(t) // 20 reconciles at one instant
+	if n := ensured(); n != 1 {
+		t.Fatalf("20 reconciles without time passing fetched %d times, want 1", n)
+	}
+	c.clock.Advance(time.Second)
+	c.settle(t)
+	if n := ensured(); n != 1 {
+		t.Fatalf("1 s after the first failure: %d fetches, want still 1 (waits 2 s)", n)
+	}
+	c.clock.Advance(time.Second + time.Millisecond)
+	c.settle(t)
+	if n := ensured(); n != 2 {
+		t.Fatalf("after 2 s: %d fetches, want 2", n)
+	}
+	c.clock.Advance(3 * time.Second)
+	c.settle(t)
+	if n := ensured(); n != 2 {
+		t.Fatalf("3 s after the second failure: %d fetches, want still 2 (waits 4 s)", n)
+	}
+	for range 10 {
+		c.clock.Advance(time.Minute)
+		c.settle(t)
+	}
+	if n := ensured(); n != 12 {
+		t.Fatalf("then one try a minute for 10 minutes: %d fetches in all, want 12 (the wait is capped at a minute)", n)
+	}
+	c.fetcher.mu.Lock()
+	c.fetcher.offline = false
+	c.fetcher.published["1.0.0"] = fakeBinary("/nowhere", "1.0.0")
+	c.fetcher.mu.Unlock()
+	c.clock.Advance(time.Minute)
+	c.settle(t)
+	if !c.onVersion("a", "1.0.0") {
+		t.Fatalf("once the master answers, node a starts %v, want 1.0.0", c.sup.startsOf("a"))
+	}
+	if b := &c.binary; b.failures != 0 || b.failVersion != "" {
+		t.Errorf("after a success the failures are kept: %d for %q", b.failures, b.failVersion)
+	}
+}

@@ -231,6 +231,50 @@ type binarySource struct {
 	gen     uint64 // the generation entry was resolved at
 	fetch   *job
 	prune   *job
+
+	// A failed resolution of failVersion is tried again only from retryAt
+	// on (failures in a row double the wait, up to maxFetchRetryWait), so
+	// that a refused signature or an unreachable master is not asked again
+	// at every reconcile.
+	failVersion string
+	failures    int
+	retryAt     time.Time
+}
+
+// Waits between failed resolutions of one version.
+const (
+	minFetchRetryWait = 2 * time.Second
+	maxFetchRetryWait = time.Minute
+)
+
+// waiting reports whether version failed lately and its retry time is not
+// reached. Callers hold s.mu.
+func (s *binarySource) waiting(version string, now time.Time) bool {
+	return s.failVersion == version && now.Before(s.retryAt)
+}
+
+// failed records a failed resolution of version at now and returns the
+// wait before the next try.
+func (s *binarySource) failed(version string, now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failVersion != version {
+		s.failVersion, s.failures = version, 0
+	}
+	s.failures++
+	wait := maxFetchRetryWait
+	if s.failures < 8 {
+		wait = min(minFetchRetryWait<<(s.failures-1), maxFetchRetryWait)
+	}
+	s.retryAt = now.Add(wait)
+	return wait
+}
+
+// succeeded forgets the failures.
+func (s *binarySource) succeeded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failVersion, s.failures, s.retryAt = "", 0, time.Time{}
 }
 
 func (s *binarySource) current() *cache.Entry {

@@ -160,6 +160,9 @@ func (a *Agent) ensureBinary(d *controlplane.Desired) {
 	if upToDate || b.prune.running() {
 		return // a prune ends at once; the next reconcile fetches
 	}
+	if b.waiting(wantVersion, a.clock.Now()) {
+		return // failed lately: tried again once its wait is over
+	}
 	b.fetch = a.goJob(wantVersion, func(ctx context.Context, j *job) {
 		a.fetchBinary(ctx, j, wantVersion, gen)
 	})
@@ -189,8 +192,12 @@ func (a *Agent) fetchBinary(ctx context.Context, j *job, wantVersion string, gen
 	} else if err == nil {
 		a.refused.set("")
 	}
+	if err == nil {
+		a.binary.succeeded()
+	}
 	if err != nil {
-		a.log.Error("storage-server binary unavailable; will retry", "want", wantVersion, "err", err)
+		wait := a.binary.failed(wantVersion, a.clock.Now())
+		a.log.Error("storage-server binary unavailable; will retry", "want", wantVersion, "retry_in", wait, "err", err)
 		a.metrics.FetchFailed()
 		if current != nil || a.fetcher == nil {
 			return
