@@ -270,6 +270,17 @@ func Plan(id string, s Spec, agents []fleet.Agent) (members []Member, waves int,
 			members = append(members, Member{ID: a.ID, Wave: -1, State: AgentSkipped, Reason: "pinned to " + v, Platform: a.Platform, Arch: a.Arch})
 			continue
 		}
+		// An agent that cannot take the change is skipped, not made the
+		// canary or a wave's failure: a revoked one is refused by the master,
+		// an offline one hears nothing until it is back.
+		if a.Revoked {
+			members = append(members, Member{ID: a.ID, Wave: -1, State: AgentSkipped, Reason: "revoked (its certificate is refused)", Platform: a.Platform, Arch: a.Arch})
+			continue
+		}
+		if a.Health == fleet.Offline {
+			members = append(members, Member{ID: a.ID, Wave: -1, State: AgentSkipped, Reason: "offline at start (set its version once it is back, or retry in a new rollout)", Platform: a.Platform, Arch: a.Arch})
+			continue
+		}
 		live = append(live, a)
 	}
 	canary := min(s.Canary, len(live))

@@ -192,6 +192,30 @@ func TestPinnedAgentsAreSkipped(t *testing.T) {
 	}
 }
 
+// A revoked or offline agent is skipped at start with its reason: it can
+// never pass, and as the canary it would halt a good release.
+func TestRevokedAndOfflineAgentsAreSkipped(t *testing.T) {
+	s := newSim(4, "1.0.0")
+	s.agents["agent-01"].Revoked = true
+	s.agents["agent-02"].Health = fleet.Offline
+	r, started := drive(t, newRollout(t, s, spec("1.1.0")), s, 200)
+	if r.State != Completed || slices.Contains(started, "agent-01") || slices.Contains(started, "agent-02") {
+		t.Fatalf("state %s started %v", r.State, started)
+	}
+	for _, m := range r.Members {
+		switch m.ID {
+		case "agent-01", "agent-02":
+			if m.State != AgentSkipped || m.Reason == "" {
+				t.Errorf("member %+v, want skipped with a reason", m)
+			}
+		default:
+			if m.State != AgentPassed {
+				t.Errorf("member %+v, want passed", m)
+			}
+		}
+	}
+}
+
 func TestOrderIsStableAndSelectorTargets(t *testing.T) {
 	s := newSim(10, "1.0.0")
 	a, _, _ := Plan("ro-x", spec("1.1.0").WithDefaults(), s.Agents())
