@@ -170,7 +170,7 @@ func plan(w world) actions {
 // planUpgrade picks the next node to move onto w.Binary: none while an
 // upgrade towards it runs (upgrades towards another binary are cancelled),
 // none when it failed here, else the first desired, live node (by id) that
-// runs another recorded binary and is not being stopped.
+// runs another recorded binary or version and is not being stopped.
 func planUpgrade(w world, want map[string]int, act *actions) *upgradeStep {
 	running := false
 	for _, id := range sortedKeys(w.Upgrading) {
@@ -184,7 +184,11 @@ func planUpgrade(w world, want map[string]int, act *actions) *upgradeStep {
 	}
 	for _, id := range sortedKeys(w.Record) {
 		rec := w.Record[id]
-		if _, ok := want[id]; !ok || rec.Checksum == "" || rec.Checksum == w.Binary.Checksum {
+		// Same bytes under another version (a re-tagged release) still
+		// moves the node: it then runs, and reports, the version desired,
+		// which is what a rollout waits for.
+		same := rec.Checksum == w.Binary.Checksum && (rec.Version == w.Binary.Version || rec.Version == "")
+		if _, ok := want[id]; !ok || rec.Checksum == "" || same {
 			continue
 		}
 		if !w.Live[id] || w.Stopping[id] {

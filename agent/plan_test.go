@@ -30,6 +30,8 @@ func wantNodes(gen uint64, version string, nodes ...string) *controlplane.Desire
 var (
 	binV1 = &cache.Entry{Path: "/cache/1.0.0/storage-server", Checksum: strings.Repeat("1", 64), Version: "1.0.0"}
 	binV2 = &cache.Entry{Path: "/cache/2.0.0/storage-server", Checksum: strings.Repeat("2", 64), Version: "2.0.0"}
+	// binV1Retagged is binV1's bytes published again as 1.2.0.
+	binV1Retagged = &cache.Entry{Path: "/cache/1.2.0/storage-server", Checksum: binV1.Checksum, Version: "1.2.0"}
 )
 
 // onBinary is a recorded node started from b (pid 0: not running).
@@ -119,6 +121,17 @@ func TestPlan(t *testing.T) {
 			Record: record(onBinary("a", 7000, 10, binV1), onBinary("b", 7001, 11, binV1)), Supervised: supAB, Live: liveAB},
 		want: actions{Want: map[string]int{"a": 0, "b": 0}, NeedBinary: true,
 			Upgrade: &upgradeStep{ID: "a", From: *binV1, To: *binV2}},
+	}, {
+		name: "same bytes re-released as another version: the node still moves to it (it must run and report that version)",
+		w: world{Desired: wantNodes(4, "1.2.0", "a", "b"), Binary: binV1Retagged,
+			Record: record(onBinary("a", 7000, 10, binV1), onBinary("b", 7001, 11, binV1)), Supervised: supAB, Live: liveAB},
+		want: actions{Want: map[string]int{"a": 0, "b": 0}, NeedBinary: true,
+			Upgrade: &upgradeStep{ID: "a", From: *binV1, To: *binV1Retagged}},
+	}, {
+		name: "same bytes and same version: nothing to do",
+		w: world{Desired: wantNodes(4, "1.0.0", "a", "b"), Binary: binV1,
+			Record: record(onBinary("a", 7000, 10, binV1), onBinary("b", 7001, 11, binV1)), Supervised: supAB, Live: liveAB},
+		want: actions{Want: map[string]int{"a": 0, "b": 0}, NeedBinary: true},
 	}, {
 		name: "while an upgrade towards the binary runs, no other node starts one",
 		w: world{Desired: wantNodes(4, "2.0.0", "a", "b"), Binary: binV2,
