@@ -81,3 +81,36 @@ func TestBenchPlaintextBaseline(t *testing.T) {
 		t.Errorf("plaintext %v, %d connections, %d heartbeats, %d errors", r.plaintext, r.conns, r.heartbeats, r.errors)
 	}
 }
+
+// TestBenchRollout runs -rollout with 20 agents: a new storage-server
+// version is published in the child master's binaries dir, rolled out in
+// waves 1,10,50,100 %, every simulated agent reports its nodes on it, and
+// the rollout completes no faster than its waves × soak.
+func TestBenchRollout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a master and rolls out a version")
+	}
+	var out bytes.Buffer
+	c := config{n: 20, conns: 4, nodes: 2, interval: time.Second, duration: time.Second, rateLimit: "on", metrics: "on", resume: true,
+		rollout: true, soak: 500 * time.Millisecond, upgradeDelay: 100 * time.Millisecond, out: &out}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := bench(ctx, c)
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := r.ro
+	if ro == nil || ro.state != "completed" || ro.upgraded != 20 {
+		t.Fatalf("rollout %+v: want completed with all 20 agents upgraded", ro)
+	}
+	if ro.waves != 4 || ro.took < ro.minimum || ro.took > 30*time.Second {
+		t.Errorf("%d waves in %s (minimum %s): want 4 waves, no faster than the minimum", ro.waves, ro.took, ro.minimum)
+	}
+	if ro.heartbeats == 0 || ro.p99 <= 0 || ro.rss <= 1 {
+		t.Errorf("during the rollout: %d heartbeats, p99 %s, peak RSS %.1f MiB: not measured", ro.heartbeats, ro.p99, ro.rss)
+	}
+	if !strings.Contains(out.String(), "theoretical minimum (waves × soak)") {
+		t.Error("the report has no theoretical minimum")
+	}
+}

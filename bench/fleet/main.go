@@ -94,9 +94,14 @@ type config struct {
 	rateLimit string
 	metrics   string
 	resume    bool
-	serve     string
-	dataDir   string
-	out       io.Writer
+	// rollout: after the steady window, roll a new storage-server version
+	// across the fleet (see rollout.go).
+	rollout      bool
+	soak         time.Duration
+	upgradeDelay time.Duration
+	serve        string
+	dataDir      string
+	out          io.Writer
 }
 
 func main() {
@@ -113,6 +118,9 @@ func main() {
 	flag.BoolVar(&c.resume, "resume", true, "mTLS: agents keep a TLS session cache (-resume=false: every reconnect is a full handshake, to measure what resumption saves)")
 	flag.StringVar(&c.rateLimit, "rate-limit", "on", "mTLS: \"on\" keeps the master's default rate limits, \"off\" disables them in the child")
 	flag.StringVar(&c.metrics, "metrics", "on", "mTLS: \"on\" keeps the master's Prometheus metrics (interceptors, middleware, store timing), \"off\" turns them off in the child, to measure their overhead")
+	flag.BoolVar(&c.rollout, "rollout", false, "mTLS: after the steady window, publish a new storage-server version and roll it out to every agent with waves 1,10,50,100 (the simulated agents upgrade); report its completion time, master CPU/RSS and heartbeat p99 during it")
+	flag.DurationVar(&c.soak, "soak", 2*time.Second, "-rollout: the rollout's soak time")
+	flag.DurationVar(&c.upgradeDelay, "upgrade-delay", 200*time.Millisecond, "-rollout: how long a simulated agent takes to \"upgrade\" its nodes after its desired version changes (it then heartbeats at once)")
 	flag.StringVar(&c.serve, "serve", "", "internal: run as the master on this address")
 	flag.StringVar(&c.dataDir, "data", "", "internal: the master's data directory")
 	flag.Parse()
@@ -125,6 +133,8 @@ func main() {
 		err = fmt.Errorf("-rate-limit %q: want on or off", c.rateLimit)
 	case c.metrics != "on" && c.metrics != "off":
 		err = fmt.Errorf("-metrics %q: want on or off", c.metrics)
+	case c.rollout && (c.plaintext || c.compare || c.master != ""):
+		err = errors.New("-rollout needs the real master over mTLS (not -plaintext, -compare or -master)")
 	case c.serve != "" && c.plaintext:
 		err = servePlain(ctx, c)
 	case c.serve != "":
@@ -314,6 +324,44 @@ type agent struct {
 	okAfter atomic.Int64
 	// resumed: that first success went over a resumed TLS session.
 	resumed atomic.Bool
+	// The simulated upgrade (-rollout): seen is the last desired
+	// storage-server version; pending the exact version its nodes switch
+	// to at pendingAt; upgraded counts the switches (read by the bench).
+	delay     time.Duration
+	seen      string
+	pending   string
+	pendingAt time.Time
+	upgraded  atomic.Int64
+}
+
+// observe notes the desired state of a registration or heartbeat
+// response and reports whether the agent should report again soon: a new
+// exact storage-server version makes it "upgrade" its nodes after delay.
+func (a *agent) observe(d *gridv1.DesiredState) bool {
+	a.applied = d.GetGeneration()
+	v := d.GetStorageServerVersion()
+	if v == a.seen {
+		return false
+	}
+	a.seen = v
+	if v == "" || v == "latest" || (len(a.nodes) > 0 && a.nodes[0].Version == v) {
+		return false
+	}
+	a.pending, a.pendingAt = v, time.Now().Add(a.delay)
+	return true
+}
+
+// upgrade switches the nodes to the pending version once it is due: they
+// run it and are healthy from then on.
+func (a *agent) upgrade() {
+	if a.pending == "" || time.Now().Before(a.pendingAt) {
+		return
+	}
+	for _, n := range a.nodes {
+		n.Version, n.SinceUnix, n.Pid = a.pending, time.Now().Unix(), n.Pid+1
+	}
+	a.pending = ""
+	a.upgraded.Add(1)
 }
 
 type stats struct {
@@ -343,7 +391,7 @@ func (a *agent) register(ctx context.Context, opts ...grpc.CallOption) error {
 		MaxStorageNodes: uint32(len(a.nodes) + 2), Nodes: a.nodes,
 	}, opts...)
 	if err == nil {
-		a.applied = resp.GetDesired().GetGeneration()
+		a.observe(resp.GetDesired())
 	}
 	return err
 }
@@ -358,14 +406,17 @@ func (a *agent) loop(ctx context.Context, interval time.Duration, s *stats) {
 			return
 		case <-t.C:
 		}
+		a.upgrade()
+		soon := false
 		var p peer.Peer
 		start := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		resp, err := a.client.Heartbeat(rctx, &gridv1.HeartbeatRequest{AgentId: a.id, AppliedGeneration: a.applied, Nodes: a.nodes, AgentVersion: "0.1.0"}, grpc.Peer(&p))
 		if status.Code(err) == codes.NotFound {
 			err = a.register(rctx, grpc.Peer(&p))
+			soon = a.pending != ""
 		} else if err == nil {
-			a.applied = resp.GetDesired().GetGeneration()
+			soon = a.observe(resp.GetDesired())
 		}
 		cancel()
 		d := time.Since(start)
@@ -380,8 +431,13 @@ func (a *agent) loop(ctx context.Context, interval time.Duration, s *stats) {
 				a.okAfter.Store(time.Now().UnixNano())
 			}
 		}
-		// Real agents retry on the next tick (with 10% jitter).
-		t.Reset(interval + time.Duration(mrand.Int64N(int64(interval/10)+1)) - interval/20)
+		// Real agents retry on the next tick (with 10% jitter); one that
+		// was told to upgrade reports its nodes once it did.
+		if soon {
+			t.Reset(a.delay)
+		} else {
+			t.Reset(interval + time.Duration(mrand.Int64N(int64(interval/10)+1)) - interval/20)
+		}
 	}
 }
 
@@ -398,6 +454,7 @@ type result struct {
 	reconnectCPU         time.Duration
 	back, backAfterUp    time.Duration
 	resumed, reconnected int
+	ro                   *rolloutResult
 }
 
 // identities issues a client certificate for every agent from the CA in
@@ -489,7 +546,7 @@ func bench(ctx context.Context, c config) (*result, error) {
 	}
 	agents := make([]*agent, c.n)
 	for i := range agents {
-		a := &agent{id: fmt.Sprintf("bench-%06d", i)}
+		a := &agent{id: fmt.Sprintf("bench-%06d", i), delay: c.upgradeDelay}
 		for j := range c.nodes {
 			a.nodes = append(a.nodes, &gridv1.NodeStatus{NodeId: fmt.Sprintf("%s-n%d", a.id, j), State: gridv1.NodeState_NODE_STATE_RUNNING,
 				Pid: int64(10000 + j), Endpoint: fmt.Sprintf("10.0.0.1:%d", 7100+j), Version: "1.0.0", SinceUnix: time.Now().Unix()})
@@ -634,6 +691,12 @@ func bench(ctx context.Context, c config) (*result, error) {
 	}
 	if r.rss, err = ch.peakRSS(); err == nil {
 		fmt.Fprintf(out, "master peak RSS: %.1f MiB\n", r.rss)
+	}
+	if c.rollout {
+		if r.ro, err = runRollout(ctx, c, ch, addr, filepath.Join(dir, "data"), agents, s); err != nil {
+			return nil, fmt.Errorf("rollout: %w", err)
+		}
+		printRollout(c, r)
 	}
 	if !c.restart {
 		return r, nil
