@@ -99,13 +99,29 @@ type WatchOptions struct {
 	// Buffer is how many events may queue for a slow watcher before it is
 	// cut off with ErrWatcherBehind (default 4096).
 	Buffer int
+	// Internal marks a watcher of the master's own (the rollout
+	// controller): it does not take one of the Options.MaxWatchers places
+	// that clients share.
+	Internal bool
 }
 
 // ErrWatcherBehind ends a Watch whose consumer could not keep up.
 var ErrWatcherBehind = &Error{Kind: KindExhausted, Msg: "the event watcher fell behind and was cut off: watch again from the last sequence number received"}
 
 type subscriber struct {
-	ch chan Event
+	ch       chan Event
+	internal bool
+}
+
+// clientWatchersLocked counts the followers that are not the master's own.
+func (f *Fleet) clientWatchersLocked() int {
+	n := 0
+	for s := range f.subs {
+		if !s.internal {
+			n++
+		}
+	}
+	return n
 }
 
 // Watch calls fn for the replayed events, then (with Follow) for each new
@@ -127,11 +143,11 @@ func (f *Fleet) Watch(ctx context.Context, o WatchOptions, fn func(Event) error)
 	}
 	var sub *subscriber
 	if o.Follow {
-		if n := len(f.subs); n >= f.opts.MaxWatchers {
+		if n := f.clientWatchersLocked(); !o.Internal && n >= f.opts.MaxWatchers {
 			f.mu.Unlock()
 			return newErr(KindExhausted, "%d event watchers are already following, the master's limit: stop one (or raise --max-watchers, MAX_WATCHERS) and watch again", n)
 		}
-		sub = &subscriber{ch: make(chan Event, o.Buffer)}
+		sub = &subscriber{ch: make(chan Event, o.Buffer), internal: o.Internal}
 		f.subs[sub] = struct{}{}
 	}
 	f.mu.Unlock()

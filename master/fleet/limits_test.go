@@ -313,11 +313,17 @@ func TestWatcherCap(t *testing.T) {
 	f := openFleet(t, newFakeClock(), Options{MaxWatchers: 2})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The master's own watcher (the rollout controller) takes no place.
+	internalDone := make(chan error, 1)
+	go func() {
+		internalDone <- f.Watch(ctx, WatchOptions{Follow: true, Internal: true}, func(Event) error { return nil })
+	}()
+	testutil.WaitFor(t, 30*time.Second, "the internal watcher", func() bool { f.mu.RLock(); defer f.mu.RUnlock(); return len(f.subs) == 1 })
 	done := make(chan error, 2)
 	for range 2 {
 		go func() { done <- f.Watch(ctx, WatchOptions{Follow: true}, func(Event) error { return nil }) }()
 	}
-	testutil.WaitFor(t, 30*time.Second, "two watchers", func() bool { f.mu.RLock(); defer f.mu.RUnlock(); return len(f.subs) == 2 })
+	testutil.WaitFor(t, 30*time.Second, "two watchers", func() bool { f.mu.RLock(); defer f.mu.RUnlock(); return len(f.subs) == 3 })
 	if err := f.Watch(ctx, WatchOptions{Follow: true}, func(Event) error { return nil }); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("third watcher = %v, want ErrExhausted", err)
 	}
@@ -329,6 +335,9 @@ func TestWatcherCap(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := <-internalDone; err != nil {
+		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 30*time.Second, "watchers gone", func() bool { f.mu.RLock(); defer f.mu.RUnlock(); return len(f.subs) == 0 })
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)

@@ -431,7 +431,7 @@ type watcher interface {
 // follow pokes the controller on every fleet event not its own, until ctx ends.
 func (c *Controller) follow(ctx context.Context, w watcher) {
 	for ctx.Err() == nil {
-		_ = w.Watch(ctx, fleet.WatchOptions{Follow: true}, func(e fleet.Event) error {
+		_ = w.Watch(ctx, fleet.WatchOptions{Follow: true, Internal: true}, func(e fleet.Event) error {
 			if !strings.HasPrefix(e.Type, "Rollout") {
 				c.poke()
 			}
