@@ -32,6 +32,11 @@
 // rate limits fit 10,000 agents behind one address (all of them come from
 // 127.0.0.1 here); -rate-limit off passes --rate-limit-*=off to the child.
 //
+// -rollout (rollout.go) rolls a new storage-server version across the
+// simulated fleet after the steady window:
+//
+//	go run ./bench/fleet -n 10000 -rollout -restart=false -duration 15s
+//
 // -master HOST:PORT targets a running plaintext master instead (no
 // CPU/RSS/restart).
 package main
