@@ -456,15 +456,29 @@ func (c *Controller) Run(ctx context.Context) error {
 		defer func() { stop(); <-done }()
 	}
 	for {
+		last := time.Now()
 		c.Tick(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		case <-c.wake:
+			// Fleet changes come in bursts (a wave of thousands of agents
+			// reporting their new version): step at most every
+			// minStepGap on them, so that steps (each copies the fleet's
+			// view and may save the rollout) do not run back to back and
+			// crowd out heartbeats. The pokes meanwhile coalesce.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Until(last.Add(minStepGap))):
+			}
 		}
 	}
 }
+
+// minStepGap is the least time between two steps caused by fleet events.
+const minStepGap = 500 * time.Millisecond
 
 // Tick steps every running or pending rollout once: persist the next
 // state first, then apply the desired-version changes, then record events.
