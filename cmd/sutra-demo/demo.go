@@ -474,7 +474,11 @@ func printTryThis(bin, masterAddr, httpURL, version string, endpoints []string, 
   curl -X PUT --data 'bar' http://%s/kv/foo && curl http://%s/kv/foo
   grpcurl -cacert $SUTRA_CACERT -H "authorization: Bearer $SUTRA_TOKEN" %s list
   sutra tokens create --uses 1    (a join token for one more agent: sutra-agent run --join-token ...)
+  sutra binaries                  (SIGNED: the demo signed them with a throwaway release key)
+  sutra rollouts start --version %s --canary 1 --waves 50,100 --soak 5s --dry-run
+  curl -H "Authorization: Bearer $SUTRA_TOKEN" %s/metrics | grep ^sutra_agents
+  dashboard: %s/ui/  (log in with the operator token above)
 
 Logs: %s
-`, bin, masterAddr, token, caFile, httpURL, httpURL, plat, arch, httpURL, version, httpURL, version, httpURL, node, node, masterAddr, rel(logs))
+`, bin, masterAddr, token, caFile, httpURL, httpURL, plat, arch, httpURL, version, httpURL, version, httpURL, node, node, masterAddr, version, httpURL, httpURL, rel(logs))
 }
