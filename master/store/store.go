@@ -51,10 +51,17 @@ const (
 	// TableReleases holds release metadata the operator sets: yanked
 	// versions.
 	TableReleases = "releases"
+	// TableMasters holds the masters of the control plane (master/cluster):
+	// each master's registration and the leader election's keys. The bbolt
+	// backend keeps it empty (one master, always the leader).
+	TableMasters = "masters"
+	// TableBinaries records which master holds which binary with which
+	// checksum (several masters, each with its own BINARIES_DIR).
+	TableBinaries = "binaries"
 )
 
 // Tables lists every table a backend creates when it opens.
-var Tables = []string{TableAgents, TableNodes, TableEvents, TableMeta, TableTokens, TableRevoked, TableRollouts, TableReleases}
+var Tables = []string{TableAgents, TableNodes, TableEvents, TableMeta, TableTokens, TableRevoked, TableRollouts, TableReleases, TableMasters, TableBinaries}
 
 // Op is one write in a batch: Value != nil puts Key=Value, Value == nil deletes Key.
 type Op struct {
@@ -154,6 +161,33 @@ type Change struct {
 
 // Deleted reports whether the change removed the key.
 func (c Change) Deleted() bool { return c.Value == nil }
+
+// Health is what a backend says about itself on status pages (sutra
+// status, /api/cluster): for etcd, each member's state.
+type Health struct {
+	// Backend is "bbolt" or "etcd".
+	Backend string `json:"backend"`
+	// OK: the store answers reads and writes.
+	OK bool `json:"ok"`
+	// Detail says what is wrong when not OK (an alarm, members down).
+	Detail  string         `json:"detail,omitempty"`
+	Members []MemberHealth `json:"members,omitempty"`
+}
+
+// MemberHealth is one member of a replicated backend.
+type MemberHealth struct {
+	Endpoint    string `json:"endpoint"`
+	OK          bool   `json:"ok"`
+	Leader      bool   `json:"leader,omitempty"`
+	DBSizeBytes int64  `json:"db_size_bytes,omitempty"`
+	Version     string `json:"version,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// HealthReporter is implemented by backends that can report their health.
+type HealthReporter interface {
+	Health(ctx context.Context) Health
+}
 
 // Errors every backend returns (wrapped), for conditions callers act on.
 var (
