@@ -57,6 +57,15 @@ type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	Log *slog.Logger
+	// Fence, when set, gives the conditions the stepping master's writes
+	// carry (cluster.Coordinator.Fence): with several masters only the
+	// leader steps, and a deposed leader's late step fails instead of
+	// overwriting its successor's. ok false: not the leader, no step.
+	Fence func() (conds []store.Cond, ok bool)
+	// KeepFinished is how many finished rollouts (completed, aborted,
+	// rolled back, failed) are kept; older ones are deleted by the stepping
+	// master (default 100), so the rollouts table does not only grow.
+	KeepFinished int
 }
 
 // Controller runs rollouts. Its methods are safe for concurrent use.
@@ -85,6 +94,9 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.KeepFinished <= 0 {
+		o.KeepFinished = DefaultKeepFinished
 	}
 	c := &Controller{opts: o, all: map[string]*entry{}, wake: make(chan struct{}, 1)}
 	var ids []string
@@ -150,14 +162,19 @@ func (c *Controller) reload(ctx context.Context, id string) error {
 	return nil
 }
 
-// save persists r with a CAS on the revision read; the caller holds no lock.
-func (c *Controller) save(ctx context.Context, r Rollout, rev store.Revision) (store.Revision, error) {
+// DefaultKeepFinished is Options.KeepFinished's default.
+const DefaultKeepFinished = 100
+
+// save persists r with a CAS on the revision read (and the fence, if
+// given); the caller holds no lock.
+func (c *Controller) save(ctx context.Context, r Rollout, rev store.Revision, fence ...store.Cond) (store.Revision, error) {
 	v, err := encode(r)
 	if err != nil {
 		return 0, fmt.Errorf("encode rollout %s: %w", r.ID, err)
 	}
 	key := []byte(r.ID)
-	nrev, err := c.opts.Store.ApplyIf(ctx, []store.Cond{store.IfRevision(store.TableRollouts, key, rev)}, []store.Op{store.Put(store.TableRollouts, key, v)})
+	conds := append([]store.Cond{store.IfRevision(store.TableRollouts, key, rev)}, fence...)
+	nrev, err := c.opts.Store.ApplyIf(ctx, conds, []store.Op{store.Put(store.TableRollouts, key, v)})
 	if err != nil {
 		return 0, fmt.Errorf("save rollout %s: %w", r.ID, err)
 	}
@@ -495,6 +512,7 @@ func (c *Controller) Tick(ctx context.Context) {
 		return
 	}
 	sort.Strings(ids)
+	c.prune(ctx)
 	view := NewView(c.opts.Fleet.Agents())
 	for _, id := range ids {
 		if err := c.stepOne(ctx, id, view); err != nil {
@@ -504,6 +522,13 @@ func (c *Controller) Tick(ctx context.Context) {
 }
 
 func (c *Controller) stepOne(ctx context.Context, id string, view View) error {
+	var fence []store.Cond
+	if c.opts.Fence != nil {
+		var ok bool
+		if fence, ok = c.opts.Fence(); !ok {
+			return nil // not the leader (any more): the leader steps
+		}
+	}
 	c.mu.Lock()
 	e, ok := c.all[id]
 	if !ok || (e.r.State != Pending && e.r.State != Running) {
@@ -514,7 +539,7 @@ func (c *Controller) stepOne(ctx context.Context, id string, view View) error {
 	c.mu.Unlock()
 	next, changes, evs := Step(c.opts.Now(), cur, view)
 	if len(evs) > 0 || !sameProgress(cur, next) {
-		nrev, err := c.save(ctx, next, rev)
+		nrev, err := c.save(ctx, next, rev, fence...)
 		if err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				return c.reload(ctx, id)
@@ -540,6 +565,142 @@ func (c *Controller) stepOne(ctx context.Context, id string, view View) error {
 		}
 	}
 	c.record(mctx, evs)
+	return nil
+}
+
+// prune deletes the oldest finished rollouts beyond KeepFinished (each
+// with a CAS on the revision read, and the fence), so that the table stays
+// bounded however many rollouts an operator runs.
+func (c *Controller) prune(ctx context.Context) {
+	var fence []store.Cond
+	if c.opts.Fence != nil {
+		var ok bool
+		if fence, ok = c.opts.Fence(); !ok {
+			return
+		}
+	}
+	type fin struct {
+		id  string
+		at  time.Time
+		rev store.Revision
+	}
+	var done []fin
+	c.mu.Lock()
+	for id, e := range c.all {
+		if !e.r.State.Active() {
+			done = append(done, fin{id, later(e.r.Finished, e.r.Updated, e.r.Created), e.rev})
+		}
+	}
+	c.mu.Unlock()
+	over := len(done) - c.opts.KeepFinished
+	if over <= 0 {
+		return
+	}
+	sort.Slice(done, func(i, j int) bool {
+		if !done[i].at.Equal(done[j].at) {
+			return done[i].at.Before(done[j].at)
+		}
+		return done[i].id < done[j].id
+	})
+	for _, d := range done[:over] {
+		key := []byte(d.id)
+		conds := append([]store.Cond{store.IfRevision(store.TableRollouts, key, d.rev)}, fence...)
+		if _, err := c.opts.Store.ApplyIf(ctx, conds, []store.Op{store.Delete(store.TableRollouts, key)}); err != nil {
+			c.opts.Log.Warn("prune finished rollout", "id", d.id, "err", err)
+			continue
+		}
+		c.mu.Lock()
+		if e, ok := c.all[d.id]; ok && e.rev == d.rev {
+			delete(c.all, d.id)
+		}
+		c.mu.Unlock()
+		c.opts.Log.Info("finished rollout pruned", "id", d.id, "keep_finished", c.opts.KeepFinished)
+	}
+}
+
+func later(ts ...time.Time) time.Time {
+	var t time.Time
+	for _, x := range ts {
+		if x.After(t) {
+			t = x
+		}
+	}
+	return t
+}
+
+// Follow keeps the controller's rollouts equal to the store's until ctx
+// ends: with several masters, a rollout created, paused or stepped on one
+// master shows on every other (and the next leader continues it where its
+// predecessor stopped). It scans the table, then watches it from the scan's
+// revision; a watch that ends (compaction, a slow reader) starts over.
+func (c *Controller) Follow(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := c.followOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			c.opts.Log.Warn("follow rollouts", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+func (c *Controller) followOnce(ctx context.Context) error {
+	rev, err := c.opts.Store.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	ids := map[string]bool{}
+	err = c.opts.Store.Scan(ctx, store.TableRollouts, func(k, _ []byte) error {
+		ids[string(k)] = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id := range ids {
+		if err := c.reload(ctx, id); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	for id := range c.all {
+		if !ids[id] {
+			delete(c.all, id)
+		}
+	}
+	c.mu.Unlock()
+	ch, err := c.opts.Store.Watch(ctx, store.TableRollouts, rev+1)
+	if err != nil {
+		return err
+	}
+	for ch := range ch {
+		id := string(ch.Key)
+		if ch.Deleted() {
+			c.mu.Lock()
+			delete(c.all, id)
+			c.mu.Unlock()
+			continue
+		}
+		r, err := decode(ch.Value)
+		if err != nil {
+			c.opts.Log.Warn("undecodable rollout in the store", "id", clip(id, 64), "err", err)
+			continue
+		}
+		c.mu.Lock()
+		if e, ok := c.all[id]; !ok || e.rev < ch.Rev {
+			c.all[id] = &entry{r: r, rev: ch.Rev}
+			if r.State == Pending || r.State == Running {
+				c.poke()
+			}
+		}
+		c.mu.Unlock()
+	}
 	return nil
 }
 
