@@ -1,7 +1,7 @@
 // Package pki is the master's certificate authority: it makes or loads the
 // CA and the server certificate the control plane serves, issues the client
 // certificates that identify agents, and builds the TLS configurations both
-// sides use. It is not wired into the master yet (issue 12).
+// sides use.
 //
 // Trust model. The master's CA is the root of all control-plane trust. An
 // agent trusts the master only if the master's certificate chains to the CA
@@ -43,9 +43,22 @@
 // only verifies clients. ticket.keys (0600) holds the TLS session ticket
 // keys, rotated daily, so that agents resume their sessions after a
 // restart instead of all repeating full handshakes (tickets.go).
+//
+// Several masters (Options.Shared, issue 16). The CA and its key, and the
+// session ticket keys, live in the store every master shares (etcd), one
+// set for the whole grid: the first master creates the CA (or uploads the
+// one already in its Dir), the others load it, and Dir keeps a mirror.
+// A Dir holding another CA than the store's is refused with both
+// fingerprints (shared.go). The CA key in the store is as secret as
+// ca.key: etcd must admit the masters only (client-certificate
+// authentication). Each master keeps its own server certificate, issued
+// from the shared CA for its own names. With an operator's CertFile,
+// KeyFile and CAFile, the operator gives every master the same files; only
+// the master's own client-issuing CA (without CAKeyFile) is shared.
 package pki
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -74,6 +87,7 @@ import (
 	"github.com/sutragrid/sutra/internal/atomicfile"
 	"github.com/sutragrid/sutra/internal/ident"
 	"github.com/sutragrid/sutra/internal/mtls"
+	"github.com/sutragrid/sutra/master/store"
 )
 
 // File names in Options.Dir.
@@ -138,6 +152,14 @@ type Options struct {
 	// is the key of CAFile's first certificate, to issue client
 	// certificates with; without it the master's own CA in Dir issues them.
 	CertFile, KeyFile, CAFile, CAKeyFile string
+
+	// Shared is the store several masters share (etcd); nil: one master
+	// alone, everything in Dir as the package doc says. With it the CA
+	// (certificate and key) and the session ticket keys live in the store,
+	// one set for every master, and Dir holds a mirror (shared.go). An
+	// operator's CertFile/KeyFile/CAFile/CAKeyFile are still read from
+	// files, which the operator distributes to every master.
+	Shared store.Store
 
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
@@ -220,9 +242,12 @@ type PKI struct {
 	tickets *tickets
 }
 
-// Open loads the CA and server certificate, creating or renewing them as
-// the package doc says.
-func Open(o Options) (*PKI, error) {
+// Open is OpenContext with a background context.
+func Open(o Options) (*PKI, error) { return OpenContext(context.Background(), o) }
+
+// OpenContext loads the CA and server certificate, creating or renewing
+// them as the package doc says; ctx bounds the shared store's calls.
+func OpenContext(ctx context.Context, o Options) (*PKI, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
@@ -247,16 +272,16 @@ func Open(o Options) (*PKI, error) {
 		return nil, err
 	}
 	if o.CertFile != "" {
-		if err := p.loadOperator(); err != nil {
+		if err := p.loadOperator(ctx); err != nil {
 			return nil, err
 		}
-		if err := p.openTickets(); err != nil {
+		if err := p.openTickets(ctx); err != nil {
 			return nil, err
 		}
 		return p, nil
 	}
 	p.own = true
-	ca, key, err := p.loadOrCreateCA()
+	ca, key, err := p.loadOrCreateCA(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -268,15 +293,15 @@ func Open(o Options) (*PKI, error) {
 	if _, err := p.RenewServer(); err != nil {
 		return nil, err
 	}
-	if err := p.openTickets(); err != nil {
+	if err := p.openTickets(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
 // openTickets loads the session ticket keys, bound to the CAs.
-func (p *PKI) openTickets() error {
-	t, err := openTickets(p.path(TicketKeysFile), Fingerprint(p.ca)+" "+Fingerprint(p.issuer), p.opts.Now, p.log)
+func (p *PKI) openTickets(ctx context.Context) error {
+	t, err := openTickets(ctx, p.path(TicketKeysFile), Fingerprint(p.ca)+" "+Fingerprint(p.issuer), p.opts.Now, p.log, p.opts.Shared)
 	p.tickets = t
 	return err
 }
@@ -296,41 +321,90 @@ func ensureDir(dir string) error {
 func (p *PKI) path(name string) string { return filepath.Join(p.opts.Dir, name) }
 
 // loadOrCreateCA loads ca.crt and ca.key, or makes them when ca.crt does
-// not exist (ca.crt is written last: without it there is no CA).
-func (p *PKI) loadOrCreateCA() (*x509.Certificate, crypto.Signer, error) {
-	certPath, keyPath := p.path(CACertFile), p.path(CAKeyFile)
-	certPEM, err := os.ReadFile(certPath)
-	if errors.Is(err, fs.ErrNotExist) {
+// not exist (ca.crt is written last: without it there is no CA). With a
+// shared store the store's CA is the one (sharedCA).
+func (p *PKI) loadOrCreateCA(ctx context.Context) (*x509.Certificate, crypto.Signer, error) {
+	if p.opts.Shared != nil {
+		return p.sharedCA(ctx)
+	}
+	ca, key, exists, err := p.loadLocalCA()
+	if !exists {
 		return p.createCA()
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("pki: read CA: %w", err)
+		return nil, nil, err
 	}
-	ca, err := parseCertPEM(certPEM)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pki: %s: %w (restore it from a backup: a new CA would lock out every enrolled agent)", certPath, err)
+	if err := p.checkCA(ca, p.path(CACertFile)); err != nil {
+		return nil, nil, err
 	}
-	key, err := readKey(keyPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pki: the CA certificate %s exists but its key does not load: %w (restore %s from a backup)", certPath, err, CAKeyFile)
-	}
-	if !samePublicKey(ca.PublicKey, key.Public()) {
-		return nil, nil, fmt.Errorf("pki: %s does not belong to %s: restore the matching pair from a backup", keyPath, certPath)
-	}
-	if !ca.IsCA {
-		return nil, nil, fmt.Errorf("pki: %s is not a CA certificate", certPath)
-	}
-	now := p.opts.Now()
-	if now.After(ca.NotAfter) {
-		return nil, nil, fmt.Errorf("pki: the CA %s expired on %s: every agent must be re-enrolled with a new CA (move the tls directory away and restart)",
-			certPath, ca.NotAfter.UTC().Format(time.RFC3339))
-	}
-	p.warnMode(keyPath)
-	p.log.Info("CA loaded", "file", certPath, "fingerprint", Fingerprint(ca), "expires", ca.NotAfter.UTC())
+	p.warnMode(p.path(CAKeyFile))
+	p.log.Info("CA loaded", "file", p.path(CACertFile), "fingerprint", Fingerprint(ca), "expires", ca.NotAfter.UTC())
 	return ca, key, nil
 }
 
+// loadLocalCA reads ca.crt and ca.key. exists is false when ca.crt does
+// not exist; ca is the certificate when it parsed, key its key when that
+// loaded and matched; err says what is wrong and what to do.
+func (p *PKI) loadLocalCA() (ca *x509.Certificate, key crypto.Signer, exists bool, err error) {
+	certPath, keyPath := p.path(CACertFile), p.path(CAKeyFile)
+	certPEM, err := os.ReadFile(certPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, false, nil
+	}
+	if err != nil {
+		return nil, nil, true, fmt.Errorf("pki: read CA: %w", err)
+	}
+	ca, err = parseCertPEM(certPEM)
+	if err != nil {
+		return nil, nil, true, fmt.Errorf("pki: %s: %w (restore it from a backup: a new CA would lock out every enrolled agent)", certPath, err)
+	}
+	key, err = readKey(keyPath)
+	if err != nil {
+		return ca, nil, true, fmt.Errorf("pki: the CA certificate %s exists but its key does not load: %w (restore %s from a backup)", certPath, err, CAKeyFile)
+	}
+	if !samePublicKey(ca.PublicKey, key.Public()) {
+		return ca, nil, true, fmt.Errorf("pki: %s does not belong to %s: restore the matching pair from a backup", keyPath, certPath)
+	}
+	return ca, key, true, nil
+}
+
+// checkCA refuses a certificate that is not a CA or has expired.
+func (p *PKI) checkCA(ca *x509.Certificate, where string) error {
+	if !ca.IsCA {
+		return fmt.Errorf("pki: %s is not a CA certificate", where)
+	}
+	if p.opts.Now().After(ca.NotAfter) {
+		return fmt.Errorf("pki: the CA %s expired on %s: every agent must be re-enrolled with a new CA (move the tls directory away and restart)",
+			where, ca.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 func (p *PKI) createCA() (*x509.Certificate, crypto.Signer, error) {
+	ca, key, err := p.newCA()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := p.writeCA(ca, key); err != nil {
+		return nil, nil, err
+	}
+	p.log.Info("new CA created", "file", p.path(CACertFile), "fingerprint", Fingerprint(ca), "expires", ca.NotAfter.UTC())
+	return ca, key, nil
+}
+
+// writeCA writes ca.key, then ca.crt.
+func (p *PKI) writeCA(ca *x509.Certificate, key crypto.Signer) error {
+	if err := writeKey(p.path(CAKeyFile), key); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(p.path(CACertFile), pemCert(ca.Raw), 0o644); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	return nil
+}
+
+// newCA makes a CA in memory.
+func (p *PKI) newCA() (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: CA key: %w", err)
@@ -354,13 +428,6 @@ func (p *PKI) createCA() (*x509.Certificate, crypto.Signer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: create CA: %w", err)
 	}
-	if err := writeKey(p.path(CAKeyFile), key); err != nil {
-		return nil, nil, err
-	}
-	if err := atomicfile.Write(p.path(CACertFile), pemCert(der), 0o644); err != nil {
-		return nil, nil, fmt.Errorf("pki: %w", err)
-	}
-	p.log.Info("new CA created", "file", p.path(CACertFile), "fingerprint", Fingerprint(ca), "expires", ca.NotAfter.UTC())
 	return ca, key, nil
 }
 
@@ -532,7 +599,7 @@ func ipStrings(ips []net.IP) []string {
 
 // loadOperator reads the operator's certificate, key and CA bundle, and the
 // CA key or our own CA for client certificates.
-func (p *PKI) loadOperator() error {
+func (p *PKI) loadOperator(ctx context.Context) error {
 	o := p.opts
 	c, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
 	if err != nil {
@@ -576,7 +643,7 @@ func (p *PKI) loadOperator() error {
 		p.issuer, p.key, p.clients = p.ca, key, p.roots
 		return nil
 	}
-	ca, key, err := p.loadOrCreateCA()
+	ca, key, err := p.loadOrCreateCA(ctx)
 	if err != nil {
 		return err
 	}
@@ -791,11 +858,19 @@ func readKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseKeyPEM(b)
+}
+
+// parseKeyPEM parses the first PEM block of b as a private key.
+func parseKeyPEM(b []byte) (crypto.Signer, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
 		return nil, errors.New("no PEM key")
 	}
-	var k any
+	var (
+		k   any
+		err error
+	)
 	switch blk.Type {
 	case "PRIVATE KEY":
 		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)

@@ -19,10 +19,18 @@ package pki
 // CA (or restoring another master's ticket.keys) invalidates every ticket,
 // so no session resumed from a ticket can carry a client certificate the
 // current CA did not verify.
+//
+// Several masters (Options.Shared): the key set lives in the shared store
+// (table meta, key "pki/ticket-keys", the same format), so an agent that
+// fails over to another master resumes its session there. Rotation writes
+// the store with a compare-and-swap on the revision read (the loser adopts
+// the winner's set), each master adopts the store's set at Open and every
+// TicketSyncInterval (PKI.Run), and ticket.keys mirrors it.
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -33,12 +41,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sutragrid/sutra/internal/atomicfile"
+	"github.com/sutragrid/sutra/master/store"
 )
 
 // TicketKeysFile holds the session ticket keys in Options.Dir.
@@ -124,16 +134,21 @@ type tickets struct {
 	bind string
 	now  func() time.Time
 	log  *slog.Logger
+	// shared, when not nil, holds the keys of every master (sync).
+	shared store.Store
 
 	mu   sync.Mutex
 	keys []TicketKey // newest first
-	cfg  *tls.Config // holds the derived keys for EncryptTicket/DecryptTicket
+	// rev is the store revision keys were read or written at (shared).
+	rev store.Revision
+	cfg *tls.Config // holds the derived keys for EncryptTicket/DecryptTicket
 }
 
 // openTickets loads path, or starts anew when it is missing or damaged
-// (only resumption is lost), and rotates.
-func openTickets(path, bind string, now func() time.Time, log *slog.Logger) (*tickets, error) {
-	t := &tickets{path: path, bind: bind, now: now, log: log}
+// (only resumption is lost), and rotates. With shared, the store's keys
+// win over the file's (sync).
+func openTickets(ctx context.Context, path, bind string, now func() time.Time, log *slog.Logger, shared store.Store) (*tickets, error) {
+	t := &tickets{path: path, bind: bind, now: now, log: log, shared: shared}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -146,44 +161,64 @@ func openTickets(path, bind string, now func() time.Time, log *slog.Logger) (*ti
 		}
 		t.keys = keys
 	}
+	if shared != nil {
+		if err := t.sync(ctx); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
 	if err := t.rotate(true); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// rotate makes a new key when the newest is too old (or there is none),
-// drops expired keys, and writes the file when anything changed (or force).
-// The caller holds t.mu or has t to itself.
-func (t *tickets) rotate(force bool) error {
-	now := t.now()
-	changed := force
-	if len(t.keys) == 0 || now.Sub(t.keys[0].Made) >= TicketKeyRotation || t.keys[0].Made.After(now.Add(time.Hour)) {
+// nextTicketKeys is keys rotated at now: a new key first when the newest
+// is too old (or in the future, or there is none), expired keys dropped.
+// changed reports a difference from keys, which it does not modify.
+func nextTicketKeys(keys []TicketKey, now time.Time) (next []TicketKey, changed bool, err error) {
+	next = slices.Clone(keys)
+	if len(next) == 0 || now.Sub(next[0].Made) >= TicketKeyRotation || next[0].Made.After(now.Add(time.Hour)) {
 		k := TicketKey{Made: now.Truncate(time.Second)}
 		if _, err := rand.Read(k.Secret[:]); err != nil {
-			return fmt.Errorf("pki: ticket key: %w", err)
+			return nil, false, fmt.Errorf("pki: ticket key: %w", err)
 		}
-		t.keys = append([]TicketKey{k}, t.keys...)
+		next = append([]TicketKey{k}, next...)
 		changed = true
 	}
-	kept := t.keys[:1]
-	for _, k := range t.keys[1:] {
+	kept := next[:1]
+	for _, k := range next[1:] {
 		if now.Sub(k.Made) < ticketKeyMaxAge && len(kept) < maxTicketKeys {
 			kept = append(kept, k)
 		}
 	}
-	changed = changed || len(kept) != len(t.keys)
-	t.keys = kept
-	derived := make([][32]byte, len(t.keys))
-	for i, k := range t.keys {
+	return kept, changed || len(kept) != len(next), nil
+}
+
+// use makes keys the ones tickets are encrypted and decrypted with. The
+// caller holds t.mu or has t to itself.
+func (t *tickets) use(keys []TicketKey) {
+	derived := make([][32]byte, len(keys))
+	for i, k := range keys {
 		m := hmac.New(sha256.New, k.Secret[:])
 		m.Write([]byte("sutra ticket key\x00" + t.bind))
 		copy(derived[i][:], m.Sum(nil))
 	}
 	cfg := &tls.Config{}
 	cfg.SetSessionTicketKeys(derived)
-	t.cfg = cfg
-	if changed {
+	t.keys, t.cfg = keys, cfg
+}
+
+// rotate makes a new key when the newest is too old (or there is none),
+// drops expired keys, and writes the file when anything changed (or force).
+// The caller holds t.mu or has t to itself.
+func (t *tickets) rotate(force bool) error {
+	keys, changed, err := nextTicketKeys(t.keys, t.now())
+	if err != nil {
+		return err
+	}
+	t.use(keys)
+	if changed || force {
 		if err := atomicfile.Write(t.path, formatTicketKeys(t.keys), 0o600); err != nil {
 			return fmt.Errorf("pki: %w", err)
 		}
@@ -191,12 +226,84 @@ func (t *tickets) rotate(force bool) error {
 	return nil
 }
 
-// config returns the key holder, rotating first when due. A failed write
-// is logged: the new key serves this process, the next start makes another.
+// sync brings the keys in step with the shared store: it adopts the
+// store's keys when they changed, and when a rotation is due (or the store
+// has none, or holds damaged ones) it writes the rotated set with a
+// compare-and-swap on the revision it read; the loser of a race between
+// masters reads the winner's set. With no keys in the store yet, the file's
+// (a master that ran alone) are kept, so its agents still resume. The file
+// mirrors what the store holds.
+func (t *tickets) sync(ctx context.Context) error {
+	key := []byte(SharedTicketKeysKey)
+	for range 5 {
+		b, rev, err := t.shared.Get(ctx, store.TableMeta, key)
+		if err != nil {
+			return fmt.Errorf("pki: read the shared session ticket keys: %w", err)
+		}
+		t.mu.Lock()
+		base := t.keys
+		t.mu.Unlock()
+		damaged := false
+		if b != nil {
+			keys, perr := ParseTicketKeys(b)
+			if perr != nil {
+				t.log.Warn("the shared session ticket keys do not load: replacing them (agents reconnect with full handshakes once)",
+					"key", store.TableMeta+"/"+SharedTicketKeysKey, "err", perr)
+				damaged = true
+			} else {
+				base = keys
+			}
+		}
+		next, changed, err := nextTicketKeys(base, t.now())
+		if err != nil {
+			return err
+		}
+		if b != nil && !damaged && !changed {
+			return t.adopt(base, rev, false)
+		}
+		newRev, err := t.shared.ApplyIf(ctx, []store.Cond{store.IfRevision(store.TableMeta, key, rev)},
+			[]store.Op{store.Put(store.TableMeta, key, formatTicketKeys(next))})
+		if errors.Is(err, store.ErrConflict) {
+			continue // another master rotated first: read its keys
+		}
+		if err != nil {
+			return fmt.Errorf("pki: store the shared session ticket keys: %w", err)
+		}
+		return t.adopt(next, newRev, true)
+	}
+	return errors.New("pki: the shared session ticket keys kept changing under this master (5 conflicts in a row): retrying later")
+}
+
+// adopt uses keys read or written at rev and mirrors them into the file
+// when they differ from the last ones.
+func (t *tickets) adopt(keys []TicketKey, rev store.Revision, rotated bool) error {
+	t.mu.Lock()
+	same := rev == t.rev && t.cfg != nil
+	if !same {
+		t.use(keys)
+		t.rev = rev
+	}
+	t.mu.Unlock()
+	if same {
+		return nil
+	}
+	if rotated {
+		t.log.Info("shared session ticket keys rotated", "keys", len(keys), "newest", keys[0].Made.UTC())
+	}
+	if err := atomicfile.Write(t.path, formatTicketKeys(keys), 0o600); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	return nil
+}
+
+// config returns the key holder, rotating first when due (with a shared
+// store, PKI.Run rotates instead: a handshake never waits on the store). A
+// failed write is logged: the new key serves this process, the next start
+// makes another.
 func (t *tickets) config() *tls.Config {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.now().Sub(t.keys[0].Made) >= TicketKeyRotation {
+	if t.shared == nil && t.now().Sub(t.keys[0].Made) >= TicketKeyRotation {
 		if err := t.rotate(false); err != nil {
 			t.log.Warn("session ticket key rotation: could not write the keys", "file", t.path, "err", err)
 		}
@@ -210,6 +317,35 @@ func (t *tickets) wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, er
 
 func (t *tickets) unwrap(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 	return t.config().DecryptTicket(identity, cs)
+}
+
+// TicketSyncInterval is how often Run brings a master's session ticket
+// keys in step with the shared store: a ticket another master issued under
+// a key made less than this ago may not resume here yet (a full handshake
+// instead).
+const TicketSyncInterval = time.Minute
+
+// Run keeps the session ticket keys in step with the shared store until ctx
+// ends: every TicketSyncInterval it adopts the keys another master rotated,
+// and rotates them itself when due, so that every master decrypts every
+// master's tickets. A failed round is logged and retried at the next tick.
+// Without Options.Shared it returns at once (the keys rotate on use).
+func (p *PKI) Run(ctx context.Context) {
+	if p.tickets.shared == nil {
+		return
+	}
+	tick := time.NewTicker(TicketSyncInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := p.tickets.sync(ctx); err != nil && ctx.Err() == nil {
+				p.log.Warn("session ticket keys not in step with the store", "err", err)
+			}
+		}
+	}
 }
 
 // TicketKeys returns the stored session ticket keys, newest first (tests,
