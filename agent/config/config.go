@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/masters"
 	"github.com/sutragrid/sutra/internal/ratespec"
 	"github.com/sutragrid/sutra/internal/release"
 )
@@ -73,7 +74,12 @@ type Config struct {
 type Agent struct {
 	// AgentID names this agent to the master (default: the hostname).
 	AgentID string `toml:"agent_id"`
-	// MasterHost is the master's gRPC address, host:port (default localhost:7000).
+	// MasterHost is the master's gRPC address, host:port (default
+	// localhost:7000), or several masters as a comma-separated list
+	// "a:7000,b:7000,c:7000" (1 to 16; a name with several DNS records
+	// counts as several masters): the agent sticks to one and moves to
+	// another when it is unreachable (internal/masters). MasterHosts
+	// returns the parsed list.
 	MasterHost string `toml:"master_host"`
 	// JoinToken enrolls the agent with the master when it has no
 	// certificate yet ({agent_data_dir}/tls); afterwards it is not needed.
@@ -126,7 +132,10 @@ type Storage struct {
 	// BinaryPath, when set, is the storage-server to run as is (no download).
 	BinaryPath string `toml:"binary_path"`
 	// MasterBinaryURL is the master's binary distribution API
-	// (default http://<master_host's host>:7001).
+	// (default http://<master_host's host>:7001, per master: downloads then
+	// go to the master the agent currently talks to). Set explicitly, it
+	// may be a comma-separated list; downloads move to another URL on a
+	// connection error or a 5xx.
 	MasterBinaryURL string `toml:"master_binary_url"`
 	// DataPath holds one data directory per node (default <user data dir>/sutra/nodes).
 	DataPath string `toml:"data_path"`
@@ -363,14 +372,47 @@ func defaults() Config {
 }
 
 // BinaryURLFor returns the default master_binary_url for a master_host:
-// http://<host>:7001. It returns "" when masterHost is not host:port.
+// http://<host>:7001, or for a list of masters the comma-separated list of
+// each one's URL. It returns "" when masterHost is not host:port (or a
+// valid list).
 func BinaryURLFor(masterHost string) string {
-	host, _, err := net.SplitHostPort(masterHost)
+	hosts, err := masters.ParseHosts(masterHost)
 	if err != nil {
 		return ""
 	}
-	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, DefaultBinaryHTTPPort)}
-	return u.String()
+	urls := make([]string, 0, len(hosts))
+	for _, h := range hosts {
+		host, _, _ := net.SplitHostPort(h)
+		u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, DefaultBinaryHTTPPort)}
+		urls = append(urls, u.String())
+	}
+	return strings.Join(urls, ",")
+}
+
+// MasterHosts returns master_host parsed: one host:port per master (nil
+// when it is invalid, which Load refuses).
+func (a Agent) MasterHosts() []string {
+	hosts, _ := masters.ParseHosts(a.MasterHost)
+	return hosts
+}
+
+// MasterBinaryURLs returns master_binary_url as a list of base URLs.
+func (s Storage) MasterBinaryURLs() []string {
+	var out []string
+	for _, u := range strings.Split(s.MasterBinaryURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// BinaryURLFollowsMaster reports whether master_binary_url is the one
+// derived from master_host (it was not set, or set to the same): then
+// downloads go to the master the agent currently talks to
+// (BinaryURLFor(that master)).
+func (c Config) BinaryURLFollowsMaster() bool {
+	return c.Storage.MasterBinaryURL == BinaryURLFor(c.Agent.MasterHost)
 }
 
 // Problem is one invalid key of a config file.

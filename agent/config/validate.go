@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/sutragrid/sutra/internal/ident"
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/internal/masters"
 	"github.com/sutragrid/sutra/internal/ratespec"
 )
 
@@ -71,7 +73,7 @@ func fillDefaults(cfg *Config, d *decoder, env Env) {
 	if cfg.Storage.MasterBinaryURL == "" {
 		cfg.Storage.MasterBinaryURL = BinaryURLFor(cfg.Agent.MasterHost)
 	}
-	cfg.Storage.MasterBinaryURL = strings.TrimSuffix(cfg.Storage.MasterBinaryURL, "/")
+	cfg.Storage.MasterBinaryURL = trimURLs(cfg.Storage.MasterBinaryURL)
 
 	base := ""
 	if cfg.Path != "" {
@@ -141,8 +143,8 @@ func (d *decoder) validate(cfg *Config) {
 			d.problem("agent.join_token", "%v (copy the whole token 'sutra tokens create' printed on the master)", err)
 		}
 	}
-	if msg := checkHostPort(a.MasterHost); msg != "" {
-		d.problem("agent.master_host", "%q %s (accepted: host:port, e.g. \"localhost:7000\")", a.MasterHost, msg)
+	if _, err := masters.ParseHosts(a.MasterHost); err != nil {
+		d.problem("agent.master_host", "%.200q %v", a.MasterHost, err)
 	}
 	switch {
 	case a.Platform == "process":
@@ -183,8 +185,19 @@ func (d *decoder) validate(cfg *Config) {
 	if s.BinaryPath != "" && runtime.GOOS == "windows" && !strings.EqualFold(filepath.Ext(s.BinaryPath), ".exe") {
 		d.problem("storage.binary_path", "%q must end in .exe on Windows", s.BinaryPath)
 	}
-	if msg := checkURL(s.MasterBinaryURL); msg != "" {
-		d.problem("storage.master_binary_url", "%q %s (accepted: an http:// or https:// URL, e.g. \"http://localhost:7001\")", s.MasterBinaryURL, msg)
+	if urls := strings.Split(s.MasterBinaryURL, ","); len(urls) > masters.MaxHosts {
+		d.problem("storage.master_binary_url", "has %d URLs (accepted: at most %d)", len(urls), masters.MaxHosts)
+	} else {
+		for i, u := range urls {
+			u = strings.TrimSpace(u)
+			if msg := checkURL(u); msg != "" {
+				entry := ""
+				if len(urls) > 1 {
+					entry = fmt.Sprintf("entry %d ", i+1)
+				}
+				d.problem("storage.master_binary_url", "%s%.200q %s (accepted: an http:// or https:// URL, e.g. \"http://localhost:7001\", or a comma-separated list of them)", entry, u, msg)
+			}
+		}
 	}
 	if s.PortRangeStart < 1 || s.PortRangeStart > 65535 {
 		d.problem("storage.port_range_start", "%d is out of range (accepted: 1 to 65535)", s.PortRangeStart)
@@ -275,4 +288,14 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// trimURLs trims blanks around each URL of a comma-separated list and a
+// trailing slash from each.
+func trimURLs(list string) string {
+	urls := strings.Split(list, ",")
+	for i, u := range urls {
+		urls[i] = strings.TrimSuffix(strings.TrimSpace(u), "/")
+	}
+	return strings.Join(urls, ",")
 }

@@ -53,12 +53,16 @@ func ParseHosts(s string) ([]string, error) {
 	}
 	var out []string
 	seen := map[string]bool{}
-	for i, raw := range strings.Split(s, ",") {
+	entries := strings.Split(s, ",")
+	for i, raw := range entries {
 		e := strings.TrimSpace(raw)
 		if e == "" {
 			return nil, fmt.Errorf("entry %d is empty (accepted: host:port entries separated by commas)", i+1)
 		}
 		if msg := CheckHostPort(e); msg != "" {
+			if len(entries) == 1 {
+				return nil, fmt.Errorf("%s (accepted: host:port, e.g. \"localhost:7000\", or a comma-separated list of them)", msg)
+			}
 			return nil, fmt.Errorf("entry %d %.80q %s (accepted: host:port, e.g. \"localhost:7000\")", i+1, e, msg)
 		}
 		key := strings.ToLower(e)
