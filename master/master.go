@@ -36,6 +36,7 @@ import (
 	"github.com/sutragrid/sutra/master/auth"
 	"github.com/sutragrid/sutra/master/binapi"
 	"github.com/sutragrid/sutra/master/catalog"
+	"github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/controlplane"
 	"github.com/sutragrid/sutra/master/grpcapi"
 	"github.com/sutragrid/sutra/master/httpserver"
@@ -77,6 +78,23 @@ func Run(ctx context.Context, opts Options) (err error) {
 	fmt.Fprintf(con, "  🌐 %s: %s\n", httpName, showHTTP)
 	log.Info("master starting", "version", version.Version, "grpc", addrs.GRPC, "http", addrs.HTTP,
 		"binaries_dir", opts.BinariesDir, "data_dir", opts.DataDir)
+
+	// --store etcd: join the masters on the shared store before anything
+	// reads trust or state from it.
+	me := self(opts, addrs, time.Now())
+	sh, err := openShared(ctx, opts, me, log)
+	if err != nil {
+		return err
+	}
+	defer sh.close(log)
+	coord := sh.coordinator()
+	if coord == nil {
+		coord = cluster.NewSingle(me)
+	} else {
+		fmt.Fprintf(con, "  🗄️  Store: etcd at %s (prefix %s), master id %s, leader lease %s\n",
+			strings.Join(opts.Store.EtcdEndpoints, ","), sh.st.Prefix(), me.ID, opts.Store.LeaderLease)
+	}
+	opts.ControlPlane.Store, opts.ControlPlane.Coordinator = sh.storeOf(), coord
 
 	scanStart := time.Now()
 	cat, err := catalog.Open(ctx, catalog.Options{
@@ -221,7 +239,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	var sweep sync.WaitGroup
 	sweep.Go(func() { _ = cp.Run(sweepCtx) })
+	// Every master follows the rollouts; only the leader's steps pass its
+	// fence (rollout.Options.Fence), so followers' Run waits harmlessly.
+	sweep.Go(func() { _ = rollouts.Follow(sweepCtx) })
 	sweep.Go(func() { _ = rollouts.Run(sweepCtx) })
+	if sh != nil {
+		// etcd keeps every revision until compacted: the leader compacts,
+		// keeping enough history for watchers to resume.
+		sweep.Go(func() {
+			cluster.RunWhileLeading(sweepCtx, coord, func(ctx context.Context) {
+				sh.st.RunCompactor(ctx, compactEvery, compactKeep)
+			})
+		})
+	}
 	defer func() {
 		stopSweep()
 		sweep.Wait()

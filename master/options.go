@@ -114,6 +114,9 @@ type Options struct {
 	// (--release-public-keys); an agent uses them only when its config
 	// pins none. The master never holds the private key.
 	ReleasePublicKeys []string
+	// Store chooses where the fleet's state lives: bbolt in DataDir (the
+	// zero value) or etcd shared by several masters.
+	Store StoreOptions
 	// NoMetrics turns the metrics off: no /metrics route, no
 	// instrumentation (for overhead measurements).
 	NoMetrics bool
@@ -121,6 +124,29 @@ type Options struct {
 	// testWiring, set by this package's tests only, sees the catalog and
 	// may register test services on the gRPC server before serving starts.
 	testWiring func(*catalog.Catalog, *grpc.Server)
+}
+
+// Store backends (--store).
+const (
+	StoreBbolt = "bbolt"
+	StoreEtcd  = "etcd"
+)
+
+// StoreOptions are --store and its etcd settings.
+type StoreOptions struct {
+	// Backend is StoreBbolt (default) or StoreEtcd.
+	Backend string
+	// EtcdEndpoints are etcd's client URLs (required with etcd).
+	EtcdEndpoints []string
+	// EtcdPrefix is the grid's key prefix in etcd; empty: /sutra/.
+	EtcdPrefix string
+	// EtcdCert, EtcdKey and EtcdCA are PEM files for TLS to etcd.
+	EtcdCert, EtcdKey, EtcdCA string
+	// MasterID names this master among the masters (required with etcd).
+	MasterID string
+	// LeaderLease is the lease of the registration and the leadership;
+	// zero: 5 s.
+	LeaderLease time.Duration
 }
 
 // ErrPrivateDownloadsNeedTLS: --private-downloads without --http-tls.
@@ -165,6 +191,15 @@ func (o Options) Validate() error {
 	}
 	if o.PrivateDownloads && !o.HTTPTLS {
 		errs = append(errs, ErrPrivateDownloadsNeedTLS)
+	}
+	switch o.Store.Backend {
+	case "", StoreBbolt:
+	case StoreEtcd:
+		if len(o.Store.EtcdEndpoints) == 0 || o.Store.MasterID == "" {
+			errs = append(errs, errors.New("master: the etcd store needs EtcdEndpoints and MasterID"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("master: store %q: want bbolt or etcd", o.Store.Backend))
 	}
 	if o.GRPCMaxRecvMsgSize < 0 || o.GRPCMaxRecvMsgSize > 64<<20 {
 		errs = append(errs, fmt.Errorf("master: GRPCMaxRecvMsgSize %d is out of range (0 for the default, at most 64 MiB)", o.GRPCMaxRecvMsgSize))

@@ -25,6 +25,7 @@ import (
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/ratelimit"
 	"github.com/sutragrid/sutra/master/store"
+	"github.com/sutragrid/sutra/master/store/etcdstore"
 )
 
 func main() {
@@ -102,6 +103,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		{flag: "private-downloads", env: "SUTRA_PRIVATE_DOWNLOADS", arg: "BOOL", def: "false", isBool: true, help: "binary routes (/api/binaries, /api/artifacts, /binaries/) need an enrolled agent's certificate or the operator token (401 JSON otherwise); needs --http-tls"},
 		{flag: "public-metrics", env: "SUTRA_PUBLIC_METRICS", arg: "BOOL", def: "false", isBool: true, help: "serve GET /metrics (Prometheus) without the operator token; by default it needs 'Authorization: Bearer <operator token>'"},
 		{flag: "release-public-keys", env: "SUTRA_RELEASE_PUBLIC_KEYS", arg: "FILE|KEY,...", def: "", help: "release public keys (a sutra-release.pub file, or comma-separated \"RW…\" keys) handed to agents at enrollment; an agent uses them only when its config pins no security.release_public_keys, never to replace pinned keys"},
+		{flag: "store", env: "SUTRA_STORE", arg: "bbolt|etcd", def: "bbolt", help: "where the fleet's state lives: bbolt (one master, grid.db in --data-dir) or etcd (several masters sharing one etcd cluster; see README \"High availability\")"},
+		{flag: "etcd-endpoints", env: "SUTRA_ETCD_ENDPOINTS", arg: "URLS", def: "", help: "with --store etcd: comma-separated etcd client URLs, like https://10.0.0.1:2379,https://10.0.0.2:2379,https://10.0.0.3:2379"},
+		{flag: "etcd-prefix", env: "SUTRA_ETCD_PREFIX", arg: "PREFIX", def: etcdstore.DefaultPrefix, help: "with --store etcd: the key prefix of this grid in etcd (several grids can share one etcd)"},
+		{flag: "etcd-cert", env: "SUTRA_ETCD_CERT", arg: "FILE", def: "", help: "with --store etcd: client certificate (PEM) the master presents to etcd; restrict etcd to the masters: it holds the CA key and the operator token"},
+		{flag: "etcd-key", env: "SUTRA_ETCD_KEY", arg: "FILE", def: "", help: "with --store etcd: the client certificate's key (PEM)"},
+		{flag: "etcd-ca", env: "SUTRA_ETCD_CA", arg: "FILE", def: "", help: "with --store etcd: CA bundle (PEM) that signed etcd's server certificates"},
+		{flag: "master-id", env: "SUTRA_MASTER_ID", arg: "ID", def: "HOSTNAME-GRPCPORT", help: "with --store etcd: this master's unique name among the masters (letters, digits, . _ -, at most 63)"},
+		{flag: "leader-lease", env: "SUTRA_LEADER_LEASE", arg: "DURATION", def: "5s", help: "with --store etcd: lease of a master's registration and leadership; a dead leader is replaced within about this long (2s to 60s)"},
 		{flag: "log-level", env: "LOG_LEVEL", arg: "LEVEL", def: "info", help: "debug, info, warn or error"},
 	}
 	for _, s := range settings {
@@ -234,6 +243,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", source["release-public-keys"], err))
 	}
+	storeOpts, err := storeSettings(val, source, grpcPort)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(val["log-level"])); err != nil {
 		errs = append(errs, fmt.Errorf("%s=%q: want debug, info, warn or error", source["log-level"], val["log-level"]))
@@ -272,6 +285,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		PrivateDownloads:         privateDownloads,
 		PublicMetrics:            publicMetrics,
 		ReleasePublicKeys:        releaseKeys,
+		Store:                    storeOpts,
 		ControlPlane: controlplane.Options{
 			MaxAgents: maxAgents, MaxNodes: maxNodes, MaxWatchers: maxWatchers,
 			AgentGCThreshold: gcThreshold,

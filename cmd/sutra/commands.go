@@ -116,7 +116,58 @@ func (c *cli) status(ctx context.Context, args []string) error {
 	fmt.Fprintf(tw, "Master:\t%s (version %s)\n", c.g.master, cs.GetMasterVersion())
 	fmt.Fprintf(tw, "Agents:\t%d total, %d healthy, %d degraded, %d offline\n", cs.GetTotalAgents(), cs.GetHealthyAgents(), cs.GetDegradedAgents(), cs.GetOfflineAgents())
 	fmt.Fprintf(tw, "Nodes:\t%d desired, %d running, %d failed\n", cs.GetTotalNodes(), cs.GetRunningNodes(), cs.GetFailedNodes())
-	return tw.Flush()
+	if st := cs.GetStore(); st != nil {
+		health := "ok"
+		if !st.GetOk() {
+			health = "NOT OK: " + st.GetDetail()
+		} else if st.GetDetail() != "" {
+			health = "ok (" + st.GetDetail() + ")"
+		}
+		fmt.Fprintf(tw, "Store:\t%s, %s\n", st.GetBackend(), health)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(cs.GetMasters()) > 0 {
+		leader := cs.GetLeader()
+		if leader == "" {
+			leader = "none (an election is running)"
+		}
+		fmt.Fprintf(c.stdout, "\nMasters (%d, leader %s):\n", len(cs.GetMasters()), leader)
+		tw = table(c.stdout)
+		fmt.Fprintln(tw, "MASTER\tROLE\tGRPC\tHTTP\tVERSION\tUP")
+		for _, m := range cs.GetMasters() {
+			role := "follower"
+			if m.GetLeader() {
+				role = "leader"
+			}
+			up := "-"
+			if ms := m.GetStartedUnixMs(); ms > 0 {
+				up = time.Since(time.UnixMilli(ms)).Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.GetId(), role, dash(m.GetGrpcAddr()), dash(m.GetHttpUrl()), dash(m.GetVersion()), up)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if ms := cs.GetStore().GetMembers(); len(ms) > 1 || cs.GetStore().GetBackend() == "etcd" {
+		fmt.Fprintf(c.stdout, "\nStore members:\n")
+		tw = table(c.stdout)
+		fmt.Fprintln(tw, "ENDPOINT\tHEALTH\tROLE\tDB SIZE\tVERSION")
+		for _, m := range ms {
+			h, role := "ok", "follower"
+			if !m.GetOk() {
+				h = "DOWN: " + m.GetError()
+			}
+			if m.GetLeader() {
+				role = "leader"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d KiB\t%s\n", m.GetEndpoint(), h, role, m.GetDbSizeBytes()/1024, dash(m.GetVersion()))
+		}
+		return tw.Flush()
+	}
+	return nil
 }
 
 func (c *cli) agents(ctx context.Context, args []string) error {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master/auth"
+	"github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/fleetapi"
 	"github.com/sutragrid/sutra/master/grpcapi"
@@ -47,6 +48,13 @@ type Options struct {
 	// WrapStore, when set, wraps the store the fleet uses (master/metrics
 	// times its transactions).
 	WrapStore func(store.Store) store.Store
+	// Store, when set, is the store to use (etcd, shared by several
+	// masters); the control plane does not close it. Nil: bbolt in the
+	// data dir, which the control plane opens and closes.
+	Store store.Store
+	// Coordinator is this master among the masters (master/cluster): who
+	// leads the singletons. Nil: cluster.Single (alone).
+	Coordinator cluster.Coordinator
 }
 
 // ServiceName is the gRPC service Register adds, as the health service
@@ -62,7 +70,11 @@ type HealthSetter interface {
 // ControlPlane is an open fleet with its APIs. Open it, Register it on
 // the servers, Run its sweep, Close it after the servers have stopped.
 type ControlPlane struct {
-	st    *store.Bolt
+	st store.Store
+	// bolt is the bbolt store the control plane opened (nil with a shared
+	// store): the backup route and Close are its.
+	bolt  *store.Bolt
+	coord cluster.Coordinator
 	fleet *fleet.Fleet
 	log   *slog.Logger
 	// rel is the yank list (master/releases) on the same store.
@@ -81,11 +93,25 @@ func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (
 	if dataDir == "" {
 		return nil, errors.New("control plane: no data dir")
 	}
-	st, err := store.OpenDirOptions(dataDir, store.Options{Logger: log.With("component", "store")})
-	if err != nil {
-		return nil, fmt.Errorf("control plane store: %w", err)
+	var st store.Store = opts.Store
+	var bolt *store.Bolt
+	if st == nil {
+		b, err := store.OpenDirOptions(dataDir, store.Options{Logger: log.With("component", "store")})
+		if err != nil {
+			return nil, fmt.Errorf("control plane store: %w", err)
+		}
+		st, bolt = b, b
 	}
-	var fst store.Store = st
+	closeOwn := func() {
+		if bolt != nil {
+			_ = bolt.Close()
+		}
+	}
+	coord := opts.Coordinator
+	if coord == nil {
+		coord = cluster.NewSingle(cluster.Member{ID: "local", Version: version.Version})
+	}
+	fst := st
 	if opts.WrapStore != nil {
 		fst = opts.WrapStore(st)
 	}
@@ -102,25 +128,25 @@ func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (
 		MasterVersion:     version.Version,
 	}
 	if err := fo.Validate(); err != nil {
-		_ = st.Close()
+		closeOwn()
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
 	f, err := fleet.New(ctx, fo)
 	if err != nil {
-		_ = st.Close()
+		closeOwn()
 		// Options are valid: the fleet failed to load what the file holds.
 		var fe *store.FileError
-		if ctx.Err() == nil && !errors.As(err, &fe) {
-			err = store.Unreadable(st.Path(), err)
+		if ctx.Err() == nil && bolt != nil && !errors.As(err, &fe) {
+			err = store.Unreadable(bolt.Path(), err)
 		}
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
 	rel, err := releases.Open(ctx, st)
 	if err != nil {
-		_ = st.Close()
+		closeOwn()
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
-	return &ControlPlane{st: st, fleet: f, log: log, rel: rel}, nil
+	return &ControlPlane{st: st, bolt: bolt, coord: coord, fleet: f, log: log, rel: rel}, nil
 }
 
 // Trust is what the control plane's trust RPCs and guarded routes need
@@ -165,13 +191,17 @@ func (c *ControlPlane) Register(grpcSrv *grpc.Server, routes *http.ServeMux, hea
 	grpcapi.New(c.fleet, c.log.With("component", "grpc")).
 		WithTrust(grpcapi.Trust{PKI: trust.PKI, Tokens: tk, ClientLifetime: trust.ClientLifetime, Store: c.st, ReleasePublicKeys: trust.ReleasePublicKeys,
 			CloseAgent: func(id string, err error) { trust.Operator.CloseAgent(id, err) }}).
+		WithClusterStatus(c.ClusterStatus).
 		Register(grpcSrv)
 	c.relSrv = grpcapi.NewRelease(c.fleet, c.rel)
 	c.relSrv.Register(grpcSrv)
 	fm := http.NewServeMux()
-	fleetapi.New(c.fleet).Register(fm)
-	// Loopback-only as well (see store.BackupHandler).
-	fm.Handle("GET "+store.BackupPath, store.BackupHandler(c.st, c.log.With("component", "backup")))
+	fleetapi.New(c.fleet).WithClusterStatus(c.ClusterStatus).Register(fm)
+	// Loopback-only as well (see store.BackupHandler). etcd is backed up
+	// with etcdctl snapshot (README "High availability").
+	if c.bolt != nil {
+		fm.Handle("GET "+store.BackupPath, store.BackupHandler(c.bolt, c.log.With("component", "backup")))
+	}
 	guarded := trust.Operator.RequireOperator(fm)
 	for _, p := range fleetRoutes {
 		routes.Handle(p, guarded)
@@ -188,8 +218,25 @@ func (c *ControlPlane) Fleet() *fleet.Fleet { return c.fleet }
 // Run runs the fleet's liveness sweep until ctx ends.
 func (c *ControlPlane) Run(ctx context.Context) error { return c.fleet.Run(ctx) }
 
-// Close closes the fleet store; call it after Run has returned.
-func (c *ControlPlane) Close() error { return c.st.Close() }
+// Close closes the fleet store the control plane opened (a shared store
+// is its opener's to close); call it after Run has returned.
+func (c *ControlPlane) Close() error {
+	if c.bolt == nil {
+		return nil
+	}
+	return c.bolt.Close()
+}
+
+// ClusterStatus is the masters, the leader and the store's health.
+func (c *ControlPlane) ClusterStatus(ctx context.Context) cluster.Status {
+	return cluster.StatusOf(ctx, c.coord, c.st)
+}
+
+// Coordinator is this master among the masters.
+func (c *ControlPlane) Coordinator() cluster.Coordinator { return c.coord }
+
+// Store is the control plane's store.
+func (c *ControlPlane) Store() store.Store { return c.st }
 
 // Releases is the yank list (sutra binaries yank), persisted in the
 // control plane's store.

@@ -21,7 +21,8 @@ import (
 // public keys, so its agents would refuse it). The caller runs its Run
 // until the servers stop.
 func (c *ControlPlane) Rollouts(ctx context.Context, grpcSrv *grpc.Server, routes *http.ServeMux, operator *auth.Policy, cat rollout.Catalog, requireSigned bool) (*rollout.Controller, error) {
-	ro, err := rollout.New(ctx, rollout.Options{Store: c.st, Fleet: c.fleet, Catalog: cat, Yanks: c.rel, RequireSigned: requireSigned, Log: c.log.With("component", "rollout")})
+	ro, err := rollout.New(ctx, rollout.Options{Store: c.st, Fleet: c.fleet, Catalog: cat, Yanks: c.rel, RequireSigned: requireSigned, Log: c.log.With("component", "rollout"),
+		Fence: c.coord.Fence})
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}

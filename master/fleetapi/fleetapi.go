@@ -24,6 +24,7 @@
 package fleetapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -33,7 +34,9 @@ import (
 
 	"github.com/sutragrid/sutra/internal/httpapi"
 	"github.com/sutragrid/sutra/internal/httpjson"
+	"github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/fleet"
+	"github.com/sutragrid/sutra/master/store"
 )
 
 // List limits (?limit=): the fleet's page sizes.
@@ -44,7 +47,24 @@ const (
 
 // API is the HTTP view of a fleet.
 type API struct {
-	f *fleet.Fleet
+	f             *fleet.Fleet
+	clusterStatus func(ctx context.Context) cluster.Status
+}
+
+// WithClusterStatus makes /api/cluster report the control plane's masters,
+// the leader and the store's health beside the fleet summary.
+func (a *API) WithClusterStatus(fn func(ctx context.Context) cluster.Status) *API {
+	a.clusterStatus = fn
+	return a
+}
+
+// clusterView is /api/cluster: the fleet summary and, with several
+// masters in mind, the masters and the store.
+type clusterView struct {
+	fleet.ClusterStatus
+	Masters []cluster.Member `json:"masters,omitempty"`
+	Leader  string           `json:"leader,omitempty"`
+	Store   *store.Health    `json:"store,omitempty"`
 }
 
 // New returns the API over f.
@@ -189,7 +209,12 @@ func (a *API) node(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) cluster(w http.ResponseWriter, r *http.Request) error {
-	httpjson.Write(w, http.StatusOK, a.f.Cluster())
+	v := clusterView{ClusterStatus: a.f.Cluster()}
+	if a.clusterStatus != nil {
+		cs := a.clusterStatus(r.Context())
+		v.Masters, v.Leader, v.Store = cs.Masters, cs.Leader, &cs.Store
+	}
+	httpjson.Write(w, http.StatusOK, v)
 	return nil
 }
 

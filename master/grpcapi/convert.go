@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/fleet"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
@@ -149,6 +150,20 @@ func clusterToPB(c fleet.ClusterStatus) *gridv1.ClusterStatus {
 		DegradedAgents: uint32(c.DegradedAgents), OfflineAgents: uint32(c.OfflineAgents), TotalNodes: uint32(c.TotalNodes),
 		RunningNodes: uint32(c.RunningNodes), FailedNodes: uint32(c.FailedNodes), MasterVersion: c.MasterVersion,
 	}
+}
+
+// addClusterStatus adds the masters, the leader and the store's health.
+func addClusterStatus(out *gridv1.ClusterStatus, cs cluster.Status) {
+	out.Leader = cs.Leader
+	for _, m := range cs.Masters {
+		out.Masters = append(out.Masters, &gridv1.MasterInfo{Id: m.ID, GrpcAddr: m.GRPCAddr, HttpUrl: m.HTTPURL, Version: m.Version,
+			StartedUnixMs: m.Started.UnixMilli(), Leader: m.Leader})
+	}
+	h := &gridv1.StoreHealth{Backend: cs.Store.Backend, Ok: cs.Store.OK, Detail: cs.Store.Detail}
+	for _, m := range cs.Store.Members {
+		h.Members = append(h.Members, &gridv1.StoreMember{Endpoint: m.Endpoint, Ok: m.OK, Leader: m.Leader, DbSizeBytes: m.DBSizeBytes, Version: m.Version, Error: m.Error})
+	}
+	out.Store = h
 }
 
 func eventToPB(e fleet.Event) *gridv1.Event {

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/fleet"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
@@ -41,6 +42,16 @@ type Server struct {
 	f     *fleet.Fleet
 	log   *slog.Logger
 	trust *Trust // nil: the trust RPCs are UNIMPLEMENTED
+	// clusterStatus, when set, adds the masters, the leader and the
+	// store's health to GetClusterStatus.
+	clusterStatus func(ctx context.Context) cluster.Status
+}
+
+// WithClusterStatus makes GetClusterStatus report the control plane's
+// masters and store (cluster.StatusOf).
+func (s *Server) WithClusterStatus(fn func(ctx context.Context) cluster.Status) *Server {
+	s.clusterStatus = fn
+	return s
 }
 
 // New returns the GridMaster service over f (logger may be nil).
@@ -225,7 +236,11 @@ func (s *Server) SetDesiredVersion(ctx context.Context, req *gridv1.SetDesiredVe
 }
 
 func (s *Server) GetClusterStatus(ctx context.Context, req *gridv1.GetClusterStatusRequest) (*gridv1.ClusterStatus, error) {
-	return clusterToPB(s.f.Cluster()), nil
+	out := clusterToPB(s.f.Cluster())
+	if s.clusterStatus != nil {
+		addClusterStatus(out, s.clusterStatus(ctx))
+	}
+	return out, nil
 }
 
 func (s *Server) WatchEvents(req *gridv1.WatchEventsRequest, stream grpc.ServerStreamingServer[gridv1.Event]) error {

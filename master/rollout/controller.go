@@ -500,6 +500,11 @@ const minStepGap = 500 * time.Millisecond
 // Tick steps every running or pending rollout once: persist the next
 // state first, then apply the desired-version changes, then record events.
 func (c *Controller) Tick(ctx context.Context) {
+	if c.opts.Fence != nil {
+		if _, ok := c.opts.Fence(); !ok {
+			return // another master leads and steps
+		}
+	}
 	c.mu.Lock()
 	var ids []string
 	for id, e := range c.all {

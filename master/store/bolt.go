@@ -472,3 +472,16 @@ func (b *Bolt) Close() error {
 
 // Path returns the database file path.
 func (b *Bolt) Path() string { return b.path }
+
+// Health reports the bbolt file: OK while it answers a read.
+func (b *Bolt) Health(ctx context.Context) Health {
+	h := Health{Backend: "bbolt", OK: true, Members: []MemberHealth{{Endpoint: b.path, OK: true}}}
+	if _, err := b.Revision(ctx); err != nil {
+		h.OK, h.Detail = false, err.Error()
+		h.Members[0].OK, h.Members[0].Error = false, err.Error()
+	}
+	if fi, err := os.Stat(b.path); err == nil {
+		h.Members[0].DBSizeBytes = fi.Size()
+	}
+	return h
+}

@@ -1897,8 +1897,14 @@ type ClusterStatus struct {
 	RunningNodes   uint32                 `protobuf:"varint,7,opt,name=running_nodes,json=runningNodes,proto3" json:"running_nodes,omitempty"`
 	FailedNodes    uint32                 `protobuf:"varint,8,opt,name=failed_nodes,json=failedNodes,proto3" json:"failed_nodes,omitempty"`
 	MasterVersion  string                 `protobuf:"bytes,9,opt,name=master_version,json=masterVersion,proto3" json:"master_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The masters of the control plane alive now (one with --store bbolt),
+	// the leader marked, and the store's health (issue 16).
+	Masters []*MasterInfo `protobuf:"bytes,10,rep,name=masters,proto3" json:"masters,omitempty"`
+	// The leading master's id; empty while an election runs.
+	Leader        string       `protobuf:"bytes,11,opt,name=leader,proto3" json:"leader,omitempty"`
+	Store         *StoreHealth `protobuf:"bytes,12,opt,name=store,proto3" json:"store,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterStatus) Reset() {
@@ -1994,6 +2000,264 @@ func (x *ClusterStatus) GetMasterVersion() string {
 	return ""
 }
 
+func (x *ClusterStatus) GetMasters() []*MasterInfo {
+	if x != nil {
+		return x.Masters
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetStore() *StoreHealth {
+	if x != nil {
+		return x.Store
+	}
+	return nil
+}
+
+type MasterInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrpcAddr      string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	HttpUrl       string                 `protobuf:"bytes,3,opt,name=http_url,json=httpUrl,proto3" json:"http_url,omitempty"`
+	Version       string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	StartedUnixMs int64                  `protobuf:"varint,5,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	Leader        bool                   `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MasterInfo) Reset() {
+	*x = MasterInfo{}
+	mi := &file_grid_v1_grid_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MasterInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MasterInfo) ProtoMessage() {}
+
+func (x *MasterInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MasterInfo.ProtoReflect.Descriptor instead.
+func (*MasterInfo) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *MasterInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MasterInfo) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *MasterInfo) GetHttpUrl() string {
+	if x != nil {
+		return x.HttpUrl
+	}
+	return ""
+}
+
+func (x *MasterInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *MasterInfo) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *MasterInfo) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+type StoreHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "bbolt" or "etcd".
+	Backend       string         `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	Ok            bool           `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Detail        string         `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	Members       []*StoreMember `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreHealth) Reset() {
+	*x = StoreHealth{}
+	mi := &file_grid_v1_grid_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreHealth) ProtoMessage() {}
+
+func (x *StoreHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreHealth.ProtoReflect.Descriptor instead.
+func (*StoreHealth) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StoreHealth) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *StoreHealth) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *StoreHealth) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *StoreHealth) GetMembers() []*StoreMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type StoreMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Ok            bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Leader        bool                   `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`
+	DbSizeBytes   int64                  `protobuf:"varint,4,opt,name=db_size_bytes,json=dbSizeBytes,proto3" json:"db_size_bytes,omitempty"`
+	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreMember) Reset() {
+	*x = StoreMember{}
+	mi := &file_grid_v1_grid_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreMember) ProtoMessage() {}
+
+func (x *StoreMember) ProtoReflect() protoreflect.Message {
+	mi := &file_grid_v1_grid_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreMember.ProtoReflect.Descriptor instead.
+func (*StoreMember) Descriptor() ([]byte, []int) {
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StoreMember) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *StoreMember) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *StoreMember) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *StoreMember) GetDbSizeBytes() int64 {
+	if x != nil {
+		return x.DbSizeBytes
+	}
+	return 0
+}
+
+func (x *StoreMember) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *StoreMember) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type WatchEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Replay events with seq > since_seq from the persisted log first; 0 streams only new events.
@@ -2008,7 +2272,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[26]
+	mi := &file_grid_v1_grid_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2284,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[26]
+	mi := &file_grid_v1_grid_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2297,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{26}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchEventsRequest) GetSinceSeq() uint64 {
@@ -2078,7 +2342,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_grid_v1_grid_proto_msgTypes[27]
+	mi := &file_grid_v1_grid_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2354,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[27]
+	mi := &file_grid_v1_grid_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2367,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{27}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -2163,7 +2427,7 @@ type CABundleRequest struct {
 
 func (x *CABundleRequest) Reset() {
 	*x = CABundleRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[28]
+	mi := &file_grid_v1_grid_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2439,7 @@ func (x *CABundleRequest) String() string {
 func (*CABundleRequest) ProtoMessage() {}
 
 func (x *CABundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[28]
+	mi := &file_grid_v1_grid_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2452,7 @@ func (x *CABundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CABundleRequest.ProtoReflect.Descriptor instead.
 func (*CABundleRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{28}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{31}
 }
 
 type CABundleResponse struct {
@@ -2201,7 +2465,7 @@ type CABundleResponse struct {
 
 func (x *CABundleResponse) Reset() {
 	*x = CABundleResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[29]
+	mi := &file_grid_v1_grid_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2477,7 @@ func (x *CABundleResponse) String() string {
 func (*CABundleResponse) ProtoMessage() {}
 
 func (x *CABundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[29]
+	mi := &file_grid_v1_grid_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2490,7 @@ func (x *CABundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CABundleResponse.ProtoReflect.Descriptor instead.
 func (*CABundleResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{29}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CABundleResponse) GetCaBundlePem() []byte {
@@ -2254,7 +2518,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[30]
+	mi := &file_grid_v1_grid_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2530,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[30]
+	mi := &file_grid_v1_grid_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2543,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{30}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EnrollRequest) GetTokenId() string {
@@ -2335,7 +2599,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[31]
+	mi := &file_grid_v1_grid_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2611,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[31]
+	mi := &file_grid_v1_grid_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2624,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{31}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EnrollResponse) GetCertChainDer() [][]byte {
@@ -2402,7 +2666,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[32]
+	mi := &file_grid_v1_grid_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2678,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[32]
+	mi := &file_grid_v1_grid_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2691,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{32}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RenewCertificateRequest) GetAgentId() string {
@@ -2454,7 +2718,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[33]
+	mi := &file_grid_v1_grid_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2730,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[33]
+	mi := &file_grid_v1_grid_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2743,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{33}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RenewCertificateResponse) GetCertChainDer() [][]byte {
@@ -2509,7 +2773,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[34]
+	mi := &file_grid_v1_grid_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2785,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[34]
+	mi := &file_grid_v1_grid_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2798,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{34}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateJoinTokenRequest) GetTtlSecs() int64 {
@@ -2569,7 +2833,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[35]
+	mi := &file_grid_v1_grid_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2845,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[35]
+	mi := &file_grid_v1_grid_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2858,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{35}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2619,7 +2883,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[36]
+	mi := &file_grid_v1_grid_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2895,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[36]
+	mi := &file_grid_v1_grid_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2908,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{36}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{39}
 }
 
 type ListJoinTokensResponse struct {
@@ -2656,7 +2920,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[37]
+	mi := &file_grid_v1_grid_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +2932,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[37]
+	mi := &file_grid_v1_grid_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +2945,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{37}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -2700,7 +2964,7 @@ type RemoveJoinTokenRequest struct {
 
 func (x *RemoveJoinTokenRequest) Reset() {
 	*x = RemoveJoinTokenRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[38]
+	mi := &file_grid_v1_grid_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2712,7 +2976,7 @@ func (x *RemoveJoinTokenRequest) String() string {
 func (*RemoveJoinTokenRequest) ProtoMessage() {}
 
 func (x *RemoveJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[38]
+	mi := &file_grid_v1_grid_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2725,7 +2989,7 @@ func (x *RemoveJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*RemoveJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{38}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RemoveJoinTokenRequest) GetId() string {
@@ -2743,7 +3007,7 @@ type RemoveJoinTokenResponse struct {
 
 func (x *RemoveJoinTokenResponse) Reset() {
 	*x = RemoveJoinTokenResponse{}
-	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	mi := &file_grid_v1_grid_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2755,7 +3019,7 @@ func (x *RemoveJoinTokenResponse) String() string {
 func (*RemoveJoinTokenResponse) ProtoMessage() {}
 
 func (x *RemoveJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[39]
+	mi := &file_grid_v1_grid_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2768,7 +3032,7 @@ func (x *RemoveJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*RemoveJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{39}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{42}
 }
 
 type RevokeAgentRequest struct {
@@ -2782,7 +3046,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[40]
+	mi := &file_grid_v1_grid_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2794,7 +3058,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[40]
+	mi := &file_grid_v1_grid_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2807,7 +3071,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{40}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -2833,7 +3097,7 @@ type UnrevokeAgentRequest struct {
 
 func (x *UnrevokeAgentRequest) Reset() {
 	*x = UnrevokeAgentRequest{}
-	mi := &file_grid_v1_grid_proto_msgTypes[41]
+	mi := &file_grid_v1_grid_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +3109,7 @@ func (x *UnrevokeAgentRequest) String() string {
 func (*UnrevokeAgentRequest) ProtoMessage() {}
 
 func (x *UnrevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[41]
+	mi := &file_grid_v1_grid_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3122,7 @@ func (x *UnrevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnrevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*UnrevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{41}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UnrevokeAgentRequest) GetAgentId() string {
@@ -2887,7 +3151,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_grid_v1_grid_proto_msgTypes[42]
+	mi := &file_grid_v1_grid_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3163,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_grid_v1_grid_proto_msgTypes[42]
+	mi := &file_grid_v1_grid_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3176,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_grid_v1_grid_proto_rawDescGZIP(), []int{42}
+	return file_grid_v1_grid_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3122,7 +3386,7 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\adesired\x18\x03 \x01(\bR\adesired\x12+\n" +
 	"\x06status\x18\x04 \x01(\v2\x13.grid.v1.NodeStatusR\x06status\x12!\n" +
 	"\fcreated_unix\x18\x05 \x01(\x03R\vcreatedUnix\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xe9\x02\n" +
+	"\x17GetClusterStatusRequest\"\xdc\x03\n" +
 	"\rClusterStatus\x12.\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x16.grid.v1.ClusterHealthR\x06status\x12!\n" +
 	"\ftotal_agents\x18\x02 \x01(\rR\vtotalAgents\x12%\n" +
@@ -3133,7 +3397,31 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"totalNodes\x12#\n" +
 	"\rrunning_nodes\x18\a \x01(\rR\frunningNodes\x12!\n" +
 	"\ffailed_nodes\x18\b \x01(\rR\vfailedNodes\x12%\n" +
-	"\x0emaster_version\x18\t \x01(\tR\rmasterVersion\"b\n" +
+	"\x0emaster_version\x18\t \x01(\tR\rmasterVersion\x12-\n" +
+	"\amasters\x18\n" +
+	" \x03(\v2\x13.grid.v1.MasterInfoR\amasters\x12\x16\n" +
+	"\x06leader\x18\v \x01(\tR\x06leader\x12*\n" +
+	"\x05store\x18\f \x01(\v2\x14.grid.v1.StoreHealthR\x05store\"\xae\x01\n" +
+	"\n" +
+	"MasterInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x19\n" +
+	"\bhttp_url\x18\x03 \x01(\tR\ahttpUrl\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12&\n" +
+	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\x7f\n" +
+	"\vStoreHealth\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12.\n" +
+	"\amembers\x18\x04 \x03(\v2\x14.grid.v1.StoreMemberR\amembers\"\xa5\x01\n" +
+	"\vStoreMember\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06leader\x18\x03 \x01(\bR\x06leader\x12\"\n" +
+	"\rdb_size_bytes\x18\x04 \x01(\x03R\vdbSizeBytes\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"b\n" +
 	"\x12WatchEventsRequest\x12\x1b\n" +
 	"\tsince_seq\x18\x01 \x01(\x04R\bsinceSeq\x12\x12\n" +
 	"\x04tail\x18\x02 \x01(\rR\x04tail\x12\x1b\n" +
@@ -3260,7 +3548,7 @@ func file_grid_v1_grid_proto_rawDescGZIP() []byte {
 }
 
 var file_grid_v1_grid_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_grid_v1_grid_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_grid_v1_grid_proto_goTypes = []any{
 	(NodeState)(0),                      // 0: grid.v1.NodeState
 	(AgentHealth)(0),                    // 1: grid.v1.AgentHealth
@@ -3291,32 +3579,35 @@ var file_grid_v1_grid_proto_goTypes = []any{
 	(*StorageNode)(nil),                 // 26: grid.v1.StorageNode
 	(*GetClusterStatusRequest)(nil),     // 27: grid.v1.GetClusterStatusRequest
 	(*ClusterStatus)(nil),               // 28: grid.v1.ClusterStatus
-	(*WatchEventsRequest)(nil),          // 29: grid.v1.WatchEventsRequest
-	(*Event)(nil),                       // 30: grid.v1.Event
-	(*CABundleRequest)(nil),             // 31: grid.v1.CABundleRequest
-	(*CABundleResponse)(nil),            // 32: grid.v1.CABundleResponse
-	(*EnrollRequest)(nil),               // 33: grid.v1.EnrollRequest
-	(*EnrollResponse)(nil),              // 34: grid.v1.EnrollResponse
-	(*RenewCertificateRequest)(nil),     // 35: grid.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),    // 36: grid.v1.RenewCertificateResponse
-	(*CreateJoinTokenRequest)(nil),      // 37: grid.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),     // 38: grid.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),       // 39: grid.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),      // 40: grid.v1.ListJoinTokensResponse
-	(*RemoveJoinTokenRequest)(nil),      // 41: grid.v1.RemoveJoinTokenRequest
-	(*RemoveJoinTokenResponse)(nil),     // 42: grid.v1.RemoveJoinTokenResponse
-	(*RevokeAgentRequest)(nil),          // 43: grid.v1.RevokeAgentRequest
-	(*UnrevokeAgentRequest)(nil),        // 44: grid.v1.UnrevokeAgentRequest
-	(*JoinToken)(nil),                   // 45: grid.v1.JoinToken
-	nil,                                 // 46: grid.v1.RegisterAgentRequest.LabelsEntry
-	nil,                                 // 47: grid.v1.Agent.LabelsEntry
-	nil,                                 // 48: grid.v1.Agent.PinsEntry
-	nil,                                 // 49: grid.v1.EnrollResponse.LabelsEntry
-	nil,                                 // 50: grid.v1.CreateJoinTokenRequest.LabelsEntry
-	nil,                                 // 51: grid.v1.JoinToken.LabelsEntry
+	(*MasterInfo)(nil),                  // 29: grid.v1.MasterInfo
+	(*StoreHealth)(nil),                 // 30: grid.v1.StoreHealth
+	(*StoreMember)(nil),                 // 31: grid.v1.StoreMember
+	(*WatchEventsRequest)(nil),          // 32: grid.v1.WatchEventsRequest
+	(*Event)(nil),                       // 33: grid.v1.Event
+	(*CABundleRequest)(nil),             // 34: grid.v1.CABundleRequest
+	(*CABundleResponse)(nil),            // 35: grid.v1.CABundleResponse
+	(*EnrollRequest)(nil),               // 36: grid.v1.EnrollRequest
+	(*EnrollResponse)(nil),              // 37: grid.v1.EnrollResponse
+	(*RenewCertificateRequest)(nil),     // 38: grid.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),    // 39: grid.v1.RenewCertificateResponse
+	(*CreateJoinTokenRequest)(nil),      // 40: grid.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 41: grid.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),       // 42: grid.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),      // 43: grid.v1.ListJoinTokensResponse
+	(*RemoveJoinTokenRequest)(nil),      // 44: grid.v1.RemoveJoinTokenRequest
+	(*RemoveJoinTokenResponse)(nil),     // 45: grid.v1.RemoveJoinTokenResponse
+	(*RevokeAgentRequest)(nil),          // 46: grid.v1.RevokeAgentRequest
+	(*UnrevokeAgentRequest)(nil),        // 47: grid.v1.UnrevokeAgentRequest
+	(*JoinToken)(nil),                   // 48: grid.v1.JoinToken
+	nil,                                 // 49: grid.v1.RegisterAgentRequest.LabelsEntry
+	nil,                                 // 50: grid.v1.Agent.LabelsEntry
+	nil,                                 // 51: grid.v1.Agent.PinsEntry
+	nil,                                 // 52: grid.v1.EnrollResponse.LabelsEntry
+	nil,                                 // 53: grid.v1.CreateJoinTokenRequest.LabelsEntry
+	nil,                                 // 54: grid.v1.JoinToken.LabelsEntry
 }
 var file_grid_v1_grid_proto_depIdxs = []int32{
-	46, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
+	49, // 0: grid.v1.RegisterAgentRequest.labels:type_name -> grid.v1.RegisterAgentRequest.LabelsEntry
 	10, // 1: grid.v1.RegisterAgentRequest.nodes:type_name -> grid.v1.NodeStatus
 	11, // 2: grid.v1.RegisterAgentRequest.upgrade:type_name -> grid.v1.UpgradeStatus
 	8,  // 3: grid.v1.RegisterAgentResponse.desired:type_name -> grid.v1.DesiredState
@@ -3326,68 +3617,71 @@ var file_grid_v1_grid_proto_depIdxs = []int32{
 	8,  // 7: grid.v1.HeartbeatResponse.desired:type_name -> grid.v1.DesiredState
 	9,  // 8: grid.v1.DesiredState.nodes:type_name -> grid.v1.DesiredNode
 	0,  // 9: grid.v1.NodeStatus.state:type_name -> grid.v1.NodeState
-	47, // 10: grid.v1.Agent.labels:type_name -> grid.v1.Agent.LabelsEntry
+	50, // 10: grid.v1.Agent.labels:type_name -> grid.v1.Agent.LabelsEntry
 	1,  // 11: grid.v1.Agent.health:type_name -> grid.v1.AgentHealth
 	8,  // 12: grid.v1.Agent.desired:type_name -> grid.v1.DesiredState
 	10, // 13: grid.v1.Agent.nodes:type_name -> grid.v1.NodeStatus
 	11, // 14: grid.v1.Agent.upgrade:type_name -> grid.v1.UpgradeStatus
-	48, // 15: grid.v1.Agent.pins:type_name -> grid.v1.Agent.PinsEntry
+	51, // 15: grid.v1.Agent.pins:type_name -> grid.v1.Agent.PinsEntry
 	12, // 16: grid.v1.ListAgentsResponse.agents:type_name -> grid.v1.Agent
 	26, // 17: grid.v1.SpawnStorageNodeResponse.node:type_name -> grid.v1.StorageNode
 	26, // 18: grid.v1.StopStorageNodeResponse.node:type_name -> grid.v1.StorageNode
 	26, // 19: grid.v1.ListStorageNodesResponse.nodes:type_name -> grid.v1.StorageNode
 	10, // 20: grid.v1.StorageNode.status:type_name -> grid.v1.NodeStatus
 	2,  // 21: grid.v1.ClusterStatus.status:type_name -> grid.v1.ClusterHealth
-	49, // 22: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
-	50, // 23: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
-	45, // 24: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
-	45, // 25: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
-	51, // 26: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
-	3,  // 27: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
-	5,  // 28: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
-	13, // 29: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
-	19, // 30: grid.v1.GridMaster.SpawnStorageNode:input_type -> grid.v1.SpawnStorageNodeRequest
-	21, // 31: grid.v1.GridMaster.StopStorageNode:input_type -> grid.v1.StopStorageNodeRequest
-	23, // 32: grid.v1.GridMaster.GetStorageNodeStatus:input_type -> grid.v1.GetStorageNodeStatusRequest
-	24, // 33: grid.v1.GridMaster.ListStorageNodes:input_type -> grid.v1.ListStorageNodesRequest
-	15, // 34: grid.v1.GridMaster.ListAgents:input_type -> grid.v1.ListAgentsRequest
-	17, // 35: grid.v1.GridMaster.GetAgent:input_type -> grid.v1.GetAgentRequest
-	18, // 36: grid.v1.GridMaster.SetDesiredVersion:input_type -> grid.v1.SetDesiredVersionRequest
-	27, // 37: grid.v1.GridMaster.GetClusterStatus:input_type -> grid.v1.GetClusterStatusRequest
-	29, // 38: grid.v1.GridMaster.WatchEvents:input_type -> grid.v1.WatchEventsRequest
-	31, // 39: grid.v1.GridMaster.CABundle:input_type -> grid.v1.CABundleRequest
-	33, // 40: grid.v1.GridMaster.Enroll:input_type -> grid.v1.EnrollRequest
-	35, // 41: grid.v1.GridMaster.RenewCertificate:input_type -> grid.v1.RenewCertificateRequest
-	37, // 42: grid.v1.GridMaster.CreateJoinToken:input_type -> grid.v1.CreateJoinTokenRequest
-	39, // 43: grid.v1.GridMaster.ListJoinTokens:input_type -> grid.v1.ListJoinTokensRequest
-	41, // 44: grid.v1.GridMaster.RemoveJoinToken:input_type -> grid.v1.RemoveJoinTokenRequest
-	43, // 45: grid.v1.GridMaster.RevokeAgent:input_type -> grid.v1.RevokeAgentRequest
-	44, // 46: grid.v1.GridMaster.UnrevokeAgent:input_type -> grid.v1.UnrevokeAgentRequest
-	4,  // 47: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
-	7,  // 48: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
-	14, // 49: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
-	20, // 50: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
-	22, // 51: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
-	26, // 52: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
-	25, // 53: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
-	16, // 54: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
-	12, // 55: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
-	12, // 56: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
-	28, // 57: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
-	30, // 58: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
-	32, // 59: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
-	34, // 60: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
-	36, // 61: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
-	38, // 62: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
-	40, // 63: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
-	42, // 64: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
-	12, // 65: grid.v1.GridMaster.RevokeAgent:output_type -> grid.v1.Agent
-	12, // 66: grid.v1.GridMaster.UnrevokeAgent:output_type -> grid.v1.Agent
-	47, // [47:67] is the sub-list for method output_type
-	27, // [27:47] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	29, // 22: grid.v1.ClusterStatus.masters:type_name -> grid.v1.MasterInfo
+	30, // 23: grid.v1.ClusterStatus.store:type_name -> grid.v1.StoreHealth
+	31, // 24: grid.v1.StoreHealth.members:type_name -> grid.v1.StoreMember
+	52, // 25: grid.v1.EnrollResponse.labels:type_name -> grid.v1.EnrollResponse.LabelsEntry
+	53, // 26: grid.v1.CreateJoinTokenRequest.labels:type_name -> grid.v1.CreateJoinTokenRequest.LabelsEntry
+	48, // 27: grid.v1.CreateJoinTokenResponse.info:type_name -> grid.v1.JoinToken
+	48, // 28: grid.v1.ListJoinTokensResponse.tokens:type_name -> grid.v1.JoinToken
+	54, // 29: grid.v1.JoinToken.labels:type_name -> grid.v1.JoinToken.LabelsEntry
+	3,  // 30: grid.v1.GridMaster.RegisterAgent:input_type -> grid.v1.RegisterAgentRequest
+	5,  // 31: grid.v1.GridMaster.Heartbeat:input_type -> grid.v1.HeartbeatRequest
+	13, // 32: grid.v1.GridMaster.UnregisterAgent:input_type -> grid.v1.UnregisterAgentRequest
+	19, // 33: grid.v1.GridMaster.SpawnStorageNode:input_type -> grid.v1.SpawnStorageNodeRequest
+	21, // 34: grid.v1.GridMaster.StopStorageNode:input_type -> grid.v1.StopStorageNodeRequest
+	23, // 35: grid.v1.GridMaster.GetStorageNodeStatus:input_type -> grid.v1.GetStorageNodeStatusRequest
+	24, // 36: grid.v1.GridMaster.ListStorageNodes:input_type -> grid.v1.ListStorageNodesRequest
+	15, // 37: grid.v1.GridMaster.ListAgents:input_type -> grid.v1.ListAgentsRequest
+	17, // 38: grid.v1.GridMaster.GetAgent:input_type -> grid.v1.GetAgentRequest
+	18, // 39: grid.v1.GridMaster.SetDesiredVersion:input_type -> grid.v1.SetDesiredVersionRequest
+	27, // 40: grid.v1.GridMaster.GetClusterStatus:input_type -> grid.v1.GetClusterStatusRequest
+	32, // 41: grid.v1.GridMaster.WatchEvents:input_type -> grid.v1.WatchEventsRequest
+	34, // 42: grid.v1.GridMaster.CABundle:input_type -> grid.v1.CABundleRequest
+	36, // 43: grid.v1.GridMaster.Enroll:input_type -> grid.v1.EnrollRequest
+	38, // 44: grid.v1.GridMaster.RenewCertificate:input_type -> grid.v1.RenewCertificateRequest
+	40, // 45: grid.v1.GridMaster.CreateJoinToken:input_type -> grid.v1.CreateJoinTokenRequest
+	42, // 46: grid.v1.GridMaster.ListJoinTokens:input_type -> grid.v1.ListJoinTokensRequest
+	44, // 47: grid.v1.GridMaster.RemoveJoinToken:input_type -> grid.v1.RemoveJoinTokenRequest
+	46, // 48: grid.v1.GridMaster.RevokeAgent:input_type -> grid.v1.RevokeAgentRequest
+	47, // 49: grid.v1.GridMaster.UnrevokeAgent:input_type -> grid.v1.UnrevokeAgentRequest
+	4,  // 50: grid.v1.GridMaster.RegisterAgent:output_type -> grid.v1.RegisterAgentResponse
+	7,  // 51: grid.v1.GridMaster.Heartbeat:output_type -> grid.v1.HeartbeatResponse
+	14, // 52: grid.v1.GridMaster.UnregisterAgent:output_type -> grid.v1.UnregisterAgentResponse
+	20, // 53: grid.v1.GridMaster.SpawnStorageNode:output_type -> grid.v1.SpawnStorageNodeResponse
+	22, // 54: grid.v1.GridMaster.StopStorageNode:output_type -> grid.v1.StopStorageNodeResponse
+	26, // 55: grid.v1.GridMaster.GetStorageNodeStatus:output_type -> grid.v1.StorageNode
+	25, // 56: grid.v1.GridMaster.ListStorageNodes:output_type -> grid.v1.ListStorageNodesResponse
+	16, // 57: grid.v1.GridMaster.ListAgents:output_type -> grid.v1.ListAgentsResponse
+	12, // 58: grid.v1.GridMaster.GetAgent:output_type -> grid.v1.Agent
+	12, // 59: grid.v1.GridMaster.SetDesiredVersion:output_type -> grid.v1.Agent
+	28, // 60: grid.v1.GridMaster.GetClusterStatus:output_type -> grid.v1.ClusterStatus
+	33, // 61: grid.v1.GridMaster.WatchEvents:output_type -> grid.v1.Event
+	35, // 62: grid.v1.GridMaster.CABundle:output_type -> grid.v1.CABundleResponse
+	37, // 63: grid.v1.GridMaster.Enroll:output_type -> grid.v1.EnrollResponse
+	39, // 64: grid.v1.GridMaster.RenewCertificate:output_type -> grid.v1.RenewCertificateResponse
+	41, // 65: grid.v1.GridMaster.CreateJoinToken:output_type -> grid.v1.CreateJoinTokenResponse
+	43, // 66: grid.v1.GridMaster.ListJoinTokens:output_type -> grid.v1.ListJoinTokensResponse
+	45, // 67: grid.v1.GridMaster.RemoveJoinToken:output_type -> grid.v1.RemoveJoinTokenResponse
+	12, // 68: grid.v1.GridMaster.RevokeAgent:output_type -> grid.v1.Agent
+	12, // 69: grid.v1.GridMaster.UnrevokeAgent:output_type -> grid.v1.Agent
+	50, // [50:70] is the sub-list for method output_type
+	30, // [30:50] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_grid_v1_grid_proto_init() }
@@ -3401,7 +3695,7 @@ func file_grid_v1_grid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grid_v1_grid_proto_rawDesc), len(file_grid_v1_grid_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   49,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
