@@ -11,6 +11,11 @@
 //	GET|HEAD /binaries/{filename}                        download
 //	GET|HEAD /binaries/{filename}.minisig                its release signature, when signed
 //
+// With several masters (master/binpeers) each serves its own BINARIES_DIR;
+// a download of a binary this master does not hold but another alive
+// master publishes is redirected there (307, see Redirects). The listing
+// and info routes describe this master's own binaries only.
+//
 // Trust model: nothing in a request names a file on disk. A download is
 // looked up by exact name among the catalog's published entries and opened by
 // the catalog through an os.Root; whatever a client encodes into the path
@@ -84,6 +89,10 @@ type Options struct {
 	// Observer, when set, sees every download served and every one
 	// refused (master/metrics).
 	Observer DownloadObserver
+	// Peers, when set, finds another master holding a binary this one does
+	// not: its download is redirected there (see Redirects; SetPeers
+	// installs it later). Nil: 404.
+	Peers Peers
 }
 
 // DownloadObserver records downloads: served (artifact, body bytes sent,
@@ -123,6 +132,7 @@ type API struct {
 	stall      time.Duration
 	egress     *egress
 	yanked     atomic.Pointer[Yanker]
+	peers      atomic.Pointer[Peers]
 	obs        DownloadObserver
 }
 
@@ -159,14 +169,16 @@ func New(opts Options) (*API, error) {
 	if opts.StallTimeout == 0 {
 		opts.StallTimeout = DefaultStallTimeout
 	}
-	return &API{
+	a := &API{
 		cat: opts.Catalog, log: opts.Logger,
 		sem:        make(chan struct{}, opts.MaxConcurrentDownloads),
 		retryAfter: strconv.Itoa(max(1, int(opts.RetryAfter.Round(time.Second)/time.Second))),
 		stall:      opts.StallTimeout,
 		egress:     newEgress(opts.MaxEgress, opts.MaxDownloadRate),
 		obs:        opts.Observer,
-	}, nil
+	}
+	a.SetPeers(opts.Peers)
+	return a, nil
 }
 
 // Register adds the routes to mux.
@@ -353,6 +365,9 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 	f, b, err := a.cat.Open(name)
 	switch {
 	case errors.Is(err, catalog.ErrNotFound):
+		if a.redirect(w, r, name, name) {
+			return
+		}
 		httpjson.WriteError(w, http.StatusNotFound, fmt.Sprintf("no published binary named %q (GET /api/binaries lists them)", name))
 		return
 	case errors.Is(err, catalog.ErrHashing):
@@ -404,6 +419,9 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 func (a *API) signature(w http.ResponseWriter, r *http.Request, bin string) {
 	sig, ok := a.cat.Signature(bin)
 	if !ok {
+		if _, published := a.cat.ByFilename(bin); !published && !a.cat.Holding(bin) && a.redirect(w, r, bin, catalog.SignatureName(bin)) {
+			return
+		}
 		msg := fmt.Sprintf("no signature for %q: the binary is not published (GET /api/binaries lists them)", bin)
 		if _, published := a.cat.ByFilename(bin); published {
 			msg = fmt.Sprintf("%s is not signed (no %s in BINARIES_DIR)", bin, catalog.SignatureName(bin))

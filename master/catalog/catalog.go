@@ -168,6 +168,10 @@ type Options struct {
 	// OnEvent, when set, is called for every Event, in order, from the
 	// catalog's goroutines, outside its locks. It must not block for long.
 	OnEvent func(Event)
+	// Gate, when set, admits each binary before it is published and hears
+	// of withdrawals (see Gate; SetGate installs one later). Nil: every
+	// valid binary is published.
+	Gate Gate
 }
 
 // Validate reports every problem with o at once.
@@ -239,6 +243,8 @@ type Catalog struct {
 
 	evMu sync.Mutex // serialises OnEvent calls
 
+	gate atomic.Pointer[Gate]
+
 	saveMu sync.Mutex
 
 	hashedFiles, hashedBytes, cacheHits atomic.Int64
@@ -278,6 +284,9 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		sigs:   map[string]sigEntry{},
 		hashed: make(chan struct{}),
 		kick:   make(chan string, 256),
+	}
+	if opts.Gate != nil {
+		c.gate.Store(&opts.Gate)
 	}
 	if opts.DataDir != "" {
 		if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
@@ -424,6 +433,16 @@ func (c *Catalog) HashingFor(artifactName, version, platformName, arch string) b
 		}
 	}
 	return false
+}
+
+// Holding reports whether name is a binary of this directory that is not
+// published right now only because it is being hashed or verified again.
+func (c *Catalog) Holding(name string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, pending := c.pending[name]
+	_, stale := c.stale[name]
+	return pending || stale
 }
 
 // Dir returns the absolute path of the binaries directory.

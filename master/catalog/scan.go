@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -283,6 +284,8 @@ func (c *Catalog) hash(ctx context.Context, name string, an artifact.Name) (Bina
 	return newBinary(an, name, idOf(fi), fi.ModTime(), hex.EncodeToString(h.Sum(nil))), nil
 }
 
+func timeNowSecond() time.Time { return time.Now().Truncate(time.Second) }
+
 func newBinary(an artifact.Name, name string, id fileID, mtime time.Time, sum string) Binary {
 	v, _ := semver.Parse(an.Version) // ParseFilename checked it
 	return Binary{
@@ -295,11 +298,14 @@ func newBinary(an artifact.Name, name string, id fileID, mtime time.Time, sum st
 // platform and arch (a windows binary with and without .exe) the one whose
 // name sorts first is published and the other skipped.
 func (c *Catalog) publish(b Binary, hashed bool) []Event {
+	if err := c.admit(b); err != nil {
+		return c.keepOut(b, fmt.Errorf("%w: %w", ErrRefused, err))
+	}
 	c.mu.Lock()
 	if rec, ok := c.known[b.Filename]; ok && rec.SHA256 == b.SHA256 && rec.UploadedAt > 0 {
 		b.UploadedAt = unixTime(rec.UploadedAt)
 	} else {
-		b.UploadedAt = time.Now().Truncate(time.Second)
+		b.UploadedAt = timeNowSecond()
 	}
 	c.known[b.Filename] = newRecord(b)
 	c.attachSig(&b)
@@ -366,6 +372,7 @@ func (c *Catalog) unpublish(name, reason string, forget bool) bool {
 	c.mu.Unlock()
 	if ok {
 		c.log.Info("binary removed", "file", name, "reason", reason)
+		c.withdrawn(name)
 		c.emit(Event{Kind: Removed, Filename: name, Binary: b, Reason: reason})
 	}
 	if wasKnown {
@@ -380,6 +387,10 @@ func (c *Catalog) skip(name, reason string) {
 }
 
 func (c *Catalog) skipEvents(name, reason string) []Event {
+	return c.skipEventsLevel(name, reason, slog.LevelWarn)
+}
+
+func (c *Catalog) skipEventsLevel(name, reason string, level slog.Level) []Event {
 	c.mu.Lock()
 	prev, had := c.skipped[name]
 	c.skipped[name] = reason
@@ -387,7 +398,7 @@ func (c *Catalog) skipEvents(name, reason string) []Event {
 	if had && prev == reason {
 		return nil
 	}
-	c.log.Warn("skipping file", "file", name, "reason", reason)
+	c.log.Log(context.Background(), level, "skipping file", "file", name, "reason", reason)
 	return []Event{{Kind: Skipped, Filename: name, Reason: reason}}
 }
 
