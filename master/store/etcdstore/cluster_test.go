@@ -1,0 +1,201 @@
+package etcdstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sutragrid/sutra/internal/etcdtest"
+	"github.com/sutragrid/sutra/master/store"
+	"github.com/sutragrid/sutra/master/store/etcdstore"
+)
+
+// TestCompactor: after writes and CompactOnce, a watch from an old
+// revision is ErrCompacted at once; recent revisions are still watchable;
+// a second CompactOnce with nothing new is a no-op.
+func TestCompactor(t *testing.T) {
+	c := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := open(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: randomPrefix(t)})
+	if err := s.CompactOnce(ctx, store.MinWatchHistory-1); err == nil {
+		t.Errorf("CompactOnce(keep %d) = nil, want a refusal below MinWatchHistory", store.MinWatchHistory-1)
+	}
+	first, err := s.ApplyIf(ctx, nil, []store.Op{store.Put(store.TableEvents, []byte("e"), []byte("0"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const keep = store.MinWatchHistory
+	var last store.Revision
+	for i := range keep + 200 {
+		if last, err = s.ApplyIf(ctx, nil, []store.Op{store.Put(store.TableEvents, []byte("e"), fmt.Append(nil, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CompactOnce(ctx, keep); err != nil {
+		t.Fatalf("CompactOnce(keep %d) = %v", keep, err)
+	}
+	if _, err := s.Watch(ctx, store.TableEvents, first); !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("Watch(from %d, compacted) = %v, want ErrCompacted", first, err)
+	}
+	recent := last - keep + 10
+	ch, err := s.Watch(ctx, store.TableEvents, recent)
+	if err != nil {
+		t.Fatalf("Watch(from %d, within the kept %d) = %v", recent, keep, err)
+	}
+	select {
+	case ch := <-ch:
+		if ch.Rev != recent {
+			t.Errorf("Watch(from %d) starts at %d", recent, ch.Rev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Watch(from %d) delivered nothing", recent)
+	}
+	if err := s.CompactOnce(ctx, keep); err != nil {
+		t.Errorf("second CompactOnce with nothing new = %v", err)
+	}
+	// The compactor loop compacts on its own and stops with ctx.
+	for range 50 {
+		if _, err := s.ApplyIf(ctx, nil, []store.Op{store.Put(store.TableEvents, []byte("e"), []byte("x"))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { s.RunCompactor(cctx, 20*time.Millisecond, keep); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := s.Watch(ctx, store.TableEvents, recent); errors.Is(err, store.ErrCompacted) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("RunCompactor did not compact past %d in 5s", recent)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ccancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("RunCompactor did not return when its context ended")
+	}
+}
+
+// TestHealthReportsMembers: three members; with one stopped, Health shows
+// it not OK and the store still OK (a quorum answers).
+func TestHealthReportsMembers(t *testing.T) {
+	c := etcdtest.StartCluster(t, 3, etcdtest.Options{})
+	ctx := context.Background()
+	s := open(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: randomPrefix(t)})
+	h := s.Health(ctx)
+	if !h.OK || h.Backend != "etcd" || len(h.Members) != 3 {
+		t.Fatalf("Health of 3 running members = %+v, want OK with 3 members", h)
+	}
+	leaders := 0
+	for _, m := range h.Members {
+		if !m.OK || m.Version == "" || m.DBSizeBytes <= 0 {
+			t.Errorf("member %+v, want OK with a version and a database size", m)
+		}
+		if m.Leader {
+			leaders++
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d members report leading, want 1: %+v", leaders, h.Members)
+	}
+	stopped := c.Members[0]
+	if c.Leader() == stopped {
+		stopped = c.Members[1]
+	}
+	stopped.Stop()
+	h = s.Health(ctx)
+	if !h.OK {
+		t.Errorf("Health with 2 of 3 members = not OK (%s), want OK: a quorum answers", h.Detail)
+	}
+	for _, m := range h.Members {
+		if (m.Endpoint == stopped.ClientURL) == m.OK {
+			t.Errorf("member %s: OK=%v (%s); stopped is %s", m.Endpoint, m.OK, m.Error, stopped.ClientURL)
+		}
+	}
+	if !strings.Contains(h.Detail, "1 of 3") {
+		t.Errorf("Health.Detail = %q, want it to say 1 of 3 members is not healthy", h.Detail)
+	}
+}
+
+// TestSurvivesMemberLoss: the etcd leader member dies in the middle of
+// writes; Apply works again once etcd re-elects (within about 5 s) and
+// every acknowledged write is there.
+func TestSurvivesMemberLoss(t *testing.T) {
+	c := etcdtest.StartCluster(t, 3, etcdtest.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := open(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: randomPrefix(t), RequestTimeout: 2 * time.Second})
+
+	var mu sync.Mutex
+	var acked []string
+	var lastOK time.Time
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			k := fmt.Sprintf("k%06d", i)
+			if err := s.Apply(ctx, []store.Op{store.Put(store.TableAgents, []byte(k), []byte("v"))}); err == nil {
+				mu.Lock()
+				acked = append(acked, k)
+				lastOK = time.Now()
+				mu.Unlock()
+			}
+		}
+	})
+	waitAcked := func(n int, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		mu.Lock()
+		goal := len(acked) + n
+		mu.Unlock()
+		for {
+			mu.Lock()
+			got := len(acked)
+			mu.Unlock()
+			if got >= goal {
+				return time.Since(start)
+			}
+			if time.Since(start) > within {
+				t.Fatalf("%d of %d more writes acknowledged in %s", got-goal+n, n, within)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitAcked(20, 5*time.Second)
+	leader := c.Leader()
+	if leader == nil {
+		t.Fatal("no etcd leader")
+	}
+	leader.Stop()
+	stopped := time.Now()
+	took := waitAcked(10, 8*time.Second)
+	t.Logf("writes resumed %s after the etcd leader stopped", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("writes resumed %s after the leader member stopped, want within 5s", took)
+	}
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if lastOK.Before(stopped) {
+		t.Fatalf("no write acknowledged after the leader stopped")
+	}
+	present := map[string]bool{}
+	err := s.Scan(context.Background(), store.TableAgents, func(k, v []byte) error { present[string(k)] = true; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range acked {
+		if !present[k] {
+			t.Errorf("acknowledged write %s lost", k)
+		}
+	}
+}
