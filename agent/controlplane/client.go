@@ -14,18 +14,24 @@ import (
 	"github.com/sutragrid/sutra/agent/metrics"
 	"github.com/sutragrid/sutra/internal/jointoken"
 	"github.com/sutragrid/sutra/internal/limits"
+	"github.com/sutragrid/sutra/internal/masters"
 	"github.com/sutragrid/sutra/internal/retryinfo"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
 // Options configures a Client. Zero values are replaced by the documented defaults.
 type Options struct {
-	// MasterAddr is the master's gRPC address, host:port. Required.
+	// MasterAddr is the master's gRPC address, host:port, or several
+	// masters as a comma-separated list (config agent.master_host; see
+	// failover.go). Required.
 	MasterAddr string
+	// Resolver resolves master host names to addresses (default
+	// net.DefaultResolver.LookupHost); a name with several addresses counts
+	// as several masters. Tests inject one.
+	Resolver func(ctx context.Context, host string) ([]string, error)
 	// TLSDir holds the agent's identity (agent.key, agent.crt, ca.crt; see
 	// enroll.go), usually {agent_data_dir}/tls. Required.
 	TLSDir string
@@ -78,6 +84,8 @@ func (o Options) Validate() error {
 	var errs []error
 	if o.MasterAddr == "" {
 		errs = append(errs, errors.New("controlplane: MasterAddr is required"))
+	} else if _, err := masters.ParseHosts(o.MasterAddr); err != nil {
+		errs = append(errs, fmt.Errorf("controlplane: MasterAddr %.200q %w", o.MasterAddr, err))
 	}
 	if o.AgentID == "" {
 		errs = append(errs, errors.New("controlplane: AgentID is required"))
@@ -108,13 +116,15 @@ func (o Options) Validate() error {
 // Client keeps an agent registered with its master.
 type Client struct {
 	opts Options
-	conn *grpc.ClientConn
-	rpc  gridv1.GridMasterClient
+	set  *masters.Set // the masters and the one in use (failover.go)
 	// revokedRetry is the retry delay while the certificate is revoked
 	// (revoked.go; shortened by tests).
 	revokedRetry time.Duration
 
 	mu        sync.Mutex
+	conn      *grpc.ClientConn // to the current master
+	rpc       gridv1.GridMasterClient
+	tlsConfig *tls.Config      // for new connections (dial)
 	cert      *tls.Certificate // presented on new handshakes
 	renewDue  time.Time        // when cert is to be renewed
 	interval  time.Duration
@@ -160,7 +170,11 @@ func New(opts Options) (*Client, error) {
 	if opts.JoinToken == "" && !hasCredentials(opts.TLSDir) {
 		return nil, ErrNoCredentials
 	}
-	return &Client{opts: opts, interval: opts.HeartbeatInterval, revokedRetry: revokedRetry}, nil
+	set, err := newMasterSet(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{opts: opts, set: set, interval: opts.HeartbeatInterval, revokedRetry: revokedRetry}, nil
 }
 
 // connect loads the agent's identity, enrolling first if it has none, and
@@ -177,17 +191,12 @@ func (c *Client) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("controlplane: agent certificate: %w", err)
 	}
-	cfg.Certificates = nil
-	cfg.GetClientCertificate = c.clientCert
 	c.setCert(&cert, leaf)
-	conn, err := grpc.NewClient(c.opts.MasterAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		return fmt.Errorf("controlplane: master address %q: %w", c.opts.MasterAddr, err)
-	}
 	c.mu.Lock()
-	c.conn, c.rpc = conn, gridv1.NewGridMasterClient(conn)
+	c.tlsConfig = c.tlsConfigFor(cfg)
 	c.mu.Unlock()
-	return nil
+	c.refresh(ctx) // a name with several addresses: several masters
+	return c.dial()
 }
 
 // Connected reports whether the last call to the master succeeded, and when.
@@ -251,11 +260,19 @@ func (c *Client) Run(ctx context.Context) error {
 			c.setConnected(false)
 			if isRevoked(err) {
 				wait = c.revokedRetry + c.jitter(c.revokedRetry/10, 1)
-				log.Error(revokedMsg, "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "retry_in", wait.Round(time.Second), "err", err)
+				log.Error(revokedMsg, "master", c.master(), "agent", c.opts.AgentID, "retry_in", wait.Round(time.Second), "err", err)
 				continue
 			}
+			if moved, ok := c.failover(ctx, err); ok {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(moved):
+				}
+				break // register with the new master
+			}
 			wait = c.retryDelay(err, c.jitter(c.currentInterval(), 0.1))
-			log.Warn("heartbeat failed; nodes keep running, retrying", "master", c.opts.MasterAddr, "retry_in", wait.Round(time.Millisecond), "err", err)
+			log.Warn("heartbeat failed; nodes keep running, retrying", "master", c.master(), "retry_in", wait.Round(time.Millisecond), "err", err)
 		}
 	}
 }
@@ -268,7 +285,11 @@ func (c *Client) registerWithBackoff(ctx context.Context) error {
 			return nil
 		}
 		c.setConnected(false)
+		from := c.master()
 		delay := c.retryDelay(err, c.backoff(attempt))
+		if wait, moved := c.failover(ctx, err); moved {
+			delay = wait
+		}
 		level := slog.LevelWarn
 		msg := "cannot register with master; retrying"
 		if attempt > 0 && attempt%10 != 0 {
@@ -285,7 +306,7 @@ func (c *Client) registerWithBackoff(ctx context.Context) error {
 			level, msg = slog.LevelError, revokedMsg
 			delay = c.revokedRetry + c.jitter(c.revokedRetry/10, 1)
 		}
-		log.Log(ctx, level, msg, "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "instance", c.opts.InstanceID,
+		log.Log(ctx, level, msg, "master", from, "agent", c.opts.AgentID, "instance", c.opts.InstanceID,
 			"attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():
@@ -299,7 +320,7 @@ func (c *Client) register(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RPCTimeout)
 	defer cancel()
 	rep := c.opts.Report()
-	resp, err := c.rpc.RegisterAgent(ctx, &gridv1.RegisterAgentRequest{
+	resp, err := c.client().RegisterAgent(ctx, &gridv1.RegisterAgentRequest{
 		AgentId:         c.opts.AgentID,
 		InstanceId:      c.opts.InstanceID,
 		Hostname:        limits.ClipText(c.opts.Hostname, limits.MaxTextLen),
@@ -314,9 +335,10 @@ func (c *Client) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
+	c.set.Succeeded(c.set.Current())
 	c.setInterval(resp.GetHeartbeatIntervalSecs())
 	c.setConnected(true)
-	c.opts.Logger.Info("registered with master", "master", c.opts.MasterAddr, "master_version", resp.GetMasterVersion(),
+	c.opts.Logger.Info("registered with master", "master", c.master(), "master_version", resp.GetMasterVersion(),
 		"agent", c.opts.AgentID, "instance", c.opts.InstanceID, "heartbeat_interval", c.currentInterval(), "desired_generation", resp.GetDesired().GetGeneration())
 	c.deliver(resp.GetDesired())
 	if c.opts.OnRegistered != nil {
@@ -343,7 +365,7 @@ func (c *Client) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RPCTimeout)
 	defer cancel()
 	rep := c.opts.Report()
-	resp, err := c.rpc.Heartbeat(ctx, &gridv1.HeartbeatRequest{
+	resp, err := c.client().Heartbeat(ctx, &gridv1.HeartbeatRequest{
 		AgentId:           c.opts.AgentID,
 		AppliedGeneration: rep.AppliedGeneration,
 		Nodes:             nodesToProto(rep.Nodes),
@@ -354,11 +376,12 @@ func (c *Client) heartbeat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.set.Succeeded(c.set.Current())
 	c.setInterval(resp.GetHeartbeatIntervalSecs())
 	wasConnected, _ := c.Connected()
 	c.setConnected(true)
 	if !wasConnected {
-		c.opts.Logger.Info("master reachable again", "master", c.opts.MasterAddr)
+		c.opts.Logger.Info("master reachable again", "master", c.master())
 	}
 	c.deliver(resp.GetDesired())
 	if c.opts.OnHeartbeat != nil {

@@ -13,6 +13,10 @@
 // is simply retried on the next tick, and a NOT_FOUND answer (the master forgot
 // the agent, or was rebuilt) triggers a fresh registration. Nothing here stops or
 // starts nodes; losing the master never touches what runs.
+//
+// With several masters (issue 16; Options.MasterAddr lists them), the agent
+// talks to one at a time, stays with it while it works and moves to
+// another, chosen at random, when it becomes unreachable (failover.go).
 package controlplane
 
 import (

@@ -122,14 +122,19 @@ func (c *Client) credentials(ctx context.Context) (*tls.Config, error) {
 		if errors.Is(err, mtls.ErrPinMismatch) || errors.Is(err, enroll.ErrRefused) {
 			return nil, err
 		}
+		from := c.master()
 		delay := c.retryDelay(err, c.backoff(attempt))
+		if masterGone(err) && c.set.Len() > 1 {
+			// Try the masters in turn (each with its own backoff).
+			_, delay = c.set.Failed(c.set.Current())
+		}
 		if errors.Is(err, enroll.ErrIDInUse) {
 			// Like a refused registration: nothing changes until the other
 			// machine is gone or an operator acts, so say it on every attempt.
 			c.opts.Logger.Error("master refused enrollment: another agent instance holds this agent_id; set a unique agent_id in agent-config.toml (retrying)",
-				"master", c.opts.MasterAddr, "agent", c.opts.AgentID, "attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
+				"master", from, "agent", c.opts.AgentID, "attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
 		} else {
-			c.opts.Logger.Warn("cannot enroll with master yet; retrying", "master", c.opts.MasterAddr, "token", tok, "attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
+			c.opts.Logger.Warn("cannot enroll with master yet; retrying", "master", from, "next", c.master(), "token", tok, "attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -149,7 +154,7 @@ func (c *Client) enroll(ctx context.Context, tok jointoken.Token) error {
 		return err
 	}
 	res, err := enroll.Enroll(ctx, enroll.Request{
-		Addr: c.opts.MasterAddr, Token: tok, AgentID: c.opts.AgentID,
+		Addr: c.set.Current().Host, Token: tok, AgentID: c.opts.AgentID,
 		Hostname: limits.ClipText(c.opts.Hostname, limits.MaxTextLen), Key: key,
 	})
 	if err != nil {
@@ -181,7 +186,7 @@ func (c *Client) enroll(ctx context.Context, tok jointoken.Token) error {
 			return fmt.Errorf("store agent certificate: %w", err)
 		}
 	}
-	c.opts.Logger.Info("enrolled with master", "master", c.opts.MasterAddr, "agent", c.opts.AgentID, "token", tok, "dir", dir)
+	c.opts.Logger.Info("enrolled with master", "master", c.master(), "agent", c.opts.AgentID, "token", tok, "dir", dir)
 	c.storeReleaseKeys(res.ReleasePublicKeys)
 	return nil
 }
@@ -266,7 +271,7 @@ func (c *Client) maybeRenew(ctx context.Context) {
 	}
 	if err := c.renew(ctx); err != nil {
 		retry := c.retryDelay(err, renewRetry)
-		c.opts.Logger.Warn("certificate renewal failed; retrying", "master", c.opts.MasterAddr, "retry_in", retry.Round(time.Millisecond), "err", err)
+		c.opts.Logger.Warn("certificate renewal failed; retrying", "master", c.master(), "retry_in", retry.Round(time.Millisecond), "err", err)
 		c.mu.Lock()
 		c.renewDue = time.Now().Add(retry)
 		c.mu.Unlock()
@@ -284,7 +289,7 @@ func (c *Client) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.rpc.RenewCertificate(ctx, &gridv1.RenewCertificateRequest{AgentId: c.opts.AgentID, CsrDer: csr})
+	resp, err := c.client().RenewCertificate(ctx, &gridv1.RenewCertificateRequest{AgentId: c.opts.AgentID, CsrDer: csr})
 	if err != nil {
 		return fmt.Errorf("renew: %w", err)
 	}
