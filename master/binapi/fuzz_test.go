@@ -54,7 +54,7 @@ func FuzzBinAPI(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { cat.Close() })
-	api, err := New(Options{Catalog: cat})
+	api, err := New(Options{Catalog: cat, Peers: fakePeers{}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -122,6 +122,11 @@ func FuzzBinAPI(f *testing.F) {
 		{"CONNECT", "/binaries/" + name, "", "", "", nil},
 		{"get", "/api/binaries", "", "", "", nil},
 		{"GET", "/nope", "", "", "", nil},
+		{"GET", "/binaries/storage-server-9.0.0-linux-x86_64", "", "", "", nil},
+		{"HEAD", "/binaries/storage-server-9.0.0-linux-x86_64.minisig", "", "", "", nil},
+		{"GET", "/binaries/storage-server-9.0.0-linux-x86_64?sutra_redirected=1", "", "", "", nil},
+		{"GET", "/binaries/storage-server-9.0.0-linux-x86_64", "", "X-Sutra-Redirected", "1", nil},
+		{"GET", "/binaries/storage-server-9%3F%23%2F..%20x", "", "", "", nil},
 	} {
 		f.Add(s.method, s.target, s.rng, s.hname, s.hval, s.body)
 	}
@@ -162,6 +167,17 @@ func FuzzBinAPI(f *testing.F) {
 				t.Fatalf("%s %q (Range %q) = %d %q %q, want a JSON error", method, target, rng, res.StatusCode, ct, got)
 			}
 		}
+		if res.StatusCode == http.StatusTemporaryRedirect {
+			loc, err := url.Parse(res.Header.Get("Location"))
+			file, ok := strings.CutPrefix(loc.EscapedPath(), "/binaries/")
+			if err != nil || !ok || loc.Scheme != "https" || loc.Host != "peer.example:7001" || strings.Contains(file, "/") ||
+				loc.Query().Get(RedirectedQuery) != "1" || loc.Fragment != "" {
+				t.Fatalf("%s %q: 307 to %q, want https://peer.example:7001/binaries/<file>?%s=1", method, target, res.Header.Get("Location"), RedirectedQuery)
+			}
+			if u.Query().Get(RedirectedQuery) != "" || r.Header.Get(RedirectedHeader) != "" {
+				t.Fatalf("%s %q: a redirected request was redirected again", method, target)
+			}
+		}
 		if len(got) > 1<<20 {
 			t.Fatalf("%s %q: %d-byte answer", method, target, len(got))
 		}
@@ -189,4 +205,11 @@ func FuzzBinAPI(f *testing.F) {
 			t.Fatalf("200 download body %q, want the file", got)
 		}
 	})
+}
+
+// fakePeers says another master holds every storage-server 9.x binary.
+type fakePeers struct{}
+
+func (fakePeers) Holder(_ context.Context, name string) (string, bool) {
+	return "https://peer.example:7001", strings.HasPrefix(name, "storage-server-9")
 }
