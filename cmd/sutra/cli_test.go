@@ -25,6 +25,7 @@ import (
 	"github.com/sutragrid/sutra/internal/opauth"
 	"github.com/sutragrid/sutra/internal/testutil"
 	"github.com/sutragrid/sutra/master/auth"
+	mcluster "github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/fleet"
 	"github.com/sutragrid/sutra/master/fleetapi"
 	"github.com/sutragrid/sutra/master/grpcapi"
@@ -80,7 +81,9 @@ func startMaster(t *testing.T) *testMaster {
 	}
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerTLSConfig())),
 		grpc.ChainUnaryInterceptor(policy.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(policy.StreamServerInterceptor()))
-	grpcapi.New(f, nil).WithTrust(grpcapi.Trust{PKI: ca, Tokens: tk}).Register(g)
+	coord := mcluster.NewSingle(mcluster.Member{ID: "m-test", GRPCAddr: lis.Addr().String(), Version: "1.4.0"})
+	grpcapi.New(f, nil).WithTrust(grpcapi.Trust{PKI: ca, Tokens: tk}).
+		WithClusterStatus(func(ctx context.Context) mcluster.Status { return mcluster.StatusOf(ctx, coord, st) }).Register(g)
 	rel, err := releases.Open(context.Background(), st)
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +226,8 @@ func TestCLIAgainstMaster(t *testing.T) {
 	m.simulateAgent(t, "agent-2", 4)
 
 	r := m.sutra(t, "status")
-	r.want(t, 0, "Cluster:  healthy", "2 total, 2 healthy", "version 1.4.0")
+	r.want(t, 0, "Cluster:  healthy", "2 total, 2 healthy", "version 1.4.0",
+		"Store:    bbolt, ok", "Masters (1, leader m-test)", "MASTER", "m-test", "leader") // issue 16: every master, the leader, the store
 
 	r = m.sutra(t, "agents")
 	r.want(t, 0, "AGENT", "agent-1", "agent-2.lan", "linux/x86_64")
@@ -271,7 +275,7 @@ func TestCLIAgainstMaster(t *testing.T) {
 		t.Fatalf("agents -o json = %s (%v)", r.stdout, err)
 	}
 	r = m.sutra(t, "status", "-o", "json")
-	r.want(t, 0, `"total_nodes": 2`)
+	r.want(t, 0, `"total_nodes": 2`, `"backend": "bbolt"`, `"leader": true`)
 
 	r = m.sutra(t, "nodes", "stop", "n1", "--wait")
 	r.want(t, 0, "node n1 stopped")
