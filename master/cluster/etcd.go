@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -141,6 +142,9 @@ type Etcd struct {
 	once   sync.Once
 	errc   chan error // the run loop's shutdown error
 
+	stopLeading context.CancelFunc // ends OnLeading's RunWhileLeading
+	leadWG      sync.WaitGroup
+
 	mu       sync.Mutex
 	elected  bool
 	leaseID  clientv3.LeaseID
@@ -213,8 +217,10 @@ func NewEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	go func() { defer e.wg.Done(); e.watchdog() }()
 	go func() { defer e.wg.Done(); e.errc <- e.run(sess) }()
 	if o.OnLeading != nil {
-		e.wg.Add(1)
-		go func() { defer e.wg.Done(); RunWhileLeading(e.ctx, e, o.OnLeading) }()
+		var lctx context.Context
+		lctx, e.stopLeading = context.WithCancel(e.ctx)
+		e.leadWG.Add(1)
+		go func() { defer e.leadWG.Done(); RunWhileLeading(lctx, e, o.OnLeading) }()
 	}
 	return e, nil
 }
@@ -227,7 +233,7 @@ func (e *Etcd) Self() Member {
 }
 
 // Leading reports whether this master is elected and its lease is certainly
-// alive (renewed less than TTL − TTL/3 ago).
+// alive: its last renewal was sent less than TTL − TTL/3 ago.
 func (e *Etcd) Leading() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -258,7 +264,7 @@ func (e *Etcd) refreshLocked(now time.Time) {
 		e.log.Info("became leader", "term", e.term, "lease", leaseHex(e.leaseID), "election_rev", e.fence.Rev)
 	} else {
 		reason := e.reason
-		if e.elected && !e.closed && now.Sub(e.lastKA) >= e.ttl-e.margin {
+		if e.elected && !e.closed && !e.lastKA.IsZero() && now.Sub(e.lastKA) >= e.ttl-e.margin {
 			reason = fmt.Sprintf("lease keep-alive overdue (last renewed %s ago, TTL %s)", now.Sub(e.lastKA).Round(time.Millisecond), e.ttl)
 		}
 		e.log.Warn("lost leadership", "term", e.term, "reason", reason)
@@ -349,14 +355,20 @@ func (e *Etcd) Members(ctx context.Context) ([]Member, error) {
 func (e *Etcd) Close() error {
 	var err error
 	e.once.Do(func() {
-		e.cancel()
-		err = <-e.errc
-		e.wg.Wait()
+		// Stop leading first: OnLeading's fn returns before another master
+		// can be elected.
 		e.mu.Lock()
 		e.closed = true
 		e.reason = "closed"
 		e.refreshLocked(time.Now())
 		e.mu.Unlock()
+		if e.stopLeading != nil {
+			e.stopLeading()
+			e.leadWG.Wait()
+		}
+		e.cancel()
+		err = <-e.errc
+		e.wg.Wait()
 	})
 	return err
 }
@@ -379,31 +391,47 @@ func (e *Etcd) newSession(ctx context.Context) (*concurrency.Session, error) {
 	if sess == nil { // NewSession returns (nil, nil) when the client is closed
 		return nil, fmt.Errorf("etcd session: %w", context.Canceled)
 	}
-	ka, err := e.cli.KeepAlive(sess.Ctx(), g.ID)
-	if err != nil || ka == nil {
-		sess.Close()
-		return nil, fmt.Errorf("etcd lease keep-alive: %w", errors.Join(err, context.Canceled))
-	}
 	e.mu.Lock()
 	e.leaseID, e.lastKA = g.ID, start
 	e.mu.Unlock()
-	go func() {
-		for r := range ka {
-			if r.ID != g.ID || r.TTL <= 0 {
-				continue
-			}
-			// The lease runs at least TTL from when the renewal was sent; a
-			// third of the TTL of margin covers the round trip.
-			now := time.Now()
-			e.mu.Lock()
-			if e.leaseID == g.ID {
-				e.lastKA = now
-				e.refreshLocked(now)
-			}
-			e.mu.Unlock()
-		}
-	}()
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); e.renew(sess) }()
 	return sess, nil
+}
+
+// renew renews the session's lease every TTL/5 on its own and records, as
+// lastKA, when the last successful renewal was sent: etcd extends the
+// lease by TTL from some instant after that, so the lease certainly lives
+// until lastKA + TTL. (The session's keep-alives go on as well; their
+// responses say only when they arrived, not when the lease was renewed.)
+func (e *Etcd) renew(sess *concurrency.Session) {
+	id := sess.Lease()
+	t := time.NewTicker(e.ttl / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-sess.Done():
+			return
+		case <-t.C:
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(sess.Ctx(), e.margin)
+		r, err := e.cli.KeepAliveOnce(ctx, id)
+		cancel()
+		e.mu.Lock()
+		if e.leaseID == id {
+			switch {
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				// Revoked or expired at etcd: not alive, whatever the clock says.
+				e.lastKA = time.Time{}
+				e.reason = "lease not found at etcd (expired or revoked)"
+			case err == nil && r.TTL > 0 && sent.After(e.lastKA):
+				e.lastKA = sent
+			}
+			e.refreshLocked(time.Now())
+		}
+		e.mu.Unlock()
+	}
 }
 
 // register creates member/<id> under the session's lease, only if absent.

@@ -123,6 +123,7 @@ func fenceLease(t *testing.T, c store.Cond) clientv3.LeaseID {
 }
 
 func TestElectionOneLeader(t *testing.T) {
+	t.Parallel()
 	ec := etcdtest.Start(t)
 	var cs []*Etcd
 	for i := range 3 {
@@ -173,6 +174,7 @@ func TestElectionOneLeader(t *testing.T) {
 }
 
 func TestHandOverOnClose(t *testing.T) {
+	t.Parallel()
 	ec := etcdtest.Start(t)
 	log := &syncBuf{}
 	var cs []*Etcd
@@ -211,6 +213,7 @@ func TestHandOverOnClose(t *testing.T) {
 }
 
 func TestHandOverOnCrash(t *testing.T) {
+	t.Parallel()
 	ec := etcdtest.Start(t)
 	const ttl = 2 * time.Second
 	clients := map[*Etcd]*clientv3.Client{}
@@ -241,6 +244,7 @@ func TestHandOverOnCrash(t *testing.T) {
 }
 
 func TestStaleLeaderIsFenced(t *testing.T) {
+	t.Parallel()
 	ec := etcdtest.Start(t)
 	const ttl = 2 * time.Second
 	admin := newClient(t, ec.Endpoints())
@@ -296,6 +300,7 @@ func TestStaleLeaderIsFenced(t *testing.T) {
 }
 
 func TestDuplicateIDRefused(t *testing.T) {
+	t.Parallel()
 	ec := etcdtest.Start(t)
 	const ttl = 2 * time.Second
 	cli := newClient(t, ec.Endpoints())
@@ -313,15 +318,29 @@ func TestDuplicateIDRefused(t *testing.T) {
 }
 
 func TestLeadingTurnsFalseWithoutKeepAlive(t *testing.T) {
+	t.Parallel()
 	ec := etcdtest.Start(t)
 	const ttl = 3 * time.Second
 	log := &syncBuf{}
 	c := newCoord(t, newClient(t, ec.Endpoints()), "m0", ttl, log, nil)
 	waitFor(t, 5*time.Second, "leads", c.Leading)
 	_, _, changed := c.Leadership()
+	start := time.Now()
+	var notLeading atomic.Int64 // when Leading turned false, ns since start
+	go func() {
+		for c.Leading() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		notLeading.Store(int64(time.Since(start)))
+	}()
 	ec.Members[0].Stop()
-	took := waitFor(t, ttl, "Leading false with etcd down", func() bool { return !c.Leading() })
-	t.Logf("Leading turned false %s after etcd stopped (TTL %s)", took, ttl)
+	stopped := time.Since(start)
+	waitFor(t, ttl, "Leading false with etcd down", func() bool { return notLeading.Load() != 0 })
+	took := time.Duration(notLeading.Load())
+	if took >= ttl {
+		t.Errorf("Leading turned false %s after etcd began to stop, want < TTL %s", took, ttl)
+	}
+	t.Logf("Leading turned false %s after etcd began to stop (stop took %s; TTL %s)", took, stopped, ttl)
 	select {
 	case <-changed:
 	case <-time.After(ttl / 5):
@@ -336,14 +355,17 @@ func TestLeadingTurnsFalseWithoutKeepAlive(t *testing.T) {
 	// etcd comes back after the lease expired: the master campaigns on a
 	// new session and leads again.
 	time.Sleep(ttl)
+	restarted := time.Now()
 	if err := ec.Members[0].Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("etcd restart took %s", time.Since(restarted))
 	took = waitFor(t, 4*ttl, "leads again", c.Leading)
 	t.Logf("leads again %s after etcd restarted", took)
 }
 
 func TestRunWhileLeading(t *testing.T) {
+	t.Parallel()
 	t.Run("single", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var runs atomic.Int32
