@@ -374,8 +374,12 @@ func (p *PKI) checkCA(ca *x509.Certificate, where string) error {
 		return fmt.Errorf("pki: %s is not a CA certificate", where)
 	}
 	if p.opts.Now().After(ca.NotAfter) {
-		return fmt.Errorf("pki: the CA %s expired on %s: every agent must be re-enrolled with a new CA (move the tls directory away and restart)",
-			where, ca.NotAfter.UTC().Format(time.RFC3339))
+		fix := "move the tls directory away and restart"
+		if p.opts.Shared != nil {
+			fix = "delete the store's " + store.TableMeta + "/" + SharedCAKey + " key (etcdctl del), move every master's tls directory away and restart them"
+		}
+		return fmt.Errorf("pki: the CA %s expired on %s: every agent must be re-enrolled with a new CA (%s)",
+			where, ca.NotAfter.UTC().Format(time.RFC3339), fix)
 	}
 	return nil
 }
