@@ -124,6 +124,10 @@ func (s *Store) wrap(ctx context.Context, what string, err error) error {
 		return fmt.Errorf("%s: %w", what, store.ErrClosed)
 	case errors.Is(err, rpctypes.ErrNoSpace) || strings.Contains(err.Error(), rpctypes.ErrGRPCNoSpace.Error()):
 		return fmt.Errorf("%s: %w (%v)", what, ErrNoSpace, err)
+	case errors.Is(err, rpctypes.ErrTooManyOps):
+		return fmt.Errorf("%s: %w: etcd refused the transaction: its --max-txn-ops is below the master's limit of %d keys (%v)", what, store.ErrInvalidOp, s.maxOps, err)
+	case errors.Is(err, rpctypes.ErrRequestTooLarge):
+		return fmt.Errorf("%s: %w: etcd refused the transaction as too large (etcd --max-request-bytes) (%v)", what, store.ErrInvalidOp, err)
 	case errors.Is(err, rpctypes.ErrCompacted):
 		return fmt.Errorf("%s: %w (%v)", what, store.ErrCompacted, err)
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):

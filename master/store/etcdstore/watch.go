@@ -93,7 +93,7 @@ func (s *Store) Watch(ctx context.Context, table string, from store.Revision) (<
 		return nil, s.wrap(rctx, "store watch "+table, rctx.Err())
 	}
 
-	out := make(chan store.Change, watchBuffer)
+	out := make(chan store.Change, max(watchBuffer, s.maxOps))
 	go func() {
 		defer close(out)
 		defer end()
@@ -102,17 +102,27 @@ func (s *Store) Watch(ctx context.Context, table string, from store.Revision) (<
 				s.log.Info("etcd store: watch ended", "table", table, "compact_revision", resp.CompactRevision, "err", resp.Err())
 				return
 			}
-			for _, ev := range resp.Events {
-				c := store.Change{Table: table, Key: ev.Kv.Key[len(tp):], Rev: store.Revision(ev.Kv.ModRevision)}
-				if ev.Type == mvccpb.PUT {
-					c.Value = value(ev.Kv.Value)
+			evs := resp.Events
+			for len(evs) > 0 {
+				// One revision at a time, whole or not at all, so that a
+				// watcher closed for falling behind resumes at last.Rev+1
+				// without missing the rest of a batch.
+				n := 1
+				for n < len(evs) && evs[n].Kv.ModRevision == evs[0].Kv.ModRevision {
+					n++
 				}
-				select {
-				case out <- c:
-				default:
-					s.log.Info("etcd store: watcher fell behind, closing its watch", "table", table, "buffer", watchBuffer, "rev", c.Rev)
+				if cap(out)-len(out) < n {
+					s.log.Info("etcd store: watcher fell behind, closing its watch", "table", table, "buffer", cap(out), "rev", evs[0].Kv.ModRevision)
 					return
 				}
+				for _, ev := range evs[:n] {
+					c := store.Change{Table: table, Key: ev.Kv.Key[len(tp):], Rev: store.Revision(ev.Kv.ModRevision)}
+					if ev.Type == mvccpb.PUT {
+						c.Value = value(ev.Kv.Value)
+					}
+					out <- c // room checked above; only this goroutine sends
+				}
+				evs = evs[n:]
 			}
 		}
 	}()
