@@ -278,6 +278,9 @@ func (a *API) resolve(w http.ResponseWriter, r *http.Request, artifactName strin
 			artifactName, version, plat, arch))
 		return catalog.Binary{}, false
 	}
+	if version != "latest" && a.redirectVersion(w, r, artifactName, version, plat, arch) {
+		return catalog.Binary{}, false
+	}
 	var have []string
 	for _, b := range a.cat.List(artifactName) {
 		if b.Platform == plat && b.Arch == arch {

@@ -127,6 +127,8 @@ func FuzzBinAPI(f *testing.F) {
 		{"GET", "/binaries/storage-server-9.0.0-linux-x86_64?sutra_redirected=1", "", "", "", nil},
 		{"GET", "/binaries/storage-server-9.0.0-linux-x86_64", "", "X-Sutra-Redirected", "1", nil},
 		{"GET", "/binaries/storage-server-9%3F%23%2F..%20x", "", "", "", nil},
+		{"GET", "/api/binaries/9.0.0/linux/x86_64", "", "", "", nil},
+		{"POST", "/api/artifacts/storage-server/9.0.0/windows/x86_64/verify", "", "", "", []byte(`{"checksum":"` + sum + `"}`)},
 	} {
 		f.Add(s.method, s.target, s.rng, s.hname, s.hval, s.body)
 	}
@@ -170,6 +172,9 @@ func FuzzBinAPI(f *testing.F) {
 		if res.StatusCode == http.StatusTemporaryRedirect {
 			loc, err := url.Parse(res.Header.Get("Location"))
 			file, ok := strings.CutPrefix(loc.EscapedPath(), "/binaries/")
+			if !ok && err == nil && (strings.HasPrefix(loc.Path, "/api/binaries/") || strings.HasPrefix(loc.Path, "/api/artifacts/")) {
+				file, ok = "", loc.Path == u.Path
+			}
 			if err != nil || !ok || loc.Scheme != "https" || loc.Host != "peer.example:7001" || strings.Contains(file, "/") ||
 				loc.Query().Get(RedirectedQuery) != "1" || loc.Fragment != "" {
 				t.Fatalf("%s %q: 307 to %q, want https://peer.example:7001/binaries/<file>?%s=1", method, target, res.Header.Get("Location"), RedirectedQuery)

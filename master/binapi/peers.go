@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/sutragrid/sutra/internal/artifact"
 )
 
 // Peers finds another master that serves a binary this master does not
@@ -19,7 +21,9 @@ type Peers interface {
 
 // Redirects. A download of a binary this master does not hold, that
 // another master publishes, is answered 307 Temporary Redirect to that
-// master's same route, with RedirectedQuery=1 added: a master receiving a
+// master's same route, and so are the info and verify routes of an exact
+// version this master does not hold ("latest" is always this master's
+// own). The Location carries RedirectedQuery=1: a master receiving a
 // redirected request for a file it does not hold answers 404 instead of
 // redirecting again, so two masters whose views disagree never bounce a
 // client between them. A client may also send the RedirectedHeader to ask
@@ -51,10 +55,35 @@ func (a *API) redirect(w http.ResponseWriter, r *http.Request, binary, file stri
 	if !ok {
 		return false
 	}
-	loc := strings.TrimRight(base, "/") + "/binaries/" + url.PathEscape(file) + "?" + RedirectedQuery + "=1"
+	a.redirectTo(w, r, strings.TrimRight(base, "/")+"/binaries/"+url.PathEscape(file))
+	return true
+}
+
+// redirectVersion answers 307 to a master that holds the exact version
+// (the info and verify routes, whose path parameters resolve validated)
+// when this master does not: an agent resolving a version its master lacks
+// gets the metadata, the verification and the file from the same holder.
+func (a *API) redirectVersion(w http.ResponseWriter, r *http.Request, artifactName, version, plat, arch string) bool {
+	p := a.peers.Load()
+	if p == nil || r.URL.Query().Get(RedirectedQuery) != "" || r.Header.Get(RedirectedHeader) != "" {
+		return false
+	}
+	name := artifact.Filename(artifactName, version, plat, arch)
+	base, ok := (*p).Holder(r.Context(), name)
+	if !ok && plat == "windows" {
+		base, ok = (*p).Holder(r.Context(), name+".exe")
+	}
+	if !ok {
+		return false
+	}
+	a.redirectTo(w, r, strings.TrimRight(base, "/")+r.URL.EscapedPath())
+	return true
+}
+
+func (a *API) redirectTo(w http.ResponseWriter, r *http.Request, target string) {
+	loc := target + "?" + RedirectedQuery + "=1"
 	w.Header().Set("Location", loc)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusTemporaryRedirect)
-	a.log.Debug("download redirected to another master", "file", file, "to", base, "remote", r.RemoteAddr)
-	return true
+	a.log.Debug("redirected to another master", "to", loc, "remote", r.RemoteAddr)
 }

@@ -243,6 +243,29 @@ func TestRedirectToMasterThatHoldsIt(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(data)) {
 		t.Fatalf("HEAD b/binaries/%s followed = %d length %d, want 200 and %d", bin, resp.StatusCode, resp.ContentLength, len(data))
 	}
+	// An agent resolving that exact version on B gets A's metadata and
+	// verification; "latest" stays B's own answer.
+	resp, body = do(t, http.DefaultClient, http.MethodGet, b.url+"/api/binaries/1.2.0/linux/x86_64")
+	var info struct {
+		Checksum string `json:"checksum"`
+		Path     string `json:"path"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &info) != nil || info.Checksum != sum(data) || info.Path != bin {
+		t.Fatalf("GET b/api/binaries/1.2.0/linux/x86_64 followed = %d %s, want a's info", resp.StatusCode, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, b.url+"/api/binaries/1.2.0/linux/x86_64/verify", strings.NewReader(`{"checksum":"`+sum(data)+`"}`))
+	vresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(vresp.Body)
+	vresp.Body.Close()
+	if vresp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"valid": true`) {
+		t.Fatalf("POST b/.../verify followed = %d %s, want valid", vresp.StatusCode, body)
+	}
+	if code := status(t, noFollow, http.MethodGet, b.url+"/api/binaries/latest/linux/x86_64"); code != http.StatusNotFound {
+		t.Fatalf("GET b/api/binaries/latest/linux/x86_64 = %d, want 404 (b's own latest)", code)
+	}
 	// A holds it: A serves it, never redirects to itself.
 	if code := status(t, noFollow, http.MethodGet, a.url+"/binaries/"+bin); code != http.StatusOK {
 		t.Fatalf("GET a/binaries/%s = %d, want 200", bin, code)
