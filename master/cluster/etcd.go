@@ -211,6 +211,9 @@ func NewEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 		sess.Close()
 		return nil, err
 	}
+	e.memberMu.Lock()
+	e.members[o.Self.ID] = true
+	e.memberMu.Unlock()
 	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	e.wg.Add(3)
 	go func() { defer e.wg.Done(); e.watchMembers(rev + 1) }()
@@ -518,6 +521,15 @@ func (e *Etcd) run(sess *concurrency.Session) error {
 		}
 		select {
 		case <-sess.Done():
+			// The session ended on this side (no renewal for a TTL); its
+			// lease may still live at etcd, holding the registration and a
+			// stale candidate key: revoke it so the new session need not
+			// wait for it to expire.
+			rctx, cancel := context.WithTimeout(e.ctx, e.margin)
+			if _, err := e.cli.Revoke(rctx, sess.Lease()); err == nil {
+				e.log.Info("revoked the lease of the ended session", "lease", leaseHex(sess.Lease()))
+			}
+			cancel()
 			sess = nil
 		default:
 		}
@@ -610,7 +622,8 @@ func (e *Etcd) shutdown(sess *concurrency.Session, elec *concurrency.Election) e
 	if _, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", sess.Lease())).Then(clientv3.OpDelete(key)).Commit(); err != nil {
 		errs = append(errs, fmt.Errorf("delete registration: %w", err))
 	}
-	if err := sess.Close(); err != nil {
+	sess.Orphan()
+	if _, err := e.cli.Revoke(ctx, sess.Lease()); err != nil {
 		errs = append(errs, fmt.Errorf("revoke lease: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
