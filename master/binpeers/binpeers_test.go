@@ -478,3 +478,60 @@ func TestRemovedFileDeregistered(t *testing.T) {
 		}
 	}
 }
+
+// Issue 16: a refused file is published once no alive master holds the
+// other checksum (the holder deleted it, or died), found by the rescan.
+func TestConflictReleased(t *testing.T) {
+	st, alive := openStore(t), newAlive()
+	good, other := []byte("release build"), []byte("another build")
+	a := startMaster(t, st, alive, "a", map[string][]byte{bin: good})
+	b := startMaster(t, st, alive, "b", map[string][]byte{bin: other})
+	if _, ok := b.cat.ByFilename(bin); ok {
+		t.Fatalf("b publishes %s against a's checksum", bin)
+	}
+	// a deletes its file: b takes the name with its own checksum.
+	if err := os.Remove(filepath.Join(a.dir, bin)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b publishes its file once a no longer holds the name", func() bool {
+		got, ok := b.cat.ByFilename(bin)
+		return ok && got.SHA256 == sum(other)
+	})
+	// a comes back with its old file: refused now (b is alive and holds the other).
+	writeFile(t, a.dir, bin, good)
+	time.Sleep(300 * time.Millisecond)
+	if _, ok := a.cat.ByFilename(bin); ok {
+		t.Fatalf("a publishes %s again although b holds it with another checksum", bin)
+	}
+	// b dies: a's rescan takes the name over.
+	alive.set("b", false)
+	eventually(t, "a publishes once b is not alive", func() bool { _, ok := a.cat.ByFilename(bin); return ok })
+}
+
+// The records of one master are capped: beyond the cap a file is refused.
+func TestRecordCap(t *testing.T) {
+	st, alive := openStore(t), newAlive()
+	alive.set("a", true)
+	r, err := binpeers.New(context.Background(), binpeers.Options{Store: st, MaxRecords: 2,
+		Coordinator: testCoord{self: cluster.Member{ID: "a"}, alive: alive}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i, v := range []string{"1.0.0", "1.0.1", "1.0.2"} {
+		err := r.Admit("storage-server-"+v+"-linux-x86_64", sum([]byte(v)), 1)
+		if (err != nil) != (i == 2) {
+			t.Fatalf("Admit #%d = %v, want an error only beyond the cap of 2", i+1, err)
+		}
+	}
+	// Withdrawing one frees a place.
+	r.Withdrawn("storage-server-1.0.0-linux-x86_64")
+	if err := r.Admit("storage-server-1.0.2-linux-x86_64", sum([]byte("1.0.2")), 1); err != nil {
+		t.Fatalf("Admit after a withdrawal = %v, want nil", err)
+	}
+	for _, bad := range []string{"../x", "storage-server-1.0.0-linux-x86_64/evil", ""} {
+		if err := r.Admit(bad, sum([]byte("x")), 1); err == nil {
+			t.Fatalf("Admit(%q) = nil, want an error", bad)
+		}
+	}
+}
