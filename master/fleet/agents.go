@@ -176,86 +176,88 @@ func (f *Fleet) Register(ctx context.Context, r Registration) (Desired, error) {
 	if err := validateInstanceID(r.InstanceID); err != nil {
 		return Desired{}, err
 	}
-	now := f.clock.Now()
-	f.mu.Lock()
-	tx := txn{actor: actor.From(ctx)}
-	a := f.agents[r.AgentID]
-	fresh := a == nil
-	replaced := ""
-	if !fresh && r.InstanceID != "" && a.rec.InstanceID != "" && r.InstanceID != a.rec.InstanceID {
-		if a.health != Offline {
-			f.mu.Unlock()
-			f.log.Warn("registration refused: agent id claimed by another instance", "agent", r.AgentID,
-				"host", a.rec.Hostname, "instance", a.rec.InstanceID, "other_host", r.Hostname, "other_instance", r.InstanceID)
-			return Desired{}, newErr(KindExists, "agent id %q is already registered by host %q (instance %s), which is %s; this host %q has a different instance id (%s): set a unique agent_id in agent-config.toml",
-				r.AgentID, a.rec.Hostname, a.rec.InstanceID, a.health, r.Hostname, r.InstanceID)
+	var d Desired
+	var fresh bool
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		tx := txn{actor: actor.From(ctx)}
+		a := f.agents[r.AgentID]
+		fresh = a == nil
+		replaced := ""
+		if !fresh && r.InstanceID != "" && a.rec.InstanceID != "" && r.InstanceID != a.rec.InstanceID {
+			if a.health != Offline {
+				f.log.Warn("registration refused: agent id claimed by another instance", "agent", r.AgentID,
+					"host", a.rec.Hostname, "instance", a.rec.InstanceID, "other_host", r.Hostname, "other_instance", r.InstanceID)
+				return nil, newErr(KindExists, "agent id %q is already registered by host %q (instance %s), which is %s; this host %q has a different instance id (%s): set a unique agent_id in agent-config.toml",
+					r.AgentID, a.rec.Hostname, a.rec.InstanceID, a.health, r.Hostname, r.InstanceID)
+			}
+			// The recorded instance is offline: the machine was replaced.
+			replaced = fmt.Sprintf("; replaces instance %s of host %q (offline)", a.rec.InstanceID, a.rec.Hostname)
 		}
-		// The recorded instance is offline: the machine was replaced.
-		replaced = fmt.Sprintf("; replaces instance %s of host %q (offline)", a.rec.InstanceID, a.rec.Hostname)
-	}
-	if fresh && len(f.agents) >= f.opts.MaxAgents {
-		f.mu.Unlock()
-		f.log.Warn("registration refused: agent limit reached", "agent", r.AgentID, "agents", f.opts.MaxAgents)
-		return Desired{}, newErr(KindExhausted, "the master already holds %d agents, its limit: remove offline agents (sutra agents rm ID) or raise --max-agents (MAX_AGENTS)", f.opts.MaxAgents)
-	}
-	if err := f.admitLocked(a, r.Nodes); err != nil {
-		f.mu.Unlock()
-		return Desired{}, err
-	}
-	if fresh {
-		a = &agentState{
-			rec: agentRec{
-				ID: r.AgentID, RegisteredAt: now, Generation: 1,
-				StorageServerVersion: f.defaults.StorageServerVersion,
-				DesiredAgentVersion:  f.defaults.AgentVersion,
-			},
-			nodes: map[string]*Node{},
+		if fresh && len(f.agents) >= f.opts.MaxAgents {
+			f.log.Warn("registration refused: agent limit reached", "agent", r.AgentID, "agents", f.opts.MaxAgents)
+			return nil, newErr(KindExhausted, "the master already holds %d agents, its limit: remove offline agents (sutra agents rm ID) or raise --max-agents (MAX_AGENTS)", f.opts.MaxAgents)
 		}
-		f.agents[r.AgentID] = a
-	}
-	wasHealthy := a.health == Healthy
-	a.health, a.lastSeen = Healthy, now
-	rec := &a.rec
-	labels := r.Labels
-	if len(labels) == 0 {
-		labels = nil
-	}
-	rec.Hostname, rec.Platform, rec.Arch, rec.AgentVersion = r.Hostname, r.Platform, r.Arch, r.AgentVersion
-	rec.MaxStorageNodes, rec.Labels = r.MaxStorageNodes, maps.Clone(labels)
-	if r.InstanceID != "" {
-		rec.InstanceID = r.InstanceID // an agent that predates instance ids keeps the recorded one
-	}
+		if err := f.admitLocked(a, r.Nodes); err != nil {
+			return nil, err
+		}
+		if fresh {
+			a = &agentState{
+				rec: agentRec{
+					ID: r.AgentID, RegisteredAt: now, Generation: 1,
+					StorageServerVersion: f.defaults.StorageServerVersion,
+					DesiredAgentVersion:  f.defaults.AgentVersion,
+				},
+				nodes: map[string]*Node{},
+			}
+			f.agents[r.AgentID] = a
+		}
+		wasHealthy := a.health == Healthy
+		a.health, a.lastSeen = Healthy, now
+		rec := &a.rec
+		labels := r.Labels
+		if len(labels) == 0 {
+			labels = nil
+		}
+		rec.Hostname, rec.Platform, rec.Arch, rec.AgentVersion = r.Hostname, r.Platform, r.Arch, r.AgentVersion
+		rec.MaxStorageNodes, rec.Labels = r.MaxStorageNodes, maps.Clone(labels)
+		if r.InstanceID != "" {
+			rec.InstanceID = r.InstanceID // an agent that predates instance ids keeps the recorded one
+		}
 
-	// Adopt reported nodes the master never heard of — but not those the
-	// agent reports stopped or stopping: someone stopped them, and adopting
-	// them as desired would start them again.
-	for _, ns := range r.Nodes {
-		if _, known := f.nodes[ns.NodeID]; known || ns.State == NodeStopped || ns.State == NodeStopping {
-			continue
+		// Adopt reported nodes the master never heard of — but not those the
+		// agent reports stopped or stopping: someone stopped them, and adopting
+		// them as desired would start them again.
+		for _, ns := range r.Nodes {
+			if _, known := f.nodes[ns.NodeID]; known || ns.State == NodeStopped || ns.State == NodeStopping {
+				continue
+			}
+			rec.Generation++
+			n := &Node{ID: ns.NodeID, AgentID: rec.ID, Desired: true, CreatedAt: now}
+			f.nodes[n.ID], a.nodes[n.ID] = n, n
+			tx.putNode(n)
+			f.emit(&tx, now, EventNodeAdopted, rec.ID, n.ID, "reported by its agent at registration; kept as desired")
 		}
-		rec.Generation++
-		n := &Node{ID: ns.NodeID, AgentID: rec.ID, Desired: true, CreatedAt: now}
-		f.nodes[n.ID], a.nodes[n.ID] = n, n
-		tx.putNode(n)
-		f.emit(&tx, now, EventNodeAdopted, rec.ID, n.ID, "reported by its agent at registration; kept as desired")
-	}
-	f.applyReport(&tx, a, now, r.Nodes, rec.AppliedGeneration, r.Upgrade)
-	msg := fmt.Sprintf("%s %s/%s agent %s, max %d nodes", r.Hostname, r.Platform, r.Arch, r.AgentVersion, r.MaxStorageNodes)
-	if !fresh {
-		msg = "re-registered: " + msg + replaced
-	}
-	f.emit(&tx, now, EventAgentRegistered, rec.ID, "", msg)
-	if !fresh && !wasHealthy {
-		f.emit(&tx, now, EventAgentRecovered, rec.ID, "", "registered again")
-	}
-	// Registration is rare: always write the record, with the time it was seen.
-	rec.LastSeen = now
-	tx.putAgent(rec)
-	d := f.desiredLocked(a)
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
+		f.applyReport(&tx, a, now, r.Nodes, rec.AppliedGeneration, r.Upgrade)
+		msg := fmt.Sprintf("%s %s/%s agent %s, max %d nodes", r.Hostname, r.Platform, r.Arch, r.AgentVersion, r.MaxStorageNodes)
+		if !fresh {
+			msg = "re-registered: " + msg + replaced
+		}
+		f.emit(&tx, now, EventAgentRegistered, rec.ID, "", msg)
+		if !fresh && !wasHealthy {
+			f.emit(&tx, now, EventAgentRecovered, rec.ID, "", "registered again")
+		}
+		// Registration is rare: always write the record, with the time it was
+		// seen and this master as the one tracking its liveness.
+		rec.LastSeen, rec.Master, rec.Health = now, f.self, Healthy
+		tx.putAgent(rec)
+		d = f.desiredLocked(a)
+		return f.enqueue(&tx), nil
+	})
 	f.log.Info("agent registered", "agent", r.AgentID, "fresh", fresh, "generation", d.Generation, "nodes", len(d.Nodes))
-	if err := f.wait(ctx, t); err != nil {
+	if err != nil {
 		return Desired{}, err
 	}
 	return d, nil
@@ -299,48 +301,57 @@ func (f *Fleet) Heartbeat(ctx context.Context, r Report) (Desired, error) {
 	if err := validateReport(r.Nodes, r.Upgrade); err != nil {
 		return Desired{}, err
 	}
-	now := f.clock.Now()
-	f.mu.Lock()
-	a := f.agents[r.AgentID]
-	if a == nil {
-		f.mu.Unlock()
-		return Desired{}, newErr(KindNotFound, "agent %q is not registered with this master: register again (sutra-agent does so on its own)", r.AgentID)
-	}
-	if err := f.admitLocked(a, r.Nodes); err != nil {
-		f.mu.Unlock()
-		return Desired{}, err
-	}
-	tx := txn{actor: actor.From(ctx)}
-	if a.health != Healthy {
-		msg := "heartbeat received"
-		if !a.lastSeen.IsZero() {
-			msg = fmt.Sprintf("heartbeat after %s of silence", now.Sub(a.lastSeen).Round(time.Second))
+	var d Desired
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		a := f.agents[r.AgentID]
+		if a == nil {
+			return nil, newErr(KindNotFound, "agent %q is not registered with this master: register again (sutra-agent does so on its own)", r.AgentID)
 		}
-		f.emit(&tx, now, EventAgentRecovered, a.rec.ID, "", msg)
-		f.log.Info("agent recovered", "agent", a.rec.ID, "was", a.health)
-		a.health = Healthy
-	}
-	a.lastSeen = now
-	rec := &a.rec
-	changed := false
-	// The applied generation is re-reported by every heartbeat: keep it in
-	// memory, and let it reach the disk with the next write of the record.
-	rec.AppliedGeneration = r.AppliedGeneration
-	if r.AgentVersion != "" && r.AgentVersion != rec.AgentVersion {
-		rec.AgentVersion = r.AgentVersion
-		changed = true
-	}
-	if f.applyReport(&tx, a, now, r.Nodes, r.AppliedGeneration, r.Upgrade) {
-		changed = true
-	}
-	if changed {
-		rec.LastSeen = now
-		tx.putAgent(rec)
-	}
-	d := f.desiredLocked(a)
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	if err := f.wait(ctx, t); err != nil {
+		if err := f.admitLocked(a, r.Nodes); err != nil {
+			return nil, err
+		}
+		tx := txn{actor: actor.From(ctx)}
+		recovered := false
+		if a.health != Healthy {
+			msg := "heartbeat received"
+			if !a.lastSeen.IsZero() {
+				msg = fmt.Sprintf("heartbeat after %s of silence", now.Sub(a.lastSeen).Round(time.Second))
+			}
+			f.emit(&tx, now, EventAgentRecovered, a.rec.ID, "", msg)
+			f.log.Info("agent recovered", "agent", a.rec.ID, "was", a.health)
+			a.health = Healthy
+			recovered = true
+		}
+		a.lastSeen = now
+		rec := &a.rec
+		// A change of health or of master is written (other masters show it);
+		// a heartbeat that changes nothing touches memory only.
+		changed := recovered || rec.Master != f.self || rec.Health != Healthy
+		if changed && rec.Master != f.self {
+			f.log.Info("agent attached to this master", "agent", rec.ID, "was", rec.Master)
+		}
+		rec.Master, rec.Health = f.self, Healthy
+		// The applied generation is re-reported by every heartbeat: keep it in
+		// memory, and let it reach the disk with the next write of the record.
+		rec.AppliedGeneration = r.AppliedGeneration
+		if r.AgentVersion != "" && r.AgentVersion != rec.AgentVersion {
+			rec.AgentVersion = r.AgentVersion
+			changed = true
+		}
+		if f.applyReport(&tx, a, now, r.Nodes, r.AppliedGeneration, r.Upgrade) {
+			changed = true
+		}
+		if changed {
+			rec.LastSeen = now
+			tx.putAgent(rec)
+		}
+		d = f.desiredLocked(a)
+		return f.enqueue(&tx), nil
+	})
+	if err != nil {
 		return Desired{}, err
 	}
 	return d, nil
@@ -400,7 +411,7 @@ func (f *Fleet) applyReport(tx *txn, a *agentState, now time.Time, nodes []NodeS
 		}
 		delete(a.nodes, id)
 		delete(f.nodes, id)
-		tx.deleteNode(id)
+		tx.deleteNode(n)
 	}
 	return changed
 }
@@ -475,25 +486,27 @@ func (f *Fleet) Unregister(ctx context.Context, agentID string, force bool) erro
 	if err := validateKnownID("agent", agentID); err != nil {
 		return err
 	}
-	now := f.clock.Now()
-	f.mu.Lock()
-	a := f.agents[agentID]
-	if a == nil {
-		f.mu.Unlock()
-		return unknownAgent(agentID)
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		a := f.agents[agentID]
+		if a == nil {
+			return nil, unknownAgent(agentID)
+		}
+		if a.health != Offline && !force {
+			return nil, newErr(KindPrecondition, "agent %q is %s (last heartbeat %s ago): stop sutra-agent on %s first, or remove it anyway with --force (a running agent registers again on its next heartbeat)",
+				agentID, a.health, now.Sub(a.lastSeen).Round(time.Second), orHost(a.rec.Hostname))
+		}
+		tx := txn{actor: actor.From(ctx)}
+		msg := fmt.Sprintf("removed by the operator (was %s): %d node records dropped", a.health, len(a.nodes))
+		f.removeLocked(&tx, now, a, EventAgentUnregistered, msg)
+		return f.enqueue(&tx), nil
+	})
+	if err == nil {
+		f.log.Info("agent unregistered", "agent", agentID, "force", force)
 	}
-	if a.health != Offline && !force {
-		f.mu.Unlock()
-		return newErr(KindPrecondition, "agent %q is %s (last heartbeat %s ago): stop sutra-agent on %s first, or remove it anyway with --force (a running agent registers again on its next heartbeat)",
-			agentID, a.health, now.Sub(a.lastSeen).Round(time.Second), orHost(a.rec.Hostname))
-	}
-	tx := txn{actor: actor.From(ctx)}
-	msg := fmt.Sprintf("removed by the operator (was %s): %d node records dropped", a.health, len(a.nodes))
-	f.removeLocked(&tx, now, a, EventAgentUnregistered, msg)
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	f.log.Info("agent unregistered", "agent", agentID, "force", force)
-	return f.wait(ctx, t)
+	return err
 }
 
 func orHost(h string) string {
@@ -506,12 +519,12 @@ func orHost(h string) string {
 // removeLocked drops agent a and its node records, adding the writes and
 // the event to tx. The caller holds f.mu.
 func (f *Fleet) removeLocked(tx *txn, now time.Time, a *agentState, event, msg string) {
-	for id := range a.nodes {
+	for id, n := range a.nodes {
 		delete(f.nodes, id)
-		tx.deleteNode(id)
+		tx.deleteNode(n)
 	}
 	delete(f.agents, a.rec.ID)
-	tx.ops = append(tx.ops, store.Delete(store.TableAgents, []byte(a.rec.ID)))
+	tx.del(store.TableAgents, []byte(a.rec.ID), a.rec.rev)
 	f.emit(tx, now, event, a.rec.ID, "", msg)
 }
 
@@ -546,66 +559,66 @@ func (f *Fleet) SetDesiredVersionSkipped(ctx context.Context, c VersionChange) (
 	if err := validVersion("agent version", c.AgentVersion); err != nil {
 		return nil, nil, err
 	}
-	now := f.clock.Now()
-	f.mu.Lock()
-	var targets []*agentState
-	tx := txn{actor: actor.From(ctx)}
-	if c.AgentID == "" {
-		for _, a := range f.agents {
+	var out []Agent
+	err = f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var targets []*agentState
+		tx := txn{actor: actor.From(ctx)}
+		if c.AgentID == "" {
+			for _, a := range f.agents {
+				targets = append(targets, a)
+			}
+			if c.StorageServerVersion != "" {
+				f.defaults.StorageServerVersion = c.StorageServerVersion
+			}
+			if c.AgentVersion != "" {
+				f.defaults.AgentVersion = c.AgentVersion
+			}
+			tx.put(store.TableMeta, metaDefaultsKey, f.defaults, f.defaultsRev)
+		} else {
+			a := f.agents[c.AgentID]
+			if a == nil {
+				return nil, unknownAgent(c.AgentID)
+			}
+			if v, ok := a.rec.Pins[PinStorageServer]; ok && c.StorageServerVersion != "" {
+				return nil, pinnedMessage(c.AgentID, PinStorageServer, v)
+			}
+			if v, ok := a.rec.Pins[PinAgent]; ok && c.AgentVersion != "" {
+				return nil, pinnedMessage(c.AgentID, PinAgent, v)
+			}
 			targets = append(targets, a)
 		}
-		if c.StorageServerVersion != "" {
-			f.defaults.StorageServerVersion = c.StorageServerVersion
+		out, skipped = nil, nil
+		for _, a := range targets {
+			rec := &a.rec
+			changed := false
+			_, pinnedSS := rec.Pins[PinStorageServer]
+			_, pinnedAgent := rec.Pins[PinAgent]
+			if (pinnedSS && c.StorageServerVersion != "") || (pinnedAgent && c.AgentVersion != "") {
+				skipped = append(skipped, rec.ID)
+			}
+			if c.StorageServerVersion != "" && !pinnedSS && rec.StorageServerVersion != c.StorageServerVersion {
+				rec.StorageServerVersion = c.StorageServerVersion
+				changed = true
+			}
+			if c.AgentVersion != "" && !pinnedAgent && rec.DesiredAgentVersion != c.AgentVersion {
+				rec.DesiredAgentVersion = c.AgentVersion
+				changed = true
+			}
+			if !changed {
+				continue
+			}
+			rec.Generation++
+			tx.putAgent(rec)
+			f.emit(&tx, now, EventDesiredVersion, rec.ID, "", fmt.Sprintf("storage-server %s, agent %s", rec.StorageServerVersion, orNone(rec.DesiredAgentVersion)))
+			f.emitDowngrades(&tx, now, a, c)
+			out = append(out, f.agentLocked(a))
 		}
-		if c.AgentVersion != "" {
-			f.defaults.AgentVersion = c.AgentVersion
-		}
-		tx.put(store.TableMeta, metaDefaultsKey, f.defaults)
-	} else {
-		a := f.agents[c.AgentID]
-		if a == nil {
-			f.mu.Unlock()
-			return nil, nil, unknownAgent(c.AgentID)
-		}
-		if v, ok := a.rec.Pins[PinStorageServer]; ok && c.StorageServerVersion != "" {
-			f.mu.Unlock()
-			return nil, nil, pinnedMessage(c.AgentID, PinStorageServer, v)
-		}
-		if v, ok := a.rec.Pins[PinAgent]; ok && c.AgentVersion != "" {
-			f.mu.Unlock()
-			return nil, nil, pinnedMessage(c.AgentID, PinAgent, v)
-		}
-		targets = append(targets, a)
-	}
-	var out []Agent
-	for _, a := range targets {
-		rec := &a.rec
-		changed := false
-		_, pinnedSS := rec.Pins[PinStorageServer]
-		_, pinnedAgent := rec.Pins[PinAgent]
-		if (pinnedSS && c.StorageServerVersion != "") || (pinnedAgent && c.AgentVersion != "") {
-			skipped = append(skipped, rec.ID)
-		}
-		if c.StorageServerVersion != "" && !pinnedSS && rec.StorageServerVersion != c.StorageServerVersion {
-			rec.StorageServerVersion = c.StorageServerVersion
-			changed = true
-		}
-		if c.AgentVersion != "" && !pinnedAgent && rec.DesiredAgentVersion != c.AgentVersion {
-			rec.DesiredAgentVersion = c.AgentVersion
-			changed = true
-		}
-		if !changed {
-			continue
-		}
-		rec.Generation++
-		tx.putAgent(rec)
-		f.emit(&tx, now, EventDesiredVersion, rec.ID, "", fmt.Sprintf("storage-server %s, agent %s", rec.StorageServerVersion, orNone(rec.DesiredAgentVersion)))
-		f.emitDowngrades(&tx, now, a, c)
-		out = append(out, f.agentLocked(a))
-	}
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	if err := f.wait(ctx, t); err != nil {
+		return f.enqueue(&tx), nil
+	})
+	if err != nil {
 		return nil, nil, err
 	}
 	slices.SortFunc(out, func(x, y Agent) int { return strings.Compare(x.ID, y.ID) })

@@ -10,8 +10,12 @@ import (
 	"github.com/sutragrid/sutra/master/store"
 )
 
-// emit appends an event to the log (memory, store batch, watchers). The
-// caller holds f.mu.
+// emit appends an event to the log (memory and store batch); watchers get
+// it once it is committed. Its sequence number is the next after the
+// highest known, written only if absent: two masters choosing the same
+// number conflict, and the loser reads the other's event and tries again.
+// Trimming the persisted log deletes blindly (idempotent). The caller
+// holds f.mu.
 func (f *Fleet) emit(tx *txn, now time.Time, typ, agentID, nodeID, msg string) {
 	f.lastSeq++
 	who := tx.actor
@@ -19,7 +23,8 @@ func (f *Fleet) emit(tx *txn, now time.Time, typ, agentID, nodeID, msg string) {
 		who = actor.Master
 	}
 	e := Event{Seq: f.lastSeq, Time: now, Type: typ, AgentID: agentID, NodeID: nodeID, Message: msg, Actor: who}
-	tx.put(store.TableEvents, seqKey(e.Seq), e)
+	tx.put(store.TableEvents, seqKey(e.Seq), e, 0)
+	tx.events = append(tx.events, e)
 	f.events = append(f.events, e)
 	if over := len(f.events) - f.opts.EventLogSize; over > 0 {
 		for _, old := range f.events[:over] {
@@ -30,15 +35,6 @@ func (f *Fleet) emit(tx *txn, now time.Time, typ, agentID, nodeID, msg string) {
 			f.events = append(make([]Event, 0, f.opts.EventLogSize+1), f.events[over:]...)
 		} else {
 			f.events = f.events[over:]
-		}
-	}
-	for s := range f.subs {
-		select {
-		case s.ch <- e:
-		default:
-			// The watcher fell behind: cut it off rather than block the fleet.
-			delete(f.subs, s)
-			close(s.ch)
 		}
 	}
 }
@@ -55,13 +51,14 @@ func (f *Fleet) Record(ctx context.Context, typ, agentID, msg string) error {
 	if len(msg) > maxMsg {
 		msg = strings.ToValidUTF8(msg[:maxMsg], "") // proto strings must be UTF-8
 	}
-	now := f.clock.Now()
-	tx := txn{actor: actor.From(ctx)}
-	f.mu.Lock()
-	f.emit(&tx, now, typ, agentID, "", msg)
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	return f.wait(ctx, t)
+	return f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		tx := txn{actor: actor.From(ctx)}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.emit(&tx, now, typ, agentID, "", msg)
+		return f.enqueue(&tx), nil
+	})
 }
 
 // Events returns up to limit events with Seq > since, oldest first

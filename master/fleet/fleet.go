@@ -20,7 +20,6 @@ package fleet
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -91,6 +91,16 @@ type Options struct {
 	MaxWatchers int
 	// MasterVersion is reported to agents and in the cluster status.
 	MasterVersion string
+	// Coordinator is this master's view of the other masters sharing the
+	// store (nil: cluster.NewSingle with ID "local", alone on its store).
+	// Only the leader runs the singletons (the liveness sweep of agents
+	// whose master died, agent GC), their writes fenced.
+	Coordinator cluster.Coordinator
+	// MaxBatchOps bounds the distinct keys one group commit writes (and
+	// conditions); 0: unbounded (bbolt). Batches are split between
+	// mutations only; one mutation larger than this fails. The etcd
+	// backend's default --max-txn-ops is 128.
+	MaxBatchOps int
 }
 
 // Validate reports every problem with o at once.
@@ -100,7 +110,7 @@ func (o Options) Validate() error {
 		errs = append(errs, errors.New("fleet options: Store is required"))
 	}
 	if o.HeartbeatInterval < 0 || o.DegradedAfter < 0 || o.OfflineAfter < 0 || o.SweepInterval < 0 || o.EventLogSize < 0 ||
-		o.MaxAgents < 0 || o.MaxNodes < 0 || o.MaxWatchers < 0 {
+		o.MaxAgents < 0 || o.MaxNodes < 0 || o.MaxWatchers < 0 || o.MaxBatchOps < 0 {
 		errs = append(errs, errors.New("fleet options: durations and sizes must not be negative"))
 	}
 	if o.HeartbeatInterval > 0 && o.HeartbeatInterval < time.Second {
@@ -130,13 +140,36 @@ type Fleet struct {
 	st    store.Store
 	com   *committer
 
-	mu       sync.RWMutex
-	agents   map[string]*agentState
-	nodes    map[string]*Node // every node record, by id
-	defaults versionDefaults
-	events   []Event // ring of the last EventLogSize events, oldest first
-	lastSeq  uint64
-	subs     map[*subscriber]struct{}
+	// self is this master's id (Coordinator.Self().ID).
+	self  string
+	coord cluster.Coordinator
+	fol   follower
+
+	mu     sync.RWMutex
+	agents map[string]*agentState
+	nodes  map[string]*Node // every node record, by id
+	// orphans are node records whose agent record has not arrived yet
+	// (Follow watches each table on its own).
+	orphans     map[string]*Node
+	defaults    versionDefaults
+	defaultsRev store.Revision
+	// loadRev is the store revision the tables were loaded at.
+	loadRev store.Revision
+	// inflight is, by record (keyRef.id), the last txn of this master
+	// writing it that has not finished; lastEventTicket the last one
+	// writing an event.
+	inflight        map[string]*ticket
+	lastEventTicket *ticket
+	// skipped: the newest revision of a record the watch skipped while a
+	// write of it was in flight.
+	skipped map[string]store.Revision
+	// deliveredSeq is the newest event handed to watchers.
+	deliveredSeq uint64
+	// deadSince is when the leader first saw each dead master dead.
+	deadSince map[string]time.Time
+	events    []Event // ring of the last EventLogSize events, oldest first
+	lastSeq   uint64
+	subs      map[*subscriber]struct{}
 	// revoked is the agent certificate denylist (revoke.go).
 	revoked map[string]*Revocation
 	// started is when this fleet was loaded: offline time for the agent GC
@@ -147,7 +180,8 @@ type Fleet struct {
 type agentState struct {
 	rec    agentRec
 	health Health
-	// lastSeen is the last heartbeat or registration; in memory only.
+	// lastSeen is the last heartbeat or registration; in memory only
+	// (for agents of another master, its persisted LastSeen).
 	lastSeen time.Time
 	nodes    map[string]*Node
 }
@@ -171,6 +205,16 @@ type agentRec struct {
 	Upgrade              *UpgradeStatus    `json:"upgrade,omitempty"`
 	// Pins: artifact name -> the version the agent is pinned to (pin.go).
 	Pins map[string]string `json:"pins,omitempty"`
+	// Master is the id of the master that last accepted its registration
+	// or heartbeat, written when it changes; that master tracks its
+	// liveness in memory.
+	Master string `json:"master,omitempty"`
+	// Health is the agent's health as its master last wrote it (on
+	// changes only).
+	Health Health `json:"health,omitempty"`
+
+	// rev is the store revision the record was read or written at.
+	rev store.Revision
 }
 
 type versionDefaults struct {
@@ -222,27 +266,46 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 	if opts.MasterVersion == "" {
 		opts.MasterVersion = "0.0.0-dev"
 	}
-	f := &Fleet{
-		opts:     opts,
-		clock:    opts.Clock,
-		log:      opts.Logger,
-		st:       opts.Store,
-		com:      newCommitter(opts.Store),
-		agents:   map[string]*agentState{},
-		nodes:    map[string]*Node{},
-		defaults: versionDefaults{StorageServerVersion: "latest"},
-		subs:     map[*subscriber]struct{}{},
-		started:  opts.Clock.Now(),
+	if opts.Coordinator == nil {
+		opts.Coordinator = cluster.NewSingle(cluster.Member{ID: "local", Version: opts.MasterVersion})
 	}
-	if err := f.load(ctx); err != nil {
+	f := &Fleet{
+		opts:    opts,
+		clock:   opts.Clock,
+		log:     opts.Logger,
+		st:      opts.Store,
+		coord:   opts.Coordinator,
+		self:    opts.Coordinator.Self().ID,
+		subs:    map[*subscriber]struct{}{},
+		started: opts.Clock.Now(),
+	}
+	f.com = newCommitter(opts.Store, opts.MaxBatchOps, f.finished)
+	f.initMaps()
+	if err := f.load(ctx, true); err != nil {
 		return nil, err
 	}
+	f.deliveredSeq = f.lastSeq
 	return f, nil
 }
 
-func (f *Fleet) load(ctx context.Context) error {
-	err := f.st.Scan(ctx, store.TableMeta, func(k, v []byte) error {
+func (f *Fleet) initMaps() {
+	f.agents, f.nodes, f.orphans = map[string]*agentState{}, map[string]*Node{}, map[string]*Node{}
+	f.defaults = versionDefaults{StorageServerVersion: "latest"}
+	f.inflight, f.skipped = map[string]*ticket{}, map[string]store.Revision{}
+	f.deadSince = map[string]time.Time{}
+}
+
+// load reads the tables; with drop it deletes node records without an
+// agent and events beyond the log's size (the first load).
+func (f *Fleet) load(ctx context.Context, drop bool) error {
+	rev, err := f.st.Revision(ctx)
+	if err != nil {
+		return fmt.Errorf("load fleet: %w", err)
+	}
+	f.loadRev, f.defaultsRev = rev, 0
+	err = f.st.Scan(ctx, store.TableMeta, func(k, v []byte) error {
 		if string(k) == string(metaDefaultsKey) {
+			f.defaultsRev = revUnknown
 			if err := json.Unmarshal(v, &f.defaults); err != nil {
 				return fmt.Errorf("decode version defaults: %w", err)
 			}
@@ -257,7 +320,14 @@ func (f *Fleet) load(ctx context.Context) error {
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("decode agent %s: %w", k, err)
 		}
-		f.agents[r.ID] = &agentState{rec: r, health: Offline, lastSeen: r.LastSeen, nodes: map[string]*Node{}}
+		r.rev = revUnknown
+		// This master's own agents are offline until their next heartbeat;
+		// another master's show what that master wrote.
+		health := Offline
+		if r.Master != f.self && r.Master != "" {
+			health = r.persistedHealth()
+		}
+		f.agents[r.ID] = &agentState{rec: r, health: health, lastSeen: r.LastSeen, nodes: map[string]*Node{}}
 		return nil
 	})
 	if err != nil {
@@ -269,9 +339,12 @@ func (f *Fleet) load(ctx context.Context) error {
 		if err := json.Unmarshal(v, &n); err != nil {
 			return fmt.Errorf("decode node %s: %w", k, err)
 		}
+		n.rev = revUnknown
 		a := f.agents[n.AgentID]
 		if a == nil {
-			orphans = append(orphans, store.Delete(store.TableNodes, []byte(n.ID)))
+			if drop {
+				orphans = append(orphans, store.Delete(store.TableNodes, []byte(n.ID)))
+			}
 			return nil
 		}
 		f.nodes[n.ID] = &n
@@ -298,6 +371,9 @@ func (f *Fleet) load(ctx context.Context) error {
 	}
 	if over := len(f.events) - f.opts.EventLogSize; over > 0 {
 		for _, e := range f.events[:over] {
+			if !drop {
+				break
+			}
 			orphans = append(orphans, store.Delete(store.TableEvents, seqKey(e.Seq)))
 		}
 		f.events = append([]Event(nil), f.events[over:]...)
@@ -307,7 +383,7 @@ func (f *Fleet) load(ctx context.Context) error {
 			return fmt.Errorf("load fleet: drop stale records: %w", err)
 		}
 	}
-	f.log.Info("fleet loaded", "agents", len(f.agents), "nodes", len(f.nodes), "events", len(f.events), "last_seq", f.lastSeq)
+	f.log.Info("fleet loaded", "revision", f.loadRev, "agents", len(f.agents), "nodes", len(f.nodes), "events", len(f.events), "last_seq", f.lastSeq)
 	return nil
 }
 
@@ -317,8 +393,16 @@ func (f *Fleet) HeartbeatInterval() time.Duration { return f.opts.HeartbeatInter
 // MasterVersion is the version reported to agents.
 func (f *Fleet) MasterVersion() string { return f.opts.MasterVersion }
 
-// Run sweeps agent liveness until ctx is done; it returns nil on cancellation.
+// Run sweeps agent liveness until ctx is done; it returns nil on
+// cancellation. A fleet sharing its store with other masters (a
+// Coordinator other than cluster.Single) follows the store meanwhile.
 func (f *Fleet) Run(ctx context.Context) error {
+	if _, alone := f.coord.(*cluster.Single); !alone {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = f.Follow(ctx) }()
+		defer func() { cancel(); <-done }()
+	}
 	t := time.NewTicker(f.opts.SweepInterval)
 	defer t.Stop()
 	for {
@@ -340,38 +424,103 @@ const maxGCPerSweep = 1000
 // Sweep moves agents that missed heartbeats to degraded and offline, one
 // step at a time, so that an agent never goes offline without an
 // AgentDegraded event first; then it removes agents offline for longer than
-// the GC threshold.
+// the GC threshold. Each master sweeps the agents whose heartbeats it
+// receives (agentRec.Master); the leader also sweeps those of masters that
+// are not alive, their clock starting when it first saw their master dead
+// (they reconnect elsewhere within seconds), and alone removes agents.
+// Each agent's change is its own write; one lost to another master's write
+// is read again and redone by the next sweep.
 func (f *Fleet) Sweep(ctx context.Context) error {
 	now := f.clock.Now()
+	var fence []store.Cond
+	lead := false
+	if f.coord.Leading() {
+		fence, lead = f.coord.Fence()
+	}
 	f.mu.Lock()
-	var tx txn
+	dead := map[string]bool{}
+	for _, a := range f.agents {
+		if m := a.rec.Master; m != "" && m != f.self {
+			if _, ok := dead[m]; !ok {
+				dead[m] = !f.coord.Alive(m)
+			}
+		}
+	}
+	for m := range f.deadSince {
+		if !dead[m] {
+			delete(f.deadSince, m)
+		}
+	}
+	for m, d := range dead {
+		if d && f.deadSince[m].IsZero() {
+			f.deadSince[m] = now
+			if lead {
+				f.log.Warn("master is not alive: its agents are swept by this leader from now", "master", m)
+			}
+		}
+	}
+	var ts []*ticket
 	removed := 0
 	for _, a := range f.agents {
-		since := now.Sub(a.lastSeen)
+		seen := a.lastSeen
+		var fc []store.Cond
+		switch m := a.rec.Master; {
+		case m == f.self || m == "":
+		case lead && dead[m]:
+			seen, fc = later(seen, f.deadSince[m]), fence
+		default:
+			continue
+		}
+		tx := txn{fence: fc}
+		since := now.Sub(seen)
 		if a.health == Healthy && since >= f.opts.DegradedAfter {
 			a.health = Degraded
 			f.emit(&tx, now, EventAgentDegraded, a.rec.ID, "", fmt.Sprintf("no heartbeat for %s", since.Round(time.Second)))
-			f.log.Warn("agent degraded", "agent", a.rec.ID, "since_heartbeat", since.Round(time.Second))
+			f.log.Warn("agent degraded", "agent", a.rec.ID, "since_heartbeat", since.Round(time.Second), "master", a.rec.Master)
 		}
 		if a.health == Degraded && since >= f.opts.OfflineAfter {
 			a.health = Offline
 			f.emit(&tx, now, EventAgentOffline, a.rec.ID, "", fmt.Sprintf("no heartbeat for %s", since.Round(time.Second)))
-			f.log.Warn("agent offline", "agent", a.rec.ID, "since_heartbeat", since.Round(time.Second))
+			f.log.Warn("agent offline", "agent", a.rec.ID, "since_heartbeat", since.Round(time.Second), "master", a.rec.Master)
 		}
-		if a.health == Offline && f.opts.AgentGCThreshold > 0 && removed < maxGCPerSweep {
+		if len(tx.ops) > 0 {
+			a.rec.Health, a.rec.LastSeen = a.health, a.lastSeen
+			tx.putAgent(&a.rec)
+		}
+		if a.health == Offline && lead && f.opts.AgentGCThreshold > 0 && removed < maxGCPerSweep {
 			// Offline time counts from this fleet's start at the earliest: a
 			// restart loads every agent offline with an old last-seen time.
-			off := now.Sub(later(a.lastSeen, f.started))
+			off := now.Sub(later(seen, f.started))
 			if off >= f.opts.AgentGCThreshold {
 				removed++
+				tx.fence = fence
 				f.removeLocked(&tx, now, a, EventAgentRemoved, fmt.Sprintf("offline, no heartbeat for %s (agent GC threshold %s): removed with %d node records", off.Round(time.Second), f.opts.AgentGCThreshold, len(a.nodes)))
 				f.log.Info("agent removed", "agent", a.rec.ID, "since_heartbeat", off.Round(time.Second), "gc_threshold", f.opts.AgentGCThreshold)
 			}
 		}
+		if t := f.enqueue(&tx); t != nil {
+			ts = append(ts, t)
+		}
 	}
-	t := f.enqueue(&tx)
 	f.mu.Unlock()
-	return f.wait(ctx, t)
+	var errs []error
+	for _, t := range ts {
+		err := f.wait(ctx, t)
+		if errors.Is(err, store.ErrConflict) {
+			f.reconcileTicket(ctx, t)
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
 }
 
 func later(a, b time.Time) time.Time {
@@ -379,131 +528,4 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// txn collects the store writes of one mutation. A record that cannot be
-// encoded (validation at the boundary makes this a bug, such as a time
-// outside JSON's four-digit years) is left out and remembered in err, which
-// the caller gets back from wait: never a panic.
-type txn struct {
-	ops []store.Op
-	err error
-	// actor is who caused the mutation (master/actor); empty: the master.
-	actor string
-}
-
-// put encodes v as JSON and adds it to the batch.
-func (tx *txn) put(table string, key []byte, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		if tx.err == nil {
-			tx.err = fmt.Errorf("encode %s record %q: %w", table, key, err)
-		}
-		return
-	}
-	tx.ops = append(tx.ops, store.Put(table, key, b))
-}
-
-func (tx *txn) putAgent(r *agentRec) { tx.put(store.TableAgents, []byte(r.ID), r) }
-
-func (tx *txn) putNode(n *Node) { tx.put(store.TableNodes, []byte(n.ID), n) }
-
-func (tx *txn) deleteNode(id string) {
-	tx.ops = append(tx.ops, store.Delete(store.TableNodes, []byte(id)))
-}
-
-func seqKey(seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(nil, seq)
-}
-
-// enqueue hands tx to the committer; the caller holds f.mu, which keeps the
-// commit order equal to the order of the in-memory changes. If a record of
-// tx could not be encoded, the others are still committed and the returned
-// ticket carries the encoding error.
-func (f *Fleet) enqueue(tx *txn) *ticket {
-	var t *ticket
-	if len(tx.ops) > 0 {
-		t = f.com.enqueue(tx.ops)
-	}
-	if tx.err == nil {
-		return t
-	}
-	return &ticket{done: closed, err: &Error{Kind: KindInternal, Msg: "the master could not encode the change (a bug: please report it with the master's log)", Err: tx.err}, after: t}
-}
-
-var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// wait blocks until t is durable (nil t: nothing to write).
-func (f *Fleet) wait(ctx context.Context, t *ticket) error {
-	if t == nil {
-		return nil
-	}
-	if t.after != nil {
-		_ = f.wait(ctx, t.after)
-	}
-	select {
-	case <-t.done:
-		if fe, ok := t.err.(*Error); ok {
-			f.log.Error("fleet change not saved", "err", fe)
-			return fe
-		}
-		if t.err != nil {
-			f.log.Error("commit fleet state", "err", t.err)
-			return &Error{Kind: KindUnavailable, Msg: "the master could not save the change (check its disk and log), then retry", Err: t.err}
-		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// committer group-commits batches of ops in enqueue order: while one batch
-// is being written, later ops accumulate and go out together in the next.
-type committer struct {
-	st      store.Store
-	mu      sync.Mutex
-	pending []store.Op
-	cur     *ticket
-	running bool
-}
-
-type ticket struct {
-	done chan struct{}
-	err  error
-	// after is the commit of the records that were encoded, waited for
-	// before err is returned.
-	after *ticket
-}
-
-func newCommitter(st store.Store) *committer {
-	return &committer{st: st, cur: &ticket{done: make(chan struct{})}}
-}
-
-func (c *committer) enqueue(ops []store.Op) *ticket {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.pending = append(c.pending, ops...)
-	t := c.cur
-	if !c.running {
-		c.running = true
-		go c.drain()
-	}
-	return t
-}
-
-func (c *committer) drain() {
-	for {
-		c.mu.Lock()
-		if len(c.pending) == 0 {
-			c.running = false
-			c.mu.Unlock()
-			return
-		}
-		ops, t := c.pending, c.cur
-		c.pending, c.cur = nil, &ticket{done: make(chan struct{})}
-		c.mu.Unlock()
-		// The write must happen even if the caller gave up waiting.
-		t.err = c.st.Apply(context.Background(), ops)
-		close(t.done)
-	}
 }

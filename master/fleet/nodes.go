@@ -28,47 +28,46 @@ func (f *Fleet) Spawn(ctx context.Context, r SpawnRequest) (Node, error) {
 	if r.Port > 65535 {
 		return Node{}, newErr(KindInvalid, "port %d is out of range: use 1-65535, or 0 to let the agent choose", r.Port)
 	}
-	now := f.clock.Now()
-	f.mu.Lock()
-	if other := f.nodes[r.NodeID]; r.NodeID != "" && other != nil {
-		f.mu.Unlock()
-		return Node{}, newErr(KindExists, "node %q already exists on agent %q: choose another id, or omit it to get a generated one", r.NodeID, other.AgentID)
-	}
-	if n := len(f.nodes); n >= f.opts.MaxNodes {
-		f.mu.Unlock()
-		return Node{}, newErr(KindExhausted, "the fleet already holds %d node records, the master's limit: stop nodes, remove offline agents (sutra agents rm ID) or raise --max-nodes (MAX_NODES)", n)
-	}
-	a, err := f.placeLocked(r.AgentID)
-	if err != nil {
-		f.mu.Unlock()
-		return Node{}, err
-	}
-	id := r.NodeID
-	if id == "" {
-		id = f.newNodeIDLocked()
-	}
-	if r.Port != 0 {
-		for _, n := range a.nodes {
-			if n.Desired && n.Port == r.Port {
-				f.mu.Unlock()
-				return Node{}, newErr(KindExists, "port %d is already given to node %q on agent %q: choose another port or 0", r.Port, n.ID, a.rec.ID)
+	var out Node
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if other := f.nodes[r.NodeID]; r.NodeID != "" && other != nil {
+			return nil, newErr(KindExists, "node %q already exists on agent %q: choose another id, or omit it to get a generated one", r.NodeID, other.AgentID)
+		}
+		if n := len(f.nodes); n >= f.opts.MaxNodes {
+			return nil, newErr(KindExhausted, "the fleet already holds %d node records, the master's limit: stop nodes, remove offline agents (sutra agents rm ID) or raise --max-nodes (MAX_NODES)", n)
+		}
+		a, err := f.placeLocked(r.AgentID)
+		if err != nil {
+			return nil, err
+		}
+		id := r.NodeID
+		if id == "" {
+			id = f.newNodeIDLocked()
+		}
+		if r.Port != 0 {
+			for _, n := range a.nodes {
+				if n.Desired && n.Port == r.Port {
+					return nil, newErr(KindExists, "port %d is already given to node %q on agent %q: choose another port or 0", r.Port, n.ID, a.rec.ID)
+				}
 			}
 		}
-	}
-	tx := txn{actor: actor.From(ctx)}
-	n := &Node{ID: id, AgentID: a.rec.ID, Port: r.Port, Desired: true, CreatedAt: now}
-	f.nodes[id], a.nodes[id] = n, n
-	a.rec.Generation++
-	tx.putNode(n)
-	tx.putAgent(&a.rec)
-	f.emit(&tx, now, EventNodeSpawnRequested, a.rec.ID, id, fmt.Sprintf("generation %d", a.rec.Generation))
-	out := *n
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	f.log.Info("node spawn requested", "node", id, "agent", out.AgentID)
-	if err := f.wait(ctx, t); err != nil {
+		tx := txn{actor: actor.From(ctx)}
+		n := &Node{ID: id, AgentID: a.rec.ID, Port: r.Port, Desired: true, CreatedAt: now}
+		f.nodes[id], a.nodes[id] = n, n
+		a.rec.Generation++
+		tx.putNode(n)
+		tx.putAgent(&a.rec)
+		f.emit(&tx, now, EventNodeSpawnRequested, a.rec.ID, id, fmt.Sprintf("generation %d", a.rec.Generation))
+		out = copyNode(n)
+		return f.enqueue(&tx), nil
+	})
+	if err != nil {
 		return Node{}, err
 	}
+	f.log.Info("node spawn requested", "node", out.ID, "agent", out.AgentID)
 	return out, nil
 }
 
@@ -142,32 +141,33 @@ func (f *Fleet) Stop(ctx context.Context, nodeID string) (Node, error) {
 	if err := validateKnownID("node", nodeID); err != nil {
 		return Node{}, err
 	}
-	now := f.clock.Now()
-	f.mu.Lock()
-	n := f.nodes[nodeID]
-	if n == nil {
-		f.mu.Unlock()
-		return Node{}, unknownNode(nodeID)
-	}
-	if !n.Desired {
-		out := copyNode(n)
-		f.mu.Unlock()
-		return out, nil
-	}
-	a := f.agents[n.AgentID]
-	tx := txn{actor: actor.From(ctx)}
-	a.rec.Generation++
-	n.Desired, n.StopGeneration = false, a.rec.Generation
-	tx.putNode(n)
-	tx.putAgent(&a.rec)
-	f.emit(&tx, now, EventNodeStopRequested, a.rec.ID, nodeID, fmt.Sprintf("generation %d", a.rec.Generation))
-	out := copyNode(n)
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	f.log.Info("node stop requested", "node", nodeID, "agent", out.AgentID)
-	if err := f.wait(ctx, t); err != nil {
+	var out Node
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		n := f.nodes[nodeID]
+		if n == nil {
+			return nil, unknownNode(nodeID)
+		}
+		if !n.Desired {
+			out = copyNode(n)
+			return nil, nil
+		}
+		a := f.agents[n.AgentID]
+		tx := txn{actor: actor.From(ctx)}
+		a.rec.Generation++
+		n.Desired, n.StopGeneration = false, a.rec.Generation
+		tx.putNode(n)
+		tx.putAgent(&a.rec)
+		f.emit(&tx, now, EventNodeStopRequested, a.rec.ID, nodeID, fmt.Sprintf("generation %d", a.rec.Generation))
+		out = copyNode(n)
+		return f.enqueue(&tx), nil
+	})
+	if err != nil {
 		return Node{}, err
 	}
+	f.log.Info("node stop requested", "node", nodeID, "agent", out.AgentID)
 	return out, nil
 }
 
@@ -177,6 +177,7 @@ func unknownNode(id string) error {
 
 func copyNode(n *Node) Node {
 	out := *n
+	out.rev = 0
 	if n.Status != nil {
 		s := *n.Status
 		s.LastLogLines = slices.Clone(s.LastLogLines)

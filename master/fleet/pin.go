@@ -50,35 +50,37 @@ func (f *Fleet) Pin(ctx context.Context, id, artifactName, version string) (Agen
 	if err := ValidatePin(id, artifactName, version); err != nil {
 		return Agent{}, err
 	}
-	now := f.clock.Now()
-	tx := txn{actor: actor.From(ctx)}
-	f.mu.Lock()
-	a := f.agents[id]
-	if a == nil {
-		f.mu.Unlock()
-		return Agent{}, unknownAgent(id)
-	}
-	rec := &a.rec
-	if rec.Pins == nil {
-		rec.Pins = map[string]string{}
-	}
-	rec.Pins[artifactName] = version
-	if artifactName == PinStorageServer {
-		rec.StorageServerVersion = version
-	} else {
-		rec.DesiredAgentVersion = version
-	}
-	rec.Generation++
-	tx.putAgent(rec)
-	by := tx.actor
-	if by == "" {
-		by = actor.Master
-	}
-	f.emit(&tx, now, EventAgentPinned, id, "", fmt.Sprintf("%s pinned to %s by %s", artifactName, version, by))
-	out := f.agentLocked(a)
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	return out, f.wait(ctx, t)
+	var out Agent
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		tx := txn{actor: actor.From(ctx)}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		a := f.agents[id]
+		if a == nil {
+			return nil, unknownAgent(id)
+		}
+		rec := &a.rec
+		if rec.Pins == nil {
+			rec.Pins = map[string]string{}
+		}
+		rec.Pins[artifactName] = version
+		if artifactName == PinStorageServer {
+			rec.StorageServerVersion = version
+		} else {
+			rec.DesiredAgentVersion = version
+		}
+		rec.Generation++
+		tx.putAgent(rec)
+		by := tx.actor
+		if by == "" {
+			by = actor.Master
+		}
+		f.emit(&tx, now, EventAgentPinned, id, "", fmt.Sprintf("%s pinned to %s by %s", artifactName, version, by))
+		out = f.agentLocked(a)
+		return f.enqueue(&tx), nil
+	})
+	return out, err
 }
 
 // Unpin lifts agent id's pin on artifactName ("" for every pin). The
@@ -91,35 +93,37 @@ func (f *Fleet) Unpin(ctx context.Context, id, artifactName string) (Agent, erro
 	if artifactName != "" && artifactName != PinStorageServer && artifactName != PinAgent {
 		return Agent{}, newErr(KindInvalid, "artifact %.64q cannot be pinned (want %s or %s)", artifactName, PinStorageServer, PinAgent)
 	}
-	now := f.clock.Now()
-	tx := txn{actor: actor.From(ctx)}
-	f.mu.Lock()
-	a := f.agents[id]
-	if a == nil {
-		f.mu.Unlock()
-		return Agent{}, unknownAgent(id)
-	}
-	rec := &a.rec
-	var lifted []string
-	for _, name := range slices.Sorted(maps.Keys(rec.Pins)) {
-		if artifactName == "" || name == artifactName {
-			lifted = append(lifted, name+" "+rec.Pins[name])
-			delete(rec.Pins, name)
+	var out Agent
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		tx := txn{actor: actor.From(ctx)}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		a := f.agents[id]
+		if a == nil {
+			return nil, unknownAgent(id)
 		}
-	}
-	if len(rec.Pins) == 0 {
-		rec.Pins = nil
-	}
-	if len(lifted) > 0 {
-		tx.putAgent(rec)
-		by := tx.actor
-		if by == "" {
-			by = actor.Master
+		rec := &a.rec
+		var lifted []string
+		for _, name := range slices.Sorted(maps.Keys(rec.Pins)) {
+			if artifactName == "" || name == artifactName {
+				lifted = append(lifted, name+" "+rec.Pins[name])
+				delete(rec.Pins, name)
+			}
 		}
-		f.emit(&tx, now, EventAgentUnpinned, id, "", fmt.Sprintf("pin %s lifted by %s", strings.Join(lifted, ", "), by))
-	}
-	out := f.agentLocked(a)
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	return out, f.wait(ctx, t)
+		if len(rec.Pins) == 0 {
+			rec.Pins = nil
+		}
+		if len(lifted) > 0 {
+			tx.putAgent(rec)
+			by := tx.actor
+			if by == "" {
+				by = actor.Master
+			}
+			f.emit(&tx, now, EventAgentUnpinned, id, "", fmt.Sprintf("pin %s lifted by %s", strings.Join(lifted, ", "), by))
+		}
+		out = f.agentLocked(a)
+		return f.enqueue(&tx), nil
+	})
+	return out, err
 }

@@ -35,6 +35,10 @@ type Revocation struct {
 	// Serials (hex) of certificates issued for the id after the revocation
 	// was lifted, newest last, at most maxAllowedSerials.
 	Serials []string `json:"serials,omitempty"`
+
+	// rev is the store revision the record was read or written at (in
+	// memory only; zero in clones handed out).
+	rev store.Revision
 }
 
 // MaxRevokeReason bounds a revocation's reason.
@@ -54,6 +58,7 @@ func (f *Fleet) loadRevoked(ctx context.Context) error {
 		if r.AgentID != string(k) {
 			return fmt.Errorf("decode revocation %q: it names agent %q", k, r.AgentID)
 		}
+		r.rev = revUnknown
 		f.revoked[r.AgentID] = &r
 		return nil
 	})
@@ -74,37 +79,44 @@ func (f *Fleet) Revoke(ctx context.Context, id, reason string) (Revocation, erro
 	if err := limits.Text("reason", reason, MaxRevokeReason); err != nil {
 		return Revocation{}, &Error{Kind: KindInvalid, Msg: err.Error()}
 	}
-	now := f.clock.Now()
-	tx := txn{actor: actor.From(ctx)}
-	f.mu.Lock()
-	if r := f.revoked[id]; r != nil && r.Active {
-		// Written again (no event): a retry after a failed commit makes
-		// the first revocation durable.
-		tx.put(store.TableRevoked, []byte(id), r)
-		out := r.clone()
-		t := f.enqueue(&tx)
-		f.mu.Unlock()
-		return out, f.wait(ctx, t)
+	var out Revocation
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		tx := txn{actor: actor.From(ctx)}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if r := f.revoked[id]; r != nil && r.Active {
+			// Written again (no event): a retry after a failed commit makes
+			// the first revocation durable.
+			tx.put(store.TableRevoked, []byte(id), r, r.rev)
+			out = r.clone()
+			return f.enqueue(&tx), nil
+		}
+		old, known := f.revoked[id]
+		if !known && len(f.revoked) >= f.opts.MaxAgents {
+			return nil, newErr(KindExhausted, "%d agent ids are on the revocation list, the master's limit (--max-agents)", len(f.revoked))
+		}
+		r := &Revocation{AgentID: id, RevokedAt: now, By: tx.actor, Reason: reason, Active: true}
+		if r.By == "" {
+			r.By = actor.Master
+		}
+		if old != nil {
+			r.rev = old.rev
+		}
+		f.revoked[id] = r
+		tx.put(store.TableRevoked, []byte(id), r, r.rev)
+		msg := "certificates revoked by " + r.By
+		if reason != "" {
+			msg += ": " + reason
+		}
+		f.emit(&tx, now, EventAgentRevoked, id, "", msg)
+		out = r.clone()
+		return f.enqueue(&tx), nil
+	})
+	if err != nil {
+		return Revocation{}, err
 	}
-	if _, known := f.revoked[id]; !known && len(f.revoked) >= f.opts.MaxAgents {
-		f.mu.Unlock()
-		return Revocation{}, newErr(KindExhausted, "%d agent ids are on the revocation list, the master's limit (--max-agents)", len(f.revoked))
-	}
-	r := &Revocation{AgentID: id, RevokedAt: now, By: tx.actor, Reason: reason, Active: true}
-	if r.By == "" {
-		r.By = actor.Master
-	}
-	f.revoked[id] = r
-	tx.put(store.TableRevoked, []byte(id), r)
-	msg := "certificates revoked by " + r.By
-	if reason != "" {
-		msg += ": " + reason
-	}
-	f.emit(&tx, now, EventAgentRevoked, id, "", msg)
-	out := r.clone()
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	return out, f.wait(ctx, t)
+	return out, nil
 }
 
 // Unrevoke lifts the revocation of agent id (NotFound if it is not
@@ -113,31 +125,41 @@ func (f *Fleet) Unrevoke(ctx context.Context, id string) (Revocation, error) {
 	if err := ValidateID("agent", id); err != nil {
 		return Revocation{}, err
 	}
-	now := f.clock.Now()
-	tx := txn{actor: actor.From(ctx)}
-	f.mu.Lock()
-	old := f.revoked[id]
-	if old == nil || !old.Active {
-		f.mu.Unlock()
-		return Revocation{}, newErr(KindNotFound, "agent %s is not revoked: see 'sutra agents'", id)
-	}
-	r := old.clone()
-	r.Active, r.UnrevokedAt, r.UnrevokedBy = false, now, tx.actor
-	f.revoked[id] = &r
-	tx.put(store.TableRevoked, []byte(id), &r)
-	f.emit(&tx, now, EventAgentUnrevoked, id, "", fmt.Sprintf("revocation of %s lifted by %s; certificates issued before it stay refused: enroll the agent again with a new join token", r.RevokedAt.UTC().Format(time.RFC3339), tx.actor))
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	if err := f.wait(ctx, t); err != nil {
+	var out Revocation
+	var now time.Time
+	var old *Revocation
+	err := f.retry(ctx, func() (*ticket, error) {
+		now = f.clock.Now()
+		tx := txn{actor: actor.From(ctx)}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		old = f.revoked[id]
+		if old == nil || !old.Active {
+			return nil, newErr(KindNotFound, "agent %s is not revoked: see 'sutra agents'", id)
+		}
+		// Memory changes only once the lift is durable: until then the
+		// agent stays refused (the safe side).
+		r := *old
+		r.Serials = slices.Clone(old.Serials)
+		r.Active, r.UnrevokedAt, r.UnrevokedBy = false, now, tx.actor
+		tx.put(store.TableRevoked, []byte(id), &r, old.rev)
+		f.emit(&tx, now, EventAgentUnrevoked, id, "", fmt.Sprintf("revocation of %s lifted by %s; certificates issued before it stay refused: enroll the agent again with a new join token", r.RevokedAt.UTC().Format(time.RFC3339), tx.actor))
+		out = r.clone()
+		if tx.err == nil {
+			f.revoked[id] = &r
+		}
+		return f.enqueue(&tx), nil
+	})
+	if err != nil {
 		// Not durable: stay revoked (the safe side), unless changed since.
 		f.mu.Lock()
-		if cur := f.revoked[id]; cur != nil && !cur.Active && cur.UnrevokedAt.Equal(now) {
+		if cur := f.revoked[id]; old != nil && cur != nil && !cur.Active && cur.UnrevokedAt.Equal(now) {
 			f.revoked[id] = old
 		}
 		f.mu.Unlock()
 		return Revocation{}, err
 	}
-	return r.clone(), nil
+	return out, nil
 }
 
 // Revocation returns agent id's revocation record, if any (Active or not).
@@ -180,23 +202,23 @@ func (f *Fleet) AllowCert(ctx context.Context, id string, serial *big.Int) error
 	if serial == nil {
 		return nil
 	}
-	tx := txn{actor: actor.From(ctx)}
-	f.mu.Lock()
-	old := f.revoked[id]
-	if old == nil || old.Active {
-		f.mu.Unlock()
-		return nil
-	}
-	r := old.clone()
-	r.Serials = append(r.Serials, serial.Text(16))
-	if over := len(r.Serials) - maxAllowedSerials; over > 0 {
-		r.Serials = r.Serials[over:]
-	}
-	f.revoked[id] = &r
-	tx.put(store.TableRevoked, []byte(id), &r)
-	t := f.enqueue(&tx)
-	f.mu.Unlock()
-	return f.wait(ctx, t)
+	return f.retry(ctx, func() (*ticket, error) {
+		tx := txn{actor: actor.From(ctx)}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		old := f.revoked[id]
+		if old == nil || old.Active {
+			return nil, nil
+		}
+		r := *old
+		r.Serials = append(slices.Clone(old.Serials), serial.Text(16))
+		if over := len(r.Serials) - maxAllowedSerials; over > 0 {
+			r.Serials = r.Serials[over:]
+		}
+		f.revoked[id] = &r
+		tx.put(store.TableRevoked, []byte(id), &r, r.rev)
+		return f.enqueue(&tx), nil
+	})
 }
 
 // RevokedMessage is what a caller refused by r is told.
@@ -217,5 +239,6 @@ func (r Revocation) RevokedMessage() string {
 func (r *Revocation) clone() Revocation {
 	c := *r
 	c.Serials = slices.Clone(r.Serials)
+	c.rev = 0
 	return c
 }

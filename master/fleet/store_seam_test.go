@@ -34,6 +34,18 @@ func (s *seamStore) Apply(ctx context.Context, ops []store.Op) error {
 	return s.Store.Apply(ctx, ops)
 }
 
+func (s *seamStore) ApplyIf(ctx context.Context, conds []store.Cond, ops []store.Op) (store.Revision, error) {
+	for _, op := range ops {
+		if err := store.ValidateOp(op); err != nil {
+			s.t.Errorf("the fleet wrote an op a backend may refuse: %v", err)
+		}
+	}
+	s.mu.Lock()
+	s.batches++
+	s.mu.Unlock()
+	return s.Store.ApplyIf(ctx, conds, ops)
+}
+
 // The fleet needs nothing of a backend beyond store.Store: it runs, and
 // reloads, on the interface alone, and what it commits is visible to a
 // store watcher (how another master will follow it) as whole records.

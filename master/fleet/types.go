@@ -1,6 +1,10 @@
 package fleet
 
-import "time"
+import (
+	"time"
+
+	"github.com/sutragrid/sutra/master/store"
+)
 
 // Health is an agent's liveness as the master sees it.
 type Health string
@@ -119,6 +123,9 @@ type Agent struct {
 	// refuses it for this agent, skips it for every agent, and rollouts
 	// skip the agent.
 	Pins map[string]string `json:"pins,omitempty"`
+	// Master is the id of the master the agent last registered or
+	// heartbeated with (several masters on one store).
+	Master string `json:"master,omitempty"`
 }
 
 // Node joins a node the master knows with the status its agent last reported.
@@ -135,6 +142,10 @@ type Node struct {
 	// StopGeneration is the agent generation that dropped the node from the
 	// desired state (0 while desired).
 	StopGeneration uint64 `json:"stop_generation,omitempty"`
+
+	// rev is the store revision the record was read or written at (in
+	// memory only; zero in copies handed out).
+	rev store.Revision
 }
 
 // ClusterStatus summarises the fleet.
