@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +27,7 @@ import (
 // wrong, so retrying it cannot help.
 var errClient = errors.New("request rejected by the master")
 
-func (f *Fetcher) newHTTPClient() *retryablehttp.Client {
+func (f *Fetcher) newHTTPClient(bases []*url.URL) (*retryablehttp.Client, error) {
 	dialer := &net.Dialer{Timeout: f.opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy:                 f.opts.Proxy,
@@ -46,11 +47,15 @@ func (f *Fetcher) newHTTPClient() *retryablehttp.Client {
 	if f.opts.TLSDir != "" {
 		rt = newAgentTransport(f.opts.TLSDir, transport) // tls.go
 	}
+	rt, err := newFailoverTransport(f, rt, bases) // masters.go
+	if err != nil {
+		return nil, err
+	}
 	return &retryablehttp.Client{
 		// No http.Client.Timeout: it would cap the body read of large
 		// binaries. The per-fetch context deadline and the stall timer bound
 		// each request instead.
-		HTTPClient:   &http.Client{Transport: rt},
+		HTTPClient:   &http.Client{Transport: rt, CheckRedirect: checkRedirect},
 		Logger:       leveledLogger{f.log},
 		RetryWaitMin: f.opts.BackoffMin,
 		RetryWaitMax: f.opts.BackoffMax,
@@ -79,7 +84,7 @@ func (f *Fetcher) newHTTPClient() *retryablehttp.Client {
 			}
 			return resp, nil
 		},
-	}
+	}, nil
 }
 
 // checkRetry retries connection errors (as retryablehttp judges them: not

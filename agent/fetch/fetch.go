@@ -107,8 +107,14 @@ const Latest = "latest"
 // Options configures a Fetcher. Zero values mean the documented defaults.
 type Options struct {
 	// BaseURL is the master's binary API, e.g. http://localhost:7001 (config
-	// storage.master_binary_url). Required.
+	// storage.master_binary_url), or several masters' as a comma-separated
+	// list (masters.go: a request moves to another master on a connection
+	// error or a 5xx). Required.
 	BaseURL string
+	// Prefer, when set, names the base URL (one of BaseURL's) to try first:
+	// the binary API of the master the agent currently talks to. An unknown
+	// or empty answer is ignored.
+	Prefer func() string
 	// CacheDir is the cache root (config agent.cache_dir). Required.
 	CacheDir string
 	// Artifact is the binary's name (default "storage-server", served under
@@ -236,8 +242,8 @@ func (o Options) Validate() error {
 	var errs []error
 	if o.BaseURL == "" {
 		errs = append(errs, errors.New("fetch: BaseURL is required"))
-	} else if u, err := url.Parse(o.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("fetch: BaseURL %q is not an http(s) URL", o.BaseURL))
+	} else if _, err := parseBaseURLs(o.BaseURL); err != nil {
+		errs = append(errs, err)
 	}
 	if o.CacheDir == "" {
 		errs = append(errs, errors.New("fetch: CacheDir is required"))
@@ -302,14 +308,17 @@ func New(opts Options) (*Fetcher, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	base, _ := url.Parse(strings.TrimSuffix(opts.BaseURL, "/"))
+	bases, _ := parseBaseURLs(opts.BaseURL)
+	base := bases[0]
 	c, err := cache.New(cache.Options{Dir: opts.CacheDir, Artifact: opts.Artifact, Platform: opts.Platform, Logger: opts.Logger,
 		Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned})
 	if err != nil {
 		return nil, err
 	}
 	f := &Fetcher{opts: opts, log: opts.Logger, cache: c, base: base, buf: make([]byte, 1<<20), limiter: newLimiter(opts.DownloadRateLimit)}
-	f.http = f.newHTTPClient()
+	if f.http, err = f.newHTTPClient(bases); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
