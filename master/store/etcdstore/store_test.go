@@ -156,3 +156,44 @@ func TestOpenUnreachable(t *testing.T) {
 		t.Errorf("Open(password over http to a remote host) = %v, want a refusal", err)
 	}
 }
+
+// TestSharedClient: a store on a caller's client shares it (Client,
+// Prefix) and leaves it open at Close; its own calls then fail with
+// ErrClosed.
+func TestSharedClient(t *testing.T) {
+	c := etcdtest.Start(t)
+	ctx := context.Background()
+	owner := open(t, etcdstore.Options{Endpoints: c.Endpoints()})
+	if owner.Prefix() != etcdstore.DefaultPrefix {
+		t.Errorf("Prefix() = %q, want the default %q", owner.Prefix(), etcdstore.DefaultPrefix)
+	}
+	p := randomPrefix(t)
+	s, err := etcdstore.Open(ctx, etcdstore.Options{Client: owner.Client(), Prefix: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Client() != owner.Client() || s.Prefix() != p {
+		t.Fatalf("Client(), Prefix() = %p, %q; want the given %p, %q", s.Client(), s.Prefix(), owner.Client(), p)
+	}
+	if err := s.Apply(ctx, []store.Op{store.Put(store.TableMeta, []byte("k"), []byte("v"))}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := owner.Client().Get(ctx, etcdstore.Key(p, store.TableMeta, []byte("k"))); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("the key layout: Get(%s) = %v, %v", etcdstore.Key(p, store.TableMeta, []byte("k")), resp, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Revision(ctx); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Revision after Close = %v, want ErrClosed", err)
+	}
+	if h := s.Health(ctx); h.OK {
+		t.Errorf("Health after Close = OK")
+	}
+	if _, err := owner.Revision(ctx); err != nil {
+		t.Errorf("the shared client after the borrower's Close: %v", err)
+	}
+	if _, err := etcdstore.Open(ctx, etcdstore.Options{Client: owner.Client(), Prefix: "no-slashes"}); err == nil {
+		t.Errorf("Open(bad prefix) = nil error")
+	}
+}
