@@ -126,6 +126,7 @@ func (o Options) Validate() error {
 type Registry struct {
 	st      store.Store
 	coord   Coordinator
+	cat     Gated
 	log     *slog.Logger
 	self    cluster.Member
 	max     int
@@ -158,7 +159,7 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Registry{
-		st: opts.Store, coord: opts.Coordinator, log: opts.Logger, self: opts.Coordinator.Self(),
+		st: opts.Store, coord: opts.Coordinator, cat: opts.Catalog, log: opts.Logger, self: opts.Coordinator.Self(),
 		max: cmp.Or(opts.MaxRecords, DefaultMaxRecords), timeout: cmp.Or(opts.Timeout, 10*time.Second),
 		mine: map[string]string{}, gone: map[string]bool{}, wake: make(chan struct{}, 1),
 		claims: map[string]Claim{}, records: map[string]map[string]Record{},
@@ -186,9 +187,14 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 	return r, nil
 }
 
-// Close stops following the store. The catalog's gate stays installed;
-// its Admit calls then fail.
+// Close removes the registry from the catalog's gate (what the catalog
+// publishes while the master shuts down is no longer checked nor
+// recorded) and stops following the store. Records stay: the next start
+// reconciles them.
 func (r *Registry) Close() error {
+	if r.cat != nil {
+		r.cat.SetGate(nil)
+	}
 	r.cancel()
 	r.wg.Wait()
 	return nil
