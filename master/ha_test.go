@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -122,6 +123,15 @@ func TestClusterStatusOnEtcd(t *testing.T) {
 			t.Fatal(err)
 		}
 		return c.Token
+	}
+	// One trust for both (issue 16): the same operator token and CA.
+	if token(m0) != token(m1) {
+		t.Error("the two masters have different operator tokens")
+	}
+	ca0, _ := os.ReadFile(filepath.Join(m0.data, "tls", "ca.crt"))
+	ca1, _ := os.ReadFile(filepath.Join(m1.data, "tls", "ca.crt"))
+	if len(ca0) == 0 || string(ca0) != string(ca1) {
+		t.Error("the two masters have different CAs")
 	}
 	var v0, v1 clusterView
 	deadline := time.Now().Add(15 * time.Second)

@@ -153,12 +153,27 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	// Trust (issue 12): the CA and server certificate in {DataDir}/tls, the
 	// operator token in {DataDir}/admin.token; gRPC is TLS only.
-	ca, err := pki.Open(pki.Options{Dir: filepath.Join(opts.DataDir, "tls"), AdvertiseNames: opts.Advertise, Logger: log.With("component", "pki")})
+	// With several masters (etcd) the CA, its key, the ticket keys and the
+	// operator token are shared through the store (only masters can read
+	// it); never through bbolt, which would put the CA key into backups.
+	sharedStore := sh.storeOf()
+	ca, err := pki.OpenContext(ctx, pki.Options{Dir: filepath.Join(opts.DataDir, "tls"), AdvertiseNames: opts.Advertise,
+		Logger: log.With("component", "pki"), Shared: sharedStore})
 	if err != nil {
 		return fmt.Errorf("master certificates: %w", err)
 	}
+	tickCtx, stopTicks := context.WithCancel(context.WithoutCancel(ctx))
+	ticksDone := make(chan struct{})
+	go func() { defer close(ticksDone); ca.Run(tickCtx) }()
+	defer func() { stopTicks(); <-ticksDone }()
 	tokenPath := filepath.Join(opts.DataDir, auth.TokenFile)
-	opToken, created, err := auth.LoadOrCreateToken(tokenPath)
+	var opToken string
+	var created bool
+	if sharedStore != nil {
+		opToken, created, err = auth.LoadOrCreateSharedToken(ctx, sharedStore, tokenPath, log.With("component", "auth"))
+	} else {
+		opToken, created, err = auth.LoadOrCreateToken(tokenPath)
+	}
 	if err != nil {
 		return err
 	}
