@@ -124,28 +124,27 @@ func TestSlowWatcherClosed(t *testing.T) {
 	}
 }
 
-// startSmallEtcd runs one etcd member with a tiny space quota and the
-// given --max-txn-ops.
-func startSmallEtcd(t *testing.T, quota int64, maxTxnOps uint) string {
+// startEtcd runs one etcd member (embed) with settings etcdtest does not
+// offer, and returns its client URL.
+func startEtcd(t *testing.T, scheme string, set func(*embed.Config)) string {
 	t.Helper()
-	free := func() url.URL {
+	free := func(scheme string) url.URL {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		return url.URL{Scheme: "http", Host: l.Addr().String()}
+		return url.URL{Scheme: scheme, Host: l.Addr().String()}
 	}
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
-	cu, pu := free(), free()
+	cu, pu := free(scheme), free("http")
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	cfg.QuotaBackendBytes = quota
-	cfg.MaxTxnOps = maxTxnOps
 	cfg.Logger, cfg.LogLevel = "zap", "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	set(cfg)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +162,7 @@ func startSmallEtcd(t *testing.T, quota int64, maxTxnOps uint) string {
 // (saying how to recover) and Health reports the alarm; and an etcd whose
 // --max-txn-ops is below the master's limit refuses with ErrInvalidOp.
 func TestNoSpace(t *testing.T) {
-	ep := startSmallEtcd(t, 256<<10, 16)
+	ep := startEtcd(t, "http", func(cfg *embed.Config) { cfg.QuotaBackendBytes, cfg.MaxTxnOps = 256<<10, 16 })
 	ctx := context.Background()
 	s := open(t, etcdstore.Options{Endpoints: []string{ep}, Prefix: randomPrefix(t), MaxTxnOps: 64})
 
