@@ -26,6 +26,11 @@
 // server can prevent without copying; the client's checksum verification
 // catches it. Replacing a file by rename (the safe way) leaves in-flight
 // downloads on the old inode.
+//
+// With several masters, a Gate (master/binpeers) admits each binary before
+// it is published: one whose checksum differs from another master's file
+// of the same name is kept out, with the reason logged once at error level,
+// and offered again when it changes and on every rescan.
 package catalog
 
 import (
