@@ -672,7 +672,7 @@ func (f *Fleet) agentLocked(a *agentState) Agent {
 		ID: r.ID, Hostname: r.Hostname, Platform: r.Platform, Arch: r.Arch, AgentVersion: r.AgentVersion,
 		MaxStorageNodes: r.MaxStorageNodes, Labels: maps.Clone(r.Labels), Health: a.health,
 		RegisteredAt: r.RegisteredAt, InstanceID: r.InstanceID, LastHeartbeat: a.lastSeen, Desired: f.desiredLocked(a),
-		AppliedGeneration: r.AppliedGeneration, Nodes: []NodeStatus{},
+		AppliedGeneration: r.AppliedGeneration, Nodes: []NodeStatus{}, Master: r.Master,
 	}
 	for _, n := range a.nodes {
 		if n.Status != nil {

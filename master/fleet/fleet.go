@@ -446,17 +446,17 @@ func (f *Fleet) Sweep(ctx context.Context) error {
 			}
 		}
 	}
+	// The clock of a dead master's agents starts when this master, leading,
+	// first saw it dead.
 	for m := range f.deadSince {
-		if !dead[m] {
+		if !dead[m] || !lead {
 			delete(f.deadSince, m)
 		}
 	}
 	for m, d := range dead {
-		if d && f.deadSince[m].IsZero() {
+		if d && lead && f.deadSince[m].IsZero() {
 			f.deadSince[m] = now
-			if lead {
-				f.log.Warn("master is not alive: its agents are swept by this leader from now", "master", m)
-			}
+			f.log.Warn("master is not alive: its agents are swept by this leader from now", "master", m)
 		}
 	}
 	var ts []*ticket
@@ -464,15 +464,24 @@ func (f *Fleet) Sweep(ctx context.Context) error {
 	for _, a := range f.agents {
 		seen := a.lastSeen
 		var fc []store.Cond
+		mine := true
 		switch m := a.rec.Master; {
 		case m == f.self || m == "":
 		case lead && dead[m]:
 			seen, fc = later(seen, f.deadSince[m]), fence
 		default:
+			// Another master tracks it; the leader only collects it once
+			// that master wrote it offline.
+			mine = false
+		}
+		if !mine && !(lead && a.health == Offline) {
 			continue
 		}
 		tx := txn{fence: fc}
 		since := now.Sub(seen)
+		if !mine {
+			since = 0
+		}
 		if a.health == Healthy && since >= f.opts.DegradedAfter {
 			a.health = Degraded
 			f.emit(&tx, now, EventAgentDegraded, a.rec.ID, "", fmt.Sprintf("no heartbeat for %s", since.Round(time.Second)))
