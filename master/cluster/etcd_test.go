@@ -501,3 +501,51 @@ func FuzzDecodeMember(f *testing.F) {
 		}
 	})
 }
+
+func TestLeaderSurvivesEtcdMemberLoss(t *testing.T) {
+	t.Parallel()
+	ec := etcdtest.StartCluster(t, 3, etcdtest.Options{})
+	const ttl = 5 * time.Second
+	cs := []*Etcd{
+		newCoord(t, newClient(t, ec.Endpoints()), "a", ttl, nil, nil),
+		newCoord(t, newClient(t, ec.Endpoints()), "b", ttl, nil, nil),
+	}
+	l := oneLeader(t, cs, 10*time.Second)
+	term, _, _ := l.Leadership()
+	m := ec.Leader()
+	if m == nil {
+		t.Fatal("no etcd leader")
+	}
+	// Watch the leadership while the member stops (a graceful stop takes
+	// seconds) and for 2 s after.
+	var lost atomic.Value
+	done := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if got, leading, _ := l.Leadership(); !leading || got != term {
+				lost.Store(fmt.Sprintf("term %d -> %d, leading %v", term, got, leading))
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	start := time.Now()
+	m.Stop()
+	t.Logf("stopped the etcd leader %s in %s", m.Name, time.Since(start))
+	time.Sleep(2 * time.Second)
+	close(stop)
+	<-done
+	if v := lost.Load(); v != nil {
+		t.Fatalf("master leader lost its leadership (%s) when one etcd member of three stopped", v)
+	}
+	ms, err := cs[0].Members(context.Background())
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("Members with one etcd member down = %v, %v", ms, err)
+	}
+}
