@@ -196,6 +196,7 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 			}
 			f, err := fetch.New(fetch.Options{
 				BaseURL:       cfg.Storage.MasterBinaryURL,
+				Prefer:        a.binaryURL,
 				CacheDir:      cfg.Agent.CacheDir,
 				TLSDir:        filepath.Join(cfg.Agent.AgentDataDir, "tls"),
 				Logger:        a.log,
@@ -234,7 +235,11 @@ func newAgent(opts Options, with seams) (*Agent, error) {
 		}
 		a.sup = realSupervisor{sup}
 	}
-	a.advertise = advertiseHost(cfg.Agent.MasterHost)
+	if hosts := cfg.Agent.MasterHosts(); len(hosts) > 0 {
+		a.advertise = advertiseHost(hosts[0])
+	} else {
+		a.advertise = advertiseHost(cfg.Agent.MasterHost)
+	}
 	if a.metrics, err = agentmetrics.New(agentmetrics.Options{
 		Version:  version.Version,
 		State:    a.metricsSnapshot,
@@ -501,6 +506,19 @@ func (a *Agent) preStart(entry cache.Entry) func(context.Context) error {
 		}
 		return nil
 	}
+}
+
+// binaryURL is the binary API of the master the agent talks to, which
+// downloads try first (fetch.Options.Prefer), when master_binary_url is
+// the one derived from master_host; "" otherwise.
+func (a *Agent) binaryURL() string {
+	if !a.cfg.BinaryURLFollowsMaster() {
+		return ""
+	}
+	if m, ok := a.cp.(interface{ Master() string }); ok {
+		return config.BinaryURLFor(m.Master())
+	}
+	return ""
 }
 
 // advertiseHost is the address other machines reach this agent's nodes on:

@@ -154,8 +154,18 @@ func Gather(ctx context.Context, opts Options) (*Report, error) {
 	r.Host = hostReport(r, cfg)
 	wg.Wait()
 	r.Master = master
+	// With several masters one that is down is a warning (the agent uses
+	// another); all of one kind down is a problem.
+	okBy := map[string]bool{}
 	for _, c := range master {
-		if !c.OK {
+		okBy[c.Name] = okBy[c.Name] || c.OK
+	}
+	for _, c := range master {
+		switch {
+		case c.OK:
+		case okBy[c.Name]:
+			r.warn("master %s port %s: %s (the agent uses another master meanwhile)", c.Name, c.Addr, c.Error)
+		default:
 			r.problem("master %s port %s: %s", c.Name, c.Addr, c.Error)
 		}
 	}

@@ -41,13 +41,26 @@ type PortCheck struct {
 	ServerCA string `json:"server_ca_fingerprint,omitempty"`
 }
 
-// checkMaster checks both ports concurrently.
+// checkMaster checks both ports of every master listed (agent.master_host
+// and storage.master_binary_url may list several), concurrently: the gRPC
+// ports first, then the HTTP ones, each in the configured order.
 func checkMaster(ctx context.Context, cfg *config.Config, id *identity, timeout time.Duration) []PortCheck {
-	out := make([]PortCheck, 2)
+	hosts := cfg.Agent.MasterHosts()
+	if len(hosts) == 0 {
+		hosts = []string{cfg.Agent.MasterHost} // invalid: checkGRPC says why
+	}
+	urls := cfg.Storage.MasterBinaryURLs()
+	if len(urls) == 0 {
+		urls = []string{cfg.Storage.MasterBinaryURL}
+	}
+	out := make([]PortCheck, len(hosts)+len(urls))
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); out[0] = checkGRPC(ctx, cfg.Agent.MasterHost, id, timeout) }()
-	go func() { defer wg.Done(); out[1] = checkHTTP(ctx, cfg.Storage.MasterBinaryURL, id, timeout) }()
+	for i, h := range hosts {
+		wg.Go(func() { out[i] = checkGRPC(ctx, h, id, timeout) })
+	}
+	for i, u := range urls {
+		wg.Go(func() { out[len(hosts)+i] = checkHTTP(ctx, u, id, timeout) })
+	}
 	wg.Wait()
 	return out
 }
