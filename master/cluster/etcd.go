@@ -79,6 +79,9 @@ func (o *EtcdOptions) Validate() error {
 	if err := ValidateID(o.Self.ID); err != nil {
 		errs = append(errs, err)
 	}
+	if b, err := json.Marshal(o.Self); err != nil || len(b) > maxMemberValue {
+		errs = append(errs, fmt.Errorf("master %q: registration larger than %d bytes", o.Self.ID, maxMemberValue))
+	}
 	if o.LeaseTTL != 0 && (o.LeaseTTL < 2*time.Second || o.LeaseTTL > 60*time.Second || o.LeaseTTL%time.Second != 0) {
 		errs = append(errs, fmt.Errorf("lease TTL %s must be whole seconds between 2s and 60s", o.LeaseTTL))
 	}

@@ -473,6 +473,7 @@ func TestEtcdOptionsValidate(t *testing.T) {
 		{"ttl short", EtcdOptions{Client: cli, Self: Member{ID: "m"}, LeaseTTL: time.Second}, "lease TTL"},
 		{"ttl long", EtcdOptions{Client: cli, Self: Member{ID: "m"}, LeaseTTL: time.Minute + time.Second}, "lease TTL"},
 		{"ttl fraction", EtcdOptions{Client: cli, Self: Member{ID: "m"}, LeaseTTL: 2500 * time.Millisecond}, "lease TTL"},
+		{"huge member", EtcdOptions{Client: cli, Self: Member{ID: "m", HTTPURL: strings.Repeat("h", maxMemberValue)}}, "registration larger"},
 		{"bad prefix", EtcdOptions{Client: cli, Self: Member{ID: "m"}, Prefix: "sutra"}, "prefix"},
 	} {
 		err := tc.o.Validate()
