@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,8 +84,17 @@ func TestClusterStatusOnEtcd(t *testing.T) {
 		data  string
 		stop  func()
 	}
-	start := func(id string) running {
+	start := func(id string, binaries map[string]string) running {
 		data := filepath.Join(t.TempDir(), "data")
+		bin := filepath.Join(filepath.Dir(data), "bin")
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range binaries {
+			if err := os.WriteFile(filepath.Join(bin, name), []byte(content), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan master.Addrs, 1)
 		done := make(chan error, 1)
@@ -116,7 +126,8 @@ func TestClusterStatusOnEtcd(t *testing.T) {
 		t.Cleanup(stop)
 		return running{a, data, stop}
 	}
-	m0, m1 := start("m0"), start("m1")
+	const held = "storage-server-1.0.0-linux-x86_64"
+	m0, m1 := start("m0", map[string]string{held: "the bytes m0 holds"}), start("m1", nil)
 	token := func(r running) string {
 		c, err := opauth.Load(r.data)
 		if err != nil {
@@ -142,6 +153,24 @@ func TestClusterStatusOnEtcd(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("masters do not agree: m0 sees %+v, m1 sees %+v", v0, v1)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// m1 does not hold the binary m0 publishes: it redirects there.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		resp, err := noFollow.Get("http://" + m1.addrs.HTTP + "/binaries/" + held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode == http.StatusTemporaryRedirect && strings.HasPrefix(loc, "http://"+m0.addrs.HTTP+"/binaries/"+held) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET a binary only m0 holds from m1 = %d Location %q, want 307 to m0", resp.StatusCode, loc)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/sutragrid/sutra/internal/version"
 	"github.com/sutragrid/sutra/master/auth"
 	"github.com/sutragrid/sutra/master/binapi"
+	"github.com/sutragrid/sutra/master/binpeers"
 	"github.com/sutragrid/sutra/master/catalog"
 	"github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/controlplane"
@@ -218,6 +219,18 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("start the control plane: %w", err)
 	}
 	api.SetYanked(cp.Releases())
+	if sh != nil {
+		// Several masters, each with its own BINARIES_DIR: publish only
+		// files whose checksum the masters agree on, redirect downloads of
+		// files another master holds (master/binpeers).
+		reg, err := binpeers.New(ctx, binpeers.Options{Store: sh.st, Coordinator: coord, Catalog: cat, Logger: log.With("component", "binpeers")})
+		if err != nil {
+			_ = cp.Close()
+			return fmt.Errorf("binaries registry: %w", err)
+		}
+		defer reg.Close()
+		api.SetPeers(reg)
+	}
 	if err := cp.Register(grpcSrv, mux, healthSrv, controlplane.Trust{PKI: ca, Operator: policy, ClientLifetime: opts.ClientCertLifetime, ReleasePublicKeys: opts.ReleasePublicKeys}); err != nil {
 		_ = cp.Close()
 		return err
