@@ -71,6 +71,19 @@ bench:
 	$(GO) run ./bench/fleet -n 1000
 	$(GO) run ./bench/fleet -n 10000
 
+# The chaos soak (bench/chaos, issue 17): the real grid under seeded faults
+# while clients write; prints a table per fault kind and last
+# "chaos: F faults, W writes, 0 lost, 0 duplicates, 0 orphans, converged p99 X s".
+# DURATION (default 30m), SEED (default random, printed first), HA=1 for three
+# masters on three etcd members, OUT=dir to keep every log there.
+DURATION ?= 30m
+SEED     ?=
+HA       ?=
+OUT      ?=
+.PHONY: chaos
+chaos:
+	$(GO) run ./bench/chaos -duration $(DURATION)$(if $(SEED), -seed $(SEED))$(if $(HA), -ha)$(if $(OUT), -out $(OUT))
+
 # Every Fuzz* target in the repository, FUZZTIME each (their seed corpora
 # also run in `make test`). A crasher is saved under the package's
 # testdata/fuzz/ and fails the run; FUZZ=regexp picks targets by name.

@@ -77,6 +77,7 @@ type grid struct {
 	agents  []*agent
 
 	token, caFile, joinToken string
+	portBase                 int    // first node port of the first agent
 	tmpfs                    string // mounted cache dir of fullDiskAgent ("" = none)
 	fullDiskSkip             string // why the full-disk fault is skipped
 
@@ -150,6 +151,14 @@ func setup(ctx context.Context, o options, root string) (*grid, error) {
 		return g, err
 	}
 	g.prepareFullDisk()
+	// The nodes' ports: a block of 50 below the ephemeral range (32768+)
+	// so that outgoing connections do not take them, picked from a free
+	// port so that two soaks side by side (CI) rarely share one.
+	p, err := freePort()
+	if err != nil {
+		return g, err
+	}
+	g.portBase = 20000 + (p%190)*50
 	for i := range numAgents {
 		if err := g.addAgent(i); err != nil {
 			return g, err
@@ -314,7 +323,7 @@ func (g *grid) addAgent(i int) error {
 	}
 	a := &agent{id: id, dir: dir, cfgPath: filepath.Join(dir, "agent-config.toml"), cacheDir: filepath.Join(dir, "cache"),
 		stateDir: filepath.Join(dir, "state"), nodesDir: filepath.Join(dir, "nodes"),
-		metricsAddr: fmt.Sprintf("127.0.0.1:%d", mp), portStart: 21000 + (os.Getpid()%50)*200 + i*20}
+		metricsAddr: fmt.Sprintf("127.0.0.1:%d", mp), portStart: g.portBase + i*10}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
