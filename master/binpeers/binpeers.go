@@ -179,7 +179,7 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		opts.Catalog.SetGate(r)
 	}
 	if err := r.reconcile(ctx); err != nil {
-		r.log.Warn("cannot remove this master's stale binary records; retried as files change", "err", err)
+		r.log.Warn("cannot remove this master's stale binary records; the next start tries again (redirected requests for them get 404 here)", "err", err)
 	}
 	if r.self.HTTPURL == "" {
 		r.log.Warn("this master has no HTTP URL to advertise: other masters cannot redirect downloads to it")
