@@ -23,7 +23,9 @@
 // Network policy (go-retryablehttp, configured deliberately): each request is
 // retried on connection errors and on 429, 502, 503 and 504 with exponential
 // backoff and full jitter (1 s doubling to a 60 s cap), honouring Retry-After
-// clamped to the cap. Other statuses are not retried by the transport: a 404
+// clamped to the cap. With several masters (masters.go) a request first moves
+// to another master on a connection error or a 5xx; redirects are followed at
+// most 3 times, to http(s) only. Other statuses are not retried by the transport: a 404
 // for the metadata means the master does not publish the binary (ErrNotFound,
 // returned at once); a 500, a truncated or stalled body, or a checksum mismatch
 // fails the attempt, and Ensure retries whole attempts with the same backoff up
