@@ -77,8 +77,8 @@ func (c *testCoord) Close() error { return nil }
 
 // pair is two masters, A and B, on one store; B leads.
 type pair struct {
-	t      *testing.T
-	st     store.Store
+	t  *testing.T
+	st store.Store
 	// stB is B's store (nil: st); approx: CaughtUp is not exact (etcd),
 	// sync polls until the views agree.
 	stB    store.Store
