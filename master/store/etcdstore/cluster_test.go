@@ -18,6 +18,7 @@ import (
 // revision is ErrCompacted at once; recent revisions are still watchable;
 // a second CompactOnce with nothing new is a no-op.
 func TestCompactor(t *testing.T) {
+	t.Parallel() // its own etcd
 	c := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -30,11 +31,21 @@ func TestCompactor(t *testing.T) {
 		t.Fatal(err)
 	}
 	const keep = store.MinWatchHistory
-	var last store.Revision
-	for i := range keep + 200 {
-		if last, err = s.ApplyIf(ctx, nil, []store.Op{store.Put(store.TableEvents, []byte("e"), fmt.Append(nil, i))}); err != nil {
-			t.Fatal(err)
-		}
+	var wg sync.WaitGroup
+	for w := range 8 { // keep + 200 revisions, written by 8 writers
+		wg.Go(func() {
+			for i := range (keep + 200) / 8 {
+				if err := s.Apply(ctx, []store.Op{store.Put(store.TableEvents, fmt.Appendf(nil, "e%d", w), fmt.Append(nil, i))}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	last, err := s.Revision(ctx)
+	if err != nil || last < first+keep+200 {
+		t.Fatalf("Revision() = %d, %v after %d writes from %d", last, err, keep+200, first)
 	}
 	if err := s.CompactOnce(ctx, keep); err != nil {
 		t.Fatalf("CompactOnce(keep %d) = %v", keep, err)

@@ -20,6 +20,7 @@ import (
 // TestScanIsOneSnapshot: a scan over several pages sees the table as it
 // was when it began, whatever is written meanwhile, in key order.
 func TestScanIsOneSnapshot(t *testing.T) {
+	t.Parallel() // its own etcd
 	c := etcdtest.Start(t)
 	ctx := context.Background()
 	s := open(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: randomPrefix(t)})
@@ -69,6 +70,7 @@ func TestScanIsOneSnapshot(t *testing.T) {
 // TestSlowWatcherClosed: a watcher that does not read is closed once it
 // falls behind its buffer, and resumes without a gap.
 func TestSlowWatcherClosed(t *testing.T) {
+	t.Parallel() // its own etcd
 	c := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -162,6 +164,7 @@ func startEtcd(t *testing.T, scheme string, set func(*embed.Config)) string {
 // (saying how to recover) and Health reports the alarm; and an etcd whose
 // --max-txn-ops is below the master's limit refuses with ErrInvalidOp.
 func TestNoSpace(t *testing.T) {
+	t.Parallel() // its own etcd
 	ep := startEtcd(t, "http", func(cfg *embed.Config) { cfg.QuotaBackendBytes, cfg.MaxTxnOps = 256<<10, 16 })
 	ctx := context.Background()
 	s := open(t, etcdstore.Options{Endpoints: []string{ep}, Prefix: randomPrefix(t), MaxTxnOps: 64})

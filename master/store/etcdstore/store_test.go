@@ -38,6 +38,7 @@ func open(t *testing.T, o etcdstore.Options) *etcdstore.Store {
 // TestContract runs the Store contract against a real etcd, each subtest
 // on its own prefix.
 func TestContract(t *testing.T) {
+	t.Parallel() // its own etcd
 	c := etcdtest.Start(t)
 	storetest.Run(t, func(t *testing.T) storetest.Opener {
 		o := etcdstore.Options{Endpoints: c.Endpoints(), Prefix: randomPrefix(t)}
@@ -48,7 +49,8 @@ func TestContract(t *testing.T) {
 // TestMaxTxnOps: a batch over the limit is ErrInvalidOp naming the limit
 // and etcd's flag, and writes nothing; one at the limit commits.
 func TestMaxTxnOps(t *testing.T) {
-	c := etcdtest.Start(t) // --max-txn-ops 1024
+	t.Parallel() // its own etcd, with --max-txn-ops 1024
+	c := etcdtest.Start(t)
 	ctx := context.Background()
 	for _, limit := range []int{0, 300} {
 		t.Run(fmt.Sprint("limit=", limit), func(t *testing.T) {
@@ -107,6 +109,7 @@ func TestMaxTxnOps(t *testing.T) {
 // TestConflictNamesCond: of several conditions the error names the first
 // that failed, with the key's actual revision.
 func TestConflictNamesCond(t *testing.T) {
+	t.Parallel() // its own etcd
 	c := etcdtest.Start(t)
 	ctx := context.Background()
 	s := open(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: randomPrefix(t)})
@@ -161,6 +164,7 @@ func TestOpenUnreachable(t *testing.T) {
 // Prefix) and leaves it open at Close; its own calls then fail with
 // ErrClosed.
 func TestSharedClient(t *testing.T) {
+	t.Parallel() // its own etcd
 	c := etcdtest.Start(t)
 	ctx := context.Background()
 	owner := open(t, etcdstore.Options{Endpoints: c.Endpoints()})

@@ -74,6 +74,7 @@ func (ca *testCA) issue(t *testing.T, dir, cn string, usage x509.ExtKeyUsage) (c
 // TLS, LoadTLS's configuration works; without a client certificate, or
 // trusting another CA, Open fails naming the endpoint.
 func TestMutualTLS(t *testing.T) {
+	t.Parallel() // its own etcd
 	dir := t.TempDir()
 	ca, other := newCA(t, "etcd CA"), newCA(t, "another CA")
 	caFile, otherFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "other.crt")
