@@ -81,11 +81,13 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// Validate reports every problem of the options at once.
+// Validate reports every problem of the options at once (Open calls it).
 func (o *Options) Validate() error {
 	var errs []error
-	if err := ValidatePrefix(o.Prefix); err != nil {
-		errs = append(errs, err)
+	if o.Prefix != "" { // empty: DefaultPrefix
+		if err := ValidatePrefix(o.Prefix); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if o.Client == nil {
 		if len(o.Endpoints) == 0 {

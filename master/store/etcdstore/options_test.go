@@ -163,3 +163,18 @@ func TestLoadTLS(t *testing.T) {
 		t.Errorf("LoadTLS(huge CA) = %v, want a size refusal", err)
 	}
 }
+
+func TestOptionsValidate(t *testing.T) {
+	if err := (&Options{Endpoints: []string{"https://a:2379"}}).Validate(); err != nil {
+		t.Errorf("Validate(endpoints only) = %v, want the defaults to do", err)
+	}
+	err := (&Options{Endpoints: []string{"ftp://a:1"}, Prefix: "x", Password: "p"}).Validate()
+	for _, want := range []string{"scheme", "prefix", "password without a username"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate(three problems) = %v, want it to report %q too", err, want)
+		}
+	}
+	if err := (&Options{Endpoints: []string{"http://127.0.0.1:2379"}, Username: "u", Password: "p"}).Validate(); err != nil {
+		t.Errorf("Validate(password to a loopback etcd) = %v", err)
+	}
+}
