@@ -560,11 +560,18 @@ func (f *Fleet) SetDesiredVersionSkipped(ctx context.Context, c VersionChange) (
 		return nil, nil, err
 	}
 	var out []Agent
+	// outs: the agents changed, over every try (a retry sees those
+	// already written unchanged).
+	outs := map[string]Agent{}
 	err = f.retry(ctx, func() (*ticket, error) {
 		now := f.clock.Now()
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		var targets []*agentState
+		// Each agent's change is its own write (a change of every agent
+		// must fit the store's batch limit whatever the fleet's size);
+		// the defaults go first.
+		var ts []*ticket
 		tx := txn{actor: actor.From(ctx)}
 		if c.AgentID == "" {
 			for _, a := range f.agents {
@@ -577,6 +584,7 @@ func (f *Fleet) SetDesiredVersionSkipped(ctx context.Context, c VersionChange) (
 				f.defaults.AgentVersion = c.AgentVersion
 			}
 			tx.put(store.TableMeta, metaDefaultsKey, f.defaults, f.defaultsRev)
+			ts = append(ts, f.enqueue(&tx))
 		} else {
 			a := f.agents[c.AgentID]
 			if a == nil {
@@ -590,8 +598,9 @@ func (f *Fleet) SetDesiredVersionSkipped(ctx context.Context, c VersionChange) (
 			}
 			targets = append(targets, a)
 		}
-		out, skipped = nil, nil
+		skipped = nil
 		for _, a := range targets {
+			tx := txn{actor: tx.actor}
 			rec := &a.rec
 			changed := false
 			_, pinnedSS := rec.Pins[PinStorageServer]
@@ -614,12 +623,16 @@ func (f *Fleet) SetDesiredVersionSkipped(ctx context.Context, c VersionChange) (
 			tx.putAgent(rec)
 			f.emit(&tx, now, EventDesiredVersion, rec.ID, "", fmt.Sprintf("storage-server %s, agent %s", rec.StorageServerVersion, orNone(rec.DesiredAgentVersion)))
 			f.emitDowngrades(&tx, now, a, c)
-			out = append(out, f.agentLocked(a))
+			outs[rec.ID] = f.agentLocked(a)
+			ts = append(ts, f.enqueue(&tx))
 		}
-		return f.enqueue(&tx), nil
+		return joinTickets(ts), nil
 	})
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, a := range outs {
+		out = append(out, a)
 	}
 	slices.SortFunc(out, func(x, y Agent) int { return strings.Compare(x.ID, y.ID) })
 	slices.Sort(skipped)

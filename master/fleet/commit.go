@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -157,6 +158,36 @@ func (f *Fleet) enqueue(tx *txn) *ticket {
 		return t
 	}
 	return &ticket{done: closed, err: &Error{Kind: KindInternal, Msg: "the master could not encode the change (a bug: please report it with the master's log)", Err: tx.err}, after: t}
+}
+
+// joinTickets is one ticket for several: done when all are, failed with
+// the first failure, naming every record they write (for reconcile).
+func joinTickets(ts []*ticket) *ticket {
+	ts = slices.DeleteFunc(ts, func(t *ticket) bool { return t == nil })
+	switch len(ts) {
+	case 0:
+		return nil
+	case 1:
+		return ts[0]
+	}
+	j := &ticket{done: make(chan struct{})}
+	for _, t := range ts {
+		for u := t; u != nil; u = u.after {
+			j.keys = append(j.keys, u.keys...)
+		}
+	}
+	go func() {
+		defer close(j.done)
+		for _, t := range ts {
+			for u := t; u != nil; u = u.after {
+				<-u.done
+				if j.err == nil && u.err != nil {
+					j.err = u.err
+				}
+			}
+		}
+	}()
+	return j
 }
 
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
