@@ -236,7 +236,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	if met != nil {
-		met.AddSources(metrics.Sources{Fleet: cp.Fleet(), Catalog: cat, Downloads: api, Certs: ca})
+		met.AddSources(metrics.Sources{Fleet: cp.Fleet(), Catalog: cat, Downloads: api, Certs: ca, Cluster: cluster.Gauges{C: coord}})
 		// GET /metrics: the operator token unless --public-metrics.
 		var h http.Handler = met.Handler()
 		if !opts.PublicMetrics {

@@ -56,3 +56,21 @@ func joinDetail(a, b string) string {
 	}
 	return a + "; " + b
 }
+
+// Gauges adapts a Coordinator to the metrics' view: whether it leads and
+// how many masters are alive (from its cached membership where it has one).
+type Gauges struct{ C Coordinator }
+
+// Leading reports whether the master leads now.
+func (g Gauges) Leading() bool { return g.C.Leading() }
+
+// AliveMasters counts the masters alive now (at least this one).
+func (g Gauges) AliveMasters() int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ms, err := g.C.Members(ctx)
+	if err != nil || len(ms) == 0 {
+		return 1
+	}
+	return len(ms)
+}

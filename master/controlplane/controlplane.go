@@ -126,6 +126,12 @@ func Open(ctx context.Context, dataDir string, log *slog.Logger, opts Options) (
 		MaxWatchers:       opts.MaxWatchers,
 		AgentGCThreshold:  opts.AgentGCThreshold,
 		MasterVersion:     version.Version,
+		Coordinator:       coord,
+	}
+	// etcd caps the keys of one transaction (--max-txn-ops): the fleet's
+	// group commits stay under it.
+	if m, ok := st.(interface{ MaxTxnOps() int }); ok {
+		fo.MaxBatchOps = m.MaxTxnOps()
 	}
 	if err := fo.Validate(); err != nil {
 		closeOwn()

@@ -116,6 +116,9 @@ var (
 	hashTimeDesc    = prometheus.NewDesc(Namespace+"_catalog_hash_seconds_total", "Time the catalog spent reading and hashing binaries.", nil, nil)
 	cacheHitsDesc   = prometheus.NewDesc(Namespace+"_catalog_checksum_cache_hits_total", "Files registered from the checksum cache without reading them.", nil, nil)
 
+	leaderDesc  = prometheus.NewDesc(Namespace+"_master_leader", "1 while this master leads the singletons (rollouts, the sweep of dead masters' agents, agent GC, compaction), else 0; with several masters exactly one should say 1.", nil, nil)
+	mastersDesc = prometheus.NewDesc(Namespace+"_masters", "Masters alive, as this master sees them (1 with --store bbolt).", nil, nil)
+
 	downloadsDesc = prometheus.NewDesc(Namespace+"_downloads_in_flight", "Binary downloads being served (beyond the cap they are refused 503).", nil, nil)
 
 	rolloutsDesc      = prometheus.NewDesc(Namespace+"_rollouts", "Rollouts by state.", []string{"state"}, nil)
@@ -135,6 +138,16 @@ type Sources struct {
 	Catalog   CatalogSource
 	Downloads DownloadSource
 	Certs     CertSource
+	// Cluster is this master among the masters (master/cluster).
+	Cluster ClusterSource
+}
+
+// ClusterSource is what the metrics read of master/cluster's Coordinator.
+type ClusterSource interface {
+	// Leading: this master leads the singletons now.
+	Leading() bool
+	// AliveMasters counts the masters alive now (from this master's view).
+	AliveMasters() int
 }
 
 // sourceCollector reads the master's parts at scrape time.
@@ -147,7 +160,7 @@ func (m *Metrics) AddSources(s Sources) {
 
 func (s *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{agentsDesc, nodesDesc, binariesDesc, hashingDesc, hashedFilesDesc, hashedBytesDesc, hashTimeDesc,
-		cacheHitsDesc, downloadsDesc, certExpiryDesc} {
+		cacheHitsDesc, downloadsDesc, certExpiryDesc, leaderDesc, mastersDesc} {
 		ch <- d
 	}
 }
@@ -196,6 +209,14 @@ func (s *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.Downloads != nil {
 		gauge(ch, downloadsDesc, float64(s.Downloads.ActiveDownloads()))
+	}
+	if s.Cluster != nil {
+		leading := 0.0
+		if s.Cluster.Leading() {
+			leading = 1
+		}
+		gauge(ch, leaderDesc, leading)
+		gauge(ch, mastersDesc, float64(s.Cluster.AliveMasters()))
 	}
 }
 
