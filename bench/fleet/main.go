@@ -107,6 +107,14 @@ type config struct {
 	serve        string
 	dataDir      string
 	out          io.Writer
+	// -masters N -etcd (ha.go): N masters on a 3-member etcd beside the
+	// single master on bbolt.
+	masters    int
+	etcd       bool
+	etcdMember string
+	// Internal, for an HA child master: the etcd store and its name.
+	etcdEndpoints string
+	masterID      string
 }
 
 func main() {
@@ -126,6 +134,11 @@ func main() {
 	flag.BoolVar(&c.rollout, "rollout", false, "mTLS: after the steady window, publish a new storage-server version and roll it out to every agent with waves 1,10,50,100 (the simulated agents upgrade); report its completion time, master CPU/RSS and heartbeat p99 during it")
 	flag.DurationVar(&c.soak, "soak", 2*time.Second, "-rollout: the rollout's soak time")
 	flag.DurationVar(&c.upgradeDelay, "upgrade-delay", 200*time.Millisecond, "-rollout: how long a simulated agent takes to \"upgrade\" its nodes after its desired version changes (it then heartbeats at once)")
+	flag.IntVar(&c.masters, "masters", 1, "with -etcd: this many masters (2 to 5) on a 3-member etcd, after the single-master bbolt run (ha.go)")
+	flag.BoolVar(&c.etcd, "etcd", false, "run the masters on etcd (3 etcdmember processes); needs -masters 2 or more; prints both runs side by side")
+	flag.StringVar(&c.etcdMember, "etcdmember", "", "-etcd: a built internal/etcdtest/etcdmember (default: go build it)")
+	flag.StringVar(&c.etcdEndpoints, "etcd-endpoints", "", "internal: the child master's etcd endpoints")
+	flag.StringVar(&c.masterID, "master-id", "", "internal: the child master's id")
 	flag.StringVar(&c.serve, "serve", "", "internal: run as the master on this address")
 	flag.StringVar(&c.dataDir, "data", "", "internal: the master's data directory")
 	flag.Parse()
@@ -140,6 +153,13 @@ func main() {
 		err = fmt.Errorf("-metrics %q: want on or off", c.metrics)
 	case c.rollout && (c.plaintext || c.compare || c.master != ""):
 		err = errors.New("-rollout needs the real master over mTLS (not -plaintext, -compare or -master)")
+	case c.serve == "" && (c.etcd || c.masters != 1) && (!c.etcd || c.masters < 2 || c.masters > 5):
+		err = errors.New("-masters N (2 to 5) and -etcd go together")
+	case c.serve == "" && c.etcd && (c.plaintext || c.compare || c.rollout || c.master != ""):
+		err = errors.New("-etcd runs the real masters over mTLS (not -plaintext, -compare, -rollout or -master)")
+	case c.serve == "" && c.etcd:
+		loadGeneratorGC()
+		err = runHA(ctx, c)
 	case c.serve != "" && c.plaintext:
 		err = servePlain(ctx, c)
 	case c.serve != "":
@@ -239,8 +259,11 @@ func serveTLS(ctx context.Context, c config) error {
 	opts := master.Options{
 		GRPCAddr: c.serve, HTTPAddr: "127.0.0.1:0", BinariesDir: bins, DataDir: c.dataDir, Logger: log,
 		ControlPlane: controlplane.Options{HeartbeatInterval: c.interval},
-		Ready:        func(a master.Addrs) { fmt.Println("READY", a.GRPC) },
+		Ready:        func(a master.Addrs) { fmt.Println("READY", a.GRPC, a.HTTP) },
 		NoMetrics:    c.metrics == "off",
+	}
+	if c.etcdEndpoints != "" {
+		opts.Store = master.StoreOptions{Backend: master.StoreEtcd, EtcdEndpoints: strings.Split(c.etcdEndpoints, ","), MasterID: c.masterID}
 	}
 	if c.rateLimit == "off" {
 		off := ratelimit.Rate{Off: true}
@@ -337,6 +360,9 @@ type agent struct {
 	pending   string
 	pendingAt time.Time
 	upgraded  atomic.Int64
+	// onGone, when set (-etcd), moves the agent to another master after a
+	// call its master did not answer (Unavailable, DeadlineExceeded).
+	onGone func()
 }
 
 // observe notes the desired state of a registration or heartbeat
@@ -437,8 +463,12 @@ func (a *agent) loop(ctx context.Context, interval time.Duration, s *stats) {
 			}
 		}
 		// Real agents retry on the next tick (with 10% jitter); one that
-		// was told to upgrade reports its nodes once it did.
-		if soon {
+		// was told to upgrade reports its nodes once it did; one whose
+		// master is gone moves to another and retries within a second.
+		if err != nil && a.onGone != nil && gone(err) {
+			a.onGone()
+			t.Reset(mrand.N(time.Second))
+		} else if soon {
 			t.Reset(a.delay)
 		} else {
 			t.Reset(interval + time.Duration(mrand.Int64N(int64(interval/10)+1)) - interval/20)
