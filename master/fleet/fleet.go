@@ -10,12 +10,63 @@
 // reordering two writes of the same record. Liveness is deliberately not
 // persisted on each heartbeat: a heartbeat that changes nothing durable (the
 // common case) touches memory only, so a fleet of 10,000 agents heartbeating
-// every 5 s costs no disk writes. After a master restart every agent is loaded
-// as offline with the last persisted heartbeat time, and becomes healthy again
-// on its next heartbeat.
+// every 5 s costs no disk writes. After a master restart every agent it
+// tracked is loaded as offline with the last persisted heartbeat time, and
+// becomes healthy again on its next heartbeat.
+//
+// Several masters on one store (etcd; issue 16). Memory follows the store
+// and no write loses another master's:
+//
+//   - Every record in memory (agent, node, revocation, version defaults)
+//     remembers the store revision it was read or written at, and every
+//     write is conditioned on it (store.ApplyIf with IfRevision; IfAbsent
+//     for a new record and for each event's sequence key). Trimming the
+//     event log deletes blindly (idempotent). The committer still groups
+//     the mutations of concurrent calls into one ApplyIf; when a batch
+//     fails on a condition it commits its mutations one by one to find the
+//     losers. A mutation writing a record that an earlier mutation of this
+//     master has in flight is conditioned on that one's commit revision
+//     (dropped inside one batch), and fails if it failed; an event's
+//     mutation depends on the previous event's likewise, so events commit
+//     in sequence order. Options.MaxBatchOps bounds a batch's distinct
+//     keys (etcd's --max-txn-ops); batches are split between mutations,
+//     never inside one.
+//   - A mutation that lost marks its records dirty (its next write fails
+//     before it is sent), reads them again from the store (Get, applied by
+//     the function Follow uses) and the public method runs again on the new
+//     state, at most 8 times with a little jitter; then the caller gets an
+//     ErrUnavailable error saying the fleet changed under the request.
+//   - Follow watches every table the fleet reads from the revision of the
+//     load, and applies each change unless memory holds the record at that
+//     revision or later, or has a write of it in flight (that write's
+//     outcome decides; a change skipped that way and newer than the write
+//     makes the record be read again). Tables are watched separately, so
+//     a node may arrive before its agent: it waits among the orphans. When
+//     the store no longer keeps the history (ErrCompacted), the tables are
+//     loaded again, keeping the liveness this master tracks. Records loaded
+//     by Scan carry no revision: the committer reads it on their first
+//     write and accepts it if not after the load revision. Watchers of
+//     events (Watch) get events once committed, in sequence order, from
+//     every master.
+//   - Liveness is tracked in the memory of the master that receives an
+//     agent's heartbeats (agentRec.Master, written when it changes, with
+//     the agent's health and last-seen time when the health changes). Each
+//     master sweeps its own agents; other masters show what was written.
+//     The leader (Options.Coordinator) also sweeps the agents of masters
+//     that are not alive, their clock starting when it first saw their
+//     master dead, so agents that reconnect elsewhere within seconds are
+//     never declared offline; it alone removes agents (GC). Its writes
+//     carry the Coordinator's fence. One master alone (cluster.Single,
+//     the default) does not follow the store: nobody else writes it.
+//
+// A mutation's writes must fit one store batch: on etcd an agent whose
+// report changes more nodes than about half of --max-txn-ops in one
+// heartbeat fails with ErrUnavailable; raise --max-txn-ops for agents with
+// hundreds of nodes.
 //
 // If a commit fails, the call returns an ErrUnavailable error and the
-// in-memory state may be ahead of the disk until the record is written again.
+// in-memory state may be ahead of the store until the record is written
+// again or read again.
 package fleet
 
 import (
