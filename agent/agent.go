@@ -509,14 +509,11 @@ func (a *Agent) preStart(entry cache.Entry) func(context.Context) error {
 }
 
 // binaryURL is the binary API of the master the agent talks to, which
-// downloads try first (fetch.Options.Prefer), when master_binary_url is
-// the one derived from master_host; "" otherwise.
+// downloads try first (fetch.Options.Prefer; config.BinaryURLOf); ""
+// when none goes with it.
 func (a *Agent) binaryURL() string {
-	if !a.cfg.BinaryURLFollowsMaster() {
-		return ""
-	}
 	if m, ok := a.cp.(interface{ Master() string }); ok {
-		return config.BinaryURLFor(m.Master())
+		return a.cfg.BinaryURLOf(m.Master())
 	}
 	return ""
 }

@@ -415,6 +415,28 @@ func (c Config) BinaryURLFollowsMaster() bool {
 	return c.Storage.MasterBinaryURL == BinaryURLFor(c.Agent.MasterHost)
 }
 
+// BinaryURLOf returns the binary API URL that goes with master (one of
+// MasterHosts), which downloads try first while the agent talks to that
+// master: the derived http://<its host>:7001 when master_binary_url is
+// the default, else the URL at the same position when master_binary_url
+// lists as many URLs as master_host lists masters, else "" (no
+// preference).
+func (c Config) BinaryURLOf(master string) string {
+	if c.BinaryURLFollowsMaster() {
+		return BinaryURLFor(master)
+	}
+	hosts, urls := c.Agent.MasterHosts(), c.Storage.MasterBinaryURLs()
+	if len(hosts) < 2 || len(hosts) != len(urls) {
+		return ""
+	}
+	for i, h := range hosts {
+		if h == master {
+			return urls[i]
+		}
+	}
+	return ""
+}
+
 // Problem is one invalid key of a config file.
 type Problem struct {
 	File string // config file name as given

@@ -39,6 +39,21 @@ func TestSeveralMasters(t *testing.T) {
 	if got := cfg.Storage.MasterBinaryURL; got != "https://cdn1,https://cdn2" || cfg.BinaryURLFollowsMaster() {
 		t.Errorf("master_binary_url = %q (follows master %v), want the explicit list", got, cfg.BinaryURLFollowsMaster())
 	}
+	// Lists of the same length pair up by position.
+	if got := cfg.BinaryURLOf("y:7000"); got != "https://cdn2" {
+		t.Errorf("BinaryURLOf(y:7000) = %q, want the second URL", got)
+	}
+	if got := cfg.BinaryURLOf("z:7000"); got != "" {
+		t.Errorf("BinaryURLOf(z:7000) = %q, want none", got)
+	}
+	cfg.Storage.MasterBinaryURL = "https://cdn1"
+	if got := cfg.BinaryURLOf("x:7000"); got != "" {
+		t.Errorf("BinaryURLOf with one explicit URL = %q, want none (nothing to prefer)", got)
+	}
+	cfg, _ = Parse("a.toml", []byte("[agent]\nmaster_host = \"x:7000,y:7000\"\n"), testEnv(nil))
+	if got := cfg.BinaryURLOf("y:7000"); got != "http://y:7001" {
+		t.Errorf("BinaryURLOf(y:7000) with the default URLs = %q, want http://y:7001", got)
+	}
 	for _, tc := range []struct{ file, want string }{
 		{"[agent]\nmaster_host = \"a:7000,b\"\n", `agent.master_host: "a:7000,b" entry 2 "b" is not host:port`},
 		{"[agent]\nmaster_host = \"a:7000,,b:7000\"\n", `entry 2 is empty`},
