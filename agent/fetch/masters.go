@@ -102,11 +102,14 @@ func newFailoverTransport(f *Fetcher, next http.RoundTripper, bases []*url.URL) 
 	return t, nil
 }
 
-// first is the base URL to try first.
+// first is the base URL to try first: the preferred one unless it failed
+// recently (it is backing off), else the current one.
 func (t *failoverTransport) first() masters.Endpoint {
 	if t.prefer != nil {
 		if p := strings.TrimSuffix(t.prefer(), "/"); t.bases[p] {
-			return masters.Endpoint{Host: p, Addr: p}
+			if ep := (masters.Endpoint{Host: p, Addr: p}); t.set.Wait(ep) == 0 {
+				return ep
+			}
 		}
 	}
 	return t.set.Current()

@@ -256,6 +256,13 @@ func (s *Set) Failed(e Endpoint) (Endpoint, time.Duration) {
 	return s.eps[s.cur], s.wait(s.eps[s.cur], now)
 }
 
+// Wait is how long e is still backing off (0: it may be called now).
+func (s *Set) Wait(e Endpoint) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wait(e, s.opts.Now())
+}
+
 func (s *Set) wait(e Endpoint, now time.Time) time.Duration {
 	return max(0, s.health[e.Addr].until.Sub(now))
 }

@@ -168,6 +168,12 @@ func TestStickyAndBackoff(t *testing.T) {
 	if maxWait < 2*time.Second {
 		t.Errorf("longest wait %v: the backoff does not grow", maxWait)
 	}
+	if w := s.Wait(cur); w != 0 {
+		t.Errorf("Wait(current) = %v right after its backoff, want 0", w)
+	}
+	if next, _ := s.Failed(cur); s.Wait(cur) == 0 && s.Wait(next) == 0 {
+		t.Error("Wait: no endpoint backing off after both failed")
+	}
 	// A late failure report of a non-current master does not move.
 	other := s.Endpoints()[0]
 	if other == s.Current() {
