@@ -375,7 +375,7 @@ func (f *Fleet) load(ctx context.Context, drop bool) error {
 		// This master's own agents are offline until their next heartbeat;
 		// another master's show what that master wrote.
 		health := Offline
-		if r.Master != f.self && r.Master != "" {
+		if _, alone := f.coord.(*cluster.Single); !alone && r.Master != f.self && r.Master != "" {
 			health = r.persistedHealth()
 		}
 		f.agents[r.ID] = &agentState{rec: r, health: health, lastSeen: r.LastSeen, nodes: map[string]*Node{}}
