@@ -284,6 +284,9 @@ func (c *cli) agent(ctx context.Context, id string) error {
 	fmt.Fprintf(tw, "Host:\t%s (%s/%s)\n", dash(a.GetHostname()), a.GetPlatform(), a.GetArch())
 	fmt.Fprintf(tw, "Version:\t%s\n", dash(a.GetAgentVersion()))
 	fmt.Fprintf(tw, "Health:\t%s (last heartbeat %s)\n", health(a.GetHealth()), ago(a.GetLastHeartbeatUnix(), now))
+	if m := a.GetMaster(); m != "" {
+		fmt.Fprintf(tw, "Master:\t%s\n", m)
+	}
 	if a.GetRevoked() {
 		fmt.Fprintf(tw, "Revoked:\t%s by %s (sutra agents unrevoke %s, then enroll it again with a new join token)\n", time.Unix(a.GetRevokedUnix(), 0).UTC().Format(time.RFC3339), dash(a.GetRevokedBy()), a.GetAgentId())
 	}

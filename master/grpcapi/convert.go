@@ -119,6 +119,7 @@ func agentToPB(a fleet.Agent) *gridv1.Agent {
 		MaxStorageNodes: a.MaxStorageNodes, Labels: a.Labels, Health: healthToPB[a.Health],
 		RegisteredUnix: unix(a.RegisteredAt), LastHeartbeatUnix: unix(a.LastHeartbeat),
 		Desired: desiredToPB(a.Desired), AppliedGeneration: a.AppliedGeneration, Upgrade: upgradeToPB(a.Upgrade),
+		Master: a.Master,
 	}
 	for _, n := range a.Nodes {
 		out.Nodes = append(out.Nodes, nodeStatusToPB(n))

@@ -951,7 +951,10 @@ type Agent struct {
 	RevokedBy string `protobuf:"bytes,22,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
 	// Pins: artifact ("storage-server", "sutra-agent") -> the version the
 	// agent is pinned to (ReleaseService.PinAgent).
-	Pins          map[string]string `protobuf:"bytes,25,rep,name=pins,proto3" json:"pins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Pins map[string]string `protobuf:"bytes,25,rep,name=pins,proto3" json:"pins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The id of the master the agent is attached to (its heartbeats go
+	// there); with several masters (issue 16) agents spread over them.
+	Master        string `protobuf:"bytes,26,opt,name=master,proto3" json:"master,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1110,6 +1113,13 @@ func (x *Agent) GetPins() map[string]string {
 		return x.Pins
 	}
 	return nil
+}
+
+func (x *Agent) GetMaster() string {
+	if x != nil {
+		return x.Master
+	}
+	return ""
 }
 
 type UnregisterAgentRequest struct {
@@ -3315,7 +3325,7 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"to_version\x18\x03 \x01(\tR\ttoVersion\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12$\n" +
 	"\x0elast_log_lines\x18\x05 \x03(\tR\flastLogLines\x12!\n" +
-	"\fupdated_unix\x18\x06 \x01(\x03R\vupdatedUnix\"\xb5\x06\n" +
+	"\fupdated_unix\x18\x06 \x01(\x03R\vupdatedUnix\"\xcd\x06\n" +
 	"\x05Agent\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x1a\n" +
@@ -3336,7 +3346,8 @@ const file_grid_v1_grid_proto_rawDesc = "" +
 	"\frevoked_unix\x18\x15 \x01(\x03R\vrevokedUnix\x12\x1d\n" +
 	"\n" +
 	"revoked_by\x18\x16 \x01(\tR\trevokedBy\x12,\n" +
-	"\x04pins\x18\x19 \x03(\v2\x18.grid.v1.Agent.PinsEntryR\x04pins\x1a9\n" +
+	"\x04pins\x18\x19 \x03(\v2\x18.grid.v1.Agent.PinsEntryR\x04pins\x12\x16\n" +
+	"\x06master\x18\x1a \x01(\tR\x06master\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
