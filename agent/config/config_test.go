@@ -295,6 +295,8 @@ func FuzzLoadConfig(f *testing.F) {
 		"[agent.labels]\nzone = \"a\"\n", "[agent]\nlabels.a.b = \"c\"\n", "a.b.c = 1\n", "[[agent]]\n",
 		"[storage]\nstop_nodes_on_exit = true\nport_range_start = 9223372036854775807\n",
 		"[monitoring]\nheartbeat_interval_secs = -9223372036854775808\n", "\"\" = 1\n", "[\"agent\"]\n\"x y\" = 2\n",
+		"[agent]\nmaster_host = \"a:1, b:2 ,a:1\"\n[storage]\nmaster_binary_url = \"http://a/,https://b\"\n",
+		"[agent]\nmaster_host = \",,:\"\n[storage]\nmaster_binary_url = \",\"\n",
 	} {
 		f.Add(s)
 	}
@@ -309,6 +311,9 @@ func FuzzLoadConfig(f *testing.F) {
 		if err == nil {
 			if cfg.Agent.Platform != "process" || cfg.Version != 1 || cfg.Agent.MaxStorageNodes < 1 {
 				t.Fatalf("invalid config accepted: %+v", cfg)
+			}
+			if n := len(cfg.Agent.MasterHosts()); n < 1 || n > 16 || len(cfg.Storage.MasterBinaryURLs()) < 1 {
+				t.Fatalf("accepted master_host %q (%d masters), master_binary_url %q", cfg.Agent.MasterHost, n, cfg.Storage.MasterBinaryURL)
 			}
 		}
 	})
