@@ -157,11 +157,11 @@ func (c *cli) status(ctx context.Context, args []string) error {
 		fmt.Fprintln(tw, "ENDPOINT\tHEALTH\tROLE\tDB SIZE\tVERSION")
 		for _, m := range ms {
 			h, role := "ok", "follower"
-			if !m.GetOk() {
-				h = "DOWN: " + m.GetError()
-			}
 			if m.GetLeader() {
 				role = "leader"
+			}
+			if !m.GetOk() {
+				h, role = "DOWN: "+m.GetError(), "-"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d KiB\t%s\n", m.GetEndpoint(), h, role, m.GetDbSizeBytes()/1024, dash(m.GetVersion()))
 		}
