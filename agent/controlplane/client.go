@@ -117,6 +117,9 @@ func (o Options) Validate() error {
 type Client struct {
 	opts Options
 	set  *masters.Set // the masters and the one in use (failover.go)
+	// moves counts failovers since the last successful call (Run's
+	// goroutine only).
+	moves int
 	// revokedRetry is the retry delay while the certificate is revoked
 	// (revoked.go; shortened by tests).
 	revokedRetry time.Duration
@@ -336,6 +339,7 @@ func (c *Client) register(ctx context.Context) error {
 		return fmt.Errorf("register: %w", err)
 	}
 	c.set.Succeeded(c.set.Current())
+	c.moves = 0
 	c.setInterval(resp.GetHeartbeatIntervalSecs())
 	c.setConnected(true)
 	c.opts.Logger.Info("registered with master", "master", c.master(), "master_version", resp.GetMasterVersion(),
@@ -377,6 +381,7 @@ func (c *Client) heartbeat(ctx context.Context) error {
 		return err
 	}
 	c.set.Succeeded(c.set.Current())
+	c.moves = 0
 	c.setInterval(resp.GetHeartbeatIntervalSecs())
 	wasConnected, _ := c.Connected()
 	c.setConnected(true)

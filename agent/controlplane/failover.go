@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -124,7 +125,13 @@ func (c *Client) failover(ctx context.Context, err error) (wait time.Duration, m
 	if to == from {
 		return 0, false
 	}
-	c.opts.Logger.Warn("master unreachable; moving to another master", "from", from.String(), "to", to.String(),
+	// One warning per failover; while every master is down, every 10th
+	// move is enough.
+	level := slog.LevelWarn
+	if c.moves++; c.moves > 1 && c.moves%10 != 1 {
+		level = slog.LevelDebug
+	}
+	c.opts.Logger.Log(ctx, level, "master unreachable; moving to another master", "from", from.String(), "to", to.String(),
 		"retry_in", wait.Round(time.Millisecond), "agent", c.opts.AgentID, "err", err)
 	if derr := c.dial(); derr != nil {
 		c.opts.Logger.Error("cannot connect to the next master", "master", to.String(), "err", derr)

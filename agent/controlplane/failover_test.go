@@ -343,3 +343,27 @@ func TestEnrollmentTriesTheMasters(t *testing.T) {
 		t.Errorf("%d enrollments with the live master, want 4", n)
 	}
 }
+
+// Every master down: the agent goes round them with each one's backoff
+// (not in a tight loop) and warns about every 10th move only.
+func TestAllMastersDownBacksOffQuietly(t *testing.T) {
+	ca := newTestCA(t)
+	_, logBuf := haAgent(t, ca, testutil.FreeAddr(t)+","+testutil.FreeAddr(t), nil)
+	time.Sleep(1500 * time.Millisecond)
+	log := logBuf.String()
+	moves := strings.Count(log, "moving to another master")
+	warned := 0
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "moving to another master") && strings.Contains(l, "level=WARN") {
+			warned++
+		}
+	}
+	// Backoff 20 ms doubling to 200 ms per master, full jitter: a few
+	// dozen moves in 1.5 s at most, never thousands.
+	if moves < 2 || moves > 150 {
+		t.Errorf("%d moves in 1.5 s with both masters down, want a backed-off handful", moves)
+	}
+	if want := (moves+9)/10 + 1; warned > want {
+		t.Errorf("%d of %d moves warned, want at most %d", warned, moves, want)
+	}
+}
