@@ -138,6 +138,10 @@ func (f *Fleet) Watch(ctx context.Context, o WatchOptions, fn func(Event) error)
 		n := min(o.Tail, len(f.events))
 		replay = append([]Event(nil), f.events[len(f.events)-n:]...)
 	}
+	// Events not committed yet reach the follower when they are.
+	for len(replay) > 0 && replay[len(replay)-1].Seq > f.deliveredSeq {
+		replay = replay[:len(replay)-1]
+	}
 	var sub *subscriber
 	if o.Follow {
 		if n := f.clientWatchersLocked(); !o.Internal && n >= f.opts.MaxWatchers {

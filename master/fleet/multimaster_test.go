@@ -708,3 +708,71 @@ func TestFollowerRecoversFromCompaction(t *testing.T) {
 	p.sync()
 	sameView(t, p)
 }
+
+// batchSizes records the most distinct keys one ApplyIf wrote.
+type batchSizes struct {
+	store.Store
+	mu      sync.Mutex
+	maxKeys int
+	batches int
+}
+
+func (b *batchSizes) ApplyIf(ctx context.Context, conds []store.Cond, ops []store.Op) (store.Revision, error) {
+	keys := map[string]bool{}
+	for _, op := range ops {
+		keys[op.Table+"/"+string(op.Key)] = true
+	}
+	b.mu.Lock()
+	b.maxKeys = max(b.maxKeys, len(keys), len(conds))
+	b.batches++
+	b.mu.Unlock()
+	return b.Store.ApplyIf(ctx, conds, ops)
+}
+
+// The committer splits group commits at Options.MaxBatchOps distinct keys,
+// between mutations only; a mutation larger than that fails whole.
+func TestMaxBatchOps(t *testing.T) {
+	ctx := context.Background()
+	st := &batchSizes{Store: openBolt(t)}
+	f, err := New(ctx, Options{Store: st, MaxBatchOps: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Register(ctx, reg("a1")); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				if err := f.Record(ctx, EventJoinTokenCreated, "", fmt.Sprint(w, i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st.mu.Lock()
+	if st.maxKeys > 8 {
+		t.Errorf("a batch of %d keys, limit 8", st.maxKeys)
+	}
+	if st.batches >= 321 {
+		t.Errorf("%d batches for 321 mutations: nothing was grouped", st.batches)
+	}
+	st.mu.Unlock()
+	var nodes []NodeStatus
+	for i := range 10 {
+		nodes = append(nodes, NodeStatus{NodeID: fmt.Sprintf("n%d", i), State: NodeRunning})
+	}
+	r := reg("a2")
+	r.Nodes = nodes
+	if _, err := f.Register(ctx, r); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Register with 10 new nodes under an 8-key limit = %v, want ErrUnavailable", err)
+	}
+	if v, _, _ := st.Get(ctx, store.TableAgents, []byte("a2")); v != nil {
+		t.Error("part of the refused mutation was written")
+	}
+}
