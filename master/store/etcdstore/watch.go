@@ -62,8 +62,10 @@ func (s *Store) Watch(ctx context.Context, table string, from store.Revision) (<
 	end := func() {
 		stop()
 		wcancel()
-		for range wch { // let the client's goroutines go
-		}
+		go func() { // the client closes wch after the cancel; don't wait for it
+			for range wch {
+			}
+		}()
 		s.watchers.Done()
 	}
 
@@ -97,7 +99,17 @@ func (s *Store) Watch(ctx context.Context, table string, from store.Revision) (<
 	go func() {
 		defer close(out)
 		defer end()
-		for resp := range wch {
+		for {
+			var resp clientv3.WatchResponse
+			var ok bool
+			select {
+			case <-wctx.Done(): // the caller's ctx or Close, whatever the client does
+				return
+			case resp, ok = <-wch:
+			}
+			if !ok {
+				return
+			}
 			if resp.CompactRevision != 0 || resp.Canceled || resp.Err() != nil {
 				s.log.Info("etcd store: watch ended", "table", table, "compact_revision", resp.CompactRevision, "err", resp.Err())
 				return
