@@ -393,8 +393,13 @@ func (f *Fleet) load(ctx context.Context, drop bool) error {
 		n.rev = revUnknown
 		a := f.agents[n.AgentID]
 		if a == nil {
-			if drop {
+			// Alone, a node without its agent is a leftover; with other
+			// masters its agent may have been written after the agents'
+			// scan: it waits for the agent's record (Follow).
+			if _, alone := f.coord.(*cluster.Single); drop && alone {
 				orphans = append(orphans, store.Delete(store.TableNodes, []byte(n.ID)))
+			} else {
+				f.orphans[n.ID] = &n
 			}
 			return nil
 		}
