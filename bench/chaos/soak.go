@@ -30,8 +30,8 @@ const (
 	opReplaceNode     = "op:replace-node"
 	opSetVersion      = "op:set-version"
 	opRollout         = "op:rollout"
-	rolloutEvery      = 75 * time.Second
-	operatorEvery     = 30 * time.Second
+	rolloutEvery      = 2 * time.Minute
+	operatorEvery     = 45 * time.Second
 	initialConverge   = 3 * time.Minute
 	rolloutBound      = 5 * time.Minute
 	leakSlackRatio    = 1.5
