@@ -24,6 +24,8 @@ type liveSet struct {
 	mu     sync.Mutex
 	alive  map[string]bool
 	leader string
+	// fence is what the leader's Fence returns.
+	fence []store.Cond
 }
 
 func (l *liveSet) set(id string, alive bool) {
@@ -52,7 +54,14 @@ func (c *testCoord) Leading() bool {
 	return c.live.leader == c.id && c.live.alive[c.id]
 }
 
-func (c *testCoord) Fence() ([]store.Cond, bool) { return nil, c.Leading() }
+func (c *testCoord) Fence() ([]store.Cond, bool) {
+	if !c.Leading() {
+		return nil, false
+	}
+	c.live.mu.Lock()
+	defer c.live.mu.Unlock()
+	return c.live.fence, true
+}
 
 func (c *testCoord) Members(context.Context) ([]cluster.Member, error) {
 	c.live.mu.Lock()
@@ -774,5 +783,48 @@ func TestMaxBatchOps(t *testing.T) {
 	}
 	if v, _, _ := st.Get(ctx, store.TableAgents, []byte("a2")); v != nil {
 		t.Error("part of the refused mutation was written")
+	}
+}
+
+// A deposed leader that still believes it leads writes nothing: its
+// singleton writes carry the fence, which no longer holds.
+func TestStaleLeaderFenced(t *testing.T) {
+	ctx := context.Background()
+	st := openBolt(t)
+	p := newPair(t, st, Options{})
+	if _, err := p.a.Register(ctx, reg("a1")); err != nil {
+		t.Fatal(err)
+	}
+	elected, err := st.ApplyIf(ctx, nil, []store.Op{store.Put(store.TableMasters, []byte("leader"), []byte("B"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.live.mu.Lock()
+	p.live.fence = []store.Cond{store.IfRevision(store.TableMasters, []byte("leader"), elected)}
+	p.live.mu.Unlock()
+	p.sync()
+	p.live.set("A", false)
+	p.stopFollow(p.a)
+	if err := p.b.Sweep(ctx); err != nil { // B sees A dead
+		t.Fatal(err)
+	}
+	// Another master is elected; B has not noticed.
+	if _, err := st.ApplyIf(ctx, nil, []store.Op{store.Put(store.TableMasters, []byte("leader"), []byte("C"))}); err != nil {
+		t.Fatal(err)
+	}
+	p.clock.Advance(DefaultOfflineAfter)
+	if err := p.b.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := st.Get(ctx, store.TableAgents, []byte("a1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec agentRec
+	if err := json.Unmarshal(v, &rec); err != nil || rec.Health != Healthy {
+		t.Errorf("persisted a1 health %q (%v) after a deposed leader's sweep, want healthy (fenced)", rec.Health, err)
+	}
+	if n := countEvents(p.b, EventAgentDegraded, EventAgentOffline); n != 0 {
+		t.Errorf("%d liveness events written by a deposed leader", n)
 	}
 }
