@@ -37,6 +37,13 @@
 //
 //	go run ./bench/fleet -n 10000 -rollout -restart=false -duration 15s
 //
+// -masters 3 -etcd (ha.go) runs the single master on bbolt, then three
+// masters on a three-member etcd (etcdmember processes), and prints both
+// side by side, with etcd's write rate and the time until every agent is
+// back after the leading master's kill -9:
+//
+//	go run ./bench/fleet -n 2000 -masters 3 -etcd -duration 20s
+//
 // -master HOST:PORT targets a running plaintext master instead (no
 // CPU/RSS/restart).
 package main
