@@ -95,10 +95,15 @@ func (f *Fleet) deliverLocked(e Event) {
 	}
 }
 
+func sameEvent(a, b Event) bool {
+	return a.Seq == b.Seq && a.Time.Equal(b.Time) && a.Type == b.Type && a.AgentID == b.AgentID &&
+		a.NodeID == b.NodeID && a.Message == b.Message && a.Actor == b.Actor
+}
+
 // dropEventLocked removes an event that was not written from the log.
 func (f *Fleet) dropEventLocked(e Event) {
 	i := sort.Search(len(f.events), func(i int) bool { return f.events[i].Seq >= e.Seq })
-	if i < len(f.events) && f.events[i].Seq == e.Seq && f.events[i].Time.Equal(e.Time) && f.events[i].Type == e.Type {
+	if i < len(f.events) && f.events[i] == e {
 		f.events = append(f.events[:i], f.events[i+1:]...)
 	}
 	f.lastSeq = max(f.deliveredSeq, 0)
@@ -109,7 +114,7 @@ func (f *Fleet) dropEventLocked(e Event) {
 
 // insertEventLocked puts a committed event of the store in the log, in
 // sequence order, and delivers it.
-func (f *Fleet) insertEventLocked(e Event) {
+func (f *Fleet) insertEventLocked(e Event, deliver bool) {
 	i := sort.Search(len(f.events), func(i int) bool { return f.events[i].Seq >= e.Seq })
 	switch {
 	case i < len(f.events) && f.events[i].Seq == e.Seq:
@@ -125,7 +130,9 @@ func (f *Fleet) insertEventLocked(e Event) {
 		}
 	}
 	f.lastSeq = max(f.lastSeq, e.Seq)
-	f.deliverLocked(e)
+	if deliver {
+		f.deliverLocked(e)
+	}
 }
 
 // reconcile reads the records keys from the store and applies them to
@@ -138,7 +145,7 @@ func (f *Fleet) reconcile(ctx context.Context, keys []keyRef) {
 			continue
 		}
 		f.mu.Lock()
-		if err := f.applyLocked(store.Change{Table: k.table, Key: []byte(k.key), Value: v, Rev: rev}); err != nil {
+		if err := f.applyLocked(store.Change{Table: k.table, Key: []byte(k.key), Value: v, Rev: rev}, false); err != nil {
 			f.log.Warn("apply fleet record", "table", k.table, "err", err)
 		}
 		f.mu.Unlock()
@@ -150,13 +157,21 @@ func (f *Fleet) reconcile(ctx context.Context, keys []keyRef) {
 // old change), or this master has a write of it in flight (that write
 // then fails on its condition, or the change is its echo). The caller
 // holds f.mu.
-func (f *Fleet) applyLocked(c store.Change) error {
+//
+// Events reach watchers only from the watch (fromWatch), which brings them
+// in revision order, that is in sequence order: an event read by
+// reconcile may be newer than others the watch has yet to bring.
+func (f *Fleet) applyLocked(c store.Change, fromWatch bool) error {
 	ref := keyRef{c.Table, string(c.Key)}
-	if f.inflight[ref.id()] != nil {
+	if c.Table != store.TableEvents && f.inflight[ref.id()] != nil {
 		f.skipped[ref.id()] = max(f.skipped[ref.id()], c.Rev)
 		return nil
 	}
 	if c.Table == store.TableEvents {
+		// An event is written once: another master's event under a
+		// sequence number this master has a write in flight for is
+		// committed (ours will fail), and takes its place at once, so
+		// that watchers get it in order.
 		if c.Deleted() {
 			return nil // trimming: the local log is bounded on its own
 		}
@@ -167,7 +182,16 @@ func (f *Fleet) applyLocked(c store.Change) error {
 		if len(c.Key) != 8 || binary.BigEndian.Uint64(c.Key) != e.Seq {
 			return fmt.Errorf("event %x holds seq %d", c.Key, e.Seq)
 		}
-		f.insertEventLocked(e)
+		if fromWatch && f.inflight[ref.id()] != nil {
+			i := sort.Search(len(f.events), func(i int) bool { return f.events[i].Seq >= e.Seq })
+			if i < len(f.events) && sameEvent(f.events[i], e) {
+				// Our own, committed: deliver it now, before the changes
+				// of later revisions the watch brings next.
+				f.deliverLocked(f.events[i])
+				return nil
+			}
+		}
+		f.insertEventLocked(e, fromWatch)
 		return nil
 	}
 	known := f.knownRevLocked(c.Table, string(c.Key))
@@ -370,7 +394,7 @@ func (f *Fleet) followTable(ctx context.Context, table string, from store.Revisi
 		for c := range ch {
 			fl.inHand.Add(1)
 			f.mu.Lock()
-			if err := f.applyLocked(c); err != nil {
+			if err := f.applyLocked(c, true); err != nil {
 				f.log.Warn("fleet follow: change not applied", "table", table, "rev", c.Rev, "err", err)
 			}
 			f.mu.Unlock()
@@ -447,7 +471,7 @@ func (f *Fleet) reload(ctx context.Context) error {
 	f.revoked = g.revoked
 	for _, e := range g.events {
 		if e.Seq > f.lastSeq || len(f.events) == 0 || e.Seq >= f.events[0].Seq {
-			f.insertEventLocked(e)
+			f.insertEventLocked(e, true)
 		}
 	}
 	f.loadRev = g.loadRev

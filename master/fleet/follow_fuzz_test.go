@@ -42,7 +42,7 @@ func FuzzApplyChange(f *testing.F) {
 			{Table: store.TableNodes, Key: []byte("n0"), Value: []byte(`{"node_id":"n0","agent_id":"a1","desired":true}`), Rev: 3},
 			{Table: store.TableEvents, Key: seqKey(1), Value: []byte(`{"seq":1,"type":"AgentRegistered"}`), Rev: 2},
 		} {
-			if err := fl.applyLocked(c); err != nil {
+			if err := fl.applyLocked(c, true); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -54,7 +54,7 @@ func FuzzApplyChange(f *testing.F) {
 		}
 		c := store.Change{Table: followTables[int(table)%len(followTables)], Key: key, Value: value, Rev: store.Revision(rev)}
 		fl.mu.Lock()
-		_ = fl.applyLocked(c)
+		_ = fl.applyLocked(c, true)
 		for id, n := range fl.nodes {
 			a := fl.agents[n.AgentID]
 			if a == nil || a.nodes[id] != n || n.ID != id {

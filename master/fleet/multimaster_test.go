@@ -828,3 +828,81 @@ func TestStaleLeaderFenced(t *testing.T) {
 		t.Errorf("%d liveness events written by a deposed leader", n)
 	}
 }
+
+// Both masters record events at once: each master's watcher gets every
+// committed event once, in strictly increasing sequence order.
+func TestEventsFromBothMastersInOrder(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := newPair(t, openBolt(t), Options{})
+	type got struct {
+		mu   sync.Mutex
+		seqs []uint64
+	}
+	gots := map[*Fleet]*got{p.a: {}, p.b: {}}
+	for f, g := range gots {
+		go func() {
+			_ = f.Watch(ctx, WatchOptions{Follow: true}, func(e Event) error {
+				g.mu.Lock()
+				g.seqs = append(g.seqs, e.Seq)
+				g.mu.Unlock()
+				return nil
+			})
+		}()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			f.mu.RLock()
+			n := len(f.subs)
+			f.mu.RUnlock()
+			if n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("watcher never subscribed")
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := 0
+	for _, f := range []*Fleet{p.a, p.b} {
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 25 {
+					if err := f.Record(ctx, EventJoinTokenCreated, "", fmt.Sprint(w, i)); err == nil {
+						mu.Lock()
+						acked++
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	p.sync()
+	for f, g := range gots {
+		name := map[*Fleet]string{p.a: "A", p.b: "B"}[f]
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			g.mu.Lock()
+			n := len(g.seqs)
+			g.mu.Unlock()
+			if n >= acked || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		g.mu.Lock()
+		if len(g.seqs) != acked {
+			t.Errorf("%s's watcher got %d events, %d acknowledged", name, len(g.seqs), acked)
+		}
+		for i := 1; i < len(g.seqs); i++ {
+			if g.seqs[i] <= g.seqs[i-1] {
+				t.Errorf("%s's watcher: seq %d after %d", name, g.seqs[i], g.seqs[i-1])
+				break
+			}
+		}
+		g.mu.Unlock()
+	}
+}
