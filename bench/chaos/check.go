@@ -41,19 +41,12 @@ func wantVersion(v string) string {
 func (c *chaos) observe(ctx context.Context) observation {
 	var ob observation
 	g := c.g
-	for _, a := range g.agents {
-		if !a.alive() {
-			ob.add("%s process is not running", a.id)
-		}
-	}
-	for _, m := range g.masters {
-		if !m.alive() {
-			ob.add("%s process is not running", m.name)
-		}
-	}
-	for _, e := range g.etcd {
-		if !e.alive() {
-			ob.add("%s process is not running", e.name)
+	// Faults run one at a time and restart what they kill before the
+	// checks: a process found dead here died by itself.
+	for _, p := range g.procs() {
+		if !p.alive() && p.starts() > 0 {
+			c.unexpectedExit(p)
+			ob.add("%s exited by itself (%s); restarted", p.name, p.exitStatus())
 		}
 	}
 	var as []apiAgent

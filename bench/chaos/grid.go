@@ -360,6 +360,21 @@ release_public_keys = [%q]
 	return a.run()
 }
 
+// procs are every master, agent and etcd member process.
+func (g *grid) procs() []*proc {
+	var out []*proc
+	for _, m := range g.masters {
+		out = append(out, m.proc)
+	}
+	for _, a := range g.agents {
+		out = append(out, a.proc)
+	}
+	for _, e := range g.etcd {
+		out = append(out, e.proc)
+	}
+	return out
+}
+
 func (g *grid) agentByID(id string) *agent {
 	for _, a := range g.agents {
 		if a.id == id {

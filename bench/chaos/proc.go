@@ -22,7 +22,15 @@ type proc struct {
 	mu    sync.Mutex
 	cmd   *exec.Cmd
 	done  chan struct{}
-	start int // how many times it was started
+	start int    // how many times it was started
+	exit  string // how the last process ended
+}
+
+// exitStatus is how the last process ended ("" while it runs).
+func (p *proc) exitStatus() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exit
 }
 
 func (p *proc) run() error {
@@ -40,12 +48,16 @@ func (p *proc) run() error {
 	}
 	done := make(chan struct{})
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
+		fmt.Fprintf(f, "chaos: %s (pid %d) exited: %v\n", p.name, cmd.Process.Pid, err)
+		p.mu.Lock()
+		p.exit = fmt.Sprint(err)
+		p.mu.Unlock()
 		_ = f.Close()
 		close(done)
 	}()
 	p.mu.Lock()
-	p.cmd, p.done = cmd, done
+	p.cmd, p.done, p.exit = cmd, done, ""
 	p.start++
 	p.mu.Unlock()
 	return nil

@@ -233,6 +233,27 @@ func (c *chaos) noteLost(l []lostWrite) {
 	}
 }
 
+// unexpectedExit records a process that died without a fault (a crash the
+// soak found), with the end of its log, and starts it again.
+func (c *chaos) unexpectedExit(p *proc) {
+	c.failures = append(c.failures, fmt.Sprintf("%s exited by itself (%s) at +%s; last log lines:\n%s", p.name, p.exitStatus(), c.elapsed(), tail(p.logPath, 15)))
+	say("%s exited by itself (%s); restarting it", p.name, p.exitStatus())
+	if err := p.run(); err != nil {
+		say("restart %s: %v", p.name, err)
+	}
+}
+
+// tail is the last n lines of the file at path, indented.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "    " + err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	lines = lines[max(0, len(lines)-n):]
+	return "    " + strings.Join(lines, "\n    ")
+}
+
 // noteUsage keeps the first converged reading of each process incarnation
 // as its baseline.
 func (c *chaos) noteUsage(u map[string]usage) {
