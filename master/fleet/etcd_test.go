@@ -30,6 +30,12 @@ func TestNoLostUpdateOnEtcd(t *testing.T) {
 		return s
 	}
 	stA, stB := open(), open()
-	p := &pair{t: t, st: stA, stB: stB, approx: true, clock: newFakeClock(), live: &liveSet{alive: map[string]bool{"A": true, "B": true}, leader: "B"}}
+	ca, cb := &conflictCounter{Store: stA}, &conflictCounter{Store: stB}
+	p := &pair{t: t, st: ca, stB: cb, approx: true, clock: newFakeClock(), live: &liveSet{alive: map[string]bool{"A": true, "B": true}, leader: "B"}}
 	testNoLostUpdatePair(t, p, Options{MaxBatchOps: stA.MaxTxnOps()})
+	ca.mu.Lock()
+	cb.mu.Lock()
+	defer ca.mu.Unlock()
+	defer cb.mu.Unlock()
+	t.Logf("commits lost on a condition: A %d of %d, B %d of %d", ca.conflicts, ca.commits, cb.conflicts, cb.commits)
 }
