@@ -11,6 +11,7 @@ import (
 	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/internal/platform"
 	"github.com/sutragrid/sutra/master/actor"
+	"github.com/sutragrid/sutra/master/cluster"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -300,6 +301,16 @@ func (f *Fleet) Heartbeat(ctx context.Context, r Report) (Desired, error) {
 	}
 	if err := validateReport(r.Nodes, r.Upgrade); err != nil {
 		return Desired{}, err
+	}
+	if _, alone := f.coord.(*cluster.Single); !alone {
+		// An agent moving here from another master may be ahead of this
+		// master's watch: read its record before calling it unknown.
+		f.mu.RLock()
+		known := f.agents[r.AgentID] != nil
+		f.mu.RUnlock()
+		if !known {
+			f.reconcile(ctx, []keyRef{{store.TableAgents, r.AgentID}})
+		}
 	}
 	var d Desired
 	err := f.retry(ctx, func() (*ticket, error) {

@@ -906,3 +906,20 @@ func TestEventsFromBothMastersInOrder(t *testing.T) {
 		g.mu.Unlock()
 	}
 }
+
+// An agent that moves to a master whose watch has not brought its record
+// yet is found in the store, not told to register again.
+func TestHeartbeatAheadOfTheWatch(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t, openBolt(t), Options{})
+	p.stopFollow(p.b)
+	if _, err := p.a.Register(ctx, reg("a1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.b.Heartbeat(ctx, Report{AgentID: "a1"}); err != nil {
+		t.Fatalf("Heartbeat on B, which has not followed a1's registration: %v", err)
+	}
+	if a, err := p.b.Agent("a1"); err != nil || a.Master != "B" {
+		t.Errorf("B: a1 = %+v, %v; want it attached to B", a, err)
+	}
+}
