@@ -450,7 +450,7 @@ func (f *Fleet) CaughtUp(ctx context.Context, rev store.Revision) error {
 // was compacted), keeping the liveness this master tracks and the
 // records it has writes in flight for.
 func (f *Fleet) reload(ctx context.Context) error {
-	g := &Fleet{opts: f.opts, clock: f.clock, log: f.log, st: f.st, self: f.self, started: f.started}
+	g := &Fleet{opts: f.opts, clock: f.clock, log: f.log, st: f.st, coord: f.coord, self: f.self, started: f.started}
 	g.initMaps()
 	if err := g.load(ctx, false); err != nil {
 		return err
