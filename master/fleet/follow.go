@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -475,5 +476,10 @@ func (f *Fleet) reload(ctx context.Context) error {
 		}
 	}
 	f.loadRev = g.loadRev
+	// A record with a write in flight was just replaced by the store's
+	// value: read it again once that write finishes.
+	for id := range f.inflight {
+		f.skipped[id] = math.MaxInt64
+	}
 	return nil
 }
