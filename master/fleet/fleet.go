@@ -372,13 +372,19 @@ func (f *Fleet) load(ctx context.Context, drop bool) error {
 			return fmt.Errorf("decode agent %s: %w", k, err)
 		}
 		r.rev = revUnknown
-		// This master's own agents are offline until their next heartbeat;
-		// another master's show what that master wrote.
-		health := Offline
-		if _, alone := f.coord.(*cluster.Single); !alone && r.Master != f.self && r.Master != "" {
-			health = r.persistedHealth()
+		// Alone, a master loads every agent offline until its next
+		// heartbeat. With other masters, each agent shows what its master
+		// wrote; this master's own agents (it restarted) count their
+		// silence from this load, and the sweep writes them degraded and
+		// offline as they stay away (the others see it).
+		a := &agentState{rec: r, health: Offline, lastSeen: r.LastSeen, nodes: map[string]*Node{}}
+		if _, alone := f.coord.(*cluster.Single); !alone {
+			a.health = r.persistedHealth()
+			if r.Master == f.self && a.health != Offline {
+				a.lastSeen = later(r.LastSeen, f.started)
+			}
 		}
-		f.agents[r.ID] = &agentState{rec: r, health: health, lastSeen: r.LastSeen, nodes: map[string]*Node{}}
+		f.agents[r.ID] = a
 		return nil
 	})
 	if err != nil {

@@ -923,3 +923,27 @@ func TestHeartbeatAheadOfTheWatch(t *testing.T) {
 		t.Errorf("B: a1 = %+v, %v; want it attached to B", a, err)
 	}
 }
+
+// A master that restarts and whose agents never come back writes them
+// offline, so the other masters do not show them healthy forever.
+func TestRestartedMasterSweepsItsAbsentAgents(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t, openBolt(t), Options{})
+	if _, err := p.a.Register(ctx, reg("a1")); err != nil {
+		t.Fatal(err)
+	}
+	p.stopFollow(p.a)
+	p.a = p.open("A", Options{}) // A restarts
+	for range 8 {
+		p.clock.Advance(5 * time.Second)
+		if err := p.a.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.sync()
+	for name, f := range map[string]*Fleet{"A": p.a, "B": p.b} {
+		if a, _ := f.Agent("a1"); a.Health != Offline {
+			t.Errorf("%s sees a1 %s 40 s after A restarted without it, want offline", name, a.Health)
+		}
+	}
+}
