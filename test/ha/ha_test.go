@@ -156,11 +156,15 @@ func TestHighAvailability(t *testing.T) {
 		// The canary has passed: the rollout is under way when its
 		// controller's master dies.
 		waitFor(t, long, "the rollout's canary passed", func() (bool, string) {
-			r, err := gridv1.NewRolloutServiceClient(lead.conn).GetRollout(ctx, &gridv1.RolloutRequest{Id: rolloutID})
+			r, err := gridv1.NewRolloutServiceClient(h.live().conn).GetRollout(ctx, &gridv1.RolloutRequest{Id: rolloutID})
 			if err != nil {
 				return false, err.Error()
 			}
-			return r.GetAgents()[0].GetState() == "passed", r.String()
+			if c := r.GetAgents()[0]; c.GetState() == "passed" {
+				return true, ""
+			}
+			canary := r.GetAgents()[0].GetAgentId()
+			return false, r.String() + "\n" + h.views("node-h"+canary[len(canary)-1:], canary)
 		})
 		// Make sure at least one agent is connected to the leader, so its
 		// death means a failover: an agent picks its master at random, so

@@ -585,6 +585,25 @@ func (h *ha) waitRunning(m *master, id string, extra ...func(*gridv1.NodeStatus)
 	return st
 }
 
+// views says how every running master sees node id and its agent (for
+// failure messages: the masters' views may differ).
+func (h *ha) views(nodeID, agentID string) string {
+	var out []string
+	for _, m := range h.masters {
+		if !m.up() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		n, err := m.rpc.GetStorageNodeStatus(ctx, &gridv1.GetStorageNodeStatusRequest{NodeId: nodeID})
+		ag, aerr := m.rpc.GetAgent(ctx, &gridv1.GetAgentRequest{AgentId: agentID})
+		cancel()
+		out = append(out, fmt.Sprintf("%s: node %s {%v} err %v; agent %s health %s heartbeat %d applied generation %d of %d (version %q) err %v",
+			m.id, nodeID, n.GetStatus(), err, agentID, ag.GetHealth(), ag.GetLastHeartbeatUnix(),
+			ag.GetAppliedGeneration(), ag.GetDesired().GetGeneration(), ag.GetDesired().GetStorageServerVersion(), aerr))
+	}
+	return strings.Join(out, "\n")
+}
+
 // events is GET /api/events on master m.
 func (h *ha) events(m *master) []event {
 	h.t.Helper()
