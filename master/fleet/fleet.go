@@ -10,9 +10,9 @@
 // reordering two writes of the same record. Liveness is deliberately not
 // persisted on each heartbeat: a heartbeat that changes nothing durable (the
 // common case) touches memory only, so a fleet of 10,000 agents heartbeating
-// every 5 s costs no disk writes. After a master restart every agent it
-// tracked is loaded as offline with the last persisted heartbeat time, and
-// becomes healthy again on its next heartbeat.
+// every 5 s costs no disk writes. After a restart a master alone on its
+// store loads every agent as offline with the last persisted heartbeat
+// time, and each becomes healthy again on its next heartbeat.
 //
 // Several masters on one store (etcd; issue 16). Memory follows the store
 // and no write loses another master's:
@@ -56,8 +56,11 @@
 //     that are not alive, their clock starting when it first saw their
 //     master dead, so agents that reconnect elsewhere within seconds are
 //     never declared offline; it alone removes agents (GC). Its writes
-//     carry the Coordinator's fence. One master alone (cluster.Single,
-//     the default) does not follow the store: nobody else writes it.
+//     carry the Coordinator's fence. Another master's agent shows the
+//     last-seen time written with its last change, not its last
+//     heartbeat. A master that restarts counts its own agents' silence
+//     from its load. One master alone (cluster.Single, the default) does
+//     not follow the store: nobody else writes it.
 //
 // A mutation's writes must fit one store batch: on etcd an agent whose
 // report changes more nodes than about half of --max-txn-ops in one
