@@ -55,6 +55,7 @@ type haResult struct {
 	cpu, rss            []float64 // per master
 	etcdCPU, etcdRSS    []float64 // per member
 	puts, proposals     float64   // per second over the window
+	failoverPuts        float64   // etcd puts from the kill until every agent was back
 	leaderAfter         time.Duration
 	back, orphansBack   time.Duration
 	orphans, reattached int
@@ -105,7 +106,8 @@ func runHA(ctx context.Context, c config) error {
 	row("master peak RSS (MiB, each)", fmt.Sprintf("%.1f", single.rss), join(ha.rss, "%.1f"))
 	row("etcd CPU (% of one core, each)", "-", join(ha.etcdCPU, "%.1f"))
 	row("etcd peak RSS (MiB, each)", "-", join(ha.etcdRSS, "%.1f"))
-	row("etcd writes (puts/s, proposals/s)", "-", fmt.Sprintf("%.1f, %.1f", ha.puts, ha.proposals))
+	row("etcd writes, steady (puts/s, proposals/s)", "-", fmt.Sprintf("%.1f, %.1f", ha.puts, ha.proposals))
+	row("etcd puts during the failover", "-", fmt.Sprintf("%.0f", ha.failoverPuts))
 	row("new leader after kill -9 of the leader", "-", ha.leaderAfter.Round(time.Millisecond).String())
 	row("all agents back after kill -9", single.back.Round(time.Millisecond).String()+" (restart)", ha.back.Round(time.Millisecond).String())
 	row("the dead master's agents re-attached", "-", fmt.Sprintf("%d/%d in %s", ha.reattached, ha.orphans, ha.orphansBack.Round(time.Millisecond)))
@@ -555,6 +557,7 @@ func haBench(ctx context.Context, c config) (*haResult, error) {
 	}
 	r.orphans = len(orphans)
 	fmt.Fprintf(out, "killing the leading master %s (-9; %d agents on it)...\n", lead.id, len(orphans))
+	killPuts, _, _ := etcdCounters(members[0].client)
 	kill := time.Now()
 	lead.ch.kill()
 	s.mark.Store(time.Now().UnixNano())
@@ -597,6 +600,9 @@ func haBench(ctx context.Context, c config) (*haResult, error) {
 			if orphansLast != 0 {
 				r.orphansBack = time.Unix(0, orphansLast).Sub(kill)
 			}
+			if p, _, err := etcdCounters(members[0].client); err == nil {
+				r.failoverPuts = p - killPuts
+			}
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -610,7 +616,7 @@ func haBench(ctx context.Context, c config) (*haResult, error) {
 		r.errorsAfterKill += n
 	}
 	s.mu.Unlock()
-	fmt.Fprintf(out, "all %d agents heartbeating again %s after the kill; the %d agents of %s re-attached to the others within %s (%d failed calls meanwhile)\n",
-		len(agents), r.back.Round(time.Millisecond), r.reattached, lead.id, r.orphansBack.Round(time.Millisecond), r.errorsAfterKill)
+	fmt.Fprintf(out, "all %d agents heartbeating again %s after the kill; the %d agents of %s re-attached to the others within %s (%d failed calls meanwhile, %.0f etcd puts)\n",
+		len(agents), r.back.Round(time.Millisecond), r.reattached, lead.id, r.orphansBack.Round(time.Millisecond), r.errorsAfterKill, r.failoverPuts)
 	return r, nil
 }
