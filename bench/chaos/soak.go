@@ -545,11 +545,12 @@ func (c *chaos) rollout(ctx context.Context, killMaster bool) {
 	var killed *master
 	var killedAt time.Time
 	state := "?"
+	var last *gridv1.Rollout
 	deadline := time.Now().Add(rolloutBound)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		r := c.rolloutOf(ctx, id)
 		if r != nil {
-			state = r.GetState()
+			last, state = r, r.GetState()
 			if state == "completed" || state == "aborted" || state == "rolled_back" {
 				break
 			}
@@ -572,7 +573,7 @@ func (c *chaos) rollout(ctx context.Context, killMaster bool) {
 	c.rollouts[state]++
 	ev.detail += " ended " + state
 	if state != "completed" {
-		c.failures = append(c.failures, fmt.Sprintf("at %s rollout %s to %s ended %s, want completed", ev.at, id, target, state))
+		c.failures = append(c.failures, fmt.Sprintf("at %s rollout %s to %s ended %s, want completed: %s", ev.at, id, target, state, describeRollout(last)))
 	}
 	if killed != nil {
 		ev.kind, ev.fault = kMasterMidWave, true
@@ -581,6 +582,18 @@ func (c *chaos) rollout(ctx context.Context, killMaster bool) {
 		return
 	}
 	c.record(ctx, ev, time.Now(), c.o.Bound)
+}
+
+// describeRollout is a rollout's reason and its agents' states.
+func describeRollout(r *gridv1.Rollout) string {
+	if r == nil {
+		return "never read"
+	}
+	parts := []string{fmt.Sprintf("reason %q", r.GetReason())}
+	for _, a := range r.GetAgents() {
+		parts = append(parts, fmt.Sprintf("%s wave %d %s %q", a.GetAgentId(), a.GetWave(), a.GetState(), a.GetReason()))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (c *chaos) rolloutOf(ctx context.Context, id string) *gridv1.Rollout {
