@@ -17,7 +17,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -235,49 +234,17 @@ func (s Security) Keyring() (release.Keyring, error) {
 	return release.ParseKeys(keys)
 }
 
-// maxKeysFile bounds a file of release public keys.
-const maxKeysFile = 64 << 10
-
 // pinned are the keys of release_public_keys and release_public_keys_file.
 func (s Security) pinned() ([]string, error) {
 	keys := append([]string(nil), s.ReleasePublicKeys...)
 	if s.ReleasePublicKeysFile == "" {
 		return keys, nil
 	}
-	more, err := readKeysFile(s.ReleasePublicKeysFile)
+	more, err := release.ReadKeysFile(s.ReleasePublicKeysFile)
 	if err != nil {
 		return nil, err
 	}
 	return append(keys, more...), nil
-}
-
-// readKeysFile reads one key per line, skipping blank lines, '#' comments
-// and minisign's "untrusted comment:" lines.
-func readKeysFile(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("release public keys file: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxKeysFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("release public keys file %s: %w", path, err)
-	}
-	if len(data) > maxKeysFile {
-		return nil, fmt.Errorf("release public keys file %s is larger than %d bytes", path, maxKeysFile)
-	}
-	var keys []string
-	for _, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "untrusted comment:") {
-			continue
-		}
-		keys = append(keys, line)
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("release public keys file %s holds no key", path)
-	}
-	return keys, nil
 }
 
 // EnrollmentKeysFile is where the agent keeps the release public keys the
@@ -297,7 +264,7 @@ func (s Security) EffectiveKeys(dataDir string) (keys []string, source string, e
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, "", nil
 	}
-	keys, err = readKeysFile(path)
+	keys, err = release.ReadKeysFile(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("release public keys from enrollment: %w", err)
 	}

@@ -1,16 +1,10 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"os"
 	"strings"
 
 	"github.com/sutragrid/sutra/internal/release"
 )
-
-// maxKeysFile bounds the --release-public-keys file.
-const maxKeysFile = 64 << 10
 
 // parseReleaseKeys reads --release-public-keys: empty (none), a comma-
 // separated list of minisign public keys ("RW…"), or a file holding them
@@ -29,27 +23,9 @@ func parseReleaseKeys(v string) ([]string, error) {
 			}
 		}
 	} else {
-		f, err := os.Open(v)
-		if err != nil {
-			return nil, fmt.Errorf("release public keys file: %w", err)
-		}
-		defer f.Close()
-		data, err := io.ReadAll(io.LimitReader(f, maxKeysFile+1))
-		if err != nil {
-			return nil, fmt.Errorf("release public keys file %s: %w", v, err)
-		}
-		if len(data) > maxKeysFile {
-			return nil, fmt.Errorf("release public keys file %s is larger than %d bytes", v, maxKeysFile)
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "untrusted comment:") {
-				continue
-			}
-			keys = append(keys, line)
-		}
-		if len(keys) == 0 {
-			return nil, fmt.Errorf("release public keys file %s holds no key", v)
+		var err error
+		if keys, err = release.ReadKeysFile(v); err != nil {
+			return nil, err
 		}
 	}
 	if _, err := release.ParseKeys(keys); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"github.com/sutragrid/sutra/internal/release"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +37,7 @@ func TestParseReleaseKeys(t *testing.T) {
 		}
 	}
 	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, []byte(strings.Repeat("# x\n", maxKeysFile)), 0o644); err != nil {
+	if err := os.WriteFile(big, []byte(strings.Repeat("# x\n", release.MaxKeysFile)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := parseReleaseKeys(big); err == nil {
