@@ -345,9 +345,14 @@ func (f *Fleet) Heartbeat(ctx context.Context, r Report) (Desired, error) {
 			f.log.Info("agent attached to this master", "agent", rec.ID, "was", rec.Master)
 		}
 		rec.Master, rec.Health = f.self, Healthy
-		// The applied generation is re-reported by every heartbeat: keep it in
-		// memory, and let it reach the disk with the next write of the record.
-		rec.AppliedGeneration = r.AppliedGeneration
+		// The applied generation changes only when the agent applies a new
+		// desired state (rare): written then, so that every master shows it
+		// (before, it waited for the next write of the record and other
+		// masters showed "applied 0" for agents converged long ago).
+		if r.AppliedGeneration != rec.AppliedGeneration {
+			rec.AppliedGeneration = r.AppliedGeneration
+			changed = true
+		}
 		if r.AgentVersion != "" && r.AgentVersion != rec.AgentVersion {
 			rec.AgentVersion = r.AgentVersion
 			changed = true

@@ -947,3 +947,38 @@ func TestRestartedMasterSweepsItsAbsentAgents(t *testing.T) {
 		}
 	}
 }
+
+// The applied generation an agent reports to its master shows on every
+// master (found by hand: the other masters said "applied 0" for agents
+// that had converged long before).
+func TestAppliedGenerationOnEveryMaster(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t, openBolt(t), Options{})
+	if _, err := p.a.Register(ctx, reg("a1")); err != nil {
+		t.Fatal(err)
+	}
+	p.sync()
+	n, err := p.b.Spawn(ctx, SpawnRequest{AgentID: "a1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.sync()
+	d, err := p.a.Heartbeat(ctx, Report{AgentID: "a1", AppliedGeneration: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.a.Heartbeat(ctx, Report{AgentID: "a1", AppliedGeneration: d.Generation,
+		Nodes: []NodeStatus{{NodeID: n.ID, State: NodeRunning}}}); err != nil {
+		t.Fatal(err)
+	}
+	p.sync()
+	for name, f := range map[string]*Fleet{"A": p.a, "B": p.b} {
+		a, err := f.Agent("a1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.AppliedGeneration != d.Generation || a.Desired.Generation != d.Generation {
+			t.Errorf("%s sees a1 applied %d of %d, want %d", name, a.AppliedGeneration, a.Desired.Generation, d.Generation)
+		}
+	}
+}
