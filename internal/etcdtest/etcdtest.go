@@ -28,6 +28,7 @@ type Member struct {
 
 	mu      sync.Mutex
 	e       *embed.Etcd
+	closing chan struct{} // closed when a killed member's listeners are gone
 	cluster string
 	state   string
 	opts    Options
@@ -109,6 +110,10 @@ func (m *Member) Start() error {
 	if m.e != nil {
 		return nil
 	}
+	if m.closing != nil {
+		<-m.closing
+		m.closing = nil
+	}
 	cfg := embed.NewConfig()
 	cfg.Name = m.Name
 	cfg.Dir = m.Dir
@@ -155,6 +160,28 @@ func (m *Member) Stop() {
 		m.e.Close()
 		m.e = nil
 	}
+	if m.closing != nil {
+		<-m.closing
+		m.closing = nil
+	}
+}
+
+// Kill stops the member the way kill -9 does to a leader: its raft stops
+// at once, with no leadership transfer, and requests it had taken are
+// never answered (until its listeners close, in the background, within
+// etcd's request timeout). Start waits for that before starting again.
+func (m *Member) Kill() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.e == nil {
+		return
+	}
+	e := m.e
+	m.e = nil
+	e.Server.HardStop()
+	done := make(chan struct{})
+	m.closing = done
+	go func() { defer close(done); e.Close() }()
 }
 
 // IsLeader reports whether the running member is the raft leader.

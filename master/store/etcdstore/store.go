@@ -155,25 +155,156 @@ func retryable(err error) bool {
 	return false
 }
 
-// commit runs the plan's Txn, sending it again while etcd says it never
-// took it (a leader election in progress), within ctx.
-func (s *Store) commit(ctx context.Context, p *plan) (*clientv3.TxnResponse, error) {
+// ambiguous reports whether err leaves a write's fate unknown: the
+// member took it but its leader died or changed before answering (etcd
+// then holds the request until its own timeout: a leader change would
+// stall every writer for seconds), the member went away mid-request
+// (Unavailable), or this attempt's deadline passed.
+func ambiguous(err error) bool {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, rpctypes.ErrLeaderChanged), errors.Is(err, rpctypes.ErrGRPCLeaderChanged),
+		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrGRPCTimeout),
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail), errors.Is(err, rpctypes.ErrGRPCTimeoutDueToLeaderFail),
+		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(err, rpctypes.ErrGRPCTimeoutDueToConnectionLost):
+		return true
+	}
+	switch rpctypes.ErrorDesc(err) {
+	case rpctypes.ErrorDesc(rpctypes.ErrGRPCLeaderChanged), rpctypes.ErrorDesc(rpctypes.ErrGRPCTimeout),
+		rpctypes.ErrorDesc(rpctypes.ErrGRPCTimeoutDueToLeaderFail), rpctypes.ErrorDesc(rpctypes.ErrGRPCTimeoutDueToConnectionLost):
+		return true
+	}
+	st, ok := status.FromError(err)
+	return ok && (st.Code() == codes.DeadlineExceeded || st.Code() == codes.Unavailable)
+}
+
+// attemptTimeout bounds one request to etcd inside a call's overall
+// timeout, so that a request a dying leader swallowed is sent again to
+// the new one instead of stalling the whole call: a third of the call's
+// budget, at least a second (never more than the budget).
+func attemptTimeout(call time.Duration) time.Duration {
+	return min(call, max(call/3, time.Second))
+}
+
+// attempt runs one request under attemptTimeout within ctx; the error's
+// second result says whether only the attempt's deadline (not ctx's)
+// ended it.
+func (s *Store) attempt(ctx context.Context, do func(context.Context) error) (err error, attemptTimedOut bool) {
+	actx, cancel := context.WithTimeout(ctx, attemptTimeout(s.timeout))
+	defer cancel()
+	err = do(actx)
+	return err, err != nil && ctx.Err() == nil && actx.Err() != nil
+}
+
+// pause waits delay or until ctx ends, and returns the next delay.
+func pause(ctx context.Context, delay time.Duration) (time.Duration, bool) {
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return delay, false
+	case <-t.C:
+	}
+	return min(2*delay, 500*time.Millisecond), true
+}
+
+// read runs an idempotent request, sending it again within ctx while
+// etcd has no leader, lost it, or one attempt got no answer.
+func (s *Store) read(ctx context.Context, do func(context.Context) error) error {
 	delay := 25 * time.Millisecond
 	for {
-		resp, err := p.txn(s.cli.Txn(ctx)).Commit()
-		if err == nil || !retryable(err) || ctx.Err() != nil {
-			return resp, err
+		err, timedOut := s.attempt(ctx, do)
+		if err == nil || ctx.Err() != nil || !(timedOut || retryable(err) || ambiguous(err)) {
+			return err
 		}
-		s.log.Debug("etcd store: write not taken, retrying", "err", err, "delay", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, err
-		case <-t.C:
+		s.log.Debug("etcd store: read not answered, retrying", "err", err, "delay", delay)
+		var ok bool
+		if delay, ok = pause(ctx, delay); !ok {
+			return err
 		}
-		delay = min(2*delay, 500*time.Millisecond)
 	}
+}
+
+// commit runs the plan's Txn within ctx, sending it again while etcd
+// says it never took it (a leader election in progress) or when an
+// attempt's fate is unknown (the leader died holding it). A resent Txn
+// that finds its conditions broken may be seeing its own earlier
+// attempt: when every key already holds the plan's value the write is
+// taken as done, otherwise it is the conflict it looks like.
+func (s *Store) commit(ctx context.Context, p *plan) (store.Revision, error) {
+	delay := 25 * time.Millisecond
+	unsure := false
+	for {
+		var resp *clientv3.TxnResponse
+		err, timedOut := s.attempt(ctx, func(actx context.Context) (err error) {
+			resp, err = p.txn(s.cli.Txn(actx)).Commit()
+			return err
+		})
+		if err == nil {
+			if resp.Succeeded {
+				return store.Revision(resp.Header.Revision), nil
+			}
+			if unsure {
+				if rev, done := s.landed(ctx, p); done {
+					s.log.Debug("etcd store: an unanswered write had been applied", "keys", len(p.keys), "revision", rev)
+					return rev, nil
+				}
+			}
+			return 0, p.conflict(resp)
+		}
+		again := retryable(err)
+		if timedOut || ambiguous(err) {
+			again, unsure = true, true
+		}
+		if !again || ctx.Err() != nil {
+			return 0, err
+		}
+		s.log.Debug("etcd store: write not answered, retrying", "err", err, "delay", delay, "unknown_fate", unsure)
+		var ok bool
+		if delay, ok = pause(ctx, delay); !ok {
+			return 0, err
+		}
+	}
+}
+
+// landed reports whether every key of p already holds what p writes
+// (present with p's value, or absent for a delete), all put by one
+// revision: an earlier attempt of p was applied. It answers false when
+// it cannot tell.
+func (s *Store) landed(ctx context.Context, p *plan) (store.Revision, bool) {
+	gets := make([]clientv3.Op, len(p.keys))
+	for i, k := range p.keys {
+		gets[i] = clientv3.OpGet(k)
+	}
+	var resp *clientv3.TxnResponse
+	err := s.read(ctx, func(actx context.Context) (err error) {
+		resp, err = s.cli.Txn(actx).Then(gets...).Commit()
+		return err
+	})
+	if err != nil || len(resp.Responses) != len(p.keys) {
+		return 0, false
+	}
+	rev := int64(0)
+	for i, r := range resp.Responses {
+		kvs := r.GetResponseRange().GetKvs()
+		if p.ops[i].Value == nil {
+			if len(kvs) != 0 {
+				return 0, false
+			}
+			continue
+		}
+		if len(kvs) != 1 || string(kvs[0].Value) != string(p.ops[i].Value) {
+			return 0, false
+		}
+		if rev != 0 && kvs[0].ModRevision != rev {
+			return 0, false
+		}
+		rev = kvs[0].ModRevision
+	}
+	if rev == 0 {
+		rev = resp.Header.Revision
+	}
+	return store.Revision(rev), true
 }
 
 // Apply implements store.Store: one etcd Txn.
@@ -203,14 +334,15 @@ func (s *Store) ApplyIf(ctx context.Context, conds []store.Cond, ops []store.Op)
 		return 0, fmt.Errorf("store apply: %w", err)
 	}
 	defer cancel()
-	resp, err := s.commit(ctx, p)
-	if err != nil {
+	rev, err := s.commit(ctx, p)
+	var conflict *store.ConflictError
+	switch {
+	case errors.As(err, &conflict) || errors.Is(err, store.ErrConflict):
+		return 0, fmt.Errorf("store apply: %w", err)
+	case err != nil:
 		return 0, s.wrap(ctx, fmt.Sprintf("store apply (%d keys)", len(p.keys)), err)
 	}
-	if !resp.Succeeded {
-		return 0, fmt.Errorf("store apply: %w", p.conflict(resp))
-	}
-	return store.Revision(resp.Header.Revision), nil
+	return rev, nil
 }
 
 func checkTable(table string) error {
@@ -227,7 +359,11 @@ func (s *Store) Get(ctx context.Context, table string, key []byte) ([]byte, stor
 		return nil, 0, fmt.Errorf("store get: %w", err)
 	}
 	defer cancel()
-	resp, err := s.cli.Get(ctx, Key(s.prefix, table, key))
+	var resp *clientv3.GetResponse
+	err = s.read(ctx, func(actx context.Context) (err error) {
+		resp, err = s.cli.Get(actx, Key(s.prefix, table, key))
+		return err
+	})
 	if err != nil {
 		return nil, 0, s.wrap(ctx, fmt.Sprintf("store get %s/%q", table, key), err)
 	}
@@ -269,7 +405,11 @@ func (s *Store) Scan(ctx context.Context, table string, fn func(key, value []byt
 		if rev > 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		resp, err := s.cli.Get(rctx, from, opts...)
+		var resp *clientv3.GetResponse
+		err = s.read(rctx, func(actx context.Context) (err error) {
+			resp, err = s.cli.Get(actx, from, opts...)
+			return err
+		})
 		if err != nil {
 			err = s.wrap(rctx, "store scan "+table, err)
 			cancel()
@@ -299,7 +439,11 @@ func (s *Store) Revision(ctx context.Context) (store.Revision, error) {
 		return 0, fmt.Errorf("store revision: %w", err)
 	}
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithCountOnly())
+	var resp *clientv3.GetResponse
+	err = s.read(ctx, func(actx context.Context) (err error) {
+		resp, err = s.cli.Get(actx, s.prefix, clientv3.WithCountOnly())
+		return err
+	})
 	if err != nil {
 		return 0, s.wrap(ctx, "store revision", err)
 	}
