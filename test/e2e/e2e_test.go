@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -96,11 +97,11 @@ func TestKilledNodeIsRestartedWithBackoff(t *testing.T) {
 	if err := syscall.Kill(oldPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, short, "killed node gone", func() (bool, string) { return !alive(oldPID), "alive" })
+	testproc.WaitFor(t, short, "killed node gone", func() (bool, string) { return !alive(oldPID), "alive" })
 	// Watch the node's port directly: it must stay down for the backoff
 	// delay (1 s minus at most 20 % jitter), then come back.
 	var back time.Time
-	waitFor(t, long, "node serves again after kill -9", func() (bool, string) {
+	testproc.WaitFor(t, long, "node serves again after kill -9", func() (bool, string) {
 		if healthy(st.GetEndpoint()) {
 			back = time.Now()
 			return true, ""
@@ -236,21 +237,21 @@ func TestCLINodesStopIsGracefulAndKeepsData(t *testing.T) {
 	if !strings.Contains(out, "node-stop") {
 		t.Errorf("sutra nodes stop output %q does not name the node", out)
 	}
-	waitFor(t, short, "stopped node's process gone", func() (bool, string) {
+	testproc.WaitFor(t, short, "stopped node's process gone", func() (bool, string) {
 		return !alive(pid), "pid " + strconv.Itoa(pid) + " alive"
 	})
 	if pids := nodeProcesses(a.nodeDataDir("node-stop")); len(pids) != 0 {
 		t.Errorf("processes still serving the stopped node: %v", pids)
 	}
 	// Reported to the master as stopped by its agent.
-	waitFor(t, short, "NodeStopped event at the master", func() (bool, string) {
+	testproc.WaitFor(t, short, "NodeStopped event at the master", func() (bool, string) {
 		evs := g.events()
 		return slices.ContainsFunc(evs, func(e event) bool { return e.Type == "NodeStopped" && e.NodeID == "node-stop" }),
 			strconv.Itoa(len(evs)) + " events"
 	})
 	// Graceful: the supervisor saw a clean exit, not a SIGKILL after the grace.
 	if n := a.logCount("node-stop", `exit="exit status 0"`); n == 0 {
-		t.Errorf("agent log has no clean exit (exit status 0) of node-stop; the stop was not graceful:\n%s", tail(a.logPath, 20))
+		t.Errorf("agent log has no clean exit (exit status 0) of node-stop; the stop was not graceful:\n%s", testproc.Tail(a.logPath, 20))
 	}
 	if _, err := os.Stat(filepath.Join(a.nodeDataDir("node-stop"))); err != nil {
 		t.Fatalf("data dir of the stopped node: %v", err)
@@ -277,17 +278,17 @@ func TestAgentRestartReadoptsNode(t *testing.T) {
 	putKey(t, st.GetEndpoint(), "k", "v")
 	pid := int(st.GetPid())
 
-	firstPID := a.proc.pid()
+	firstPID := a.proc.PID()
 	a.kill9()
 	if !alive(pid) || !healthy(st.GetEndpoint()) {
 		t.Fatalf("node pid %d died with its agent; nodes must run in their own process group", pid)
 	}
 	a.start()
-	if a.proc.pid() == firstPID {
+	if a.proc.PID() == firstPID {
 		t.Fatal("agent was not restarted")
 	}
-	waitFor(t, long, "agent log says the node was re-adopted", func() (bool, string) {
-		return a.logCount("re-adopted running node", "node-adopt") == 1, tail(a.logPath, 5)
+	testproc.WaitFor(t, long, "agent log says the node was re-adopted", func() (bool, string) {
+		return a.logCount("re-adopted running node", "node-adopt") == 1, testproc.Tail(a.logPath, 5)
 	})
 	// The master hears from the new agent process (a heartbeat after the
 	// restart) and still sees the same pid.
@@ -335,8 +336,8 @@ func TestMasterDownNodesKeepServing(t *testing.T) {
 	})
 
 	g.killMaster()
-	waitFor(t, long, "agent notices the master is gone", func() (bool, string) {
-		return a.logCount("heartbeat failed") > 0, tail(a.logPath, 3)
+	testproc.WaitFor(t, long, "agent notices the master is gone", func() (bool, string) {
+		return a.logCount("heartbeat failed") > 0, testproc.Tail(a.logPath, 3)
 	})
 	if !healthy(st.GetEndpoint()) {
 		t.Fatal("node stopped serving when the master went away")
@@ -361,7 +362,7 @@ func TestMasterDownNodesKeepServing(t *testing.T) {
 			after.GetPid(), after.GetRestartCount(), st.GetPid(), st.GetRestartCount())
 	}
 	if a.logCount("master reachable again")+a.logCount("registered with master") < 2 {
-		t.Errorf("agent log does not show it reconnected:\n%s", tail(a.logPath, 10))
+		t.Errorf("agent log does not show it reconnected:\n%s", testproc.Tail(a.logPath, 10))
 	}
 	if got := getKey(t, after.GetEndpoint(), "during"); got != "2" {
 		t.Errorf("GET /kv/during = %q, want 2", got)
@@ -415,7 +416,7 @@ func TestCorruptCachedBinaryIsRefetched(t *testing.T) {
 		t.Errorf("restarted node's executable has sha256 %s, want %s", got, want)
 	}
 	if a.logCount("failed verification before start") == 0 {
-		t.Errorf("agent log does not report the corrupt cache entry:\n%s", tail(a.logPath, 20))
+		t.Errorf("agent log does not report the corrupt cache entry:\n%s", testproc.Tail(a.logPath, 20))
 	}
 	if n := a.logCount("storage-server binary ready", "version="+v100); n < 2 {
 		t.Errorf("storage-server %s became ready %d times, want a second time after the re-fetch", v100, n)

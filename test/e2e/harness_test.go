@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sutragrid/sutra/internal/opauth"
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -36,90 +35,14 @@ const (
 	short = 30 * time.Second
 )
 
-// proc is one child process of the test, in its own process group, with its
-// output appended to a log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	logPath string
-}
-
-func startProc(t *testing.T, name, path string, args, env []string, logPath string) *proc {
-	t.Helper()
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.kill() })
-	return p
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL to the process group and waits for the process.
-func (p *proc) kill() {
-	if p.exited() {
-		return
-	}
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	<-p.done
-}
-
-// terminate sends SIGTERM and waits up to timeout, then kills.
-func (p *proc) terminate(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Errorf("%s did not exit within %s of SIGTERM; killing it", p.name, timeout)
-		p.kill()
-	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// proc is one child process of the test: internal/testproc's harness.
+type proc = testproc.Proc
 
 // nodePortStart is a per-test first node port below the usual ephemeral range
 // (32768+), so that outgoing connections do not take the nodes' ports; it is
 // derived from a free port so that parallel tests get different ranges.
 func nodePortStart(t *testing.T) int {
-	return 20000 + (freePort(t)%1200)*10
+	return 20000 + (testproc.FreePort(t)%1200)*10
 }
 
 // grid is one master (and the agents added to it) in its own directory.
@@ -151,8 +74,8 @@ func newGrid(t *testing.T, versions ...string) *grid {
 		root:        root,
 		binariesDir: filepath.Join(root, "binaries"),
 		masterData:  filepath.Join(root, "master"),
-		grpcPort:    freePort(t),
-		httpPort:    freePort(t),
+		grpcPort:    testproc.FreePort(t),
+		httpPort:    testproc.FreePort(t),
 	}
 	if err := os.MkdirAll(g.binariesDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -209,16 +132,16 @@ func (g *grid) startMaster() {
 	g.t.Helper()
 	logPath := filepath.Join(g.root, "master.log")
 	g.logs = appendOnce(g.logs, logPath)
-	g.master = startProc(g.t, "sutra-master", bins.master, nil, []string{
+	g.master = testproc.Start(g.t, "sutra-master", bins.master, nil, []string{
 		"BINARIES_DIR=" + g.binariesDir,
 		"SUTRA_DATA_DIR=" + g.masterData,
 		"GRPC_PORT=" + strconv.Itoa(g.grpcPort),
 		"HTTP_PORT=" + strconv.Itoa(g.httpPort),
 		"BIND_ADDRESS=127.0.0.1",
 	}, logPath)
-	waitFor(g.t, long, "master answers HTTP", func() (bool, string) {
-		if g.master.exited() {
-			g.t.Fatalf("sutra-master exited at start (log %s):\n%s", logPath, tail(logPath, 30))
+	testproc.WaitFor(g.t, long, "master answers HTTP", func() (bool, string) {
+		if g.master.Exited() {
+			g.t.Fatalf("sutra-master exited at start (log %s):\n%s", logPath, testproc.Tail(logPath, 30))
 		}
 		code, body, err := httpGet(g.httpURL() + "/api/binaries")
 		return err == nil && code == 200, fmt.Sprint(code, " ", body, " ", err)
@@ -226,7 +149,7 @@ func (g *grid) startMaster() {
 }
 
 // killMaster kills the master with SIGKILL.
-func (g *grid) killMaster() { g.master.kill() }
+func (g *grid) killMaster() { g.master.Kill() }
 
 // agent is one sutra-agent with its own config and directories.
 type agent struct {
@@ -313,14 +236,14 @@ func (a *agent) start() {
 	a.g.t.Helper()
 	// The join token enrolls the agent on its first start; later starts use
 	// the certificate in its data dir and ignore the token.
-	a.proc = startProc(a.g.t, a.id, bins.agent, []string{"run", "--config", a.cfgPath}, []string{"SUTRA_JOIN_TOKEN=" + a.g.joinToken}, a.logPath)
+	a.proc = testproc.Start(a.g.t, a.id, bins.agent, []string{"run", "--config", a.cfgPath}, []string{"SUTRA_JOIN_TOKEN=" + a.g.joinToken}, a.logPath)
 }
 
 // kill9 kills the agent process alone (its nodes run in their own process groups).
 func (a *agent) kill9() {
-	if !a.proc.exited() {
-		_ = syscall.Kill(a.proc.pid(), syscall.SIGKILL)
-		<-a.proc.done
+	if !a.proc.Exited() {
+		_ = syscall.Kill(a.proc.PID(), syscall.SIGKILL)
+		<-a.proc.Done()
 	}
 }
 
@@ -403,7 +326,7 @@ func (g *grid) waitRunning(id string, extra ...func(*gridv1.NodeStatus) bool) *g
 func (g *grid) waitNode(id, what string, cond func(*gridv1.StorageNode) bool) *gridv1.StorageNode {
 	g.t.Helper()
 	var got *gridv1.StorageNode
-	waitFor(g.t, long, "node "+id+" "+what, func() (bool, string) {
+	testproc.WaitFor(g.t, long, "node "+id+" "+what, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		n, err := g.rpc.GetStorageNodeStatus(ctx, &gridv1.GetStorageNodeStatusRequest{NodeId: id})
@@ -420,7 +343,7 @@ func (g *grid) waitNode(id, what string, cond func(*gridv1.StorageNode) bool) *g
 func (g *grid) waitAgent(id, what string, cond func(*gridv1.Agent) bool) *gridv1.Agent {
 	g.t.Helper()
 	var got *gridv1.Agent
-	waitFor(g.t, long, "agent "+id+" "+what, func() (bool, string) {
+	testproc.WaitFor(g.t, long, "agent "+id+" "+what, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ag, err := g.rpc.GetAgent(ctx, &gridv1.GetAgentRequest{AgentId: id})
@@ -483,7 +406,7 @@ func (g *grid) dumpLogsOnFailure() {
 	nodeLogs, _ := filepath.Glob(filepath.Join(g.root, "*", "state", "logs", "*.log"))
 	logs = append(logs, nodeLogs...)
 	for _, p := range logs {
-		g.t.Logf("---- %s ----\n%s", strings.TrimPrefix(p, g.root+"/"), tail(p, 40))
+		g.t.Logf("---- %s ----\n%s", strings.TrimPrefix(p, g.root+"/"), testproc.Tail(p, 40))
 	}
 }
 
@@ -493,23 +416,6 @@ func describeNode(st *gridv1.NodeStatus) string {
 	}
 	return fmt.Sprintf("state %s pid %d endpoint %s version %s restarts %d last exit %q message %q",
 		st.GetState(), st.GetPid(), st.GetEndpoint(), st.GetVersion(), st.GetRestartCount(), st.GetLastExit(), st.GetMessage())
-}
-
-// waitFor polls cond every 200 ms until it holds or timeout passes; last
-// describes the latest observation for the failure message.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (ok bool, last string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last seen: %s", what, timeout, last)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // ---- storage node HTTP ----
@@ -684,24 +590,6 @@ func (g *grid) masterChecksum(v string) string {
 		g.t.Fatal(err)
 	}
 	return info.Checksum
-}
-
-func tail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 func appendOnce(list []string, s string) []string {

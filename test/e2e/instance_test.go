@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -44,11 +45,11 @@ func TestSecondAgentWithTheSameAgentIDIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.start()
-	waitFor(t, long, "the twin to log the master's refusal", func() (bool, string) {
-		return b.logCount("master refused enrollment", "unique agent_id", "agent-twin") >= 1, tail(b.logPath, 5)
+	testproc.WaitFor(t, long, "the twin to log the master's refusal", func() (bool, string) {
+		return b.logCount("master refused enrollment", "unique agent_id", "agent-twin") >= 1, testproc.Tail(b.logPath, 5)
 	})
-	waitFor(t, long, "the twin to retry", func() (bool, string) {
-		return b.logCount("master refused enrollment") >= 2 || b.logCount("attempt=2") >= 1, tail(b.logPath, 5)
+	testproc.WaitFor(t, long, "the twin to retry", func() (bool, string) {
+		return b.logCount("master refused enrollment") >= 2 || b.logCount("attempt=2") >= 1, testproc.Tail(b.logPath, 5)
 	})
 	idB, err := os.ReadFile(filepath.Join(b.dataDir, "instance-id"))
 	if err != nil || string(idB) == string(idA) {
@@ -68,8 +69,8 @@ func TestSecondAgentWithTheSameAgentIDIsRefused(t *testing.T) {
 	// the twin's retries get through and it runs the agent's nodes.
 	a.kill9()
 	killProcessesUnder(a.dir)
-	waitFor(t, 3*long, "the twin to register after the first agent went offline", func() (bool, string) {
-		return b.logCount("registered with master", "agent=agent-twin instance=") >= 1, tail(b.logPath, 3)
+	testproc.WaitFor(t, 3*long, "the twin to register after the first agent went offline", func() (bool, string) {
+		return b.logCount("registered with master", "agent=agent-twin instance=") >= 1, testproc.Tail(b.logPath, 3)
 	})
 	g.waitRunning("node-twin", func(s *gridv1.NodeStatus) bool { return s.GetPid() != st.GetPid() })
 	if pids := nodeProcesses(b.nodeDataDir("node-twin")); len(pids) != 1 {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -106,7 +107,7 @@ func (p *slowProxy) active() int {
 // record once the agent applied the stop).
 func (g *grid) nodeGone(id string, timeout time.Duration) {
 	g.t.Helper()
-	waitFor(g.t, timeout, "master forgets stopped node "+id, func() (bool, string) {
+	testproc.WaitFor(g.t, timeout, "master forgets stopped node "+id, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		n, err := g.rpc.GetStorageNodeStatus(ctx, &gridv1.GetStorageNodeStatusRequest{NodeId: id})
@@ -137,7 +138,7 @@ func TestSpawnAndStopWhileDownloadDrips(t *testing.T) {
 	g.stage(v110)
 	g.waitPublished(v110)
 	g.setDesiredVersion(a.id, v110)
-	waitFor(t, long, "the agent downloading 1.1.0 (dripping)", func() (bool, string) {
+	testproc.WaitFor(t, long, "the agent downloading 1.1.0 (dripping)", func() (bool, string) {
 		return proxy.active() == 1, strconv.Itoa(proxy.active()) + " dripping downloads"
 	})
 
@@ -152,7 +153,7 @@ func TestSpawnAndStopWhileDownloadDrips(t *testing.T) {
 	if st.GetVersion() != v100 {
 		t.Errorf("node-new runs %s, want the cached %s while %s downloads", st.GetVersion(), v100, v110)
 	}
-	waitFor(t, short, "stopped node's process gone", func() (bool, string) {
+	testproc.WaitFor(t, short, "stopped node's process gone", func() (bool, string) {
 		return !alive(int(gone.GetPid())), "alive"
 	})
 	g.nodeGone("node-gone", short)
@@ -181,7 +182,7 @@ func TestNodeStoppedBeforeItStartedIsDropped(t *testing.T) {
 	a := g.newAgentWith("agent-never", "", agentConfig{binaryURL: proxy.srv.URL})
 	a.waitRegistered()
 	a.spawn("node-never")
-	waitFor(t, long, "the agent downloading 1.0.0 (dripping)", func() (bool, string) {
+	testproc.WaitFor(t, long, "the agent downloading 1.0.0 (dripping)", func() (bool, string) {
 		return proxy.active() == 1, strconv.Itoa(proxy.active()) + " dripping downloads"
 	})
 	g.waitNode("node-never", "reported waiting for its binary", func(n *gridv1.StorageNode) bool {
@@ -228,7 +229,7 @@ func TestSpawnStopCyclesOnTwoPorts(t *testing.T) {
 	if n := a.logCount("no free port"); n != 0 {
 		t.Errorf("agent logged %d 'no free port' errors", n)
 	}
-	waitFor(t, short, "empty node record", func() (bool, string) {
+	testproc.WaitFor(t, short, "empty node record", func() (bool, string) {
 		b, err := os.ReadFile(filepath.Join(a.dataDir, "nodes.json"))
 		if err != nil {
 			return false, err.Error()

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -86,8 +87,8 @@ func TestCorruptNodeRecordIsRebuiltFromRunningNodes(t *testing.T) {
 	}
 	a.start()
 
-	waitFor(t, long, "agent log says the record was rebuilt", func() (bool, string) {
-		return a.logCount("node record rebuilt from running nodes") == 1, tail(a.logPath, 5)
+	testproc.WaitFor(t, long, "agent log says the record was rebuilt", func() (bool, string) {
+		return a.logCount("node record rebuilt from running nodes") == 1, testproc.Tail(a.logPath, 5)
 	})
 	restarted := time.Now().Unix()
 	g.waitAgent(a.id, "heartbeating again after the restart", func(ag *gridv1.Agent) bool {
@@ -125,7 +126,7 @@ func TestCorruptNodeRecordIsRebuiltFromRunningNodes(t *testing.T) {
 	if b, _ := os.ReadFile(copies[0]); !bytes.Equal(b, garbage) {
 		t.Errorf("corrupt copy holds %q, want the corrupt record %q", b, garbage)
 	}
-	waitFor(t, long, "the rebuilt record names both nodes", func() (bool, string) {
+	testproc.WaitFor(t, long, "the rebuilt record names both nodes", func() (bool, string) {
 		b, _ := os.ReadFile(recPath)
 		var rec struct {
 			Nodes map[string]map[string]any `json:"nodes"`
@@ -165,35 +166,35 @@ func TestRecordOfAnotherBootIsNotAdopted(t *testing.T) {
 	if err := killPID(old); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, long, "the node to be gone", func() (bool, string) { return !alive(old), "" })
+	testproc.WaitFor(t, long, "the node to be gone", func() (bool, string) { return !alive(old), "" })
 
 	// An unrelated process: the same executable, serving something else.
-	otherPort := freePort(t)
+	otherPort := testproc.FreePort(t)
 	otherDir := filepath.Join(g.root, "unrelated")
-	other := startProc(t, "unrelated", a.cachedBinary(v100),
+	other := testproc.Start(t, "unrelated", a.cachedBinary(v100),
 		[]string{"--port", strconv.Itoa(otherPort), "--data-dir", otherDir, "--node-id", "unrelated"}, nil,
 		filepath.Join(g.root, "unrelated.log"))
 	otherEndpoint := "127.0.0.1:" + strconv.Itoa(otherPort)
-	waitFor(t, long, "the unrelated process to serve", func() (bool, string) { return healthy(otherEndpoint), "" })
+	testproc.WaitFor(t, long, "the unrelated process to serve", func() (bool, string) { return healthy(otherEndpoint), "" })
 
 	// The record names it as node-rb, as a record written before a reboot
 	// would when the pid and start time happen to repeat.
 	rec := readRecord(t, a)
 	n := rec["node-rb"]
-	n["pid"] = other.pid()
-	n["start_time"] = procStartTime(t, other.pid())
+	n["pid"] = other.PID()
+	n["start_time"] = procStartTime(t, other.PID())
 	n["boot_id"] = "00000000-0000-0000-0000-000000000000"
 	writeRecord(t, a, rec)
 	a.start()
 
-	after := g.waitRunning("node-rb", func(s *gridv1.NodeStatus) bool { return int(s.GetPid()) != other.pid() })
+	after := g.waitRunning("node-rb", func(s *gridv1.NodeStatus) bool { return int(s.GetPid()) != other.PID() })
 	if a.logCount("re-adopted running node", "node-rb") != 0 {
-		t.Errorf("agent re-adopted the unrelated process:\n%s", tail(a.logPath, 20))
+		t.Errorf("agent re-adopted the unrelated process:\n%s", testproc.Tail(a.logPath, 20))
 	}
 	// Well past the unhealthy threshold a wrongly adopted process would reach.
 	time.Sleep(5 * time.Second)
-	if other.exited() || !healthy(otherEndpoint) {
-		t.Errorf("the unrelated process %d was killed or disturbed", other.pid())
+	if other.Exited() || !healthy(otherEndpoint) {
+		t.Errorf("the unrelated process %d was killed or disturbed", other.PID())
 	}
 	if now := g.waitRunning("node-rb"); now.GetPid() != after.GetPid() {
 		t.Errorf("node-rb pid changed %d -> %d", after.GetPid(), now.GetPid())
@@ -214,13 +215,13 @@ func TestRecordWithoutBootIDIsReadopted(t *testing.T) {
 	delete(rec["node-legacy"], "boot_id")
 	writeRecord(t, a, rec)
 	a.start()
-	waitFor(t, long, "agent log says the node was re-adopted", func() (bool, string) {
-		return a.logCount("re-adopted running node", "node-legacy") == 1, tail(a.logPath, 5)
+	testproc.WaitFor(t, long, "agent log says the node was re-adopted", func() (bool, string) {
+		return a.logCount("re-adopted running node", "node-legacy") == 1, testproc.Tail(a.logPath, 5)
 	})
 	if now := g.waitRunning("node-legacy"); now.GetPid() != st.GetPid() {
 		t.Errorf("node-legacy pid %d -> %d, want it re-adopted", st.GetPid(), now.GetPid())
 	}
-	waitFor(t, long, "the record to gain the boot id", func() (bool, string) {
+	testproc.WaitFor(t, long, "the record to gain the boot id", func() (bool, string) {
 		n := readRecord(t, a)["node-legacy"]
 		return n["boot_id"] != nil && n["boot_id"] != "" && n["pid"] == float64(st.GetPid()), ""
 	})

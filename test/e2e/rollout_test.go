@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -36,7 +37,7 @@ func (g *grid) startRollout(req *gridv1.StartRolloutRequest) *gridv1.Rollout {
 func (g *grid) waitRollout(id, state string, sample func(*gridv1.Rollout)) *gridv1.Rollout {
 	g.t.Helper()
 	var last *gridv1.Rollout
-	waitFor(g.t, long, "rollout "+id+" "+state, func() (bool, string) {
+	testproc.WaitFor(g.t, long, "rollout "+id+" "+state, func() (bool, string) {
 		r := g.rolloutOf(id)
 		if r == nil {
 			time.Sleep(100 * time.Millisecond)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -81,7 +82,7 @@ func (g *grid) setDesiredVersion(agentID, v string) {
 // waitPublished waits until the master's catalog serves storage-server v.
 func (g *grid) waitPublished(v string) {
 	g.t.Helper()
-	waitFor(g.t, long, "master publishes storage-server "+v, func() (bool, string) {
+	testproc.WaitFor(g.t, long, "master publishes storage-server "+v, func() (bool, string) {
 		code, body, err := httpGet(g.httpURL() + "/api/binaries/" + v + "/" + bins.plat + "/" + bins.arch)
 		return err == nil && code == 200, body
 	})
@@ -156,8 +157,8 @@ func TestNodeUpgradeOneAtATimeAndRollback(t *testing.T) {
 	g.waitPublished(v120)
 	av = watchAvailability(ep1, ep2)
 	g.setDesiredVersion(a.id, v120)
-	waitFor(t, long, "agent reports the failed upgrade to "+v120, func() (bool, string) {
-		return a.logCount("node upgrade failed", "to="+v120) > 0, tail(a.logPath, 3)
+	testproc.WaitFor(t, long, "agent reports the failed upgrade to "+v120, func() (bool, string) {
+		return a.logCount("node upgrade failed", "to="+v120) > 0, testproc.Tail(a.logPath, 3)
 	})
 	u1 := g.waitRunning("node-u1", func(s *gridv1.NodeStatus) bool {
 		return s.GetVersion() == v110 && s.GetPid() != after["node-u1"].GetPid()

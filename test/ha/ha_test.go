@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -156,7 +157,7 @@ func TestHighAvailability(t *testing.T) {
 		// The canary has passed: the rollout is under way when its
 		// controller's master dies. A canary that fails is an error, but
 		// the leader is killed anyway so the later steps still run.
-		waitFor(t, long, "the rollout's canary passed or failed", func() (bool, string) {
+		testproc.WaitFor(t, long, "the rollout's canary passed or failed", func() (bool, string) {
 			r, err := gridv1.NewRolloutServiceClient(h.live().conn).GetRollout(ctx, &gridv1.RolloutRequest{Id: rolloutID})
 			if err != nil {
 				return false, err.Error()
@@ -176,7 +177,7 @@ func TestHighAvailability(t *testing.T) {
 		// death means a failover: an agent picks its master at random, so
 		// restart one (its nodes keep running) until it picks the leader.
 		var onLead []*agent
-		waitFor(t, long, "an agent connected to the leader "+lead.id, func() (bool, string) {
+		testproc.WaitFor(t, long, "an agent connected to the leader "+lead.id, func() (bool, string) {
 			onLead = onLead[:0]
 			var where []string
 			for _, a := range h.agents {
@@ -197,7 +198,7 @@ func TestHighAvailability(t *testing.T) {
 		})
 		evsBefore := len(h.events(lead))
 		killed := time.Now()
-		lead.proc.kill()
+		lead.proc.Kill()
 		t.Logf("killed the leading master %s (%d agents on it)", lead.id, len(onLead))
 		next := h.leader(short)
 		took := time.Since(killed)
@@ -206,7 +207,7 @@ func TestHighAvailability(t *testing.T) {
 			t.Errorf("a new leader after %s, want within 10 s", took)
 		}
 		for _, a := range onLead {
-			waitFor(t, short, a.id+" moves to another master", func() (bool, string) {
+			testproc.WaitFor(t, short, a.id+" moves to another master", func() (bool, string) {
 				m := a.master()
 				return m != nil && m != lead, fmt.Sprint(masterID(m))
 			})
@@ -239,7 +240,7 @@ func TestHighAvailability(t *testing.T) {
 
 	t.Run("3-rollout-completes", func(t *testing.T) {
 		m := h.live()
-		waitFor(t, long, "rollout "+rolloutID+" completed", func() (bool, string) {
+		testproc.WaitFor(t, long, "rollout "+rolloutID+" completed", func() (bool, string) {
 			r, err := gridv1.NewRolloutServiceClient(m.conn).GetRollout(ctx, &gridv1.RolloutRequest{Id: rolloutID})
 			if err != nil {
 				return false, err.Error()
@@ -279,7 +280,7 @@ func TestHighAvailability(t *testing.T) {
 
 	t.Run("4-kill-etcd-leader", func(t *testing.T) {
 		var el *member
-		waitFor(t, short, "an etcd leader", func() (bool, string) {
+		testproc.WaitFor(t, short, "an etcd leader", func() (bool, string) {
 			for _, m := range h.etcd {
 				if m.isLeader() {
 					el = m
@@ -289,7 +290,7 @@ func TestHighAvailability(t *testing.T) {
 			return false, "none reports etcd_server_is_leader 1"
 		})
 		killed := time.Now()
-		el.proc.kill()
+		el.proc.Kill()
 		t.Logf("killed the etcd leader %s", el.name)
 		m := h.masters[1]
 		a := h.agents[2]
@@ -306,7 +307,7 @@ func TestHighAvailability(t *testing.T) {
 		}
 		t.Logf("FIGURE: spawn + heartbeats + reads working %.2f s after the etcd leader was killed", time.Since(killed).Seconds())
 		el.start(t, "existing")
-		waitFor(t, long, "every master sees three healthy etcd members", func() (bool, string) {
+		testproc.WaitFor(t, long, "every master sees three healthy etcd members", func() (bool, string) {
 			for _, m := range h.masters {
 				v, err := h.cluster(m)
 				if err != nil {
@@ -380,7 +381,7 @@ func TestHighAvailability(t *testing.T) {
 			}
 		}
 		for _, m := range h.masters {
-			m.proc.terminate(t, 30*time.Second)
+			m.proc.Terminate(t, 30*time.Second)
 		}
 		for _, m := range h.masters {
 			h.startMaster(m)

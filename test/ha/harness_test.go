@@ -3,7 +3,6 @@
 package ha
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,7 +10,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sutragrid/sutra/internal/opauth"
+	"github.com/sutragrid/sutra/internal/testproc"
 	gridv1 "github.com/sutragrid/sutra/proto/grid/v1"
 )
 
@@ -35,85 +34,8 @@ const (
 	short = 30 * time.Second
 )
 
-// ---- processes ----
-
-// proc is one child process in its own process group, its output appended
-// to a log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	logPath string
-}
-
-func startProc(t *testing.T, name, path string, args, env []string, logPath string) *proc {
-	t.Helper()
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		close(p.done)
-	}()
-	t.Cleanup(p.kill)
-	return p
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL to the process group and waits for the process.
-func (p *proc) kill() {
-	if p == nil || p.exited() {
-		return
-	}
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	<-p.done
-}
-
-// terminate sends SIGTERM and waits up to timeout, then kills.
-func (p *proc) terminate(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Errorf("%s did not exit within %s of SIGTERM; killing it", p.name, timeout)
-		p.kill()
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// proc is one child process: internal/testproc's harness.
+type proc = testproc.Proc
 
 // ---- etcd ----
 
@@ -128,15 +50,15 @@ type member struct {
 // start runs the member (state new or existing) and waits for its ready line.
 func (m *member) start(t *testing.T, state string) {
 	t.Helper()
-	before := countLines(m.logPath, "etcdmember ready")
-	m.proc = startProc(t, m.name, bins.etcd, []string{"-name", m.name, "-data-dir", m.dir,
+	before := testproc.CountLines(m.logPath, "etcdmember ready")
+	m.proc = testproc.Start(t, m.name, bins.etcd, []string{"-name", m.name, "-data-dir", m.dir,
 		"-listen-client", m.client, "-listen-peer", m.peer, "-initial-cluster", m.initial,
 		"-state", state, "-fast-election"}, nil, m.logPath)
-	waitFor(t, long, "etcd member "+m.name+" ready", func() (bool, string) {
-		if m.proc.exited() {
-			t.Fatalf("etcd member %s exited:\n%s", m.name, tail(m.logPath, 20))
+	testproc.WaitFor(t, long, "etcd member "+m.name+" ready", func() (bool, string) {
+		if m.proc.Exited() {
+			t.Fatalf("etcd member %s exited:\n%s", m.name, testproc.Tail(m.logPath, 20))
 		}
-		return countLines(m.logPath, "etcdmember ready") > before, tail(m.logPath, 3)
+		return testproc.CountLines(m.logPath, "etcdmember ready") > before, testproc.Tail(m.logPath, 3)
 	})
 }
 
@@ -159,7 +81,7 @@ type master struct {
 
 func (m *master) grpcAddr() string { return fmt.Sprintf("127.0.0.1:%d", m.grpcPort) }
 func (m *master) httpURL() string  { return fmt.Sprintf("http://127.0.0.1:%d", m.httpPort) }
-func (m *master) up() bool         { return m.proc != nil && !m.proc.exited() }
+func (m *master) up() bool         { return m.proc != nil && !m.proc.Exited() }
 
 // ha is the whole grid: etcd, masters, agents, in one directory.
 type ha struct {
@@ -195,7 +117,7 @@ func newHA(t *testing.T, versions ...string) *ha {
 	var initial []string
 	for i := range 3 {
 		m := &member{name: fmt.Sprintf("e%d", i), dir: filepath.Join(root, fmt.Sprintf("etcd%d", i)),
-			client: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), peer: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+			client: fmt.Sprintf("http://127.0.0.1:%d", testproc.FreePort(t)), peer: fmt.Sprintf("http://127.0.0.1:%d", testproc.FreePort(t)),
 			logPath: filepath.Join(root, fmt.Sprintf("etcd%d.log", i))}
 		h.etcd = append(h.etcd, m)
 		h.logs = append(h.logs, m.logPath)
@@ -206,7 +128,7 @@ func newHA(t *testing.T, versions ...string) *ha {
 		m.initial = strings.Join(initial, ",")
 		go func() {
 			defer func() { done <- struct{}{} }()
-			m.proc = startProc(t, m.name, bins.etcd, []string{"-name", m.name, "-data-dir", m.dir,
+			m.proc = testproc.Start(t, m.name, bins.etcd, []string{"-name", m.name, "-data-dir", m.dir,
 				"-listen-client", m.client, "-listen-peer", m.peer, "-initial-cluster", m.initial,
 				"-state", "new", "-fast-election"}, nil, m.logPath)
 		}()
@@ -215,16 +137,16 @@ func newHA(t *testing.T, versions ...string) *ha {
 		<-done
 	}
 	for _, m := range h.etcd {
-		waitFor(t, long, "etcd member "+m.name+" ready", func() (bool, string) {
-			if m.proc.exited() {
-				t.Fatalf("etcd member %s exited:\n%s", m.name, tail(m.logPath, 20))
+		testproc.WaitFor(t, long, "etcd member "+m.name+" ready", func() (bool, string) {
+			if m.proc.Exited() {
+				t.Fatalf("etcd member %s exited:\n%s", m.name, testproc.Tail(m.logPath, 20))
 			}
-			return countLines(m.logPath, "etcdmember ready") > 0, tail(m.logPath, 3)
+			return testproc.CountLines(m.logPath, "etcdmember ready") > 0, testproc.Tail(m.logPath, 3)
 		})
 	}
 	for i := range 3 {
 		m := &master{id: fmt.Sprintf("m%d", i), dir: filepath.Join(root, fmt.Sprintf("m%d", i)),
-			logPath: filepath.Join(root, fmt.Sprintf("m%d.log", i)), grpcPort: freePort(t), httpPort: freePort(t)}
+			logPath: filepath.Join(root, fmt.Sprintf("m%d.log", i)), grpcPort: testproc.FreePort(t), httpPort: testproc.FreePort(t)}
 		h.masters = append(h.masters, m)
 		h.logs = append(h.logs, m.logPath)
 	}
@@ -265,14 +187,14 @@ func (h *ha) endpoints() string {
 // startMaster starts (or restarts) m and waits until it answers HTTP.
 func (h *ha) startMaster(m *master) {
 	h.t.Helper()
-	m.proc = startProc(h.t, m.id, bins.master, []string{
+	m.proc = testproc.Start(h.t, m.id, bins.master, []string{
 		"--store", "etcd", "--etcd-endpoints", h.endpoints(), "--master-id", m.id,
 		"--grpc-port", strconv.Itoa(m.grpcPort), "--http-port", strconv.Itoa(m.httpPort),
 		"--data-dir", m.dir, "--binaries-dir", h.binariesDir, "--bind", "127.0.0.1",
 	}, nil, m.logPath)
-	waitFor(h.t, long, "master "+m.id+" answers HTTP", func() (bool, string) {
-		if m.proc.exited() {
-			h.t.Fatalf("master %s exited at start:\n%s", m.id, tail(m.logPath, 30))
+	testproc.WaitFor(h.t, long, "master "+m.id+" answers HTTP", func() (bool, string) {
+		if m.proc.Exited() {
+			h.t.Fatalf("master %s exited at start:\n%s", m.id, testproc.Tail(m.logPath, 30))
 		}
 		code, body, err := httpGet(m.httpURL()+"/api/binaries", "")
 		return err == nil && code == 200, fmt.Sprint(code, " ", body, " ", err)
@@ -347,7 +269,7 @@ func (h *ha) waitPublished(v string) {
 		if !m.up() {
 			continue
 		}
-		waitFor(h.t, long, m.id+" publishes storage-server "+v, func() (bool, string) {
+		testproc.WaitFor(h.t, long, m.id+" publishes storage-server "+v, func() (bool, string) {
 			code, body, err := httpGet(m.httpURL()+"/api/binaries/"+v+"/"+bins.plat+"/"+bins.arch, "")
 			return err == nil && code == 200, body
 		})
@@ -395,7 +317,7 @@ func (h *ha) cluster(m *master) (clusterView, error) {
 func (h *ha) leader(timeout time.Duration) *master {
 	h.t.Helper()
 	var lead *master
-	waitFor(h.t, timeout, "the running masters agree on a running leader", func() (bool, string) {
+	testproc.WaitFor(h.t, timeout, "the running masters agree on a running leader", func() (bool, string) {
 		names := map[string]bool{}
 		var seen []string
 		for _, m := range h.masters {
@@ -477,15 +399,15 @@ health_check_interval_secs = 1
 }
 
 func (a *agent) start() {
-	a.proc = startProc(a.h.t, a.id, bins.agent, []string{"run", "--config", a.cfgPath},
+	a.proc = testproc.Start(a.h.t, a.id, bins.agent, []string{"run", "--config", a.cfgPath},
 		[]string{"SUTRA_JOIN_TOKEN=" + a.h.joinToken}, a.logPath)
 }
 
 // kill9 kills the agent process alone (its nodes have their own groups).
 func (a *agent) kill9() {
-	if !a.proc.exited() {
-		_ = syscall.Kill(a.proc.pid(), syscall.SIGKILL)
-		<-a.proc.done
+	if !a.proc.Exited() {
+		_ = syscall.Kill(a.proc.PID(), syscall.SIGKILL)
+		<-a.proc.Done()
 	}
 }
 
@@ -494,9 +416,9 @@ func (a *agent) kill9() {
 // /proc/net/tcp), or nil.
 func (a *agent) master() *master {
 	inodes := map[string]bool{}
-	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", a.proc.pid()))
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", a.proc.PID()))
 	for _, fd := range fds {
-		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", a.proc.pid(), fd.Name()))
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", a.proc.PID(), fd.Name()))
 		if err == nil && strings.HasPrefix(l, "socket:[") {
 			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
 		}
@@ -531,7 +453,7 @@ func (a *agent) master() *master {
 func (h *ha) waitHealthy(m *master, since time.Time) {
 	h.t.Helper()
 	for _, a := range h.agents {
-		waitFor(h.t, long, m.id+" sees agent "+a.id+" healthy", func() (bool, string) {
+		testproc.WaitFor(h.t, long, m.id+" sees agent "+a.id+" healthy", func() (bool, string) {
 			ag, err := getAgent(m, a.id)
 			if err != nil {
 				return false, err.Error()
@@ -563,7 +485,7 @@ func (a *agent) spawn(m *master, nodeID string) {
 func (h *ha) waitRunning(m *master, id string, extra ...func(*gridv1.NodeStatus) bool) *gridv1.NodeStatus {
 	h.t.Helper()
 	var st *gridv1.NodeStatus
-	waitFor(h.t, long, "node "+id+" running on "+m.id, func() (bool, string) {
+	testproc.WaitFor(h.t, long, "node "+id+" running on "+m.id, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		n, err := m.rpc.GetStorageNodeStatus(ctx, &gridv1.GetStorageNodeStatusRequest{NodeId: id})
@@ -650,27 +572,11 @@ func (h *ha) dumpLogsOnFailure() {
 	nodeLogs, _ := filepath.Glob(filepath.Join(h.root, "*", "state", "logs", "*.log"))
 	logs = append(logs, nodeLogs...)
 	for _, p := range logs {
-		h.t.Logf("---- %s ----\n%s", strings.TrimPrefix(p, h.root+"/"), tail(p, 30))
+		h.t.Logf("---- %s ----\n%s", strings.TrimPrefix(p, h.root+"/"), testproc.Tail(p, 30))
 	}
 }
 
 // ---- helpers ----
-
-// waitFor polls cond every 200 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (ok bool, last string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last seen: %s", what, timeout, last)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
@@ -708,29 +614,6 @@ func putKey(endpoint, key, value string) error {
 		return fmt.Errorf("PUT %s/kv/%s = %d %s", endpoint, key, resp.StatusCode, b)
 	}
 	return nil
-}
-
-func countLines(path, sub string) int {
-	b, _ := os.ReadFile(path)
-	return strings.Count(string(b), sub)
-}
-
-func tail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 // killProcessesUnder kills every process whose command line names a path
