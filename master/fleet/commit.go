@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sutragrid/sutra/master/actor"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -55,6 +56,15 @@ type txn struct {
 	err    error
 	// actor is who caused the mutation (master/actor); empty: the master.
 	actor string
+}
+
+// by is who caused the mutation, for event messages: the actor, or the
+// master itself.
+func (tx *txn) by() string {
+	if tx.actor == "" {
+		return actor.Master
+	}
+	return tx.actor
 }
 
 // cond records that the record table/key was read at rev (first one wins).

@@ -18,11 +18,7 @@ import (
 // holds f.mu.
 func (f *Fleet) emit(tx *txn, now time.Time, typ, agentID, nodeID, msg string) {
 	f.lastSeq++
-	who := tx.actor
-	if who == "" {
-		who = actor.Master
-	}
-	e := Event{Seq: f.lastSeq, Time: now, Type: typ, AgentID: agentID, NodeID: nodeID, Message: msg, Actor: who}
+	e := Event{Seq: f.lastSeq, Time: now, Type: typ, AgentID: agentID, NodeID: nodeID, Message: msg, Actor: tx.by()}
 	tx.put(store.TableEvents, seqKey(e.Seq), e, 0)
 	tx.events = append(tx.events, e)
 	f.events = append(f.events, e)

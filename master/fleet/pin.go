@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sutragrid/sutra/internal/limits"
 	"github.com/sutragrid/sutra/master/actor"
@@ -50,16 +51,7 @@ func (f *Fleet) Pin(ctx context.Context, id, artifactName, version string) (Agen
 	if err := ValidatePin(id, artifactName, version); err != nil {
 		return Agent{}, err
 	}
-	var out Agent
-	err := f.retry(ctx, func() (*ticket, error) {
-		now := f.clock.Now()
-		tx := txn{actor: actor.From(ctx)}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		a := f.agents[id]
-		if a == nil {
-			return nil, unknownAgent(id)
-		}
+	return f.changeAgent(ctx, id, func(tx *txn, a *agentState, now time.Time) {
 		rec := &a.rec
 		if rec.Pins == nil {
 			rec.Pins = map[string]string{}
@@ -72,15 +64,8 @@ func (f *Fleet) Pin(ctx context.Context, id, artifactName, version string) (Agen
 		}
 		rec.Generation++
 		tx.putAgent(rec)
-		by := tx.actor
-		if by == "" {
-			by = actor.Master
-		}
-		f.emit(&tx, now, EventAgentPinned, id, "", fmt.Sprintf("%s pinned to %s by %s", artifactName, version, by))
-		out = f.agentLocked(a)
-		return f.enqueue(&tx), nil
+		f.emit(tx, now, EventAgentPinned, id, "", fmt.Sprintf("%s pinned to %s by %s", artifactName, version, tx.by()))
 	})
-	return out, err
 }
 
 // Unpin lifts agent id's pin on artifactName ("" for every pin). The
@@ -93,16 +78,7 @@ func (f *Fleet) Unpin(ctx context.Context, id, artifactName string) (Agent, erro
 	if artifactName != "" && artifactName != PinStorageServer && artifactName != PinAgent {
 		return Agent{}, newErr(KindInvalid, "artifact %.64q cannot be pinned (want %s or %s)", artifactName, PinStorageServer, PinAgent)
 	}
-	var out Agent
-	err := f.retry(ctx, func() (*ticket, error) {
-		now := f.clock.Now()
-		tx := txn{actor: actor.From(ctx)}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		a := f.agents[id]
-		if a == nil {
-			return nil, unknownAgent(id)
-		}
+	return f.changeAgent(ctx, id, func(tx *txn, a *agentState, now time.Time) {
 		rec := &a.rec
 		var lifted []string
 		for _, name := range slices.Sorted(maps.Keys(rec.Pins)) {
@@ -116,12 +92,26 @@ func (f *Fleet) Unpin(ctx context.Context, id, artifactName string) (Agent, erro
 		}
 		if len(lifted) > 0 {
 			tx.putAgent(rec)
-			by := tx.actor
-			if by == "" {
-				by = actor.Master
-			}
-			f.emit(&tx, now, EventAgentUnpinned, id, "", fmt.Sprintf("pin %s lifted by %s", strings.Join(lifted, ", "), by))
+			f.emit(tx, now, EventAgentUnpinned, id, "", fmt.Sprintf("pin %s lifted by %s", strings.Join(lifted, ", "), tx.by()))
 		}
+	})
+}
+
+// changeAgent applies change to agent id (unknown: a not-found error)
+// under the fleet's lock, commits it, and returns the agent as changed;
+// a change lost to another master's write is read again and redone.
+func (f *Fleet) changeAgent(ctx context.Context, id string, change func(tx *txn, a *agentState, now time.Time)) (Agent, error) {
+	var out Agent
+	err := f.retry(ctx, func() (*ticket, error) {
+		now := f.clock.Now()
+		tx := txn{actor: actor.From(ctx)}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		a := f.agents[id]
+		if a == nil {
+			return nil, unknownAgent(id)
+		}
+		change(&tx, a, now)
 		out = f.agentLocked(a)
 		return f.enqueue(&tx), nil
 	})
