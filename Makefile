@@ -74,7 +74,7 @@ bench:
 # The chaos soak (bench/chaos, issue 17): the real grid under seeded faults
 # while clients write; prints a table per fault kind and last
 # "chaos: F faults, W writes, 0 lost, 0 duplicates, 0 orphans, converged p99 X s".
-# DURATION (default 30m), SEED (default random, printed first), HA=1 for three
+# DURATION (default 30m), SEED (default random, printed first), HA=1 (or yes, true) for three
 # masters on three etcd members, OUT=dir to keep every log there.
 DURATION ?= 30m
 SEED     ?=
@@ -82,7 +82,7 @@ HA       ?=
 OUT      ?=
 .PHONY: chaos
 chaos:
-	$(GO) run ./bench/chaos -duration $(DURATION)$(if $(SEED), -seed $(SEED))$(if $(HA), -ha)$(if $(OUT), -out $(OUT))
+	$(GO) run ./bench/chaos -duration $(DURATION)$(if $(SEED), -seed $(SEED))$(if $(filter 1 yes true,$(HA)), -ha)$(if $(OUT), -out $(OUT))
 
 # Every Fuzz* target in the repository, FUZZTIME each (their seed corpora
 # also run in `make test`). A crasher is saved under the package's
