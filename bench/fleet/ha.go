@@ -30,7 +30,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -522,29 +521,11 @@ func haBench(ctx context.Context, c config) (*haResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd /metrics: %w", err)
 	}
-	s.mu.Lock()
-	s.recording = false
-	lat := slices.Clone(s.lat)
-	errs := s.errs
-	s.errs = map[codes.Code]int{}
-	s.mu.Unlock()
+	w := s.endWindow(out, wall)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
-	}
-	r.heartbeats, r.p50, r.p99, r.max = len(lat), pct(0.50), pct(0.99), pct(1)
-	for _, n := range errs {
-		r.errors += n
-	}
-	fmt.Fprintf(out, "heartbeats: %d in %s (%.0f/s), errors %v\n", len(lat), wall.Round(time.Millisecond), float64(len(lat))/wall.Seconds(), errs)
-	fmt.Fprintf(out, "heartbeat latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", r.p50.Round(10*time.Microsecond), pct(0.90).Round(10*time.Microsecond),
-		r.p99.Round(10*time.Microsecond), pct(0.999).Round(10*time.Microsecond), r.max.Round(10*time.Microsecond))
+	r.heartbeats, r.p50, r.p99, r.max, r.errors = w.heartbeats, w.p50, w.p99, w.max, w.errors
 	for i, m := range masters {
 		cpu1, _ := m.ch.cpu()
 		rss, _ := m.ch.peakRSS()

@@ -410,6 +410,39 @@ type stats struct {
 	mark      atomic.Int64 // restart mark (unix nano), 0: none
 }
 
+// window is the heartbeat figures of one measurement window.
+type window struct {
+	heartbeats, errors int
+	p50, p99, max      time.Duration
+}
+
+// endWindow stops recording, prints the window's heartbeat rate, errors
+// and latency percentiles, and returns them; the error counts start
+// again from zero.
+func (s *stats) endWindow(out io.Writer, wall time.Duration) window {
+	s.mu.Lock()
+	s.recording = false
+	lat := slices.Clone(s.lat)
+	errs := s.errs
+	s.errs = map[codes.Code]int{}
+	s.mu.Unlock()
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	w := window{heartbeats: len(lat), p50: pct(0.50), p99: pct(0.99), max: pct(1)}
+	for _, n := range errs {
+		w.errors += n
+	}
+	fmt.Fprintf(out, "heartbeats: %d in %s (%.0f/s), errors %v\n", len(lat), wall.Round(time.Millisecond), float64(len(lat))/wall.Seconds(), errs)
+	fmt.Fprintf(out, "heartbeat latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", w.p50.Round(10*time.Microsecond), pct(0.90).Round(10*time.Microsecond),
+		w.p99.Round(10*time.Microsecond), pct(0.999).Round(10*time.Microsecond), w.max.Round(10*time.Microsecond))
+	return w
+}
+
 func (s *stats) record(d time.Duration, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -695,28 +728,11 @@ func bench(ctx context.Context, c config) (*result, error) {
 	sleep(ctx, c.duration)
 	wall := time.Since(t0)
 	self1, _ := procCPU("self")
-	s.mu.Lock()
-	s.recording = false
-	lat := slices.Clone(s.lat)
-	errs := s.errs
-	s.mu.Unlock()
+	w := s.endWindow(out, wall)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
-	}
-	r.heartbeats, r.p50, r.p99, r.max = len(lat), pct(0.50), pct(0.99), pct(1)
-	for _, n := range errs {
-		r.errors += n
-	}
-	fmt.Fprintf(out, "heartbeats: %d in %s (%.0f/s), errors %v\n", len(lat), wall.Round(time.Millisecond), float64(len(lat))/wall.Seconds(), errs)
-	fmt.Fprintf(out, "heartbeat latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", r.p50.Round(10*time.Microsecond), pct(0.90).Round(10*time.Microsecond),
-		r.p99.Round(10*time.Microsecond), pct(0.999).Round(10*time.Microsecond), r.max.Round(10*time.Microsecond))
+	r.heartbeats, r.p50, r.p99, r.max, r.errors = w.heartbeats, w.p50, w.p99, w.max, w.errors
 	// The simulated agents share the machine with the master: their own
 	// cost, to tell the master's latency apart from the load generator's.
 	if rss, err := procPeakRSS("self"); err == nil && self1 > 0 {
