@@ -3,15 +3,13 @@
 package ha
 
 import (
-	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/sutragrid/sutra/internal/platform"
+	"github.com/sutragrid/sutra/internal/testproc"
 )
 
 // bins are the binaries TestMain builds once.
@@ -20,37 +18,18 @@ var bins struct {
 	plat, arch               string
 	server                   map[string]string // storage-server version -> built file
 	serverNames              map[string]string // version -> storage-server-{version}-{platform}-{arch}
-	buildErr                 error
-	skipped                  bool
+	testproc.Binaries
 }
 
 const v100, v110 = "1.0.0", "1.1.0"
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		bins.skipped = true
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "sutra-ha-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "ha:", err)
-		os.Exit(1)
-	}
-	bins.buildErr = build(dir)
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testproc.Main(m, "ha", &bins.Binaries, build)) }
 
 // build compiles sutra-master, sutra-agent and sutra at 0.9.0, etcdmember,
 // and storage-server stamped 1.0.0 and 1.1.0 into dir.
-func build(dir string) error {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
+func build() error {
+	dir := bins.Dir
+	var err error
 	if bins.plat, bins.arch, err = platform.Current(); err != nil {
 		return err
 	}
@@ -59,24 +38,13 @@ func build(dir string) error {
 	bins.cli = filepath.Join(dir, "sutra")
 	bins.etcd = filepath.Join(dir, "etcdmember")
 	bins.server, bins.serverNames = map[string]string{}, map[string]string{}
-	stamp := func(v string) string { return "-X github.com/sutragrid/sutra/internal/version.Version=" + v }
-	goBuild := func(ldflags, out string, pkgs ...string) error {
-		args := append([]string{"build", "-trimpath", "-ldflags", ldflags, "-o", out}, pkgs...)
-		cmd := exec.Command("go", args...)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
-		}
-		return nil
-	}
-	if err := goBuild(stamp("0.9.0"), dir+string(filepath.Separator),
+	if err := bins.GoBuild(testproc.Stamp("0.9.0"), dir+string(filepath.Separator),
 		"./cmd/sutra-master", "./cmd/sutra-agent", "./cmd/sutra", "./internal/etcdtest/etcdmember"); err != nil {
 		return err
 	}
 	for _, v := range []string{v100, v110} {
 		p := filepath.Join(dir, "storage-server-"+v)
-		if err := goBuild(stamp(v), p, "./cmd/storage-server"); err != nil {
+		if err := bins.GoBuild(testproc.Stamp(v), p, "./cmd/storage-server"); err != nil {
 			return err
 		}
 		bins.server[v] = p
@@ -85,12 +53,4 @@ func build(dir string) error {
 	return nil
 }
 
-func needBinaries(t *testing.T) {
-	t.Helper()
-	if bins.skipped {
-		t.Skip("end-to-end test: skipped with -short")
-	}
-	if bins.buildErr != nil {
-		t.Fatalf("building the binaries failed: %v", bins.buildErr)
-	}
-}
+func needBinaries(t *testing.T) { bins.Need(t) }
