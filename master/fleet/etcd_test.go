@@ -14,18 +14,15 @@ import (
 	"github.com/sutragrid/sutra/master/store/etcdstore"
 )
 
-// Two masters, each with its own etcd client, on one real etcd: every
-// acknowledged change survives their concurrent writes, with the
-// committer's batches bounded by etcd's --max-txn-ops.
-func TestNoLostUpdateOnEtcd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an etcd member")
-	}
+// etcdStores starts an etcd member for t and returns an opener of stores
+// on it, each with its own client, all on one fresh prefix.
+func etcdStores(t *testing.T) func() *etcdstore.Store {
+	t.Helper()
 	c := etcdtest.Start(t)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	prefix := "/sutra-fleet-" + hex.EncodeToString(b) + "/"
-	open := func() *etcdstore.Store {
+	return func() *etcdstore.Store {
 		s, err := etcdstore.Open(context.Background(), etcdstore.Options{Endpoints: c.Endpoints(), Prefix: prefix})
 		if err != nil {
 			t.Fatal(err)
@@ -33,6 +30,16 @@ func TestNoLostUpdateOnEtcd(t *testing.T) {
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}
+}
+
+// Two masters, each with its own etcd client, on one real etcd: every
+// acknowledged change survives their concurrent writes, with the
+// committer's batches bounded by etcd's --max-txn-ops.
+func TestNoLostUpdateOnEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	open := etcdStores(t)
 	stA, stB := open(), open()
 	ca, cb := &conflictCounter{Store: stA}, &conflictCounter{Store: stB}
 	p := &pair{t: t, st: ca, stB: cb, approx: true, clock: newFakeClock(), live: &liveSet{alive: map[string]bool{"A": true, "B": true}, leader: "B"}}
@@ -54,20 +61,13 @@ func TestSimultaneousRegistrationsOnEtcd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}
-	c := etcdtest.Start(t)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	prefix := "/sutra-fleet-" + hex.EncodeToString(b) + "/"
+	open := etcdStores(t)
 	live := &liveSet{alive: map[string]bool{"A": true, "B": true, "C": true}, leader: "A"}
 	clock := newFakeClock()
 	var fleets []*Fleet
 	var counters []*conflictCounter
 	for _, id := range []string{"A", "B", "C"} {
-		s, err := etcdstore.Open(context.Background(), etcdstore.Options{Endpoints: c.Endpoints(), Prefix: prefix})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
+		s := open()
 		cc := &conflictCounter{Store: s}
 		f, err := New(context.Background(), Options{Store: cc, Clock: clock, Coordinator: &testCoord{id: id, live: live}, MasterVersion: "1.0.0", MaxBatchOps: s.MaxTxnOps()})
 		if err != nil {
