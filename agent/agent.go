@@ -481,14 +481,16 @@ func (a *Agent) spec(n state.Node, entry cache.Entry) supervisor.Spec {
 		}, a.markerEnv(n, entry)...),
 		Dir:       n.DataDir,
 		HealthURL: supervisor.HealthURL(n.Port),
-		PreStart:  a.preStart(entry),
+		PreStart:  a.preStart(n.NodeID, entry),
 	}
 }
 
-// preStart re-verifies a cached binary before every (re)start; a corrupt
-// entry is removed and the start fails (the node backs off while the
-// reconcile loop fetches it again).
-func (a *Agent) preStart(entry cache.Entry) func(context.Context) error {
+// preStart re-verifies a cached binary before every (re)start of node id.
+// A corrupt or missing entry fails the start (the node backs off), and
+// that exact version is fetched again at once: once it verifies with the
+// checksum the node was started from, the node starts without waiting out
+// its backoff — the cache failed, not the node.
+func (a *Agent) preStart(id string, entry cache.Entry) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if a.fetcher == nil || entry.Version == "" {
 			return nil
@@ -496,8 +498,9 @@ func (a *Agent) preStart(entry cache.Entry) func(context.Context) error {
 		e, err := a.fetcher.VerifyCached(ctx, entry.Version)
 		if err != nil {
 			a.log.Error("cached storage-server failed verification before start; it will be fetched again",
-				"version", entry.Version, "err", err)
+				"node", id, "version", entry.Version, "err", err)
 			a.binary.drop(entry.Version)
+			a.refetchFor(id, entry)
 			a.nudge()
 			return fmt.Errorf("verify cached storage-server %s: %w", entry.Version, err)
 		}
@@ -506,6 +509,38 @@ func (a *Agent) preStart(entry cache.Entry) func(context.Context) error {
 		}
 		return nil
 	}
+}
+
+// refetchFor fetches entry's version again for node id, whose start found
+// it damaged or gone, and restarts the node at once when the fetched
+// binary is the one it ran (same checksum). A fetch that fails leaves the
+// node to its backoff, whose next start tries again.
+func (a *Agent) refetchFor(id string, entry cache.Entry) {
+	a.goJob("refetch "+entry.Version+" for "+id, func(ctx context.Context, _ *job) {
+		got, err := a.fetcher.Ensure(ctx, entry.Version)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			a.log.Warn("fetching a damaged cached storage-server again failed; the node retries after its backoff",
+				"node", id, "version", entry.Version, "err", err)
+			return
+		case got.Checksum != entry.Checksum:
+			a.log.Warn("storage-server fetched again has another checksum than the node ran; the node waits for the agent's next plan",
+				"node", id, "version", entry.Version, "sha256", got.Checksum, "node_sha256", entry.Checksum)
+			return
+		}
+		if !a.sup.Live(id) {
+			return // stopped meanwhile
+		}
+		// Also when the node has not reached its backoff yet (the fetch
+		// beat the supervisor): the restart waits for it and cuts it short.
+		if err := a.sup.RestartNow(id); err != nil {
+			a.log.Warn("restart node after fetching its binary again", "node", id, "err", err)
+			return
+		}
+		a.log.Info("storage-server fetched again; node restarting now", "node", id, "version", entry.Version)
+	})
 }
 
 // binaryURL is the binary API of the master the agent talks to, which

@@ -237,8 +237,11 @@ func TestCoreOfflineUsesNewestCachedThatNeverFailed(t *testing.T) {
 	}
 }
 
-// A cached binary that fails verification before a start is dropped: the
-// node backs off and the next rounds fetch the binary again.
+// A cached binary that fails verification before a start is dropped and
+// that version fetched again at once; the node, in backoff on the failed
+// check, starts as soon as the binary it ran verifies again, without
+// waiting out its backoff (found by the chaos soak, seed 31: a node whose
+// backoff had grown waited 55 s after its cache was repaired).
 func TestCoreCorruptCachedBinaryIsFetchedAgain(t *testing.T) {
 	v1 := fakeBinary("/nowhere", "1.0.0")
 	c := newCore(t, coreConfig(t), Options{}, func(_ *fakeSupervisor, f *fakeFetcher) { f.publish(v1) })
@@ -255,18 +258,56 @@ func TestCoreCorruptCachedBinaryIsFetchedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.jobs.Wait()
-	if st, _ := c.sup.NodeStatus("a"); st.State != supervisor.StateBackoff || !strings.Contains(st.LastExit, "verify cached storage-server 1.0.0") {
-		t.Fatalf("node a %s %q, want backoff on the failed verification", st.State, st.LastExit)
-	}
-	if c.binary.current() != nil {
-		t.Fatal("the corrupt binary is still what new nodes start from")
-	}
-	c.settle(t)
 	c.fetcher.mu.Lock()
 	again := c.fetcher.ensured > ensured
 	c.fetcher.mu.Unlock()
-	if !again || c.binary.current() == nil {
-		t.Errorf("binary not fetched again after the corrupt entry was dropped")
+	if !again {
+		t.Fatal("the corrupt binary's version was not fetched again")
+	}
+	c.sup.mu.Lock()
+	restarted := slices.Clone(c.sup.restartedNow)
+	starts := slices.Clone(c.sup.started)
+	c.sup.mu.Unlock()
+	st, _ := c.sup.NodeStatus("a")
+	if !slices.Equal(restarted, []string{"a"}) || st.State != supervisor.StateRunning || st.PID == 0 {
+		t.Fatalf("node a %s pid %d (%q), restarted at once %v; want it running again right after the re-fetch", st.State, st.PID, st.LastExit, restarted)
+	}
+	if !slices.Equal(starts, []string{"a@1.0.0", "a@1.0.0"}) {
+		t.Errorf("starts %v, want the failed one and the one after the re-fetch, both 1.0.0", starts)
+	}
+	c.settle(t)
+	if c.binary.current() == nil {
+		t.Errorf("no binary for new nodes after the corrupt entry was fetched again")
+	}
+}
+
+// A node whose binary fails verification is not restarted by the re-fetch
+// when what comes back is another build (another checksum): the node waits
+// for the agent's next plan instead of running what it was not started
+// from.
+func TestCoreRefetchOfAnotherBuildDoesNotRestart(t *testing.T) {
+	v1 := fakeBinary("/nowhere", "1.0.0")
+	c := newCore(t, coreConfig(t), Options{}, func(_ *fakeSupervisor, f *fakeFetcher) { f.publish(v1) })
+	c.onDesired(coreDesired(1, "1.0.0", "a"))
+	if err := c.reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c.jobs.Wait()
+	c.fetcher.mu.Lock()
+	c.fetcher.corrupt["1.0.0"] = true
+	rebuilt := v1
+	rebuilt.Checksum = strings.Repeat("0", 64) // 1.0.0 published again as another file
+	c.fetcher.published["1.0.0"] = rebuilt
+	c.fetcher.mu.Unlock()
+	if err := c.reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c.jobs.Wait()
+	c.sup.mu.Lock()
+	restarted := slices.Clone(c.sup.restartedNow)
+	c.sup.mu.Unlock()
+	if len(restarted) != 0 {
+		t.Errorf("node restarted at once on a re-fetched binary with another checksum: %v", restarted)
 	}
 }
 

@@ -30,20 +30,22 @@ import (
 // and then "runs" (or crashes, for the checksums in crash); processes
 // "alive on the machine" can be adopted on a full identity match.
 type fakeSupervisor struct {
-	mu      sync.Mutex
-	nodes   map[string]*supervisor.Status
-	specs   map[string]supervisor.Spec
-	nextPID int
-	crash   map[string]bool             // checksum -> a node started from it crashes
-	alive   map[int]supervisor.Identity // pid -> identity of a running process
-	marked  []supervisor.Marked         // what FindMarked finds
-	started []string                    // "node@version" of every start, in order
-	adopted []string                    // nodes adopted, in order
+	mu           sync.Mutex
+	nodes        map[string]*supervisor.Status
+	specs        map[string]supervisor.Spec
+	nextPID      int
+	crash        map[string]bool             // checksum -> a node started from it crashes
+	alive        map[int]supervisor.Identity // pid -> identity of a running process
+	marked       []supervisor.Marked         // what FindMarked finds
+	started      []string                    // "node@version" of every start, in order
+	restartedNow []string                    // RestartNow calls, in order
+	resetPending map[string]bool             // RestartNow while the node was starting
+	adopted      []string                    // nodes adopted, in order
 }
 
 func newFakeSupervisor() *fakeSupervisor {
 	return &fakeSupervisor{nodes: map[string]*supervisor.Status{}, specs: map[string]supervisor.Spec{},
-		nextPID: 1000, crash: map[string]bool{}, alive: map[int]supervisor.Identity{}}
+		nextPID: 1000, crash: map[string]bool{}, alive: map[int]supervisor.Identity{}, resetPending: map[string]bool{}}
 }
 
 func specEnv(spec supervisor.Spec, key string) string {
@@ -61,25 +63,60 @@ func (s *fakeSupervisor) Start(spec supervisor.Spec) error {
 		s.mu.Unlock()
 		return fmt.Errorf("node %s is already supervised", spec.Name)
 	}
+	st := &supervisor.Status{Name: spec.Name, State: supervisor.StateStarting, Supervised: true, Since: time.Now()}
+	s.nodes[spec.Name], s.specs[spec.Name] = st, spec
 	s.mu.Unlock()
-	st := &supervisor.Status{Name: spec.Name, State: supervisor.StateRunning, Supervised: true, Since: time.Now()}
+	s.launch(spec, st)
+	return nil
+}
+
+// launch runs spec's pre-start check, then "runs" the node (or crashes
+// it); a RestartNow that came while the check ran starts it again at
+// once, as the real supervisor's reset does.
+func (s *fakeSupervisor) launch(spec supervisor.Spec, st *supervisor.Status) {
+	var err error
 	if spec.PreStart != nil {
-		if err := spec.PreStart(context.Background()); err != nil {
-			st.State, st.LastExit = supervisor.StateBackoff, "pre-start: "+err.Error()
-		}
+		err = spec.PreStart(context.Background())
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st.State == supervisor.StateRunning {
-		if s.crash[specEnv(spec, envChecksum)] {
-			st.State, st.LastExit = supervisor.StateBackoff, "exit status 3"
-		} else {
-			s.nextPID++
-			st.PID = s.nextPID
-		}
-	}
-	s.nodes[spec.Name], s.specs[spec.Name] = st, spec
 	s.started = append(s.started, spec.Name+"@"+specEnv(spec, envVersion))
+	switch {
+	case err != nil:
+		st.State, st.LastExit = supervisor.StateBackoff, "pre-start: "+err.Error()
+	case s.crash[specEnv(spec, envChecksum)]:
+		st.State, st.LastExit = supervisor.StateBackoff, "exit status 3"
+	default:
+		s.nextPID++
+		st.State, st.PID = supervisor.StateRunning, s.nextPID
+	}
+	again := st.State == supervisor.StateBackoff && s.resetPending[spec.Name]
+	delete(s.resetPending, spec.Name)
+	s.mu.Unlock()
+	if again {
+		st.State = supervisor.StateStarting
+		s.launch(spec, st)
+	}
+}
+
+// RestartNow starts a node in backoff again at once (its pre-start check
+// runs again and decides); one still starting does when it fails.
+func (s *fakeSupervisor) RestartNow(id string) error {
+	s.mu.Lock()
+	st, ok := s.nodes[id]
+	if !ok || !st.Supervised {
+		s.mu.Unlock()
+		return fmt.Errorf("no node %s", id)
+	}
+	s.restartedNow = append(s.restartedNow, id)
+	if st.State == supervisor.StateStarting {
+		s.resetPending[id] = true
+		s.mu.Unlock()
+		return nil
+	}
+	spec := s.specs[id]
+	st.State = supervisor.StateStarting
+	s.mu.Unlock()
+	s.launch(spec, st)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strconv"
 	"time"
@@ -32,6 +33,10 @@ type nodeSupervisor interface {
 	// Live reports whether node id is supervised (running, starting, in
 	// backoff or failed); a node whose supervision ended is not.
 	Live(id string) bool
+	// RestartNow forgets node id's failures and starts it at once if it
+	// waits in backoff (or failed); a node about to back off starts again
+	// at once instead.
+	RestartNow(id string) error
 	StopAll(ctx context.Context) error
 	Detach()
 	// WaitEvents returns once the events queued so far were delivered.
@@ -108,6 +113,14 @@ func (s realSupervisor) Stop(ctx context.Context, id string) (supervisor.Status,
 		return supervisor.Status{Name: id}, err
 	}
 	return n.Status(), err
+}
+
+func (s realSupervisor) RestartNow(id string) error {
+	n := s.Node(id)
+	if n == nil {
+		return fmt.Errorf("restart node %s: not supervised", id)
+	}
+	return n.Reset()
 }
 
 func (s realSupervisor) NodeStatus(id string) (supervisor.Status, bool) {
