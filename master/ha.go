@@ -81,7 +81,7 @@ func openShared(ctx context.Context, opts Options, me cluster.Member, log *slog.
 	}
 	tlsConf, err := etcdstore.LoadTLS(opts.Store.EtcdCert, opts.Store.EtcdKey, opts.Store.EtcdCA)
 	if err != nil {
-		return nil, fmt.Errorf("etcd TLS: %w", err)
+		return nil, err // names the flag's file
 	}
 	prefix := opts.Store.EtcdPrefix
 	if prefix == "" {

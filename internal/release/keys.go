@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/sutragrid/sutra/internal/artifact"
 	"github.com/sutragrid/sutra/internal/atomicfile"
+	"github.com/sutragrid/sutra/internal/smallfile"
 )
 
 // Key files written by WriteKeyPair (sutra release keygen).
@@ -100,28 +100,14 @@ func writeNew(path string, data []byte, perm os.FileMode) (err error) {
 	return atomicfile.SyncDir(dir)
 }
 
-// readSmall reads a file of at most maxKeyFile bytes.
+// readSmall reads a key file: a regular file of at most maxKeyFile bytes
+// (a FIFO or device is refused without blocking).
 func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	data, err := smallfile.Read(path, maxKeyFile)
+	if errors.Is(err, smallfile.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: not a minisign key", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxKeyFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a minisign key", path, maxKeyFile)
-	}
-	return data, nil
+	return data, err
 }
 
 // KeyIsEncrypted reports whether the private key file at path is

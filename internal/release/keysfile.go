@@ -2,9 +2,9 @@ package release
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"strings"
+
+	"github.com/sutragrid/sutra/internal/smallfile"
 )
 
 // MaxKeysFile bounds a file of release public keys.
@@ -15,25 +15,9 @@ const MaxKeysFile = 64 << 10
 // "untrusted comment:" lines. At most MaxKeysFile bytes; a file without a
 // key is an error. The keys are returned as written (ParseKeys checks them).
 func ReadKeysFile(path string) ([]string, error) {
-	// A FIFO or a device would block the open or the read: check first
-	// (and again on the open file, in case the path changed between).
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("release public keys file %s is not a regular file", path)
-	}
-	f, err := os.Open(path)
+	data, err := smallfile.Read(path, MaxKeysFile)
 	if err != nil {
 		return nil, fmt.Errorf("release public keys file: %w", err)
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("release public keys file %s is not a regular file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxKeysFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("release public keys file %s: %w", path, err)
-	}
-	if len(data) > MaxKeysFile {
-		return nil, fmt.Errorf("release public keys file %s is larger than %d bytes", path, MaxKeysFile)
 	}
 	var keys []string
 	for _, line := range strings.Split(string(data), "\n") {

@@ -5,15 +5,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/sutragrid/sutra/internal/smallfile"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -253,17 +252,9 @@ func LoadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 }
 
 func readPEM(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, maxPEM)
 	if err != nil {
 		return nil, fmt.Errorf("etcd TLS: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPEM+1))
-	if err != nil {
-		return nil, fmt.Errorf("etcd TLS: read %s: %w", path, err)
-	}
-	if len(b) > maxPEM {
-		return nil, fmt.Errorf("etcd TLS: %s is larger than %d bytes", path, maxPEM)
 	}
 	return b, nil
 }

@@ -20,10 +20,10 @@ import (
 // real etcd: what a client sees when the member or leader it wrote
 // through dies at the wrong moment.
 const (
-	deliver     int32 = iota // no fault
-	loseAnswer               // the write is applied, its answer is lost (Unavailable)
-	swallow                  // the write is never applied and never answered
-	loseTwice                // applied, answer lost; the resend's answer lost too
+	deliver    int32 = iota // no fault
+	loseAnswer              // the write is applied, its answer is lost (Unavailable)
+	swallow                 // the write is never applied and never answered
+	loseTwice               // applied, answer lost; the resend's answer lost too
 )
 
 // lossyKV is a fault injector on a real etcd client's KV, named as such:
