@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/sutragrid/sutra/internal/smallfile"
 )
 
 // Env is what Parse needs from the machine. A nil field means "ask the OS";
@@ -57,10 +59,13 @@ const (
 	EnvJoinToken       = "SUTRA_JOIN_TOKEN"        // agent.join_token
 )
 
+// MaxConfigSize bounds agent-config.toml (a real one is a few KB).
+const MaxConfigSize = 1 << 20
+
 // Load reads, decodes and validates the file at path, with overrides from the
 // process environment. A missing file is an error wrapping fs.ErrNotExist.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := smallfile.Read(path, MaxConfigSize) // a FIFO is refused, not waited on
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("config file %s not found (start from configs/agent-config.toml, or pass --config): %w", path, err)

@@ -87,6 +87,7 @@ import (
 	"github.com/sutragrid/sutra/internal/atomicfile"
 	"github.com/sutragrid/sutra/internal/ident"
 	"github.com/sutragrid/sutra/internal/mtls"
+	"github.com/sutragrid/sutra/internal/smallfile"
 	"github.com/sutragrid/sutra/master/store"
 )
 
@@ -601,15 +602,28 @@ func ipStrings(ips []net.IP) []string {
 	return out
 }
 
+// maxOperatorPEM bounds each certificate, key or CA bundle file the
+// operator names (a chain of a few certificates is a few KB).
+const maxOperatorPEM = 1 << 20
+
 // loadOperator reads the operator's certificate, key and CA bundle, and the
 // CA key or our own CA for client certificates.
 func (p *PKI) loadOperator(ctx context.Context) error {
 	o := p.opts
-	c, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+	// Operator files: a FIFO or device is refused, not waited on.
+	certPEM, err := smallfile.Read(o.CertFile, maxOperatorPEM)
 	if err != nil {
 		return fmt.Errorf("pki: server certificate: %w", err)
 	}
-	bundle, err := os.ReadFile(o.CAFile)
+	keyPEM, err := smallfile.Read(o.KeyFile, maxOperatorPEM)
+	if err != nil {
+		return fmt.Errorf("pki: server key: %w", err)
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("pki: server certificate %s with key %s: %w", o.CertFile, o.KeyFile, err)
+	}
+	bundle, err := smallfile.Read(o.CAFile, maxOperatorPEM)
 	if err != nil {
 		return fmt.Errorf("pki: CA file: %w", err)
 	}
