@@ -133,7 +133,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			if s.isBool {
 				arg = "[=" + arg + "]"
 			}
-			fmt.Fprintf(stderr, "  --%s %s\n      %s (env %s, default %s)\n", s.flag, arg, s.help, s.env, s.def)
+			def := ", default " + s.def
+			if s.def == "" {
+				def = ", no default"
+			}
+			fmt.Fprintf(stderr, "  --%s %s\n      %s (env %s%s)\n", s.flag, arg, s.help, s.env, def)
 		}
 		fmt.Fprintf(stderr, "  --version\n      print the version and exit\n")
 		fmt.Fprintf(stderr, "\nFleet database commands (see `sutra-master COMMAND --help`):\n")
