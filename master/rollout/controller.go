@@ -674,8 +674,10 @@ func (c *Controller) followOnce(ctx context.Context) error {
 		}
 	}
 	c.mu.Lock()
-	for id := range c.all {
-		if !ids[id] {
+	for id, e := range c.all {
+		// Gone from the store — unless written after the scan (a rollout
+		// started here meanwhile): the watch below brings what follows.
+		if !ids[id] && e.rev <= rev {
 			delete(c.all, id)
 		}
 	}
